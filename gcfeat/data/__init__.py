@@ -1,0 +1,1 @@
+"""gcfeat.data"""
