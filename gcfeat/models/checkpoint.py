@@ -1,0 +1,502 @@
+"""Classifier checkpoints: save with their metadata, load every form safely.
+
+A gcfeat checkpoint is a plain dict (tensors, str, numbers, lists, dicts only, so that
+``torch.load(path, weights_only=True)`` reads it)::
+
+    {"format": "gcfeat-checkpoint", "version": 1,
+     "state_dict": {...},                      # keys as the model has them (fc.1.* with dropout)
+     "arch": "resnet50", "num_classes": 11, "classes": ["bipolar_forceps", ...],
+     "input_size": [256, 320], "mean": [...], "std": [...], "dropout": 0.0,
+     "in_channels": 3, "norm": "batch",
+     "meta": {"epochs": 8, "best_mAP": 0.97, "seed": 0, "data": "...", "gcfeat_version": ...,
+              "time": "2024-...", ...},
+     # optional, for resuming: "epoch", "optimizer_state_dict", "scheduler_state_dict", ...}
+
+:func:`load_checkpoint` also reads the original system's forms: a bare state dict (often with
+``module.`` prefixes from DataParallel, and ``fc.1.*`` keys for the dropout head) and the
+resume dict ``{epoch, model_state_dict, optimizer_state_dict, best_epoch, best_mAP}``. For those
+the architecture and class count are inferred from the keys and shapes.
+
+Files are always read with ``weights_only=True``: a file that pickles functions or arbitrary
+objects is refused, never executed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
+from gcfeat.models.resnet import (
+    ARCHS,
+    DEFAULT_HEAD_DROPOUT,
+    _summary,
+    build_classifier,
+    remap_head_keys,
+)
+
+FORMAT = "gcfeat-checkpoint"
+VERSION = 1
+
+#: Input size the surgical classifier was trained at, (H, W) (facts §1).
+SURGICAL_INPUT_SIZE: tuple[int, int] = (256, 320)
+
+#: Top-level keys :func:`save_checkpoint` writes itself; ``extra`` may not override them.
+_RESERVED = frozenset({
+    "format", "version", "state_dict", "arch", "num_classes", "classes", "input_size", "mean",
+    "std", "dropout", "in_channels", "norm", "meta", "epoch", "optimizer_state_dict",
+    "scheduler_state_dict",
+})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, unsafe, or does not match what was asked."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint file holds besides the weights.
+
+    ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original ``*_best_checkpoint.pth.tar``)
+    or ``"resume"`` (original ``{epoch, model_state_dict, ...}``). For the bare forms
+    ``input_size``/``mean``/``std`` are the surgical defaults when K == 11, else ``None``.
+    """
+
+    path: str
+    form: str
+    arch: str
+    num_classes: int
+    classes: tuple[str, ...]
+    dropout: float
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    in_channels: int = 3
+    norm: str = "batch"
+    epoch: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that say why.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or holds pickled objects
+            other than tensors and plain containers (those are refused, not unpickled).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{what} {p}: no such file")
+    if not p.is_file():
+        raise CheckpointError(f"{what} {p}: is not a file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{what} {p}: the file is empty (0 bytes), expected a torch checkpoint")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" in msg or "GLOBAL" in msg:
+            names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", msg)))
+            found = f" ({', '.join(names)})" if names else ""
+            raise CheckpointError(
+                f"{what} {p}: contains non-tensor objects{found}; it will not be unpickled "
+                "because that could run arbitrary code. Expected tensors, numbers, strings, "
+                "lists and dicts only (re-save the weights with torch.save(model.state_dict()))."
+            ) from None
+        raise CheckpointError(f"{what} {p}: truncated or not a torch checkpoint ({_short(e)})") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile,
+            IndexError, AttributeError, TypeError) as e:
+        size = p.stat().st_size
+        raise CheckpointError(
+            f"{what} {p}: truncated or not a torch checkpoint ({size} bytes; {_short(e)})"
+        ) from None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__name__}: {first[:160]}" if first else type(e).__name__
+
+
+def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def unwrap_state_dict(raw: Any, path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded checkpoint and its form, ``module.`` prefixes removed.
+
+    Returns:
+        ``(state, form)`` with ``form`` in ``"gcfeat"``, ``"resume"``, ``"state_dict"``.
+    """
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {type(raw).__name__}, expected a dict (a state dict or "
+            "a gcfeat checkpoint)"
+        )
+    if raw.get("format") == FORMAT:
+        state, form = raw.get("state_dict"), "gcfeat"
+    elif "model_state_dict" in raw:
+        state, form = raw["model_state_dict"], "resume"
+    elif "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        state, form = raw["state_dict"], "state_dict"
+    else:
+        state, form = raw, "state_dict"
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"checkpoint {path}: the {form} form holds no state dict")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path}: expected a state dict of tensors, found non-tensor entries "
+            f"{bad[:4]} (top-level keys: {sorted(map(str, raw))[:8]})"
+        )
+    return _strip_module(state), form
+
+
+def infer_arch(state: Mapping[str, torch.Tensor]) -> str | None:
+    """ResNet depth from state-dict keys: Bottleneck (``conv3``) -> 50/101/152, else 18/34.
+
+    Returns ``None`` when the keys are not a torchvision ResNet's.
+    """
+    if "layer1.0.conv1.weight" not in state:
+        return None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer3\.(\d+)\.", k))}
+    n = len(blocks)
+    if "layer1.0.conv3.weight" in state:
+        return {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(n, f"resnet(bottleneck, {n} blocks in layer3)")
+    return {2: "resnet18", 6: "resnet34"}.get(n, f"resnet(basic, {n} blocks in layer3)")
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, Any]:
+    """``arch``, ``num_classes``, ``dropout_head``, ``in_channels``, ``norm`` of a ResNet state."""
+    arch = infer_arch(state)
+    if arch is None:
+        keys = list(state)[:5]
+        raise CheckpointError(
+            f"checkpoint {path}: does not hold ResNet weights (first keys {keys}), expected a "
+            f"torchvision {'/'.join(ARCHS)} state dict"
+        )
+    if arch not in ARCHS:
+        raise CheckpointError(f"checkpoint {path}: holds {arch} weights, expected one of {sorted(ARCHS)}")
+    if "fc.1.weight" in state:
+        fc, dropout_head = state["fc.1.weight"], True
+    elif "fc.weight" in state:
+        fc, dropout_head = state["fc.weight"], False
+    else:
+        raise CheckpointError(f"checkpoint {path}: {arch} weights without a head (no fc.weight or fc.1.weight)")
+    return {
+        "arch": arch,
+        "num_classes": int(fc.shape[0]),
+        "dropout_head": dropout_head,
+        "in_channels": int(state["conv1.weight"].shape[1]) if "conv1.weight" in state else 3,
+        "norm": "batch" if "bn1.weight" in state else "none",
+    }
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw dict of a checkpoint (safe load), e.g. to resume an optimizer."""
+    raw = read_torch_file(path)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"checkpoint {path}: holds a {type(raw).__name__}, expected a dict")
+    return raw
+
+
+# --------------------------------------------------------------------------------- saving
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as types ``weights_only=True`` reads (numpy -> python/tensor, Path -> str)."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    for kind in (bool, int, float, str):  # subclasses (e.g. TorchVersion) are not loadable
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {_plain_key(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    try:  # numpy scalars and arrays without importing numpy here
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value.copy())
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, torch.device):
+        return str(value)
+    raise CheckpointError(
+        f"save_checkpoint: {where} is a {type(value).__name__}; only tensors, numbers, strings, "
+        "lists and dicts can be stored (so the file loads with weights_only=True)"
+    )
+
+
+def _plain_key(key: Any, where: str) -> Any:
+    # int keys matter: an optimizer's state is keyed by parameter index.
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return _plain(key, where)
+    raise CheckpointError(f"save_checkpoint: {where} has a {type(key).__name__} key {key!r}; expected str or int keys")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    classes: Sequence[str],
+    arch: str,
+    input_size: Sequence[int] | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    dropout: float = 0.0,
+    meta: Mapping[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | Mapping | None = None,
+    scheduler: Any = None,
+    epoch: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and metadata as a gcfeat checkpoint, atomically.
+
+    Args:
+        path: destination (``.pt``); parent folders are created.
+        model: the classifier (a ``DataParallel`` wrapper is unwrapped).
+        classes: K class names, in output order.
+        arch: ``"resnet50"`` / ``"resnet18"`` / ``"resnet34"``; checked against the weights.
+        input_size: (H, W) the model was trained at; mean/std: the input normalisation.
+        dropout: the head's dropout rate.
+        meta: training metadata (epochs, best mAP, seed, data path, ...); ``gcfeat_version``
+            and ``time`` are added.
+        optimizer, scheduler, epoch: resume state (``optimizer_state_dict``,
+            ``scheduler_state_dict``, ``epoch``), optional.
+        extra: further top-level entries (plain types), e.g. RNG states.
+
+    Returns:
+        the path written.
+    """
+    from gcfeat import __version__
+
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    state = _strip_module({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    desc = describe_state_dict(state, path)
+    if desc["arch"] != arch:
+        raise CheckpointError(f"save_checkpoint {path}: arch={arch!r} but the model is a {desc['arch']}")
+    classes = [str(c) for c in classes]
+    if len(classes) != desc["num_classes"]:
+        raise CheckpointError(
+            f"save_checkpoint {path}: {len(classes)} class names given, the model has "
+            f"{desc['num_classes']} outputs"
+        )
+    info_meta = {
+        "gcfeat_version": __version__,
+        "torch_version": torch.__version__,
+        "time": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    info_meta.update(meta or {})
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "state_dict": state,
+        "arch": arch,
+        "num_classes": desc["num_classes"],
+        "classes": classes,
+        "input_size": [int(s) for s in input_size] if input_size is not None else None,
+        "mean": [float(m) for m in mean] if mean is not None else None,
+        "std": [float(s) for s in std] if std is not None else None,
+        "dropout": float(dropout),
+        "in_channels": desc["in_channels"],
+        "norm": desc["norm"],
+        "meta": _plain(info_meta, "meta"),
+    }
+    if epoch is not None:
+        ckpt["epoch"] = int(epoch)
+    if optimizer is not None:
+        sd = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
+        ckpt["optimizer_state_dict"] = _plain(sd, "optimizer")
+    if scheduler is not None:
+        sd = scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler
+        ckpt["scheduler_state_dict"] = _plain(sd, "scheduler")
+    for key, value in (extra or {}).items():
+        if key in _RESERVED:
+            raise CheckpointError(f"save_checkpoint: extra key {key!r} is reserved")
+        ckpt[key] = _plain(value, key)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    dropout: float | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, CheckpointInfo]:
+    """Build the classifier a checkpoint holds and load its weights (model in eval mode).
+
+    Args:
+        path: a gcfeat checkpoint, a bare state dict (``module.`` prefixes and ``fc.1.*``
+            dropout-head keys accepted) or an original resume dict (``model_state_dict``).
+        classes: expected class names; a different count (or, for gcfeat files, different
+            names) is an error. For bare files they name the outputs.
+        arch: expected architecture; a different one is an error.
+        num_classes: expected K; a different one is an error.
+        dropout: head dropout; ``None`` keeps the file's head form. ``0.0`` on a ``fc.1.*``
+            file gives a plain ``Linear`` head (same weights), ``> 0`` on a plain head wraps it.
+        map_location: device the model is moved to.
+
+    Returns:
+        ``(model, info)``.
+
+    Raises:
+        CheckpointError: missing/corrupt/unsafe file, or a mismatch; the message says what the
+            file holds and what was asked.
+    """
+    raw = read_torch_file(path)
+    state, form = unwrap_state_dict(raw, path)
+    desc = describe_state_dict(state, path)
+    held_arch, held_k = desc["arch"], desc["num_classes"]
+    header = raw if form == "gcfeat" else {}
+    if form == "gcfeat" and int(raw.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {raw['version']} was written by a newer gcfeat; "
+            f"this one reads version <= {VERSION}"
+        )
+    if form == "gcfeat" and header.get("arch") not in (None, held_arch):
+        raise CheckpointError(
+            f"checkpoint {path}: header says {header['arch']} but the weights are {held_arch}"
+        )
+
+    if arch is not None and arch != held_arch:
+        raise CheckpointError(f"checkpoint {path}: holds {held_arch} weights, asked for {arch}")
+    held_classes = [str(c) for c in header.get("classes") or []]
+    if held_classes and len(held_classes) != held_k:
+        raise CheckpointError(
+            f"checkpoint {path}: lists {len(held_classes)} classes but its head has {held_k} outputs"
+        )
+    shown = held_classes or (list(SURGICAL_CLASSES) if held_k == len(SURGICAL_CLASSES) else None)
+    if num_classes is not None and int(num_classes) != held_k:
+        raise CheckpointError(
+            f"checkpoint {path}: has {held_k} classes{_names(shown)}, asked for {num_classes}"
+        )
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(classes) != held_k:
+            raise CheckpointError(
+                f"checkpoint {path}: has {held_k} classes{_names(shown)}, asked for "
+                f"{len(classes)}{_names(classes)}"
+            )
+        if held_classes and classes != held_classes:
+            raise CheckpointError(
+                f"checkpoint {path}: has classes {held_classes}, asked for {classes} "
+                "(same count, different names or order)"
+            )
+    if held_classes:
+        final_classes = held_classes
+    elif classes is not None:
+        final_classes = classes
+    elif held_k == len(SURGICAL_CLASSES):
+        final_classes = list(SURGICAL_CLASSES)
+    else:
+        final_classes = [f"class_{i}" for i in range(held_k)]
+
+    if dropout is None:
+        if desc["dropout_head"]:
+            dropout = float(header.get("dropout") or 0.0) or DEFAULT_HEAD_DROPOUT
+        else:
+            dropout = 0.0
+    # Built on the meta device (no random init: every value comes from the file), then
+    # materialised on the CPU; whatever the file lacks is an error below.
+    with torch.device("meta"):
+        model = build_classifier(
+            held_arch, held_k, dropout=dropout, in_channels=desc["in_channels"], norm=desc["norm"]
+        )
+    model.to_empty(device="cpu")
+    with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
+        for name, buf in model.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buf.zero_()
+    state = remap_head_keys(state, dropout > 0)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
+            f"{_summary('wrong shape', sizes) or _short(e)}"
+        ) from None
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        parts = [s for s in (_summary("missing", missing),
+                             _summary("unexpected", list(result.unexpected_keys))) if s]
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
+            + "; ".join(parts)
+        )
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    model.eval()
+
+    surgical = held_k == len(SURGICAL_CLASSES)
+    input_size = header.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical and form != "gcfeat" else None)
+    mean = header.get("mean") or (list(SURGICAL_MEAN) if surgical and form != "gcfeat" else None)
+    std = header.get("std") or (list(SURGICAL_STD) if surgical and form != "gcfeat" else None)
+    if form == "resume":
+        meta = {k: raw[k] for k in ("epoch", "best_epoch", "best_mAP") if k in raw}
+    else:
+        meta = dict(header.get("meta") or {})
+    epoch = raw.get("epoch") if isinstance(raw.get("epoch"), int) else None
+    info = CheckpointInfo(
+        path=str(path),
+        form=form,
+        arch=held_arch,
+        num_classes=held_k,
+        classes=tuple(final_classes),
+        dropout=float(dropout),
+        input_size=tuple(int(s) for s in input_size) if input_size else None,
+        mean=tuple(float(m) for m in mean) if mean else None,
+        std=tuple(float(s) for s in std) if std else None,
+        in_channels=desc["in_channels"],
+        norm=desc["norm"],
+        epoch=epoch,
+        meta=meta,
+    )
+    return model, info
+
+
+def _names(names: Sequence[str] | None, show: int = 12) -> str:
+    if not names:
+        return ""
+    more = ", ..." if len(names) > show else ""
+    return " [" + ", ".join(names[:show]) + more + "]"
