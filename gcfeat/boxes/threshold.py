@@ -1,0 +1,362 @@
+"""Heatmaps -> boxes: threshold, connected blobs, one box per blob (or per class map).
+
+The original surgical code thresholded each predicted class map with OpenCV, took external
+contours and one ``boundingRect`` per contour, dropped boxes of area <= 25 px, merged the tissue
+boxes into one, and scored a box by the mean heat inside it. :func:`heatmap_to_boxes` does the
+same for a whole batch at once: the selected maps are stacked into tall images of a few maps
+each with a zero row between maps (so no blob can cross from one map into the next), traced with
+one OpenCV call per cache-sized chunk, chunks spread over threads (OpenCV releases the GIL), and
+the reductions after that (bounding boxes from contour extremes, ``min_area``, modes, sorting)
+are vectorised in numpy. Scores come from a float64 integral image: per chunk with OpenCV on the
+CPU; on a GPU the maps are thresholded there, only a uint8 mask travels to the host, and the
+integral image is built on the device. 3D volumes go through
+``scipy.ndimage.label`` (26-connectivity) on the same padded stack. It also fixes the original's
+crash when no class is predicted (no box, no error).
+
+Contour tracing dominates and costs OpenCV what it cost the original, so on one CPU thread this
+is about as fast as the original loop (0.8-1.1x measured); the gain comes from threads (about 2x
+on a 16-core machine) and, for heatmaps on a GPU, from moving a uint8 mask instead of float maps
+(about 2.8x). ``benchmarks/boxes_speed.py`` measures it and checks the boxes are identical.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from .structures import Boxes
+
+__all__ = ["heatmap_to_boxes", "BOX_MODES", "HeatmapError"]
+
+#: Box modes: one box per 8-connected blob / the largest blob's box / one box around all blobs.
+BOX_MODES: tuple[str, ...] = ("components", "largest", "union")
+_MODE_CODE = {m: i for i, m in enumerate(BOX_MODES)}
+_CHUNK_PIXELS = 1 << 19  # pixels per worker task (~6 maps of 256 x 320): mask + maps stay in cache
+_CPU_FAST_2D = True  # 2D CPU maps: threshold + trace + score in one chunk pass (tests flip it)
+
+
+class HeatmapError(ValueError):
+    """A heatmap or threshold argument that :func:`heatmap_to_boxes` cannot use."""
+
+
+def heatmap_to_boxes(
+    heat: Tensor,
+    threshold: float = 0.3,
+    *,
+    mode: str = "components",
+    min_area: float = 25,
+    class_modes: Mapping[int, str] | None = None,
+    probs: Tensor | None = None,
+    pred_threshold: float = 0.5,
+    classes: Sequence[int] | Tensor | None = None,
+    workers: int | None = None,
+) -> Boxes:
+    """Boxes around the pixels of each class heatmap that are strictly above ``threshold``.
+
+    Pixels with ``heat > threshold`` are *on*; on pixels are grouped into blobs by
+    8-connectivity in 2D (diagonal neighbours join) and 26-connectivity in 3D. Every blob gets
+    its bounding box with exclusive end (``x1, y1, x1 + w, y1 + h``, as the original). Then:
+
+    * ``min_area``: a blob whose **box** area ``w * h`` (3D: ``d * h * w``) is ``<= min_area``
+      is dropped, as the original did with its ``w * h <= 25`` rule (box area, not pixel
+      count: a thin diagonal blob of 10 pixels has a 100 px box and is kept).
+    * ``mode`` (per class map; ``class_modes`` overrides it for some class ids):
+      ``"components"`` one box per kept blob; ``"largest"`` only the kept blob with the largest
+      box area (ties: the first in sorted order); ``"union"`` one box around all kept blobs (the
+      original's tissue rule; the surgical callers pass ``class_modes={TISSUE: "union"}``).
+    * ``score`` = mean heat inside the box (every pixel of the box, on or off, as the original).
+
+    A map with nothing above ``threshold`` gives no box (``threshold = 1`` never gives one, and
+    with ``threshold = 0`` pixels equal to 0 stay off).
+
+    Args:
+        heat: ``(B, K, H, W)`` or ``(B, K, D, H, W)`` float heatmaps in [0, 1], any device.
+        threshold: T in [0, 1].
+        mode: default box mode, one of :data:`BOX_MODES`.
+        min_area: boxes with area ``<= min_area`` pixels are dropped (0 keeps everything).
+        class_modes: ``{class id: mode}`` overriding ``mode`` for those classes.
+        probs: optional ``(B, K)`` class probabilities aligned with ``heat``'s channels (or
+            ``(B, C)`` over all model outputs when ``classes`` picks K of them); only maps with
+            ``probs > pred_threshold`` get boxes. ``None``: every map.
+        pred_threshold: probability a class must exceed to get boxes.
+        classes: ``(K,)`` class id of each heatmap channel (``CAMResult.classes``); default
+            ``0..K-1``. Box labels are these ids.
+        workers: threads tracing blobs (OpenCV and the integral image release the GIL);
+            default ``min(4, os.cpu_count())`` (more threads oversubscribe OpenCV's own pool
+            and gained nothing on a 16-core machine); 1 runs inline.
+
+    Returns:
+        :class:`Boxes` on ``heat``'s device: ``xyxy (M, 4)`` (3D ``(M, 6)`` as z1, y1, x1, z2,
+        y2, x2), ``frame`` = row b of the batch, ``label`` = class id, ``score``; sorted by frame,
+        label, then coordinates in column order.
+
+    Raises:
+        HeatmapError: ``heat`` is not 4D/5D; a map to be thresholded (a selected class) holds
+            NaN or inf (checked per cache-sized chunk, no extra pass over memory); ``threshold``
+            is NaN or outside [0, 1];
+            an unknown mode; ``probs`` / ``classes`` of the wrong shape.
+
+    Example:
+        >>> heat = torch.zeros(1, 2, 64, 80); heat[0, 1, 10:20, 30:45] = 0.9
+        >>> b = heatmap_to_boxes(heat, 0.3)
+        >>> b.xyxy.tolist(), b.label.tolist()
+        ([[30.0, 10.0, 45.0, 20.0]], [1])
+    """
+    heat, sel, labels_of_channel, mode_of_channel = _check(
+        heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes)
+    threshold = float(threshold)
+    d = heat.ndim - 2
+    device = heat.device
+    b_idx, k_idx = sel.nonzero(as_tuple=True)
+    if b_idx.numel() == 0 or threshold >= 1:  # nothing can be strictly above 1
+        return Boxes.empty(d, device)
+    B, K = heat.shape[:2]
+    spatial = tuple(heat.shape[2:])
+    flat = heat.detach().reshape(B * K, *spatial)  # a view for contiguous input
+    rows = (b_idx * K + k_idx).cpu().numpy()  # selected maps, ascending
+    map_modes = mode_of_channel[k_idx.cpu()].numpy()
+    n = len(rows)
+    step = max(1, _CHUNK_PIXELS // math.prod(spatial))
+    chunks = [(s, min(s + step, n)) for s in range(0, n, step)]
+    workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+
+    if d == 2 and device.type == "cpu" and _CPU_FAST_2D:
+        hn = flat.float().contiguous().numpy()
+
+        def task(c):  # threshold, trace, reduce, score: all in one cache-sized chunk
+            s, e = c
+            r = rows[s:e]
+            h = hn[r[0]:r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
+            return _chunk_2d_cpu(h, threshold, map_modes[s:e], min_area, s)
+    else:
+        # Threshold on the device; only a uint8 mask with one zero row (slice) per map leaves it.
+        maps = flat[torch.from_numpy(rows).to(device)]
+        if not bool(torch.isfinite(maps.sum())):
+            raise _nonfinite_error(maps)
+        on = (maps > threshold).to(torch.uint8)
+        mask = torch.nn.functional.pad(on, (0, 0) * (d - 1) + (0, 1)).cpu().numpy()
+
+        def task(c):
+            s, e = c
+            tracer = _trace_2d if d == 2 else _trace_3d
+            m_idx, xyxy = tracer(mask[s:e])
+            m_idx, xyxy = _reduce_modes(m_idx, xyxy, map_modes[s:e], min_area)
+            return m_idx + s, xyxy, None
+
+    try:
+        if workers == 1 or len(chunks) == 1:
+            parts = [task(c) for c in chunks]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(task, chunks))
+    except _NonFinite:
+        raise _nonfinite_error(flat[torch.from_numpy(rows)]) from None
+
+    m_idx = np.concatenate([p[0] for p in parts])
+    xyxy = np.concatenate([p[1] for p in parts]).reshape(-1, 2 * d)
+    if len(m_idx) == 0:
+        return Boxes.empty(d, device)
+    # bookkeeping in numpy (tiny arrays; torch CPU ops here would wake its thread pool)
+    frame = b_idx.cpu().numpy()[m_idx]
+    label = labels_of_channel.numpy()[k_idx.cpu().numpy()[m_idx]]
+    keys = [xyxy[:, j] for j in reversed(range(2 * d))]  # lexsort: the last key is primary
+    order = np.lexsort(keys + [label, frame])
+    xyxy_t = torch.from_numpy(xyxy[order].astype(np.float32)).to(device)
+    if parts[0][2] is not None:
+        score = torch.from_numpy(np.concatenate([p[2] for p in parts])[order].astype(np.float32)).to(device)
+    else:
+        score = box_mean(maps, torch.from_numpy(m_idx[order]).to(device), xyxy_t)
+    return Boxes(xyxy_t, torch.from_numpy(frame[order]).to(device),
+                 torch.from_numpy(label[order]).to(device), score)
+
+
+# --------------------------------------------------------------------------------------------
+def _check(heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes):
+    if not isinstance(heat, Tensor):
+        heat = torch.as_tensor(np.asarray(heat))
+    if heat.ndim not in (4, 5):
+        raise HeatmapError(f"heat: expected (B, K, H, W) or (B, K, D, H, W), got shape {tuple(heat.shape)}")
+    if not heat.is_floating_point():
+        heat = heat.float()
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}") from None
+    if not (0.0 <= t <= 1.0):  # also catches NaN
+        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}")
+    if min_area is None or not (float(min_area) >= 0):
+        raise HeatmapError(f"min_area: expected a number >= 0, got {min_area!r}")
+    B, K = heat.shape[:2]
+    if classes is None:
+        labels = torch.arange(K)
+    else:
+        labels = torch.as_tensor(classes, dtype=torch.int64).reshape(-1).cpu()
+        if labels.numel() != K:
+            raise HeatmapError(f"classes: expected {K} class ids (one per heatmap channel), got {labels.numel()}")
+    for m in [mode, *(class_modes or {}).values()]:
+        if m not in _MODE_CODE:
+            raise HeatmapError(f"mode: expected one of {BOX_MODES}, got {m!r}")
+    codes = torch.tensor([_MODE_CODE[(class_modes or {}).get(int(c), mode)] for c in labels.tolist()],
+                         dtype=torch.int64)
+    if probs is None:
+        sel = torch.ones(B, K, dtype=torch.bool, device=heat.device)
+    else:
+        p = torch.as_tensor(probs).to(heat.device)
+        if p.ndim != 2 or p.shape[0] != B:
+            raise HeatmapError(f"probs: expected ({B}, {K}), got {tuple(p.shape)}")
+        if p.shape[1] != K:
+            if classes is None or int(labels.max()) >= p.shape[1]:
+                raise HeatmapError(f"probs: expected ({B}, {K}) (or all outputs with `classes`), got {tuple(p.shape)}")
+            p = p[:, labels.to(p.device)]
+        sel = p > pred_threshold
+    return heat, sel, labels, codes
+
+
+def _nonfinite_error(maps: Tensor) -> HeatmapError:
+    nan, inf = int(torch.isnan(maps).sum()), int(torch.isinf(maps).sum())
+    return HeatmapError(f"heat: {nan} NaN and {inf} infinite value(s) in the heatmaps to threshold "
+                        f"(shape {tuple(maps.shape)}); expected values in [0, 1]")
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: float, offset: int):
+    """Threshold + trace + reduce + score ``h (C, H, W)`` float32 maps; returns map index
+    (global), ``xyxy (n, 4)`` and box sums / areas, i.e. mean heat."""
+    c, H, W = h.shape
+    if not math.isfinite(cv2.sumElems(h.reshape(c * H, W))[0]):  # the chunk is in cache: cheap
+        raise _NonFinite
+    mask = np.zeros((c, H + 1, W), dtype=bool)  # one zero row below each map
+    np.greater(h, threshold, out=mask[:, :H])
+    m_idx, xyxy = _trace_2d(mask.view(np.uint8))
+    m_idx, xyxy = _reduce_modes(m_idx, xyxy, modes, min_area)
+    if len(m_idx) == 0:
+        return m_idx + offset, xyxy, np.zeros(0, np.float32)
+    # Box sums from an integral image of the chunk's stacked maps: one GIL-free OpenCV call and
+    # a gather, which scales over threads (a per-box ROI sum reads fewer pixels but loops in
+    # Python holding the GIL).
+    ii = cv2.integral(h.reshape(c * H, W), sdepth=cv2.CV_64F)
+    x1, y1, x2, y2 = (xyxy[:, j] for j in range(4))
+    y1, y2 = y1 + m_idx * H, y2 + m_idx * H
+    total = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    return m_idx + offset, xyxy, total / np.maximum(area, 1)
+
+
+def _trace_2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected blobs of ``mask (C, H + 1, W)`` uint8 (last row of each map zero).
+
+    Returns ``map (L,)`` int64 and ``xyxy (L, 4)`` int64 exclusive-end boxes. The outer border
+    of every blob is a top-level contour of ``RETR_CCOMP`` (blobs inside another blob's hole
+    included, which ``RETR_EXTERNAL`` would miss); its extreme points give the box.
+    """
+    c, hp, W = mask.shape
+    contours, hier = cv2.findContours(mask.reshape(c * hp, W), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
+    outer = hier[0][:, 3] < 0
+    lens = np.fromiter((len(x) for x in contours), np.int64, len(contours))
+    pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    lo = np.minimum.reduceat(pts, starts)[outer]
+    hi = np.maximum.reduceat(pts, starts)[outer] + 1
+    m = lo[:, 1] // hp
+    lo[:, 1] -= m * hp
+    hi[:, 1] -= m * hp
+    return m, np.concatenate([lo, hi], 1)
+
+
+def _trace_3d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """26-connected blobs of ``mask (C, D + 1, H, W)`` uint8 (last slice of each volume zero).
+
+    Returns ``map (L,)`` and ``zyx zyx (L, 6)`` exclusive-end boxes."""
+    from scipy import ndimage
+
+    c, dp, H, W = mask.shape
+    lab, n = ndimage.label(mask.reshape(c * dp, H, W), structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 6), np.int64)
+    sl = ndimage.find_objects(lab)
+    b = np.array([[s.start for s in t] + [s.stop for s in t] for t in sl], dtype=np.int64)
+    m = b[:, 0] // dp
+    b[:, 0] -= m * dp
+    b[:, 3] -= m * dp
+    return m, b
+
+
+def _reduce_modes(m_idx: np.ndarray, xyxy: np.ndarray, modes: np.ndarray, min_area: float):
+    """Drop small blobs, then apply each map's mode (codes of :data:`BOX_MODES`), vectorised.
+
+    ``m_idx (L,)`` map of each blob (index into ``modes (C,)``), ``xyxy (L, 2d)``."""
+    d = xyxy.shape[1] // 2
+    area = np.prod(xyxy[:, d:] - xyxy[:, :d], axis=1)
+    keep = area > min_area
+    m_idx, xyxy, area = m_idx[keep], xyxy[keep], area[keep]
+    if len(m_idx) == 0:
+        return m_idx, xyxy
+    code = modes[m_idx]
+    out_m, out_b = [m_idx[code == 0]], [xyxy[code == 0]]
+    lg = np.flatnonzero(code == 1)
+    if len(lg):  # per map the largest area; ties -> first in coordinate order
+        keys = [xyxy[lg, j] for j in reversed(range(2 * d))]
+        order = lg[np.lexsort(keys + [-area[lg], m_idx[lg]])]
+        first = np.concatenate([[True], m_idx[order][1:] != m_idx[order][:-1]])
+        out_m.append(m_idx[order[first]]), out_b.append(xyxy[order[first]])
+    un = np.flatnonzero(code == 2)
+    if len(un):  # per map the box around all kept blobs
+        maps, inv = np.unique(m_idx[un], return_inverse=True)
+        lo = np.full((len(maps), d), np.iinfo(np.int64).max)
+        hi = np.full((len(maps), d), np.iinfo(np.int64).min)
+        np.minimum.at(lo, inv, xyxy[un, :d])
+        np.maximum.at(hi, inv, xyxy[un, d:])
+        out_m.append(maps), out_b.append(np.concatenate([lo, hi], 1))
+    return np.concatenate(out_m), np.concatenate(out_b)
+
+
+def box_mean(maps: Tensor, map_idx: Tensor, xyxy: Tensor, chunk: int = 64) -> Tensor:
+    """Mean of ``maps[map_idx[i]]`` inside box ``i``, from a float64 integral image (any dims).
+
+    Args:
+        maps: ``(N, *S)`` with ``len(S)`` = 2 or 3.
+        map_idx: ``(M,)`` int64 row of ``maps`` for each box.
+        xyxy: ``(M, 2d)`` exclusive-end boxes in column order (2D x, y; 3D z, y, x).
+
+    Returns:
+        ``(M,)`` float32 on ``maps``' device (0 for an empty box).
+    """
+    d = maps.ndim - 1
+    dev = maps.device
+    dt = torch.float32 if dev.type == "mps" else torch.float64
+    # spatial index order of the box columns: 2D boxes are (x, y) but arrays are (y, x)
+    axes = list(range(d)) if d == 3 else [1, 0]
+    b = xyxy.long().to(dev)
+    out = torch.zeros(len(b), dtype=dt, device=dev)
+    for s in range(0, maps.shape[0], chunk):
+        e = min(s + chunk, maps.shape[0])
+        sel = ((map_idx >= s) & (map_idx < e)).nonzero(as_tuple=True)[0]
+        if sel.numel() == 0:
+            continue
+        ii = torch.nn.functional.pad(maps[s:e].to(dt), (1, 0) * d)
+        for ax in range(1, d + 1):
+            ii = ii.cumsum(ax)
+        total = torch.zeros(sel.numel(), dtype=dt, device=dev)
+        for corner in range(1 << d):  # inclusion-exclusion over the 2^d corners
+            idx = [map_idx[sel] - s] + [None] * d
+            sign = 1
+            for j in range(d):  # j-th spatial axis of the array
+                col = axes[j]
+                hi = (corner >> j) & 1
+                idx[j + 1] = b[sel, col + d] if hi else b[sel, col]
+                sign = sign if hi else -sign
+            total += sign * ii[tuple(idx)]
+        out[sel] = total
+    area = (b[:, d:] - b[:, :d]).clamp(min=0).prod(1).clamp(min=1)
+    return (out / area).float()
