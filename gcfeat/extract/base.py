@@ -1,0 +1,111 @@
+"""The extractor interface and the rows it returns.
+
+Every extractor turns one frame batch plus the CAM pass over it (a ``CAMResult``: logits,
+heatmaps, layer4 activations and the extra layer2 / layer3 maps) and the boxes drawn from the
+heatmaps into :class:`Features`: one row per object. Extractors never run the backbone on the
+frames again; only :class:`~gcfeat.extract.crop.CropExtractor` (M1) runs it, on the crops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+import torch
+
+
+@dataclass
+class Features:
+    """Object-level feature rows of one batch.
+
+    Attributes:
+        frame: ``(R,)`` int64, row of the frame in the batch (in a file: row in ``frame_index``).
+        label: ``(R,)`` int64 class index.
+        box: ``(R, 4)`` float32 ``x1, y1, x2, y2`` (exclusive end) in frame (model input) pixels.
+        score: ``(R,)`` float32 (box confidence for M1 / M2, the class's sigmoid score for M3).
+        features: ``(R, D)`` float32.
+        empty: ``(R,)`` bool, True where the region was empty (M3: nothing above the threshold;
+            those rows hold zero features).
+    """
+
+    frame: torch.Tensor
+    label: torch.Tensor
+    box: torch.Tensor
+    score: torch.Tensor
+    features: torch.Tensor
+    empty: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.empty is None:
+            self.empty = torch.zeros(self.frame.shape[0], dtype=torch.bool,
+                                     device=self.frame.device)
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def to(self, device) -> "Features":
+        return Features(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def float(self) -> "Features":
+        """``features`` / ``box`` / ``score`` as float32 (after autocast)."""
+        return Features(self.frame, self.label, self.box.float(), self.score.float(),
+                        self.features.float(), self.empty)
+
+    def select(self, index: torch.Tensor) -> "Features":
+        return Features(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def cat(parts: Sequence["Features"]) -> "Features":
+        if not parts:
+            raise ValueError("Features.cat: got an empty list, expected at least one part")
+        return Features(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                           for f in fields(Features)})
+
+    @staticmethod
+    def empty_like(dim: int, device=None) -> "Features":
+        z = torch.zeros(0, dtype=torch.int64, device=device)
+        return Features(z, z.clone(), torch.zeros(0, 4, device=device),
+                        torch.zeros(0, device=device), torch.zeros(0, dim, device=device))
+
+
+class Extractor:
+    """One feature extraction method.
+
+    ``extractor(images, result, boxes, probs) -> Features`` where
+
+    - ``images``: ``(B, 3, H, W)`` the normalised frame batch the CAM pass ran on,
+    - ``result``: the ``CAMResult`` of that pass (``logits``, ``layer_heatmaps[0]``,
+      ``activations[0]`` = layer4, ``extra`` = [layer2, layer3], ``classes``),
+    - ``boxes``: ``Boxes`` (``xyxy (M, 4)``, ``frame``, ``label``, ``score``) in frame pixels,
+    - ``probs``: ``(B, num_outputs)`` sigmoid scores.
+    """
+
+    #: short name used as the HDF5 group (``m1``, ``m2``, ``m3``)
+    name: str = ""
+
+    def output_dim(self, channels: dict[str, int]) -> int:  # pragma: no cover - interface
+        """Feature length given the channel count of each backbone layer."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """Everything that changes the numbers; stored in the HDF5 attributes."""
+        return {}
+
+    def __call__(self, images: torch.Tensor, result, boxes, probs: torch.Tensor) -> Features:
+        raise NotImplementedError
+
+
+def layer_channels(model) -> dict[str, int]:
+    """Output channels of ``layer1..layer4`` of a torchvision ResNet (18/34: 512, 50+: 2048)."""
+    out = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        layer = getattr(model, name, None)
+        if layer is None:
+            continue
+        last = list(layer.children())[-1]
+        conv = getattr(last, "conv3", None) or getattr(last, "conv2")
+        out[name] = int(conv.out_channels)
+    return out

@@ -1,0 +1,147 @@
+r"""M3 (SL-FE): per predicted class, pool the feature map weighted by the class heatmap.
+
+With ``A`` the feature map ``(C, n)`` (all spatial positions flattened, 2D or 3D), ``h`` the
+class heatmap at the same resolution (``layer_heatmaps[0]``, min-max normalised) and ``T`` the
+threshold, the weights are
+
+- ``weighting="heat"`` (default): :math:`w_i = h_i \, [h_i > T]` (heat values inside the mask),
+- ``weighting="mask"``: :math:`w_i = [h_i > T]` (the original binary mask),
+
+and the feature of grid cell ``q`` of the layout is the weighted average
+
+.. math:: f_{c,q} = \frac{\sum_i w_i P_{iq} A_{c,i}}{\sum_i w_i P_{iq}}
+
+where ``P`` is the adaptive-average-pool matrix of the ``(p1, p2)`` grid (one column of ones for
+``(512, 1, 1)``: the plain masked mean). Channels are then averaged in groups down to ``p0``.
+A cell with no weight is zero; a class whose whole mask is empty gets a zero vector and
+``empty=True`` (the original crashed). All frames and classes come from one batched matmul.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .base import Extractor, Features
+from .pooling import Layout, channel_group_mean, layout_dim, pooling_matrix
+
+WEIGHTINGS = ("heat", "mask")
+
+
+def heatmap_weights(heat: torch.Tensor, threshold: float, weighting: str = "heat") -> torch.Tensor:
+    """Pooling weights from heatmaps ``(..., *s)``: see the module docstring."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: got {weighting!r}, expected one of {WEIGHTINGS}")
+    mask = heat > threshold
+    return mask.to(heat.dtype) if weighting == "mask" else heat * mask
+
+
+def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch.Tensor,
+                     label: torch.Tensor, threshold: float = 0.3, weighting: str = "heat",
+                     layout: Layout = (512, 1, 1)) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap-weighted features of (frame, class) pairs.
+
+    Args:
+        feature_map: ``(B, C, *s)`` (layer4 activations).
+        heat: ``(B, K, *s)`` class heatmaps at feature resolution, in ``[0, 1]``.
+        frame: ``(R,)`` batch row; ``label``: ``(R,)`` index along ``heat``'s K axis.
+        threshold: ``T``; weighting: ``"heat"`` or ``"mask"``.
+        layout: pooling layout (``None``: raw channels).
+
+    Returns:
+        ``features (R, D)`` float32 and ``empty (R,)`` bool.
+    """
+    if heat.shape[0] != feature_map.shape[0] or heat.shape[2:] != feature_map.shape[2:]:
+        raise ValueError(f"heatmap_features: heat {tuple(heat.shape)} must be (B, K, *s) at the "
+                         f"feature map's batch and spatial size {tuple(feature_map.shape)}")
+    B, C = feature_map.shape[:2]
+    spatial = feature_map.shape[2:]
+    grid = (1, 1) if layout is None else (layout[1], layout[2])
+    w = heatmap_weights(heat.float(), threshold, weighting)[frame, label].flatten(1)   # (R, n)
+    P = pooling_matrix(spatial, grid, device=feature_map.device)                      # (n, q)
+    wq = w[:, None, :] * P.t()[None]                                                  # (R, q, n)
+    A = feature_map.float().flatten(2)                                                # (B, C, n)
+    # rows grouped per frame into a padded (B, Rmax * q, n) block: one bmm against (B, n, C),
+    # no copy of A per row and no per-class loop
+    q = wq.shape[1]
+    num = torch.zeros(w.shape[0], q, C, device=A.device)
+    if w.shape[0]:
+        order = torch.argsort(frame, stable=True)
+        counts = torch.bincount(frame, minlength=B)
+        slot = torch.arange(w.shape[0], device=w.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts)                  # rank within its frame
+        padded = wq.new_zeros(B, int(counts.max()), q, w.shape[1])
+        padded[frame[order], slot] = wq[order]
+        # float32 even under autocast: the pooled sums are features, and index_put needs one dtype
+        with torch.autocast(device_type=A.device.type, enabled=False):
+            res = torch.bmm(padded.flatten(1, 2), A.transpose(1, 2))    # (B, Rmax * q, C)
+        num[order] = res.reshape(B, -1, q, C)[frame[order], slot]
+    den = wq.sum(-1)                                                                  # (R, q)
+    feats = torch.where(den[..., None] > 0, num / den.clamp_min(1e-12)[..., None],
+                        torch.zeros((), device=A.device))                             # (R, q, C)
+    feats = feats.transpose(1, 2)                                                     # (R, C, q)
+    if layout is None:
+        out = feats.flatten(1)
+    else:
+        out = channel_group_mean(feats, layout[0]).flatten(1)
+    empty = w.sum(-1) <= 0
+    return out, empty
+
+
+def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> Tuple[torch.Tensor,
+                                                                             torch.Tensor]:
+    """Union box per key: ``(num_keys, 4)`` and ``found (num_keys,)``; zeros where none."""
+    big = torch.finfo(torch.float32).max
+    lo = torch.full((num_keys, 2), big, device=xyxy.device)
+    hi = torch.full((num_keys, 2), -big, device=xyxy.device)
+    if xyxy.shape[0]:
+        k2 = key[:, None].expand(-1, 2)
+        lo = lo.scatter_reduce(0, k2, xyxy[:, :2].float(), "amin")
+        hi = hi.scatter_reduce(0, k2, xyxy[:, 2:].float(), "amax")
+    found = torch.zeros(num_keys, dtype=torch.bool, device=xyxy.device)
+    found[key] = True
+    out = torch.cat([lo, hi], 1)
+    return torch.where(found[:, None], out, torch.zeros((), device=xyxy.device)), found
+
+
+class HeatmapExtractor(Extractor):
+    """M3: one row per predicted class (sigmoid score > ``pred_threshold``).
+
+    The row's box is the union of that class's boxes (the heat's box at frame resolution; all
+    zeros if the class has none) and its score the class's sigmoid score.
+    """
+
+    name = "m3"
+
+    def __init__(self, threshold: float = 0.3, weighting: str = "heat",
+                 pred_threshold: float = 0.5, layout: Layout = (512, 1, 1)) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting: got {weighting!r}, expected one of {WEIGHTINGS}")
+        self.threshold = float(threshold)
+        self.weighting = weighting
+        self.pred_threshold = float(pred_threshold)
+        self.layout = layout
+
+    def output_dim(self, channels: dict) -> int:
+        return layout_dim(self.layout, channels["layer4"])
+
+    def settings(self) -> dict:
+        return {"threshold": self.threshold, "weighting": self.weighting,
+                "pred_threshold": self.pred_threshold, "layout": self.layout}
+
+    def __call__(self, images, result, boxes, probs: Optional[torch.Tensor] = None) -> Features:
+        classes = result.classes.to(result.logits.device).long()       # (K',) heat axis -> class
+        if probs is None:
+            probs = torch.sigmoid(result.logits.float())
+        p = probs[:, classes]                                           # (B, K')
+        frame, k = (p > self.pred_threshold).nonzero(as_tuple=True)     # sorted by frame, class
+        heat = result.layer_heatmaps[0]
+        feats, empty = heatmap_features(result.activations[0], heat, frame, k, self.threshold,
+                                        self.weighting, self.layout)
+        label = classes[k]
+        num_out = probs.shape[1]
+        B = p.shape[0]
+        box, _ = union_boxes(boxes.xyxy, boxes.frame.long() * num_out + boxes.label.long(),
+                             B * num_out)
+        return Features(frame, label, box[frame * num_out + label], p[frame, k].float(),
+                        feats, empty)
