@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from gcfeat.data import collate
 from gcfeat.data.classes import SURGICAL_CLASSES
 from gcfeat.metrics.classification import accuracy, ap_table, average_precision, nanmean
 from gcfeat.models.checkpoint import (
@@ -89,25 +90,6 @@ def _worker_init(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-
-
-def collate(samples: Sequence[Any]) -> dict[str, Any]:
-    """Stack ``image`` and ``labels`` of sample dicts, keep other keys as lists.
-
-    ``(image, label)`` tuples are accepted too (becoming ``image``/``labels``).
-    """
-    if not samples:
-        raise ValueError("collate: empty batch")
-    if not isinstance(samples[0], Mapping):
-        samples = [{"image": s[0], "labels": s[1]} for s in samples]
-    out: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if key in ("image", "labels"):
-            out[key] = torch.stack([torch.as_tensor(v) for v in values])
-        else:
-            out[key] = values
-    return out
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:

@@ -17,12 +17,8 @@ GRAD_METHODS = [gc.GradCAM, gc.GradCAMPlusPlus, gc.XGradCAM, gc.HiResCAM, gc.Lay
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one OpenMP thread: CAM tests run many small ops, which extra threads only slow down
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet(k=5, dropout=False, seed=0):

@@ -27,13 +27,8 @@ GRAD_METHODS = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM"
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI box has 2 shared cores: OpenMP threads fighting other processes are ~20x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one OpenMP thread: CAM tests run many small ops, which extra threads only slow down
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pgc_every_class(model, layers, x, methods=GRAD_METHODS):

@@ -16,12 +16,8 @@ from gcfeat.models.resnet3d import ResNet3d, resnet3d_10, resnet3d_18
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one OpenMP thread: CAM tests run many small ops, which extra threads only slow down
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- reference maths

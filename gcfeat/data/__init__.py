@@ -54,14 +54,18 @@ def __getattr__(name: str):
 
 
 def collate(samples: Sequence[dict]) -> dict:
-    """Batch sample dicts: ``image`` -> ``(B, 3, H, W)``, ``labels`` -> ``(B, K)``; every other
-    key (video, frame_index, gt_boxes, gt_labels, ...) becomes a list of length B."""
+    """Batch sample dicts: ``image`` -> ``(B, C, *spatial)``, ``labels`` -> ``(B, K)`` (or
+    ``(B,)`` class ids); every other key (video, frame_index, gt_boxes, gt_labels, ...) becomes a
+    list of length B. ``(image, label)`` tuples are accepted too."""
     if not samples:
         raise ValueError("collate: empty batch")
+    if not isinstance(samples[0], dict):
+        samples = [{"image": s[0], "labels": s[1]} for s in samples]
     out: dict = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        out[key] = torch.stack(values) if key in ("image", "labels") else values
+        out[key] = torch.stack([torch.as_tensor(v) for v in values]) \
+            if key in ("image", "labels") else values
     return out
 
 
