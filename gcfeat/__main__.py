@@ -11,6 +11,7 @@ COMMANDS = {
     "tune": ("gcfeat.tune", "box quality against ground truth as the threshold T varies"),
     "extract": ("gcfeat.extract", "bulk object-level feature dump to HDF5"),
     "export": ("gcfeat.export", "export features for captioning / interaction models"),
+    "evaluate": ("gcfeat.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
     "demo": ("gcfeat.demo", "the main job on synthetic data"),
 }
 
