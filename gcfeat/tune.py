@@ -172,7 +172,7 @@ def run_tuning(
                            class_modes=class_modes_for(classes), min_area=min_area,
                            pred_threshold=pred_threshold, aggregate=aggregate_for(classes))
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    disable = None if progress is None else not progress
+    disable = None if progress or progress is None else True  # None: only on a terminal
     with tqdm(total=n_total, unit="frame", desc="tune (CAM + sweep)", disable=disable) as bar:
         for batch in loader:
             if "gt_boxes" not in batch:
