@@ -13,7 +13,7 @@ for the metrics). Writes, under ``--out``:
 From Python (the demo does this)::
 
     from gcfeat.tune import run_tuning
-    table, rec = run_tuning("runs/demo/data", "checkpoints/demo_resnet50_best.pt", out="runs/demo/tune")
+    table, rec = run_tuning("runs/demo/data", "checkpoints/demo_resnet18_best.pt", out="runs/demo/tune")
     rec["overall"]["threshold"], rec["overall"]["mean_iou"]
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 DEFAULT_DATA = "runs/demo/data"
-DEFAULT_CHECKPOINT = "checkpoints/demo_resnet50_best.pt"
+DEFAULT_CHECKPOINT = "checkpoints/demo_resnet18_best.pt"
 DEFAULT_OUT = "runs/demo/tune"
 #: ``--method`` names -> gcfeat.cam method names.
 METHOD_NAMES = {"gradcam": "gradcam", "gradcampp": "gradcam++", "gradcam++": "gradcam++",
