@@ -1,7 +1,7 @@
 """3D Score-CAM cost: all classes vs one class, batched vs one masked forward per channel.
 
 Model: gcfeat's 3D ResNet-18 (11 classes, OrganMNIST3D-sized 1x28^3 input), target ``layer4``
-(512 channels). Timed in one process, reported as ratios to the per-channel loop:
+(512 channels; ``--arch resnet3d_18_slim``: 128 channels, for a quick CPU run). Timed in one process, reported as ratios to the per-channel loop:
 
 * ``loop, 1 class``: the baseline written here: per image and channel, upsample + min-max the
   activation, one forward of the masked volume (batch of 1), keep class k's softmax score;
@@ -14,6 +14,7 @@ Model: gcfeat's 3D ResNet-18 (11 classes, OrganMNIST3D-sized 1x28^3 input), targ
 The script also checks that the batched maps equal the loop's (max abs difference).
 
     python benchmarks/scorecam3d_speed.py --images 1 --threads 2
+    python benchmarks/scorecam3d_speed.py --arch resnet3d_18_slim --threads 2   # ~1 min on 2 cores
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128, help="masked inputs per forward")
     p.add_argument("--loop-classes", type=int, default=1,
                    help="classes the all-class loop really runs (scaled to 11)")
+    p.add_argument("--arch", default="resnet3d_18", choices=("resnet3d_18", "resnet3d_18_slim"),
+                   help="organ3d model: resnet3d_18 (layer4 512 channels) or the slim CPU one "
+                        "(128 channels, ~16x fewer FLOPs)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args(argv)
@@ -76,9 +80,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     from gcfeat.cam import ScoreCAM
     from gcfeat.models.resnet3d import resnet3d_18
+    from gcfeat.tasks import ORGAN3D_ARCHS
 
     torch.manual_seed(0)
-    model = resnet3d_18(num_classes=11, in_channels=1, small_input=True).eval()
+    model = resnet3d_18(num_classes=11, in_channels=1, small_input=True,
+                        widths=ORGAN3D_ARCHS[a.arch]).eval()
     x = torch.rand(a.images, 1, a.size, a.size, a.size)
     K = 11
     cam = ScoreCAM(model, [model.layer4], scoring="paper", batch_size=a.batch_size,
@@ -92,7 +98,8 @@ def main(argv=None) -> int:
     t_loop_all = t_loop_n / n * K
     diff = float((h_one[:, 0] - h_loop).abs().max())
     diff_all = float((h_all[:, 3] - h_one[:, 0]).abs().max())
-    print(f"3D Score-CAM, resnet3d_18 layer4 (512 ch), B={a.images}, {a.size}^3, "
+    print(f"3D Score-CAM, {a.arch} layer4 ({ORGAN3D_ARCHS[a.arch][-1]} ch), B={a.images}, "
+          f"{a.size}^3, "
           f"threads={torch.get_num_threads()}, batch_size={a.batch_size}")
     print(f"{'variant':<34}{'seconds':>10}{'speed-up vs loop/1':>20}")
     rows = [("loop, 1 class", t_loop),

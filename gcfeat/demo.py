@@ -52,7 +52,7 @@ def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int]
         return False
     return (d.get("layout") == "miccai18" and d.get("seed") == seed
             and list(d.get("size", [])) == list(size)
-            and len(d.get("videos", [])) == videos and d.get("num_frames", frames) == frames)
+            and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames)
 
 
 def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 150,
@@ -91,6 +91,11 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     if _dataset_matches(data, videos, frames, size, seed):
         print(f"reusing {data} (same videos, frames, size and seed)")
     else:
+        if data.exists():  # the demo's own folder: stale sequences of another run would be loaded
+            import shutil
+
+            print(f"{data} holds another configuration: rewriting it")
+            shutil.rmtree(data)
         write_miccai18(data, num_videos=videos, num_frames=frames, size=size, seed=seed,
                        progress=progress)
     norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
@@ -264,38 +269,78 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gcfeat.demo",
         description="The main job on synthetic data: generate scenes, train the classifier, "
                     "study the box threshold, draw one frame, extract features, export, report. "
-                    "Defaults finish in about 10 minutes on 2 CPU cores.")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+                    "Defaults finish within 10 minutes on 2 CPU cores. --task organ3d|prostate|"
+                    "alzheimer runs the MRI demo instead: synthetic data in the real format, "
+                    "train, Grad-CAM / Score-CAM vs a random map (localisation, deletion / "
+                    "insertion AUC), report (gcfeat.tasks.demo).")
+    p.add_argument("--task", default="surgical",
+                   choices=("surgical", "organ3d", "prostate", "alzheimer"),
+                   help="demo to run (default surgical, the main job)")
+    p.add_argument("--out", default=None,
+                   help=f"output folder (default {DEFAULT_OUT}; MRI tasks: runs/demo_<task>)")
     p.add_argument("--videos", type=int, default=10, help="synthetic videos (default 10; seq 1 and 5 are val)")
     p.add_argument("--frames", type=int, default=150, help="frames per video (default 150)")
     p.add_argument("--size", default="128x160", help="frame size HxW (default 128x160; the original is 256x320)")
-    p.add_argument("--arch", default="resnet18", choices=("resnet18", "resnet34", "resnet50"),
-                   help="classifier (default resnet18: ResNet50, the product default, needs about "
-                        "3x the training time, see the README)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, AdamW one-cycle (default 2e-3)")
+    p.add_argument("--arch", default=None,
+                   help="classifier (surgical: resnet18 | resnet34 | resnet50, default resnet18: "
+                        "ResNet50, the product default, needs about 3x the training time, see the "
+                        "README; MRI tasks: any of the task's archs, default in "
+                        "gcfeat.tasks.demo.DEMO_DEFAULTS)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; MRI: 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (default 32; MRI: per task)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, AdamW one-cycle (default 2e-3; MRI: per task)")
+    p.add_argument("--n", type=int, default=None,
+                   help="MRI tasks: synthetic training volumes / cases / images (per-task default)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="MRI tasks: test samples for CAMs and deletion / insertion curves")
+    p.add_argument("--n-steps", type=int, default=None,
+                   help="MRI tasks: deletion / insertion steps, points = steps + 1 (per-task "
+                        "default: organ3d 32, prostate 64, alzheimer 129)")
+    p.add_argument("--exports", type=int, default=2,
+                   help="MRI tasks: test samples with CAM exports and curve figures (default 2)")
+    p.add_argument("--cams", nargs="+", default=["gradcam", "scorecam"],
+                   help="MRI tasks: CAM methods evaluated beside the random map "
+                        "(default gradcam scorecam)")
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p.add_argument("--methods", nargs="+", default=["m1", "m2", "m3"], choices=("m1", "m2", "m3"),
                    help="feature extractors (default m1 m2 m3)")
     p.add_argument("--thresholds", default="0.05:0.95:0.05", help="threshold sweep start:stop:step")
-    p.add_argument("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR,
-                   help=f"where the checkpoint goes (default {DEFAULT_CHECKPOINT_DIR})")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help=f"where the checkpoint goes (default {DEFAULT_CHECKPOINT_DIR}; MRI: --out)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
     p.add_argument("--skip-train", action="store_true",
-                   help="reuse checkpoints/demo_<arch>_best.pt if it exists")
+                   help="reuse checkpoints/demo_<arch>_best.pt if it exists (MRI: "
+                        "<checkpoint-dir>/<task>_<arch>_best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.task != "surgical":
+        from gcfeat.tasks.demo import run_task_demo
+
+        run_task_demo(args.task, args.out, n=args.n, arch=args.arch, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, limit=args.limit,
+                      n_steps=args.n_steps, methods=args.cams, exports=args.exports,
+                      checkpoint_dir=args.checkpoint_dir, skip_train=args.skip_train,
+                      seed=args.seed, device=args.device, progress=not args.no_progress)
+        return 0
     from gcfeat.data import parse_size
 
-    run_demo(args.out, videos=args.videos, frames=args.frames, size=parse_size(args.size),
-             arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-             seed=args.seed, checkpoint_dir=args.checkpoint_dir, methods=args.methods,
+    arch = args.arch or "resnet18"
+    if arch not in ("resnet18", "resnet34", "resnet50"):
+        parser.error(f"--arch {arch!r}: the surgical demo takes resnet18, resnet34 or resnet50")
+    run_demo(args.out or DEFAULT_OUT, videos=args.videos, frames=args.frames,
+             size=parse_size(args.size), arch=arch,
+             epochs=5 if args.epochs is None else args.epochs,
+             batch_size=args.batch_size or 32, lr=args.lr or 2e-3,
+             seed=args.seed, checkpoint_dir=args.checkpoint_dir or DEFAULT_CHECKPOINT_DIR,
+             methods=args.methods,
              thresholds=args.thresholds, device=args.device, skip_train=args.skip_train,
              workers=args.workers, progress=not args.no_progress)
     return 0

@@ -90,3 +90,26 @@ def test_surgical_task_wraps_the_surgical_readers(tmp_path):
     assert s["image"].shape == (3, 64, 80) and s["labels"].shape == (11,)
     m = task.build_model("resnet18").eval()
     assert m(s["image"][None]).shape == (1, 11) and task.target_layer(m) is m.layer4[-1]
+
+
+def test_recalibrate_batchnorm_averages_the_batch_statistics():
+    from gcfeat.tasks.train import collate, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.BatchNorm3d(4),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x = torch.rand(12, 1, 6, 6, 6) * 0.1
+    model(x[:2])  # materialise the lazy layer
+    model[1].reset_running_stats()
+    model.eval()
+    ds = [{"image": xi, "label": torch.tensor(0)} for xi in x]
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate)
+    assert recalibrate_batchnorm(model, loader) == 1
+    assert not model.training and model[1].momentum == 0.1  # restored
+    with torch.no_grad():
+        h = model[0](x)  # (12, 4, 4, 4, 4): batches of 4
+    per_batch = h.view(3, 4, 4, -1).transpose(1, 2).reshape(3, 4, -1)  # (batch, C, values)
+    torch.testing.assert_close(model[1].running_mean, per_batch.mean(2).mean(0))
+    torch.testing.assert_close(model[1].running_var, per_batch.var(2, unbiased=True).mean(0))
+    assert int(model[1].num_batches_tracked) == 3
+    assert recalibrate_batchnorm(torch.nn.Linear(2, 2), loader) == 0
