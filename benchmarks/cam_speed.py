@@ -95,42 +95,8 @@ def _pgc_scorecam_one(model, layer, x, k):
     return run
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Frames/s of gcfeat's CAM engine against a bare forward and "
-                    "pytorch-grad-cam (see benchmarks/README.md).")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="timed rounds after one warm-up; the median is reported (default 3)")
-    p.add_argument("--batch", type=int, default=8, help="ResNet50 batch size (default 8)")
-    p.add_argument("--size", type=_size, default=(256, 320),
-                   help="ResNet50 frame size HxW (default 256x320)")
-    p.add_argument("--classes", type=int, default=11, help="number of classes (default 11)")
-    p.add_argument("--score-batch", type=int, default=1,
-                   help="ScoreCAM batch size (default 1)")
-    p.add_argument("--score-size", type=_size, default=(128, 160),
-                   help="ScoreCAM frame size HxW (default 128x160)")
-    p.add_argument("--score-chunk", type=int, default=64,
-                   help="gcfeat ScoreCAM masked inputs per forward (default 64)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default 0: leave torch's choice; 1 is often faster "
-                        "on a busy shared machine)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: batch 2, 128x160 ResNet50 frames, 64x80 ScoreCAM frames, "
-                        "1 repeat")
-    p.add_argument("--skip-pgc", action="store_true",
-                   help="do not time pytorch-grad-cam (ratios against it are then omitted)")
-    p.add_argument("--progress", action="store_true", help="print every timing as it happens")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.batch, args.size, args.score_size, args.repeats = 2, (128, 160), (64, 80), 1
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    K = args.classes
-
-    # ---- ResNet50: forward, closed form, general path, pytorch-grad-cam ----------------------
+def _resnet50_times(args, device: torch.device, K: int) -> dict[str, float]:
+    """Median s/call of the ResNet50 part: forward, closed form, general path, pgc."""
     r50 = torchvision.models.resnet50(num_classes=K).eval().to(device)
     x = torch.rand(args.batch, 3, *args.size, device=device)
     closed = gc.GradCAM(r50, [r50.layer4])
@@ -146,8 +112,49 @@ def main(argv=None) -> int:
         fns["pgc_gradcam_all_classes"] = _pgc_gradcam_all(r50, r50.layer4, x, K)
     print(f"ResNet50 {K} classes, batch {args.batch}, {args.size[0]}x{args.size[1]}, "
           f"device {device}, threads {torch.get_num_threads()}", flush=True)
-    t50 = _timeit(fns, args.repeats, device, args.progress)
-    del r50, closed, general, x
+    return _timeit(fns, args.repeats, device, args.progress)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description="Frames/s of gcfeat's CAM engine against a bare forward and "
+                    "pytorch-grad-cam (see benchmarks/README.md).")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed rounds after one warm-up; the median is reported (default 3)")
+    p.add_argument("--batch", type=int, default=8, help="ResNet50 batch size (default 8)")
+    p.add_argument("--size", type=_size, default=(256, 320),
+                   help="ResNet50 frame size HxW (default 256x320)")
+    p.add_argument("--classes", type=int, default=11, help="number of classes (default 11)")
+    p.add_argument("--score-batch", type=int, default=1,
+                   help="ScoreCAM batch size (default 1)")
+    p.add_argument("--score-size", type=_size, default=(128, 160),
+                   help="ScoreCAM frame size HxW (default 128x160)")
+    p.add_argument("--score-chunk", type=int, default=None,
+                   help="gcfeat ScoreCAM masked inputs per forward (default: ScoreCAM's own, "
+                        "32 on the CPU, 64 otherwise)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: leave torch's choice; 1 is often faster "
+                        "on a busy shared machine)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: batch 2, 128x160 ResNet50 frames, 64x80 ScoreCAM frames, "
+                        "1 repeat")
+    p.add_argument("--skip-pgc", action="store_true",
+                   help="do not time pytorch-grad-cam (ratios against it are then omitted)")
+    p.add_argument("--scorecam-only", action="store_true",
+                   help="time only the ResNet18 Score-CAM part (skip the ResNet50 Grad-CAM part)")
+    p.add_argument("--progress", action="store_true", help="print every timing as it happens")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch, args.size, args.score_size, args.repeats = 2, (128, 160), (64, 80), 1
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    K = args.classes
+
+    # ---- ResNet50: forward, closed form, general path, pytorch-grad-cam ----------------------
+    t50 = {} if args.scorecam_only else _resnet50_times(args, device, K)
 
     # ---- ResNet18: Score-CAM -----------------------------------------------------------------
     r18 = torchvision.models.resnet18(num_classes=K).eval().to(device)
@@ -158,7 +165,8 @@ def main(argv=None) -> int:
     if not args.skip_pgc:
         fns["pgc_scorecam_one_class"] = _pgc_scorecam_one(r18, r18.layer4, xs, 0)
     print(f"ResNet18 {K} classes, ScoreCAM on layer4 (512 channels), batch {args.score_batch},"
-          f" {args.score_size[0]}x{args.score_size[1]}", flush=True)
+          f" {args.score_size[0]}x{args.score_size[1]}, device {device}, "
+          f"threads {torch.get_num_threads()}", flush=True)
     t18 = _timeit(fns, args.repeats, device, args.progress)
 
     fps = {k: args.batch / v for k, v in t50.items()}
@@ -167,13 +175,14 @@ def main(argv=None) -> int:
     for k, v in {**t50, **t18}.items():
         print(f"{k:32s} {fps[k]:10.3f} {v:9.3f}")
 
-    ratios = {
-        "closed_form_vs_forward": fps["gradcam_closed_form"] / fps["forward"],
-        "scorecam_all_vs_one_time": t18["scorecam_all_classes"] / t18["scorecam_one_class"],
-    }
+    ratios = {"scorecam_all_vs_one_time": t18["scorecam_all_classes"]
+              / t18["scorecam_one_class"]}
+    if t50:
+        ratios["closed_form_vs_forward"] = fps["gradcam_closed_form"] / fps["forward"]
     if not args.skip_pgc:
-        ratios["general_vs_pgc_all_classes"] = (fps["gradcam_general"]
-                                                / fps["pgc_gradcam_all_classes"])
+        if t50:
+            ratios["general_vs_pgc_all_classes"] = (fps["gradcam_general"]
+                                                    / fps["pgc_gradcam_all_classes"])
         ratios["scorecam_one_vs_pgc_one"] = (fps["scorecam_one_class"]
                                              / fps["pgc_scorecam_one_class"])
         ratios["scorecam_all_vs_pgc_one"] = (fps["scorecam_all_classes"]

@@ -253,3 +253,76 @@ def test_scorecam_2d_matches_per_channel_per_class_loop(scoring):
     # all classes cost one set of masked forwards: the map of one class is the same
     one = gc.ScoreCAM(model, [model.features], scoring=scoring)(x, classes=[2])
     assert (one[:, 0] - res.heatmap[:, 2]).abs().max() <= 1e-6
+
+
+# ------------------------------------------------------------- Score-CAM with folded batch norm
+
+
+def _randomise_bn(model, seed=3):
+    """Non-trivial running stats and affine params, so that folding BN is not an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
+    return model
+
+
+def test_fuse_conv_bn_folds_resnet_pairs_and_leaves_model_alone():
+    import torchvision
+    from gcfeat.cam.score_cam import fuse_conv_bn
+    torch.manual_seed(0)
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=4).eval())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 48, 64)
+    fused, n = fuse_conv_bn(model, torch.channels_last)
+    assert n == 20                      # stem + 2 per block x 8 + 3 downsample convs
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # other tensors are shared, not copied
+    assert fused.fc.weight is model.fc.weight
+    # training mode: nothing folded, the model itself comes back
+    model.train()
+    assert fuse_conv_bn(model) == (model, 0)
+
+
+def test_fuse_conv_bn_skips_pairs_with_unknown_dataflow():
+    from gcfeat.cam.score_cam import fuse_conv_bn
+
+    class Odd(torch.nn.Module):     # conv1 / bn1 names, but bn1 does not follow conv1
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv1(x) + self.bn1(x)
+
+    model = _randomise_bn(torch.nn.Sequential(Odd(), torch.nn.Flatten(), torch.nn.Linear(48, 2)))
+    assert fuse_conv_bn(model.eval()) == (model, 0)
+
+
+@pytest.mark.parametrize("scoring", ["paper", "pytorch-grad-cam"])
+def test_scorecam_3d_with_folded_bn_matches_loop_and_follows_weight_changes(scoring):
+    model, x = _randomise_bn(_resnet3d()), _x3d()
+    classes = [1, 2]
+    cam = gc.ScoreCAM(model, [model.layer4], scoring=scoring, batch_size=16)
+    ref = _reference_scorecam(model, model.layer4, x, classes, scoring)
+    heat = cam(x, classes)
+    assert (heat - ref).abs().max() <= TOL
+    unfused = gc.ScoreCAM(model, [model.layer4], scoring=scoring, fuse_bn=False)(x, classes)
+    assert (heat - unfused).abs().max() <= TOL
+    # new weights between calls: no stale folded copy
+    _randomise_bn(model, seed=7)
+    ref2 = _reference_scorecam(model, model.layer4, x, classes, scoring)
+    assert (ref2 - ref).abs().max() > 1e-3
+    assert (cam(x, classes) - ref2).abs().max() <= TOL

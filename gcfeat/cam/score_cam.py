@@ -1,17 +1,91 @@
 """Score-CAM (Wang et al., CVPR-W 2020, https://arxiv.org/abs/1910.01279), 2D and 3D."""
 from __future__ import annotations
 
+import copy
+import itertools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from gcfeat.cam.base import _INTERP, BaseCAM, CAMError, _Forward, _Plan
 
-__all__ = ["ScoreCAM"]
+__all__ = ["ScoreCAM", "fuse_conv_bn"]
 
 _SCORINGS = ("paper", "pytorch-grad-cam")
+_FMT_NDIM = {torch.channels_last: 4, torch.channels_last_3d: 5}
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+#: ResNet stems / blocks whose forward is known to feed ``convN`` only into ``bnN``
+#: (torchvision's ResNet, BasicBlock, Bottleneck and gcfeat's 3D ResNet, by class name+module).
+_CONV_BN_BLOCKS = {("torchvision.models.resnet", n)
+                   for n in ("ResNet", "BasicBlock", "Bottleneck")}
+_CONV_BN_BLOCKS |= {("gcfeat.models.resnet3d", n) for n in ("ResNet3d", "BasicBlock3d")}
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
+
+
+def _fusable(conv: nn.Module, bn: nn.Module) -> bool:
+    """Plain eval-mode conv followed by a plain eval-mode batch norm with running stats."""
+    return (_CONV_BN.get(type(conv)) is type(bn) and not conv.training and not bn.training
+            and bn.track_running_stats and bn.running_mean is not None
+            and bn.running_var is not None and conv.out_channels == bn.num_features
+            and not _has_hooks(conv) and not _has_hooks(bn))
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """``(parent, conv_name, bn_name)`` for each Conv -> BatchNorm pair whose dataflow is known:
+    consecutive children of an ``nn.Sequential``, and ``convN -> bnN`` in known ResNet blocks."""
+    pairs = []
+    for parent in model.modules():
+        kids = parent._modules
+        if type(parent) is nn.Sequential:
+            names = list(kids)
+            cands = zip(names, names[1:])
+        elif (type(parent).__module__, type(parent).__name__) in _CONV_BN_BLOCKS:
+            cands = [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
+        else:
+            continue
+        for c, b in cands:
+            if kids.get(c) is not None and kids.get(b) is not None and _fusable(kids[c], kids[b]):
+                pairs.append((parent, c, b))
+    return pairs
+
+
+@torch.no_grad()
+def fuse_conv_bn(model: nn.Module, memory_format: torch.memory_format | None = None
+                 ) -> tuple[nn.Module, int]:
+    """Inference copy of ``model`` with eval-mode Conv -> BatchNorm pairs folded into the conv.
+
+    Only pairs whose dataflow is known are folded (see :func:`_conv_bn_pairs`); the batch
+    norms become ``nn.Identity``. The copy shares every other parameter and buffer with
+    ``model`` (no copy; ``model`` itself is never modified), so it must be rebuilt when
+    the model's weights change. The fused weights are stored in ``memory_format`` if given.
+    Outputs equal ``model``'s up to float rounding.
+
+    Returns:
+        ``(copy, number of folded pairs)``, or ``(model, 0)`` when nothing can be folded.
+    """
+    if model.training or not _conv_bn_pairs(model):
+        return model, 0
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        fused = copy.deepcopy(model, memo)
+    except Exception:          # an attribute that cannot be copied: run the model as is
+        return model, 0
+    pairs = _conv_bn_pairs(fused)
+    for parent, c, b in pairs:
+        conv = fuse_conv_bn_eval(parent._modules[c], parent._modules[b])
+        if _FMT_NDIM.get(memory_format) == conv.weight.ndim:   # oneDNN: match the input
+            conv.weight = nn.Parameter(conv.weight.contiguous(memory_format=memory_format),
+                                       requires_grad=False)
+        parent._modules[c] = conv
+        parent._modules[b] = nn.Identity()
+    return fused, len(pairs)
 
 
 class ScoreCAM(BaseCAM):
@@ -41,10 +115,16 @@ class ScoreCAM(BaseCAM):
         model, target_layers: see :class:`~gcfeat.cam.base.BaseCAM`.
         scoring: ``"paper"`` or ``"pytorch-grad-cam"``.
         batch_size: masked inputs per forward (memory knob: ``batch_size`` inputs and their
-            activations).
+            activations; ``None``: 32 on the CPU, where smaller batches stay in cache and ran
+            ResNet18 about 10% faster than 64 on 2 cores, else 64).
         channels_last: feed the masked inputs in channels-last memory format (``None``: on
             the CPU only, where oneDNN runs ResNets about 1.4x faster that way; the numbers
             change only by float rounding).
+        fuse_bn: run the masked forwards through a copy of the model with eval-mode
+            Conv -> BatchNorm pairs folded (:func:`fuse_conv_bn`; ``None``: when the model is
+            in eval mode). The copy is rebuilt on every call (cheap: it shares all other
+            tensors with the model) and checked against the model on the unmasked input;
+            on any mismatch the model itself is used. Numbers change only by float rounding.
         align_corners: for upsampling the masks.
         progress: show a tqdm bar over the masked batches (None: only on a terminal).
 
@@ -56,24 +136,47 @@ class ScoreCAM(BaseCAM):
     """
 
     def __init__(self, model: nn.Module, target_layers, *, scoring: str = "paper",
-                 batch_size: int = 64, align_corners: bool = False,
-                 channels_last: bool | None = None, progress: bool | None = None):
+                 batch_size: int | None = None, align_corners: bool = False,
+                 channels_last: bool | None = None, fuse_bn: bool | None = None,
+                 progress: bool | None = None):
         super().__init__(model, target_layers)
         if scoring not in _SCORINGS:
             raise CAMError(f"scoring: expected one of {_SCORINGS}, found {scoring!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise CAMError(f"batch_size: expected a positive int, found {batch_size!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise CAMError(f"batch_size: expected None or a positive int, found {batch_size!r}")
         self.scoring = scoring
         self.batch_size = batch_size
         self.align_corners = bool(align_corners)
         self.channels_last = channels_last
+        self.fuse_bn = fuse_bn
         self.progress = progress
 
     def _layer_maps(self, x: Tensor, fwd: _Forward, sel: Tensor, plan: _Plan) -> list[Tensor]:
-        return [self._layer_map(x, a, sel) for a in fwd.acts]
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim)
+        if not (x.device.type == "cpu" if self.channels_last is None else self.channels_last):
+            fmt = None
+        model = self._scoring_model(x, fwd.logits, fmt)
+        return [self._layer_map(model, x, a, sel, fmt) for a in fwd.acts]
 
     @torch.no_grad()
-    def _layer_map(self, x: Tensor, act: Tensor, sel: Tensor) -> Tensor:
+    def _scoring_model(self, x: Tensor, logits: Tensor, fmt) -> nn.Module:
+        """The model for the masked forwards: BN-folded copy if allowed and it matches."""
+        if self.fuse_bn is False or (self.fuse_bn is None and self.model.training):
+            return self.model
+        fused, n = fuse_conv_bn(self.model, fmt)
+        if n == 0:
+            return self.model
+        ref = logits.detach()
+        out = fused(x if fmt is None else x.contiguous(memory_format=fmt))
+        tol = 1e-4 * float(ref.abs().max()) + 1e-6
+        if (not isinstance(out, Tensor) or out.shape != ref.shape
+                or not torch.allclose(out.to(ref.dtype), ref, rtol=1e-4, atol=tol)):
+            return self.model      # folding changed the function: the pairs were not chains
+        return fused
+
+    @torch.no_grad()
+    def _layer_map(self, model: nn.Module, x: Tensor, act: Tensor, sel: Tensor,
+                   fmt) -> Tensor:
         B, C = act.shape[:2]
         flat = act.flatten(2)
         lo, hi = flat.amin(-1), flat.amax(-1)                       # (B, C)
@@ -83,13 +186,11 @@ class ScoreCAM(BaseCAM):
             torch.arange(B, device=x.device), torch.arange(C, device=x.device))
         scores = torch.zeros(B, C, sel.shape[1], dtype=torch.float32, device=x.device)
         size, mode = x.shape[2:], _INTERP[x.ndim - 2]
-        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim)
-        if not (x.device.type == "cpu" if self.channels_last is None else self.channels_last):
-            fmt = None
-        chunks = range(0, pairs.shape[0], self.batch_size)
+        n = self.batch_size or (32 if x.device.type == "cpu" else 64)
+        chunks = range(0, pairs.shape[0], n)
         for i in tqdm(chunks, desc="Score-CAM masked forwards", leave=False,
                       disable=None if self.progress is None else not self.progress):
-            b, c = pairs[i:i + self.batch_size].unbind(1)
+            b, c = pairs[i:i + n].unbind(1)
             up = F.interpolate(act[b, c][:, None], size=size, mode=mode,
                                align_corners=self.align_corners)
             up_f = up.flatten(2)
@@ -102,7 +203,7 @@ class ScoreCAM(BaseCAM):
             masked = x[b] * masks
             if fmt is not None:
                 masked = masked.contiguous(memory_format=fmt)
-            logits = self.model(masked).float()                           # (n, N)
+            logits = model(masked).float()                           # (n, N)
             if paper:
                 logits = logits.softmax(-1)
             scores[b, c] = logits.gather(1, sel[b])
