@@ -29,7 +29,7 @@ DEFAULT_OUT = "runs/demo"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
 
-def _stage(name: str):
+def stage(name: str):
     """Print a stage header and return a function that prints its elapsed time."""
     t0 = time.perf_counter()
     print(f"\n=== {name} ===", flush=True)
@@ -87,7 +87,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     torch.manual_seed(seed)
 
     # 1. data ------------------------------------------------------------------------------
-    done = _stage("1/7 data: synthetic surgical scenes, MICCAI 2018 layout")
+    done = stage("1/7 data: synthetic surgical scenes, MICCAI 2018 layout")
     if _dataset_matches(data, videos, frames, size, seed):
         print(f"reusing {data} (same videos, frames, size and seed)")
     else:
@@ -106,7 +106,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["data"] = done()
 
     # 2. train -----------------------------------------------------------------------------
-    done = _stage(f"2/7 train: {arch} multi-label classifier, {epochs} epochs")
+    done = stage(f"2/7 train: {arch} multi-label classifier, {epochs} epochs")
     if skip_train and checkpoint.exists():
         print(f"--skip-train: reusing {checkpoint}")
     else:
@@ -130,7 +130,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["train"] = done()
 
     # 3. tune ------------------------------------------------------------------------------
-    done = _stage("3/7 tune: box quality against ground truth as T varies (val split)")
+    done = stage("3/7 tune: box quality against ground truth as T varies (val split)")
     tune_dir = out / "tune"
     tuning = run_tuning(data, checkpoint, thresholds, split="val", out=tune_dir,
                         device=device, progress=progress)
@@ -144,7 +144,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     threshold = float(summary["best_threshold"] if summary["best_threshold"] is not None else 0.3)
 
     # 4. bbox figure -----------------------------------------------------------------------
-    done = _stage("4/7 bbox: one frame, one class (heatmap + boxes figure)")
+    done = stage("4/7 bbox: one frame, one class (heatmap + boxes figure)")
     from gcfeat import bbox
 
     labels = val_set.labels if hasattr(val_set, "labels") else None
@@ -165,7 +165,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["bbox"] = done()
 
     # 5. extract ---------------------------------------------------------------------------
-    done = _stage(f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5")
+    done = stage(f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5")
     features = out / "features.h5"
     if features.exists():
         features.unlink()  # the demo's settings may differ from the last run's
@@ -186,7 +186,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["extract"] = done()
 
     # 6. export ----------------------------------------------------------------------------
-    done = _stage("6/7 export: captioning inputs (M2, tissue first)")
+    done = stage("6/7 export: captioning inputs (M2, tissue first)")
     cap_dir = out / "captioning"
     index = export_captioning(str(features), "m2" if "m2" in methods else methods[0], str(cap_dir),
                               progress=progress)
@@ -195,7 +195,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["export"] = done()
 
     # 7. report ----------------------------------------------------------------------------
-    done = _stage("7/7 report")
+    done = stage("7/7 report")
     summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = out / "report.md"
     report.write_text(_report_markdown(summary, tuning.table, rec, list(SURGICAL_CLASSES)))

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from gcfeat.demo import stage
+
 __all__ = ["DEMO_DEFAULTS", "run_task_demo"]
 
 #: Per-task demo settings: synthetic data size (``n``: training volumes / cases / images), model,
@@ -45,18 +47,6 @@ def _synthetic_kwargs(task: str, n: int, seed: int) -> dict[str, Any]:
     if task == "alzheimer":
         return {"n_train": n, "n_test": max(n // 4, 4), "seed": seed}
     raise ValueError(f"--task {task!r} has no MRI demo; expected one of {list(DEMO_DEFAULTS)}")
-
-
-def _stage(name: str):
-    t0 = time.perf_counter()
-    print(f"\n=== {name} ===", flush=True)
-
-    def done() -> float:
-        dt = time.perf_counter() - t0
-        print(f"--- {name}: {dt:.1f} s", flush=True)
-        return dt
-
-    return done
 
 
 def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = None,
@@ -103,7 +93,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     torch.manual_seed(seed)
 
     # 1. data ------------------------------------------------------------------------------
-    done = _stage(f"1/4 data: synthetic {task} data, real file format")
+    done = stage(f"1/4 data: synthetic {task} data, real file format")
     kw = _synthetic_kwargs(task, n, seed)
     stamp = data / "demo_settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == kw:
@@ -122,7 +112,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["data"] = done()
 
     # 2. train -----------------------------------------------------------------------------
-    done = _stage(f"2/4 train: {arch}, {epochs} epochs")
+    done = stage(f"2/4 train: {arch}, {epochs} epochs")
     checkpoint = ckpt_dir / f"{task}_{arch}_best.pt"
     if skip_train and checkpoint.is_file():
         print(f"--skip-train: reusing {checkpoint}")
@@ -138,7 +128,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["train"] = done()
 
     # 3. evaluate --------------------------------------------------------------------------
-    done = _stage(f"3/4 evaluate: {', '.join(methods)} + random on {limit} test samples")
+    done = stage(f"3/4 evaluate: {', '.join(methods)} + random on {limit} test samples")
     eval_dir = out / "eval"
     res = evaluate(task, data, checkpoint, eval_dir, methods=tuple(methods), split="test",
                    limit=limit, n_steps=n_steps, exports=exports, seed=seed, progress=progress)
@@ -150,7 +140,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["evaluate"] = done()
 
     # 4. report ----------------------------------------------------------------------------
-    done = _stage("4/4 report")
+    done = stage("4/4 report")
     summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = out / "report.md"
     report.write_text(_report_markdown(summary, table))
