@@ -37,7 +37,7 @@ from gcfeat.data import (SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_da
                          make_loader, write_miccai18)
 from gcfeat.extract.crop import backbone_to  # noqa: E402
 from gcfeat.extract.pipeline import extract_dataset  # noqa: E402
-from gcfeat.models import build_classifier  # noqa: E402
+from gcfeat.models import build_classifier, load_checkpoint  # noqa: E402
 from gcfeat.models.checkpoint import CheckpointInfo  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def original_style(model, images, device, threshold=0.3, pred_thr=0.5):
                 with torch.no_grad():
                     f = backbone_to(model, torch.from_numpy(np.ascontiguousarray(crop))[None]
                                     .to(device))
-                    f.mean((2, 3)).reshape(512, 4).mean(1).cpu().numpy()          # M1
+                    f.mean((2, 3)).reshape(512, -1).mean(1).cpu().numpy()         # M1
                     for layer in ("layer2", "layer3", "layer4"):                   # M2 maps
                         m = backbone_to(model, x, layer)
                     m[..., by // 32:(by + bh) // 32 + 1, bx // 32:(bx + bw) // 32 + 1] \
@@ -117,16 +117,27 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=("bf16",), default=None)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--size", default="256x320")
+    p.add_argument("--checkpoint", default=None,
+                   help="a trained classifier instead of a random ResNet50 (its input size is "
+                        "used): a trained model predicts few classes per frame, as in real use, "
+                        "while random weights predict ~10, which inflates M1's crop count")
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_classifier("resnet50", 11).eval().to(device)
+    if args.checkpoint:
+        model, info = load_checkpoint(args.checkpoint, map_location=device)
+        model = model.eval()
+        size = tuple(info.input_size)
+    else:
+        model = build_classifier("resnet50", 11).eval().to(device)
+        info = CheckpointInfo(path="", form="gcfeat", arch="resnet50", num_classes=11,
+                              classes=SURGICAL_CLASSES, dropout=0.0, input_size=size,
+                              mean=SURGICAL_MEAN, std=SURGICAL_STD)
+    # 512-d as the original; ResNet18/34's layer2 has 128 channels: (32, 4, 4) is also 512-d
+    layout = (512, 1, 1) if info.arch == "resnet50" else (32, 4, 4)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    info = CheckpointInfo(path="", form="gcfeat", arch="resnet50", num_classes=11,
-                          classes=SURGICAL_CLASSES, dropout=0.0, input_size=size,
-                          mean=SURGICAL_MEAN, std=SURGICAL_STD)
     with tempfile.TemporaryDirectory() as tmp:
         per = max(1, args.frames // 2)
         write_miccai18(os.path.join(tmp, "data"), num_videos=2, num_frames=per, size=size,
@@ -135,6 +146,7 @@ def main(argv=None) -> int:
                            with_gt=False)
         images = torch.stack([ds[i]["image"] for i in range(len(ds))])
         res = {"device": str(device), "frames": len(ds), "amp": args.amp,
+               "arch": info.arch, "size": list(size), "checkpoint": args.checkpoint,
                "channels_last": args.channels_last, "threads": torch.get_num_threads()}
         res["bare_fps"] = bare_forward(model, images, args.batch_size, device, args.amp,
                                        args.channels_last)
@@ -144,7 +156,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             stats = extract_dataset(ds, model, info, methods, 0.3, out, args.batch_size,
                                     str(device), num_workers=args.workers, progress=False,
-                                    amp=args.amp, channels_last=args.channels_last)
+                                    amp=args.amp, channels_last=args.channels_last,
+                                    layout=layout)
             sync(device)
             res[f"{name}_fps"] = stats["frames"] / (time.perf_counter() - t)
             res[f"{name}_rows"] = stats["rows"]
