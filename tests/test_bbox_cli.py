@@ -7,23 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import make_tiny_surgical
+
 from gcfeat import bbox
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
-    from gcfeat.data.synthetic import main as synth
-    from gcfeat.models import build_classifier, save_checkpoint
-
-    root = tmp_path_factory.mktemp("bbox")
-    assert synth(["--layout", "miccai18", "--out", str(root / "data"), "--videos", "2",
-                  "--frames", "4", "--size", "64x80", "--seed", "3"]) == 0
-    torch.manual_seed(0)
-    model = build_classifier("resnet18", num_classes=len(SURGICAL_CLASSES))
-    save_checkpoint(root / "ck.pt", model, classes=SURGICAL_CLASSES, arch="resnet18",
-                    input_size=(64, 80), mean=SURGICAL_MEAN, std=SURGICAL_STD)
-    return root
+    return make_tiny_surgical(tmp_path_factory.mktemp("bbox"), frames=4, seed=3,
+                              model_seed=0)
 
 
 def parse_boxes(text):

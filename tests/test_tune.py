@@ -7,23 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import make_tiny_surgical
+
 from gcfeat import tune
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
-    from gcfeat.data.synthetic import main as synth
-    from gcfeat.models import build_classifier, save_checkpoint
-
-    root = tmp_path_factory.mktemp("tune")
-    assert synth(["--layout", "miccai18", "--out", str(root / "data"), "--videos", "2",
-                  "--frames", "5", "--size", "64x80", "--seed", "1"]) == 0
-    torch.manual_seed(1)
-    model = build_classifier("resnet18", num_classes=len(SURGICAL_CLASSES))
-    save_checkpoint(root / "ck.pt", model, classes=SURGICAL_CLASSES, arch="resnet18",
-                    input_size=(64, 80), mean=SURGICAL_MEAN, std=SURGICAL_STD)
-    return root
+    return make_tiny_surgical(tmp_path_factory.mktemp("tune"), frames=5, seed=1,
+                              model_seed=1)
 
 
 def test_tune_cli_writes_csv_plots_json(tiny, capsys):

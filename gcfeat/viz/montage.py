@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from gcfeat.viz.overlay import save_figure
+
 __all__ = ["jet", "overlay", "slice_montage", "batch_grid", "plot_curve", "plot_curves"]
 
 
@@ -77,11 +79,7 @@ def slice_montage(volume, heat, path: str | os.PathLike, *, step: int = 1, cols:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def batch_grid(images, heats, titles: Sequence[str], path: str | os.PathLike, *, cols: int = 4,
@@ -104,11 +102,7 @@ def batch_grid(images, heats, titles: Sequence[str], path: str | os.PathLike, *,
         ax.imshow(overlay(img, hm, alpha))
         ax.set_title(t, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_curve(x, scores, path: str | os.PathLike, *, kind: str = "deletion",
@@ -131,11 +125,7 @@ def plot_curve(x, scores, path: str | os.PathLike, *, kind: str = "deletion",
     name = "DAUC" if kind == "deletion" else "IAUC"
     ax.set_title(f"{label + ': ' if label else ''}{kind} {name} = {auc:.4f}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_curves(x, curves: dict[str, np.ndarray], path: str | os.PathLike, *,
@@ -161,8 +151,4 @@ def plot_curves(x, curves: dict[str, np.ndarray], path: str | os.PathLike, *,
     ax.set_title(f"mean {kind} curves (AUC)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -127,6 +127,18 @@ def new_figure(width: float, height: float, dpi: int = 100):
     return fig
 
 
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created) and release it; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    if getattr(fig.canvas, "manager", None) is not None:  # a pyplot figure: free its window state
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path
+
+
 def save_box_figure(
     path: str | Path,
     image,
@@ -172,7 +184,4 @@ def save_box_figure(
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=7, y=0.995, va="top")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from .overlay import class_color, new_figure
+from .overlay import class_color, new_figure, save_figure
 
 __all__ = ["plot_threshold_curves", "plot_class_curves", "METRIC_LABELS"]
 
@@ -64,10 +64,7 @@ def plot_threshold_curves(df, path: str | Path, metrics: Sequence[str] = ("mean_
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def plot_class_curves(df, out_dir: str | Path, metrics: Sequence[str] = ("mean_iou", "hit_rate"),
