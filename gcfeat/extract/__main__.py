@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pred-threshold", type=float, default=0.5,
                    help="sigmoid score a class needs to get a heatmap, boxes and an m3 row")
     m.add_argument("--min-area", type=float, default=25, help="boxes of area <= this are dropped")
-    m.add_argument("--pooling", default="512x1x1",
-                   help="feature layout P0xP1xP2 (512x1x1, 128x2x2, 32x4x4) or 'raw'")
+    m.add_argument("--pooling", default="auto",
+                   help="feature layout P0xP1xP2 (512x1x1, 128x2x2, 32x4x4) or 'raw'; auto "
+                        "(default): 512x1x1 for ResNet50, 32x4x4 for ResNet18/34 (their layer2 "
+                        "has 128 channels), both 512-d")
     m.add_argument("--weighting", default="heat", choices=("heat", "mask"),
                    help="m3: weight positions by heat (inside the mask) or by the binary mask")
     m.add_argument("--crop-size", type=_size, default=(224, 224), help="m1: crop size HxW")
@@ -87,13 +89,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .pipeline import dist_env, extract_distributed, file_sha256
 
     try:
-        layout = parse_layout(args.pooling)
+        layout = "auto" if args.pooling == "auto" else parse_layout(args.pooling)
     except ValueError as e:
         raise SystemExit(f"error: --pooling: {e}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
     try:
         model, info = load_checkpoint(args.checkpoint)
+        if layout == "auto":  # 512-d either way; (512, 1, 1) cannot pool a 128-channel layer2
+            layout = (512, 1, 1) if info.arch == "resnet50" else (32, 4, 4)
         size = tuple(info.input_size) if info.input_size else (256, 320)
         kw = dict(mean=info.mean, std=info.std) if info.mean else {}
         layout_name = args.layout
