@@ -158,6 +158,10 @@ def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = N
         if not size:
             raise FeatureFileError(f"{path}: no input_size attribute; the pair encoding needs "
                                    f"the frame size")
+        if len(size) != 2:
+            raise FeatureFileError(f"{path}: a file of {len(size)}D boxes (task "
+                                   f"{ff.attrs.get('task')}); the interaction model's 16-d pair "
+                                   f"encoding is defined for 2D frames only")
         with tqdm(total=ff.num_frames() * len(methods), desc="interaction", unit="frame",
                   disable=None if progress else True) as bar:
             for v in ff:

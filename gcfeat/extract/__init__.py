@@ -3,17 +3,19 @@
 ``python -m gcfeat.extract`` dumps a whole dataset to HDF5 (see :mod:`gcfeat.extract.pipeline`
 and :mod:`gcfeat.io.features`).
 """
-from .base import Extractor, Features, layer_channels
-from .crop import CropExtractor, backbone_to, crop_boxes, crop_features
-from .heatmap import HeatmapExtractor, heatmap_features, heatmap_weights, union_boxes
+from .base import Extractor, Features, feature_levels, layer_channels
+from .crop import CropExtractor, backbone_to, crop_boxes, crop_features, forward_to
+from .heatmap import (HeatmapExtractor, heatmap_features, heatmap_weights, selected_classes,
+                      union_boxes)
 from .pooling import LAYOUTS, parse_layout, pool_to_layout
-from .roi import RoiExtractor, box_levels, roi_features
+from .roi import RoiExtractor, box_bounds, box_levels, roi_align_nd, roi_features
 
 __all__ = [
     "Extractor", "Features", "CropExtractor", "RoiExtractor", "HeatmapExtractor",
     "crop_boxes", "crop_features", "roi_features", "heatmap_features", "heatmap_weights",
     "union_boxes", "box_levels", "backbone_to", "pool_to_layout", "parse_layout", "LAYOUTS",
-    "layer_channels", "build_extractors", "extract_dataset",
+    "layer_channels", "feature_levels", "forward_to", "selected_classes", "roi_align_nd",
+    "box_bounds", "build_extractors", "extract_dataset",
 ]
 
 

@@ -5,6 +5,8 @@ Example::
     python -m gcfeat.extract --data data/cholec80 --checkpoint runs/best.pt \\
         --methods m2 m3 --threshold 0.3 --out feats.h5 --fps 1 --batch-size 32 --device cuda
     torchrun --nproc_per_node 4 -m gcfeat.extract ... --out feats.h5     # shards videos
+    python -m gcfeat.extract --task organ3d --data data/organ3d \
+        --checkpoint checkpoints/organ3d_resnet3d_18_slim_best.pt --methods m1 m2 m3 --out o.h5
 
 The file layout is documented in :mod:`gcfeat.io.features`; rerunning the same command resumes.
 """
@@ -14,16 +16,21 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from gcfeat.tasks import TASK_NAMES
+
 from .pooling import parse_layout
 from .roi import AREA_THRESHOLDS
 
 
 def _size(text: str):
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        return h, w
+        size = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected HxW such as 224x224") from None
+        size = ()
+    if len(size) not in (2, 3) or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected HxW such as 224x224 (volumes: "
+                                          f"DxHxW such as 28x28x28)")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "heatmap-weighted pooling). Resumable; runs under torchrun.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data and model")
-    d.add_argument("--data", required=True, help="dataset folder (MICCAI 2018 or Cholec80 layout)")
+    d.add_argument("--task", default="surgical", choices=TASK_NAMES,
+                   help="surgical (multi-label frames) or an MRI task (single-label: each "
+                        "image's top class gets the heatmap, boxes and the m3 row; organ3d "
+                        "boxes are 3D: z1, y1, x1, z2, y2, x2)")
+    d.add_argument("--data", required=True,
+                   help="dataset folder (surgical: MICCAI 2018 or Cholec80 layout; MRI: the "
+                        "task's folder, organ3d also an .npz)")
     d.add_argument("--layout", default="auto", choices=("auto", "miccai18", "cholec80"),
-                   help="dataset layout")
-    d.add_argument("--split", default="all", choices=("train", "val", "all"),
-                   help="which part of the dataset")
-    d.add_argument("--checkpoint", required=True, help="classifier checkpoint (gcfeat or original)")
+                   help="surgical dataset layout")
+    d.add_argument("--split", default="all", choices=("train", "val", "test", "all"),
+                   help="which part of the dataset (test: MRI tasks)")
+    d.add_argument("--checkpoint", required=True,
+                   help="classifier checkpoint (surgical: gcfeat or original; MRI: from "
+                        "gcfeat.tasks.train)")
     d.add_argument("--fps", type=float, default=1.0,
                    help="Cholec80: frames per second to extract (labels are at 1 fps)")
     m = p.add_argument_group("features")
@@ -48,22 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extractors")
     m.add_argument("--threshold", type=float, default=0.3, help="box / mask threshold T")
     m.add_argument("--pred-threshold", type=float, default=0.5,
-                   help="sigmoid score a class needs to get a heatmap, boxes and an m3 row")
+                   help="sigmoid score a class needs to get a heatmap, boxes and an m3 row "
+                        "(multi-label; single-label tasks use each image's top class)")
+    m.add_argument("--boxes", default="cam", choices=("cam", "gt"),
+                   help="boxes of m1 / m2: from the heatmaps, or the dataset's annotated "
+                        "boxes (MICCAI 2018 gt_bbox / the synthetic ground truth)")
     m.add_argument("--min-area", type=float, default=25, help="boxes of area <= this are dropped")
     m.add_argument("--pooling", default="auto",
                    help="feature layout P0xP1xP2 (512x1x1, 128x2x2, 32x4x4) or 'raw'; auto "
                         "(default): 512x1x1 for ResNet50, 32x4x4 for ResNet18/34 (their layer2 "
-                        "has 128 channels), both 512-d")
+                        "has 128 channels), both 512-d; narrower MRI models: P0x4x4 with P0 "
+                        "dividing every map's channels")
     m.add_argument("--weighting", default="heat", choices=("heat", "mask"),
                    help="m3: weight positions by heat (inside the mask) or by the binary mask")
-    m.add_argument("--crop-size", type=_size, default=(224, 224), help="m1: crop size HxW")
+    m.add_argument("--crop-size", type=_size, default=None,
+                   help="m1: crop size HxW (volumes DxHxW); default 224x224 for surgical, the "
+                        "task's input size for MRI")
     m.add_argument("--crop-batch-size", type=int, default=64, help="m1: crops per forward")
     m.add_argument("--area-thresholds", type=float, nargs=2, default=list(AREA_THRESHOLDS),
                    metavar=("T2", "T3"),
                    help="m2: box area (256x320-frame pixels, scaled to the input size) below "
                         "which layer2 / layer3 is used; above: layer4")
-    m.add_argument("--single-layer", choices=("layer2", "layer3", "layer4"), default=None,
-                   help="m2: use this map for every box")
+    m.add_argument("--single-layer", choices=("layer2", "layer3", "layer4", "last_conv"),
+                   default=None, help="m2: use this map for every box")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output HDF5 file (resumed when it exists)")
     r.add_argument("--batch-size", type=int, default=32, help="frames per batch")
@@ -79,12 +101,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_surgical(args):
+    """``(dataset, model, info, fps)`` of a surgical run."""
+    from gcfeat.data import build_dataset, detect_layout
+    from gcfeat.models import load_checkpoint
+
+    if args.split == "test":
+        raise ValueError("--split test: the surgical layouts have train / val (or all)")
+    model, info = load_checkpoint(args.checkpoint)
+    size = tuple(info.input_size) if info.input_size else (256, 320)
+    kw = dict(mean=info.mean, std=info.std) if info.mean else {}
+    layout_name = detect_layout(args.data) if args.layout == "auto" else args.layout
+    if layout_name == "cholec80":
+        kw["fps"] = args.fps
+    dataset = build_dataset(args.data, layout_name, split=args.split, size=size,
+                            with_gt=args.boxes == "gt", **kw)
+    if info.input_size is None:
+        info.input_size = size
+    return dataset, model, info, (args.fps if layout_name == "cholec80" else None)
+
+
+def load_task(args):
+    """``(dataset, model, info)`` of an MRI task run (``info``: classes, arch, input size)."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import ConcatDataset
+
+    from gcfeat.tasks import get_task
+
+    task = get_task(args.task)
+    if args.boxes == "gt":
+        raise ValueError(f"--boxes gt: the {task.name} data has masks, not annotated boxes; "
+                         f"use --boxes cam")
+    model, meta = task.load_checkpoint(args.checkpoint)
+    splits = list(task.splits) if args.split == "all" else [args.split]
+    if args.split != "all" and args.split not in task.splits:
+        raise ValueError(f"--split {args.split}: {task.name} has {list(task.splits)} (or all)")
+    parts = [task.build_dataset(args.data, s) for s in splits]
+    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    info = SimpleNamespace(classes=list(meta.get("classes", task.classes)),
+                           arch=meta.get("arch", ""), mean=None, std=None,
+                           input_size=list(meta.get("input_size") or task.input_size))
+    return dataset, model, info, task
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-
-    from gcfeat.data import build_dataset
-    from gcfeat.models import load_checkpoint
 
     from .pipeline import dist_env, extract_distributed, file_sha256
 
@@ -95,32 +158,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
     try:
-        model, info = load_checkpoint(args.checkpoint)
-        if layout == "auto":  # 512-d either way; (512, 1, 1) cannot pool a 128-channel layer2
-            layout = (512, 1, 1) if info.arch == "resnet50" else (32, 4, 4)
-        size = tuple(info.input_size) if info.input_size else (256, 320)
-        kw = dict(mean=info.mean, std=info.std) if info.mean else {}
-        layout_name = args.layout
-        if layout_name == "auto":
-            from gcfeat.data import detect_layout
-            layout_name = detect_layout(args.data)
-        if layout_name == "cholec80":
-            kw["fps"] = args.fps
-        dataset = build_dataset(args.data, layout_name, split=args.split, size=size,
-                                with_gt=False, **kw)
-        if info.input_size is None:
-            info.input_size = size
+        if args.task == "surgical":
+            dataset, model, info, fps = load_surgical(args)
+            activation, crop = "sigmoid", args.crop_size or (224, 224)
+        else:
+            dataset, model, info, task = load_task(args)
+            fps, activation = None, task.activation
+            crop = args.crop_size or tuple(info.input_size)
+        if len(crop) != len(info.input_size):
+            raise ValueError(f"--crop-size {'x'.join(map(str, crop))}: the inputs have "
+                             f"{len(info.input_size)} spatial dims")
         rank, world, _ = dist_env()
         stats = extract_distributed(
             dataset, model, info, args.out, device=args.device, compression=args.compression,
             methods=args.methods, threshold=args.threshold, batch_size=args.batch_size,
-            fps=args.fps if layout_name == "cholec80" else None, num_workers=args.workers,
+            fps=fps, num_workers=args.workers,
             resume=not args.no_resume, progress=not args.no_progress,
             pred_threshold=args.pred_threshold, layout=layout, weighting=args.weighting,
-            crop_size=args.crop_size, crop_batch_size=args.crop_batch_size,
+            crop_size=crop, crop_batch_size=args.crop_batch_size,
             area_thresholds=args.area_thresholds, single_layer=args.single_layer,
             min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
-            checkpoint_sha256=file_sha256(args.checkpoint))
+            checkpoint_sha256=file_sha256(args.checkpoint), task=args.task,
+            activation=activation, boxes=args.boxes)
     except ValueError as e:          # user-caused: bad data folder, checkpoint, settings
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,9 +8,10 @@ frames again; only :class:`~gcfeat.extract.crop.CropExtractor` (M1) runs it, on 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -20,7 +21,8 @@ class Features:
     Attributes:
         frame: ``(R,)`` int64, row of the frame in the batch (in a file: row in ``frame_index``).
         label: ``(R,)`` int64 class index.
-        box: ``(R, 4)`` float32 ``x1, y1, x2, y2`` (exclusive end) in frame (model input) pixels.
+        box: ``(R, 4)`` float32 ``x1, y1, x2, y2`` (exclusive end) in frame (model input) pixels;
+            volumes: ``(R, 6)`` ``z1, y1, x1, z2, y2, x2``.
         score: ``(R,)`` float32 (box confidence for M1 / M2, the class's sigmoid score for M3).
         features: ``(R, D)`` float32.
         empty: ``(R,)`` bool, True where the region was empty (M3: nothing above the threshold;
@@ -65,9 +67,9 @@ class Features:
                            for f in fields(Features)})
 
     @staticmethod
-    def empty_like(dim: int, device=None) -> "Features":
+    def empty_like(dim: int, device=None, box_dim: int = 4) -> "Features":
         z = torch.zeros(0, dtype=torch.int64, device=device)
-        return Features(z, z.clone(), torch.zeros(0, 4, device=device),
+        return Features(z, z.clone(), torch.zeros(0, box_dim, device=device),
                         torch.zeros(0, device=device), torch.zeros(0, dim, device=device))
 
 
@@ -76,11 +78,13 @@ class Extractor:
 
     ``extractor(images, result, boxes, probs) -> Features`` where
 
-    - ``images``: ``(B, 3, H, W)`` the normalised frame batch the CAM pass ran on,
+    - ``images``: ``(B, C, *spatial)`` the normalised frame (or volume) batch the CAM pass ran on,
     - ``result``: the ``CAMResult`` of that pass (``logits``, ``layer_heatmaps[0]``,
-      ``activations[0]`` = layer4, ``extra`` = [layer2, layer3], ``classes``),
+      ``activations[0]`` = the last level (layer4), ``extra`` = the other levels (layer2,
+      layer3), ``classes``); see :func:`feature_levels`,
     - ``boxes``: ``Boxes`` (``xyxy (M, 4)``, ``frame``, ``label``, ``score``) in frame pixels,
-    - ``probs``: ``(B, num_outputs)`` sigmoid scores.
+    - ``probs``: ``(B, num_outputs)`` class scores (sigmoid, or softmax for single-label
+      tasks).
     """
 
     #: short name used as the HDF5 group (``m1``, ``m2``, ``m3``)
@@ -98,14 +102,34 @@ class Extractor:
         raise NotImplementedError
 
 
-def layer_channels(model) -> dict[str, int]:
-    """Output channels of ``layer1..layer4`` of a torchvision ResNet (18/34: 512, 50+: 2048)."""
-    out = {}
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        layer = getattr(model, name, None)
-        if layer is None:
-            continue
-        last = list(layer.children())[-1]
-        conv = getattr(last, "conv3", None) or getattr(last, "conv2")
-        out[name] = int(conv.out_channels)
-    return out
+def _out_channels(module: nn.Module) -> int:
+    """Channels a module outputs: its own ``out_channels`` or that of its last conv."""
+    if hasattr(module, "out_channels"):
+        return int(module.out_channels)
+    convs = [m for m in module.modules() if hasattr(m, "out_channels")]
+    if not convs:
+        raise ValueError(f"cannot tell the output channels of {type(module).__name__}: it holds "
+                         f"no convolution")
+    # the last block's last conv (a downsample conv, registered after it, has the same width)
+    return int(convs[-1].out_channels)
+
+
+def feature_levels(model: nn.Module) -> Dict[str, nn.Module]:
+    """The maps the extractors read, in order of increasing stride; the last is the CAM target.
+
+    torchvision ResNets and :mod:`gcfeat.models.resnet3d`: ``layer2, layer3, layer4`` (M2's
+    area routing); models with a ``last_conv`` (the Alzheimer CNNs): that conv alone.
+    """
+    if all(hasattr(model, n) for n in ("layer2", "layer3", "layer4")):
+        return {n: getattr(model, n) for n in ("layer2", "layer3", "layer4")}
+    last = getattr(model, "last_conv", None)
+    if isinstance(last, nn.Module):
+        return {"last_conv": last}
+    raise ValueError(f"{type(model).__name__}: no feature levels found; expected a ResNet "
+                     f"(layer2..layer4) or a model with a `last_conv` module")
+
+
+def layer_channels(model: nn.Module, levels: Optional[Dict[str, nn.Module]] = None
+                   ) -> Dict[str, int]:
+    """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048)."""
+    return {n: _out_channels(m) for n, m in (levels or feature_levels(model)).items()}

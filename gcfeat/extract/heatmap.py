@@ -90,58 +90,87 @@ def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch
 
 def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> Tuple[torch.Tensor,
                                                                              torch.Tensor]:
-    """Union box per key: ``(num_keys, 4)`` and ``found (num_keys,)``; zeros where none."""
+    """Union box per key: ``(num_keys, 4)`` (3D boxes: ``(num_keys, 6)``) and ``found
+    (num_keys,)``; zeros where none."""
     big = torch.finfo(torch.float32).max
-    lo = torch.full((num_keys, 2), big, device=xyxy.device)
-    hi = torch.full((num_keys, 2), -big, device=xyxy.device)
+    d = xyxy.shape[1] // 2
+    lo = torch.full((num_keys, d), big, device=xyxy.device)
+    hi = torch.full((num_keys, d), -big, device=xyxy.device)
     if xyxy.shape[0]:
-        k2 = key[:, None].expand(-1, 2)
-        lo = lo.scatter_reduce(0, k2, xyxy[:, :2].float(), "amin")
-        hi = hi.scatter_reduce(0, k2, xyxy[:, 2:].float(), "amax")
+        k2 = key[:, None].expand(-1, d)
+        lo = lo.scatter_reduce(0, k2, xyxy[:, :d].float(), "amin")
+        hi = hi.scatter_reduce(0, k2, xyxy[:, d:].float(), "amax")
     found = torch.zeros(num_keys, dtype=torch.bool, device=xyxy.device)
     found[key] = True
     out = torch.cat([lo, hi], 1)
     return torch.where(found[:, None], out, torch.zeros((), device=xyxy.device)), found
 
 
+SELECTIONS = ("threshold", "top1")
+
+
+def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str = "threshold",
+                     pred_threshold: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (frame, heat channel) pairs that get a heatmap row: ``(R,)`` each, sorted by frame.
+
+    ``selection="threshold"`` (multi-label): every class with ``probs > pred_threshold``;
+    ``"top1"`` (single-label, softmax): each frame's highest-scoring class among ``classes``.
+    """
+    p = probs[:, classes]                                               # (B, K')
+    if selection == "threshold":
+        return (p > pred_threshold).nonzero(as_tuple=True)
+    if selection == "top1":
+        return torch.arange(p.shape[0], device=p.device), p.argmax(1)
+    raise ValueError(f"selection: got {selection!r}, expected one of {SELECTIONS}")
+
+
 class HeatmapExtractor(Extractor):
-    """M3: one row per predicted class (sigmoid score > ``pred_threshold``).
+    """M3: one row per selected class (multi-label: sigmoid score > ``pred_threshold``;
+    ``selection="top1"``: each frame's predicted class).
 
     The row's box is the union of that class's boxes (the heat's box at frame resolution; all
-    zeros if the class has none) and its score the class's sigmoid score.
+    zeros if the class has none) and its score the class's score. ``level`` names the map the
+    heatmaps live on (the CAM target: layer4 for ResNets).
     """
 
     name = "m3"
 
     def __init__(self, threshold: float = 0.3, weighting: str = "heat",
-                 pred_threshold: float = 0.5, layout: Layout = (512, 1, 1)) -> None:
+                 pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
+                 level: str = "layer4", selection: str = "threshold") -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: got {weighting!r}, expected one of {WEIGHTINGS}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection: got {selection!r}, expected one of {SELECTIONS}")
         self.threshold = float(threshold)
         self.weighting = weighting
         self.pred_threshold = float(pred_threshold)
         self.layout = layout
+        self.level = level
+        self.selection = selection
 
     def output_dim(self, channels: dict) -> int:
-        return layout_dim(self.layout, channels["layer4"])
+        return layout_dim(self.layout, channels[self.level])
 
     def settings(self) -> dict:
-        return {"threshold": self.threshold, "weighting": self.weighting,
-                "pred_threshold": self.pred_threshold, "layout": self.layout}
+        out = {"threshold": self.threshold, "weighting": self.weighting,
+               "pred_threshold": self.pred_threshold, "layout": self.layout}
+        if self.selection != "threshold" or self.level != "layer4":
+            out.update(selection=self.selection, level=self.level)
+        return out
 
     def __call__(self, images, result, boxes, probs: Optional[torch.Tensor] = None) -> Features:
         classes = result.classes.to(result.logits.device).long()       # (K',) heat axis -> class
         if probs is None:
             probs = torch.sigmoid(result.logits.float())
-        p = probs[:, classes]                                           # (B, K')
-        frame, k = (p > self.pred_threshold).nonzero(as_tuple=True)     # sorted by frame, class
+        frame, k = selected_classes(probs, classes, self.selection, self.pred_threshold)
         heat = result.layer_heatmaps[0]
         feats, empty = heatmap_features(result.activations[0], heat, frame, k, self.threshold,
                                         self.weighting, self.layout)
         label = classes[k]
         num_out = probs.shape[1]
-        B = p.shape[0]
+        B = probs.shape[0]
         box, _ = union_boxes(boxes.xyxy, boxes.frame.long() * num_out + boxes.label.long(),
                              B * num_out)
-        return Features(frame, label, box[frame * num_out + label], p[frame, k].float(),
-                        feats, empty)
+        return Features(frame, label, box[frame * num_out + label],
+                        probs[frame, label].float(), feats, empty)

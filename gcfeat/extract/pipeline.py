@@ -34,13 +34,15 @@ from tqdm import tqdm
 
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 
-from .base import Extractor, layer_channels
+from .base import Extractor, feature_levels, layer_channels
 from .crop import CropExtractor
 from .heatmap import HeatmapExtractor
 from .pooling import Layout, LayoutError
 from .roi import AREA_THRESHOLDS, RoiExtractor
 
 METHODS = ("m1", "m2", "m3")
+#: where the boxes of M1 / M2 come from: the CAM heatmaps, or the dataset's annotated boxes
+BOX_SOURCES = ("cam", "gt")
 
 
 def file_sha256(path: str, block: int = 1 << 20) -> str:
@@ -53,37 +55,80 @@ def file_sha256(path: str, block: int = 1 << 20) -> str:
 
 def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
                      pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
-                     weighting: str = "heat", crop_size: Tuple[int, int] = (224, 224),
+                     weighting: str = "heat", crop_size: Tuple[int, ...] = (224, 224),
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                     single_layer: Optional[str] = None) -> List[Extractor]:
-    """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order)."""
+                     single_layer: Optional[str] = None,
+                     selection: str = "threshold") -> List[Extractor]:
+    """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
+
+    The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
+    layer2..layer4; a small CNN: its last conv); ``selection`` is M3's class choice
+    (``"threshold"`` multi-label, ``"top1"`` single-label).
+    """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
+    levels = list(feature_levels(model))
     make = {
-        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout),
-        "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout),
+        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1]),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels),
+        "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
+                                       levels[-1], selection),
     }
     return [make[m]() for m in METHODS if m in methods]
 
 
 def check_layout(layout: Layout, channels: Dict[str, int], methods: Sequence[str],
                  single_layer: Optional[str] = None) -> None:
-    """Raise ``LayoutError`` unless ``p0`` divides the channels of every map a method pools."""
+    """Raise ``LayoutError`` unless ``p0`` divides the channels of every map a method pools.
+
+    ``channels``: ``{level: channels}`` in order of increasing stride (the last is the CAM
+    target, pooled by m1 and m3)."""
     if layout is None:
         return
+    names = list(channels)
     used = set()
     if "m1" in methods or "m3" in methods:
-        used.add("layer4")
+        used.add(names[-1])
     if "m2" in methods:
-        used.update([single_layer] if single_layer else ["layer2", "layer3", "layer4"])
+        used.update([single_layer] if single_layer else names)
     bad = {n: channels[n] for n in sorted(used) if channels[n] % layout[0]}
     if bad:
         raise LayoutError(f"pooling layout {layout}: p0={layout[0]} does not divide the "
                           f"channels of {bad}; choose a layout whose first number divides "
                           f"them (e.g. 32x4x4), or m2's --single-layer")
+
+
+def auto_layout(channels: Dict[str, int]) -> Layout:
+    """The 512-d layout the maps allow: ``(512, 1, 1)`` when 512 divides every level's channels
+    (ResNet50), else ``(32, 4, 4)`` (ResNet18/34: layer2 has 128), else ``(p0, 4, 4)`` with
+    ``p0`` the largest power of two dividing them all (small / slim models: fewer dims)."""
+    widths = list(channels.values())
+    for layout in ((512, 1, 1), (32, 4, 4)):
+        if all(c % layout[0] == 0 for c in widths):
+            return layout
+    p0 = 1
+    while all(c % (p0 * 2) == 0 for c in widths) and p0 < 32:
+        p0 *= 2
+    return (p0, 4, 4)
+
+
+def gt_boxes(batch: dict, num_frames: int, device) -> "Boxes":  # noqa: F821
+    """The annotated boxes of a batch (``gt_boxes`` / ``gt_labels`` per sample, input pixels)
+    as :class:`~gcfeat.boxes.Boxes` with score 1."""
+    from gcfeat.boxes import Boxes
+
+    if "gt_boxes" not in batch or "gt_labels" not in batch:
+        raise ValueError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
+                         "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
+                         "ground truth, and the dataset must be built with with_gt=True")
+    xyxy = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in batch["gt_boxes"]]
+    label = [torch.as_tensor(lb, dtype=torch.int64).reshape(-1) for lb in batch["gt_labels"]]
+    frame = [torch.full((len(lb),), i, dtype=torch.int64) for i, lb in enumerate(label)]
+    xyxy, label, frame = torch.cat(xyxy), torch.cat(label), torch.cat(frame)
+    return Boxes(xyxy.to(device), frame.to(device), label.to(device),
+                 torch.ones(len(frame), device=device))
 
 
 # ------------------------------------------------------------------------ dataset helpers
@@ -148,9 +193,19 @@ def _video_rank(video: str, world_size: int) -> int:
 # ------------------------------------------------------------------------------ pipeline
 def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      pred_threshold: float, layout: Layout, min_area: float,
-                     checkpoint_sha256: str = "", fps: Optional[float] = None) -> dict:
-    """Root attributes (the settings a resumed run must match)."""
-    return {
+                     checkpoint_sha256: str = "", fps: Optional[float] = None,
+                     task: str = "surgical", activation: str = "sigmoid",
+                     boxes: str = "cam") -> dict:
+    """Root attributes (the settings a resumed run must match). Surgical files made with CAM
+    boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
+    ``spatial_dims``, other box sources ``boxes``."""
+    extra = {}
+    if task != "surgical" or activation != "sigmoid":
+        extra.update(task=task, activation=activation,
+                     spatial_dims=len(info.input_size) if info.input_size else 2)
+    if boxes != "cam":
+        extra["boxes"] = boxes
+    return {**extra,
         "classes": list(info.classes),
         "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
                        "min_area": float(min_area)},
@@ -176,12 +231,17 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     single_layer: Optional[str] = None, min_area: float = 25,
                     amp: Optional[str] = None, channels_last: bool = False,
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
-                    skip: Optional[Callable[[str, int], bool]] = None) -> dict:
+                    skip: Optional[Callable[[str, int], bool]] = None,
+                    task: str = "surgical", activation: str = "sigmoid",
+                    boxes: str = "cam") -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
-        dataset: a gcfeat surgical Dataset (items: the sample dicts of docs/DESIGN.md).
-        model: the classifier (torchvision ResNet), ``info``: its ``CheckpointInfo``
+        dataset: a gcfeat Dataset (items: the sample dicts of docs/DESIGN.md): surgical frames,
+            or an MRI task's slices / volumes (``video`` = case or split, ``frame_index`` =
+            slice or row).
+        model: the classifier (a torchvision ResNet, a 3D ResNet, a small CNN: see
+            :func:`~gcfeat.extract.base.feature_levels`), ``info``: its ``CheckpointInfo``
             (``classes``, ``arch``, ``input_size``, ``mean``, ``std``).
         methods: some of ``"m1"``, ``"m2"``, ``"m3"``.
         threshold: box / mask threshold T; ``pred_threshold``: class score needed for a map.
@@ -192,6 +252,11 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         channels_last: run the backbone in channels-last memory format.
         rank, world_size: this process's shard (videos balanced by frame count).
         skip: extra ``(video, frame) -> bool`` of frames not to extract.
+        task: the task name written to the attributes (``gcfeat.tasks``).
+        activation: ``"sigmoid"`` (multi-label: classes above ``pred_threshold`` get maps,
+            boxes and m3 rows) or ``"softmax"`` (single-label: each image's top class).
+        boxes: ``"cam"`` (boxes from the heatmaps) or ``"gt"`` (the dataset's annotated boxes,
+            ``gt_boxes`` / ``gt_labels``, for m1 / m2; m3 keeps the selected classes).
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
@@ -200,22 +265,33 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     from gcfeat.cam import GradCAM
     from gcfeat.data import make_loader
 
+    if activation not in ("sigmoid", "softmax"):
+        raise ValueError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
+    if boxes not in BOX_SOURCES:
+        raise ValueError(f"boxes: got {boxes!r}, expected one of {BOX_SOURCES}")
     device = torch.device(device)
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    levels = feature_levels(model)
+    channels = layer_channels(model, levels)
+    if layout == "auto":
+        layout = auto_layout(channels)
+    selection = "threshold" if activation == "sigmoid" else "top1"
     extractors = build_extractors(model, methods, threshold=threshold,
                                   pred_threshold=pred_threshold, layout=layout,
                                   weighting=weighting, crop_size=crop_size,
                                   crop_batch_size=crop_batch_size,
-                                  area_thresholds=area_thresholds, single_layer=single_layer)
-    channels = layer_channels(model)
+                                  area_thresholds=area_thresholds, single_layer=single_layer,
+                                  selection=selection)
     check_layout(layout, channels, methods, single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=threshold,
                              pred_threshold=pred_threshold, layout=layout, min_area=min_area,
-                             checkpoint_sha256=checkpoint_sha256, fps=fps)
+                             checkpoint_sha256=checkpoint_sha256, fps=fps, task=task,
+                             activation=activation, boxes=boxes)
     classes = list(info.classes)
+    box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     tissue = classes.index("tissue") if "tissue" in classes else None
     class_modes = {tissue: "union"} if tissue is not None else None
     amp_ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" \
@@ -224,7 +300,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         raise ValueError(f"amp: got {amp!r}, expected None or 'bf16'")
 
     open_writer = lambda resume_: FeatureWriter(out, attrs, dims, len(classes),  # noqa: E731
-                                                compression=compression, resume=resume_)
+                                                compression=compression, resume=resume_,
+                                                box_dim=box_dim)
     writer = open_writer(resume)
     stats = {"frames": 0, "rows": {m: 0 for m in dims}, "skipped": 0}
     t0 = time.perf_counter()
@@ -268,7 +345,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     batches = iter(loader)
     writer = open_writer(True)
     with writer:
-        cam = GradCAM(model, [model.layer4])
+        *extra_levels, target = levels.values()
+        cam = GradCAM(model, [target])
         bar = tqdm(total=total, unit="frame", desc=f"extract{'' if world_size == 1 else rank}",
                    disable=None if progress else True, dynamic_ncols=True)
         with bar:
@@ -284,17 +362,29 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     x = x[sel]
                     videos = [videos[i] for i in sel]
                     frames = [frames[i] for i in sel]
+                    batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
+                             if k in batch}
                 x = x.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with amp_ctx():
-                    res = cam.explain(x, extra_layers=(model.layer2, model.layer3))
-                    probs = res.logits.float().sigmoid()
-                    boxes = heatmap_to_boxes(res.heatmap.float(), threshold, min_area=min_area,
-                                             class_modes=class_modes, probs=probs,
-                                             pred_threshold=pred_threshold,
-                                             classes=res.classes)
-                    feats = {e.name: e(x, res, boxes, probs).float() for e in extractors}
+                    res = cam.explain(x, extra_layers=extra_levels)
+                    logits = res.logits.float()
+                    if activation == "sigmoid":
+                        probs = logits.sigmoid()
+                        gate = probs
+                    else:   # single-label: boxes for each image's top class only
+                        probs = logits.softmax(1)
+                        gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
+                    if boxes == "gt":
+                        found = gt_boxes(batch, len(videos), device)
+                    else:
+                        found = heatmap_to_boxes(res.heatmap.float(), threshold,
+                                                 min_area=min_area, class_modes=class_modes,
+                                                 probs=gate, pred_threshold=pred_threshold
+                                                 if activation == "sigmoid" else 0.5,
+                                                 classes=res.classes)
+                    feats = {e.name: e(x, res, found, probs).float() for e in extractors}
                 writer.write(videos, frames, probs, feats)
                 stats["frames"] += len(videos)
                 for m, f in feats.items():

@@ -1,19 +1,25 @@
-"""M2 (L-FE): ``roi_align`` of each box on the backbone map chosen by the box's area.
+"""M2 (L-FE): ROI align of each box on the backbone map chosen by the box's size.
 
 The original routes a box by its area in 320x256 pixels: ``< 5120`` -> layer2 (stride 8),
 ``< 20480`` -> layer3 (stride 16), else layer4 (stride 32). Here the thresholds scale with the
-frame area (``frame_h * frame_w / (256 * 320)``) and are options; ``single_layer=`` forces one
-map. Each box is ROI-aligned (``aligned=True``, adaptive sampling) straight to the layout's
-``(p1, p2)`` grid, which equals an adaptive average pool of the box's cells when the box lies on
-the feature grid; the channels are then averaged in groups to ``p0`` (layer2 has 512 channels,
-layer3 1024, layer4 2048 for ResNet50). The original sliced the maps with integers and ran the
-backbone three extra times; here all maps come from the one CAM forward.
+frame's extent (``prod(frame_size) / (256 * 320)``: for volumes the box volume against the
+volume's, i.e. the same 1/16 and 1/4 fractions) and are options; ``single_layer=`` forces one
+map, and models with fewer levels (a small CNN: its last conv only) use the first thresholds.
+Each box is ROI-aligned (``aligned=True``) straight to the layout's ``(p1, p2)`` grid, which
+equals an adaptive average pool of the box's cells when the box lies on the feature grid; the
+channels are then averaged in groups to ``p0`` (layer2 has 512 channels, layer3 1024, layer4
+2048 for ResNet50). 2D maps use ``torchvision.ops.roi_align`` (adaptive sampling); volumes use
+:func:`roi_align_nd` (the same sampling rule with a fixed number of samples per bin and axis),
+pooled to ``(1, p1, p2)`` (depth averaged, as :func:`~gcfeat.extract.pooling.pool_to_layout`).
+The original sliced the maps with integers and ran the backbone three extra times; here all
+maps come from the one CAM forward.
 """
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from .base import Extractor, Features
@@ -25,33 +31,116 @@ AREA_THRESHOLDS: Tuple[float, float] = (5120.0, 20480.0)
 REFERENCE_AREA: float = 256.0 * 320.0
 
 
-def box_levels(xyxy: torch.Tensor, frame_size: Tuple[int, int],
-               area_thresholds: Sequence[float] = AREA_THRESHOLDS) -> torch.Tensor:
-    """Level of each box: 0 (layer2), 1 (layer3) or 2 (layer4); ``(M,)`` int64.
+def box_bounds(xyxy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(start, end)`` of boxes per spatial dim in tensor order, each ``(M, D)``.
 
-    ``area < t0 * s`` -> 0, ``< t1 * s`` -> 1, else 2, with ``s = H * W / (256 * 320)``.
+    2D boxes are ``x1, y1, x2, y2`` -> ``start = (y1, x1)``; 3D boxes are already in tensor
+    order ``z1, y1, x1, z2, y2, x2`` (see :class:`gcfeat.boxes.Boxes`).
     """
-    area = ((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])).float()
-    scale = frame_size[0] * frame_size[1] / REFERENCE_AREA
-    bounds = torch.tensor([float(t) * scale for t in area_thresholds], device=xyxy.device)
-    return torch.bucketize(area, bounds, right=True)
+    if xyxy.shape[-1] == 4:
+        return xyxy[:, [1, 0]], xyxy[:, [3, 2]]
+    if xyxy.shape[-1] == 6:
+        return xyxy[:, :3], xyxy[:, 3:]
+    raise ValueError(f"boxes: expected (M, 4) or (M, 6), got {tuple(xyxy.shape)}")
+
+
+def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
+               area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+               num_levels: int = 3) -> torch.Tensor:
+    """Level of each box among ``num_levels`` maps (0: layer2, 1: layer3, 2: layer4); ``(M,)``.
+
+    ``extent < t0 * s`` -> 0, ``< t1 * s`` -> 1, else 2, with the extent the box's area (3D:
+    volume) and ``s = prod(frame_size) / (256 * 320)``. With fewer levels only the first
+    ``num_levels - 1`` thresholds are used (one level: every box on it).
+    """
+    start, end = box_bounds(xyxy)
+    extent = (end - start).float().prod(1)
+    scale = float(torch.tensor([float(s) for s in frame_size]).prod()) / REFERENCE_AREA
+    bounds = torch.tensor([float(t) * scale for t in area_thresholds][:max(num_levels - 1, 0)],
+                          device=xyxy.device)
+    return torch.bucketize(extent, bounds, right=True)
+
+
+def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Tensor,
+                 end: torch.Tensor, output_size: Sequence[int], sampling_ratio: int = 2,
+                 chunk: int = 256) -> torch.Tensor:
+    """ROI align in any number of spatial dims (``aligned=True``, fixed sampling).
+
+    Bin ``p`` of a box ``[a, b)`` (in map pixels) along an axis with ``P`` bins averages the
+    ``n`` samples at ``a - 0.5 + (p * n + i + 0.5) * (b - a) / (P * n)``, ``i < n =
+    sampling_ratio``, each (bi/tri)linearly interpolated between pixel centres (the rule of
+    ``torchvision.ops.roi_align(..., aligned=True, sampling_ratio=n)``, which equals this in
+    2D; samples outside the map take the border value, where torchvision gives 0 beyond one pixel
+    out: boxes inside the frame never sample there). With ``sampling_ratio=1`` and ``P`` the
+    crop size this is a bilinear / trilinear resize of the box (``align_corners=False``).
+
+    Args:
+        feature_map: ``(B, C, *s)`` with 2 or 3 spatial dims.
+        frame: ``(M,)`` batch row of each box.
+        start, end: ``(M, D)`` box bounds per spatial dim in tensor order, in map pixels
+            (exclusive end); see :func:`box_bounds`.
+        output_size: ``(P_1, ..., P_D)`` bins per dim.
+        sampling_ratio: samples per bin and axis.
+        chunk: boxes per ``grid_sample`` call (each gathers its frame's map).
+
+    Returns:
+        ``(M, C, *output_size)`` in the map's dtype.
+    """
+    D = feature_map.dim() - 2
+    if D not in (2, 3) or start.shape[-1] != D or len(output_size) != D:
+        raise ValueError(f"roi_align_nd: map {tuple(feature_map.shape)}, boxes with "
+                         f"{start.shape[-1]} dims and output_size {tuple(output_size)} must "
+                         f"agree on 2 or 3 spatial dims")
+    n = int(sampling_ratio)
+    if n < 1:
+        raise ValueError(f"roi_align_nd: sampling_ratio must be >= 1, got {sampling_ratio}")
+    M, C = start.shape[0], feature_map.shape[1]
+    sizes = feature_map.shape[2:]
+    dev, dt = feature_map.device, feature_map.dtype
+    out = feature_map.new_zeros(M, C, *output_size)
+    if M == 0:
+        return out
+    axes = []   # normalised sample coordinates per dim, (M, P * n) each
+    for d in range(D):
+        k = output_size[d] * n
+        t = (torch.arange(k, device=dev, dtype=torch.float32) + 0.5) / k
+        a, b = start[:, d].float().to(dev), end[:, d].float().to(dev)
+        pix = a[:, None] - 0.5 + t[None] * (b - a)[:, None]
+        axes.append((2 * pix + 1) / sizes[d] - 1)              # grid_sample, align_corners=False
+    shape = [M] + [output_size[d] * n for d in range(D)]
+    grid = torch.stack([axes[d].reshape([M] + [-1 if e == d else 1 for e in range(D)])
+                        .expand(shape) for d in reversed(range(D))], -1)   # (M, *k, D): x first
+    frame = frame.to(dev).long()
+    for lo in range(0, M, chunk):
+        hi = min(lo + chunk, M)
+        s = F.grid_sample(feature_map[frame[lo:hi]], grid[lo:hi].to(dt), mode="bilinear",
+                          padding_mode="border", align_corners=False)      # (m, C, *k)
+        split = [hi - lo, C]
+        for d in range(D):
+            split += [output_size[d], n]
+        out[lo:hi] = s.reshape(split).mean(dim=tuple(range(3, 3 + 2 * D, 2)))
+    return out
 
 
 def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
-                 frame: torch.Tensor, frame_size: Tuple[int, int],
+                 frame: torch.Tensor, frame_size: Sequence[int],
                  area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                  single_layer: Optional[str] = None,
-                 layout: Layout = (512, 1, 1)) -> torch.Tensor:
+                 layout: Layout = (512, 1, 1), sampling_ratio_3d: int = 2) -> torch.Tensor:
     """M2 features of boxes.
 
     Args:
-        feature_maps: ``{"layer2": (B, C2, h2, w2), "layer3": ..., "layer4": ...}``.
-        xyxy: ``(M, 4)`` boxes in frame pixels (exclusive end); ``frame``: ``(M,)`` batch row.
-        frame_size: ``(H, W)`` of the frames the boxes live in.
+        feature_maps: the levels in order of increasing stride, e.g. ``{"layer2": (B, C2,
+            h2, w2), "layer3": ..., "layer4": ...}`` (3D: ``(B, C, d, h, w)``; one level for a
+            model with a single target map).
+        xyxy: ``(M, 4)`` boxes ``x1, y1, x2, y2`` (3D: ``(M, 6)`` ``z1, y1, x1, z2, y2, x2``)
+            in frame pixels (exclusive end); ``frame``: ``(M,)`` batch row.
+        frame_size: ``(H, W)`` (3D: ``(D, H, W)``) of the frames the boxes live in.
         area_thresholds: level thresholds in 256x320-frame pixels (scaled to ``frame_size``).
-        single_layer: use only this map (``"layer2"`` / ``"layer3"`` / ``"layer4"``).
+        single_layer: use only this map (e.g. ``"layer4"``).
         layout: pooling layout; ``None`` (raw channels) needs one channel count, so mixed
             levels with different widths need ``single_layer``.
+        sampling_ratio_3d: samples per bin and axis for volumes (:func:`roi_align_nd`).
 
     Returns:
         ``(M, D)`` float32.
@@ -63,8 +152,8 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
         levels = torch.zeros(xyxy.shape[0], dtype=torch.long, device=xyxy.device)
         names = [single_layer]
     else:
-        levels = box_levels(xyxy, frame_size, area_thresholds)
-        names = list(LEVELS)
+        names = list(feature_maps)
+        levels = box_levels(xyxy, frame_size, area_thresholds, len(names))
     grid = (1, 1) if layout is None else (layout[1], layout[2])
     widths = {feature_maps[n].shape[1] for n in names}
     if layout is None and len(widths) > 1:
@@ -72,18 +161,24 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
                           f"{sorted(widths)} channels; pass single_layer= or a 512-d layout")
     dim = layout_dim(layout, max(widths))
     out = torch.zeros(xyxy.shape[0], dim, device=xyxy.device, dtype=torch.float32)
-    H, W = frame_size
+    start, end = box_bounds(xyxy.float())
     for level, name in enumerate(names):
         rows = (levels == level).nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
         fmap = feature_maps[name]
-        h, w = fmap.shape[-2:]
-        # per-axis scale (spatial_scale is one number; strides may differ by axis)
-        scale = torch.tensor([w / W, h / H, w / W, h / H], device=xyxy.device)
-        rois = torch.cat([frame[rows].float()[:, None], xyxy[rows].float() * scale], 1)
-        region = roi_align(fmap.float(), rois.to(fmap.device), grid, spatial_scale=1.0,
-                           sampling_ratio=-1, aligned=True)            # (r, C, p1, p2)
+        # per-axis scale (strides may differ by axis)
+        scale = torch.tensor([m / f for m, f in zip(fmap.shape[2:], frame_size)],
+                             device=xyxy.device)
+        if fmap.dim() == 4:
+            a, b = start[rows] * scale, end[rows] * scale                  # (r, 2) as (y, x)
+            rois = torch.cat([frame[rows].float()[:, None], a[:, [1, 0]], b[:, [1, 0]]], 1)
+            region = roi_align(fmap.float(), rois.to(fmap.device), grid, spatial_scale=1.0,
+                               sampling_ratio=-1, aligned=True)            # (r, C, p1, p2)
+        else:
+            region = roi_align_nd(fmap.float(), frame[rows], start[rows] * scale,
+                                  end[rows] * scale, (1, *grid), sampling_ratio_3d
+                                  ).squeeze(2)                            # (r, C, p1, p2)
         if layout is None:
             out[rows] = region.flatten(1)
         else:
@@ -92,34 +187,45 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
 
 
 class RoiExtractor(Extractor):
-    """M2: one row per box; ROI-aligned features from the CAM pass's layer2/3/4 maps."""
+    """M2: one row per box; ROI-aligned features from the CAM pass's maps.
+
+    ``levels`` names the maps in order of increasing stride: the CAM pass records
+    ``result.extra`` for all but the last and ``result.activations[0]`` (the CAM target) for
+    the last (ResNets: layer2, layer3 | layer4; a small CNN: its last conv only).
+    """
 
     name = "m2"
 
     def __init__(self, area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                 single_layer: Optional[str] = None, layout: Layout = (512, 1, 1)) -> None:
+                 single_layer: Optional[str] = None, layout: Layout = (512, 1, 1),
+                 levels: Sequence[str] = LEVELS) -> None:
         self.area_thresholds = tuple(float(t) for t in area_thresholds)
+        self.levels = tuple(levels)
+        if single_layer is not None and single_layer not in self.levels:
+            raise ValueError(f"single_layer={single_layer!r}: expected one of {self.levels}")
         self.single_layer = single_layer
         self.layout = layout
 
     def output_dim(self, channels: dict) -> int:
-        names = [self.single_layer] if self.single_layer else list(LEVELS)
+        names = [self.single_layer] if self.single_layer else list(self.levels)
         return layout_dim(self.layout, max(channels[n] for n in names))
 
     def settings(self) -> dict:
-        return {"area_thresholds": list(self.area_thresholds),
-                "single_layer": self.single_layer or "", "layout": self.layout}
+        out = {"area_thresholds": list(self.area_thresholds),
+               "single_layer": self.single_layer or "", "layout": self.layout}
+        if self.levels != LEVELS:     # files of ResNet runs keep their original settings
+            out["levels"] = list(self.levels)
+        return out
 
-    @staticmethod
-    def feature_maps(result) -> Dict[str, torch.Tensor]:
-        """``{"layer2", "layer3", "layer4"}`` maps of a CAMResult run with
-        ``extra_layers=(layer2, layer3)`` on ``target_layers=[layer4]``."""
-        return {"layer2": result.extra[0], "layer3": result.extra[1],
-                "layer4": result.activations[0]}
+    def feature_maps(self, result) -> Dict[str, torch.Tensor]:
+        """``{level: map}`` of a CAMResult run with ``extra_layers`` = all levels but the last
+        and the last level as the target."""
+        maps = [*result.extra[:len(self.levels) - 1], result.activations[0]]
+        return dict(zip(self.levels, maps))
 
     def __call__(self, images, result, boxes, probs=None) -> Features:
         feats = roi_features(self.feature_maps(result), boxes.xyxy, boxes.frame,
-                             tuple(images.shape[-2:]), self.area_thresholds,
+                             tuple(images.shape[2:]), self.area_thresholds,
                              self.single_layer, self.layout)
         return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),
                         boxes.score.float(), feats)

@@ -3,18 +3,21 @@
 Layout (one group per video)::
 
     /<video>/frame_index       (N,)    int64    frame numbers in the source
-    /<video>/class_prob        (N, K)  float32  sigmoid scores
+    /<video>/class_prob        (N, K)  float32  sigmoid scores (softmax: single-label tasks)
     /<video>/<method>/frame    (R,)    int64    row in frame_index
     /<video>/<method>/label    (R,)    int64    class index (into the ``classes`` attribute)
     /<video>/<method>/box      (R, 4)  float32  x1, y1, x2, y2 (exclusive end) in frame pixels
-                                                (the model input size; M3: the heat's box)
+                                                (the model input size; M3: the heat's box);
+                                                volumes (R, 6): z1, y1, x1, z2, y2, x2
     /<video>/<method>/score    (R,)    float32  box confidence (M1/M2), class score (M3)
     /<video>/<method>/features (R, D)  float32
     /<video>/<method>/empty    (R,)    bool     region empty (M3 mask below T): zero features
 
 Root attributes (JSON text): ``classes``, ``thresholds``, ``architecture``,
 ``checkpoint_sha256``, ``input_size``, ``mean``, ``std``, ``layout`` (pooling), ``methods``
-(with each method's settings), ``gcfeat_version``, ``created``, and ``format`` (this text).
+(with each method's settings), ``gcfeat_version``, ``created``, and ``format`` (this text); MRI
+tasks add ``task``, ``activation`` and ``spatial_dims``, features of annotated boxes ``boxes``.
+A "video" is a case (prostate) or a split (organ3d, alzheimer) there, a frame a slice or a row.
 Rows of a method are sorted by ``frame``; frames are in the order they were written (source
 order for a plain run).
 
@@ -50,6 +53,8 @@ FORMAT = __doc__.split("Crash safety.")[0].strip()
 #: Root attributes that do not describe the extraction settings (never compared on resume).
 VOLATILE_ATTRS = ("gcfeat_version", "created", "format")
 ROW_FIELDS = ("frame", "label", "box", "score", "features", "empty")
+#: box columns by spatial dims (2D boxes are x-first, 3D boxes in tensor order)
+BOX_COLUMNS = {2: ("x1", "y1", "x2", "y2"), 3: ("z1", "y1", "x1", "z2", "y2", "x2")}
 
 
 class FeatureFileError(ValueError):
@@ -127,7 +132,7 @@ class FeatureWriter:
 
     def __init__(self, path: str | os.PathLike, attrs: Mapping, dims: Mapping[str, int],
                  num_classes: int, compression: Optional[str] = None, resume: bool = True,
-                 chunk_rows: int = 256) -> None:
+                 chunk_rows: int = 256, box_dim: int = 4) -> None:
         if compression not in (None, "gzip", "lzf"):
             raise FeatureFileError(f"compression: got {compression!r}, expected None, 'gzip' "
                                    f"or 'lzf'")
@@ -136,6 +141,9 @@ class FeatureWriter:
         self.num_classes = int(num_classes)
         self.compression = compression
         self.chunk_rows = int(chunk_rows)
+        if box_dim not in (4, 6):
+            raise FeatureFileError(f"box_dim: got {box_dim}, expected 4 (2D) or 6 (3D)")
+        self.box_dim = int(box_dim)
         attrs = dict(attrs)
         exists = os.path.exists(self.path)
         if exists and not resume:
@@ -208,7 +216,8 @@ class FeatureWriter:
             s = g.create_group(m)
             s.create_dataset("frame", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
             s.create_dataset("label", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
-            s.create_dataset("box", (0, 4), "f4", maxshape=(None, 4), chunks=(c, 4), **kw)
+            b = self.box_dim
+            s.create_dataset("box", (0, b), "f4", maxshape=(None, b), chunks=(c, b), **kw)
             s.create_dataset("score", (0,), "f4", maxshape=(None,), chunks=(4 * c,), **kw)
             s.create_dataset("features", (0, d), "f4", maxshape=(None, d),
                              chunks=(max(1, min(c, (1 << 20) // (4 * d))), d), **kw)
@@ -269,7 +278,7 @@ class FeatureWriter:
                 s = g[m]
                 self._append(s["frame"], fr[order])
                 self._append(s["label"], r["label"][take].astype(np.int64))
-                self._append(s["box"], r["box"][take].astype(np.float32).reshape(-1, 4))
+                self._append(s["box"], r["box"][take].astype(np.float32).reshape(-1, self.box_dim))
                 self._append(s["score"], r["score"][take].astype(np.float32))
                 self._append(s["features"], r["features"][take].astype(np.float32))
                 self._append(s["empty"], r["empty"][take].astype(bool))
@@ -453,19 +462,20 @@ class FeatureFile:
         return sum(len(v) for v in self)
 
     def to_dataframe(self, method: Optional[str] = None, features: bool = False):
-        """One row per object: video, frame_index, method, label, class, score, x1..y2, empty
-        (+ ``f0 .. f{D-1}`` with ``features=True``)."""
+        """One row per object: video, frame_index, method, label, class, score, x1..y2 (volumes:
+        z1, y1, x1, z2, y2, x2), empty (+ ``f0 .. f{D-1}`` with ``features=True``)."""
         import pandas as pd
 
         frames = []
         classes = self.classes
+        cols = BOX_COLUMNS[int(self.attrs.get("spatial_dims") or 2)]
         for v in self:
             fi = v.frame_index
             for m in ([method] if method else v.methods):
                 r = v.rows(m)
                 d = {"video": v.name, "frame_index": fi[r["frame"]], "method": m,
-                     "label": r["label"], "score": r["score"], "x1": r["box"][:, 0],
-                     "y1": r["box"][:, 1], "x2": r["box"][:, 2], "y2": r["box"][:, 3],
+                     "label": r["label"], "score": r["score"],
+                     **{c: r["box"][:, i] for i, c in enumerate(cols)},
                      "empty": r.get("empty", np.zeros(len(r["label"]), bool))}
                 d["class"] = [classes[i] if 0 <= i < len(classes) else str(i) for i in r["label"]]
                 df = pd.DataFrame(d)
@@ -475,7 +485,7 @@ class FeatureFile:
                 frames.append(df)
         if not frames:
             return pd.DataFrame(columns=["video", "frame_index", "method", "label", "class",
-                                         "score", "x1", "y1", "x2", "y2", "empty"])
+                                         "score", *cols, "empty"])
         return pd.concat(frames, ignore_index=True)
 
     def summary(self) -> str:
@@ -484,7 +494,7 @@ class FeatureFile:
         for m in self.methods:
             n = sum(len(v.rows(m)["label"]) for v in self if m in v.methods)
             lines.append(f"  {m}: {n} rows")
-        for k in ("architecture", "input_size", "layout", "thresholds", "classes"):
+        for k in ("task", "architecture", "input_size", "layout", "thresholds", "classes"):
             if k in self.attrs:
                 lines.append(f"  {k}: {self.attrs[k]}")
         return "\n".join(lines)
@@ -519,15 +529,17 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                 attrs["format"] = src.attrs.get("format", FORMAT)
                 videos = list(src)
                 if writer is None:
-                    dims, k = {}, None
+                    dims, k, box_dim = {}, None, 4
                     for v in videos:
                         k = src[v]["class_prob"].shape[1]
                         for m, g in src[v].items():
                             if isinstance(g, h5py.Group):
                                 dims[m] = g["features"].shape[1]
+                                box_dim = g["box"].shape[1]
                     if not videos:
                         continue
-                    writer = FeatureWriter(out, attrs, dims, k, compression=compression)
+                    writer = FeatureWriter(out, attrs, dims, k, compression=compression,
+                                           box_dim=box_dim)
                 else:
                     diffs = settings_diff(attrs, read_attrs(writer.h5))
                     if diffs:
