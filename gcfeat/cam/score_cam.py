@@ -1,93 +1,18 @@
 """Score-CAM (Wang et al., CVPR-W 2020, https://arxiv.org/abs/1910.01279), 2D and 3D."""
 from __future__ import annotations
 
-import copy
-import itertools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from gcfeat.cam.base import _INTERP, BaseCAM, CAMError, _Forward, _Plan
+from gcfeat.models.fusion import fuse_conv_bn
 
 __all__ = ["ScoreCAM", "fuse_conv_bn"]
 
 _SCORINGS = ("paper", "pytorch-grad-cam")
-_FMT_NDIM = {torch.channels_last: 4, torch.channels_last_3d: 5}
-_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
-#: ResNet stems / blocks whose forward is known to feed ``convN`` only into ``bnN``
-#: (torchvision's ResNet, BasicBlock, Bottleneck and gcfeat's 3D ResNet, by class name+module).
-_CONV_BN_BLOCKS = {("torchvision.models.resnet", n)
-                   for n in ("ResNet", "BasicBlock", "Bottleneck")}
-_CONV_BN_BLOCKS |= {("gcfeat.models.resnet3d", n) for n in ("ResNet3d", "BasicBlock3d")}
-
-
-def _has_hooks(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
-
-
-def _fusable(conv: nn.Module, bn: nn.Module) -> bool:
-    """Plain eval-mode conv followed by a plain eval-mode batch norm with running stats."""
-    return (_CONV_BN.get(type(conv)) is type(bn) and not conv.training and not bn.training
-            and bn.track_running_stats and bn.running_mean is not None
-            and bn.running_var is not None and conv.out_channels == bn.num_features
-            and not _has_hooks(conv) and not _has_hooks(bn))
-
-
-def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """``(parent, conv_name, bn_name)`` for each Conv -> BatchNorm pair whose dataflow is known:
-    consecutive children of an ``nn.Sequential``, and ``convN -> bnN`` in known ResNet blocks."""
-    pairs = []
-    for parent in model.modules():
-        kids = parent._modules
-        if type(parent) is nn.Sequential:
-            names = list(kids)
-            cands = zip(names, names[1:])
-        elif (type(parent).__module__, type(parent).__name__) in _CONV_BN_BLOCKS:
-            cands = [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
-        else:
-            continue
-        for c, b in cands:
-            if kids.get(c) is not None and kids.get(b) is not None and _fusable(kids[c], kids[b]):
-                pairs.append((parent, c, b))
-    return pairs
-
-
-@torch.no_grad()
-def fuse_conv_bn(model: nn.Module, memory_format: torch.memory_format | None = None
-                 ) -> tuple[nn.Module, int]:
-    """Inference copy of ``model`` with eval-mode Conv -> BatchNorm pairs folded into the conv.
-
-    Only pairs whose dataflow is known are folded (see :func:`_conv_bn_pairs`); the batch
-    norms become ``nn.Identity``. The copy shares every other parameter and buffer with
-    ``model`` (no copy; ``model`` itself is never modified), so it must be rebuilt when
-    the model's weights change. The fused weights are stored in ``memory_format`` if given.
-    Outputs equal ``model``'s up to float rounding.
-
-    Returns:
-        ``(copy, number of folded pairs)``, or ``(model, 0)`` when nothing can be folded.
-    """
-    if model.training or not _conv_bn_pairs(model):
-        return model, 0
-    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    try:
-        fused = copy.deepcopy(model, memo)
-    except Exception:          # an attribute that cannot be copied: run the model as is
-        return model, 0
-    pairs = _conv_bn_pairs(fused)
-    for parent, c, b in pairs:
-        conv = fuse_conv_bn_eval(parent._modules[c], parent._modules[b])
-        if _FMT_NDIM.get(memory_format) == conv.weight.ndim:   # oneDNN: match the input
-            conv.weight = nn.Parameter(conv.weight.contiguous(memory_format=memory_format),
-                                       requires_grad=False)
-        parent._modules[c] = conv
-        parent._modules[b] = nn.Identity()
-    return fused, len(pairs)
-
-
 class ScoreCAM(BaseCAM):
     r"""Score-CAM: each channel is weighted by the model's score on the input masked by it.
 

@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (torchrun: cuda:LOCAL_RANK)")
     r.add_argument("--amp", choices=("bf16",), default=None, help="autocast dtype")
-    r.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    r.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format (2D models; faster on CPU and GPU)")
+    r.add_argument("--no-fold-bn", action="store_true",
+                   help="run the model as loaded instead of an inference copy with the batch "
+                        "norms folded into the convs (same numbers up to float rounding)")
     r.add_argument("--compression", choices=("gzip", "lzf"), default=None,
                    help="compress the file when the run completes")
     r.add_argument("--no-resume", action="store_true",
@@ -179,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             area_thresholds=args.area_thresholds, single_layer=args.single_layer,
             min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
             checkpoint_sha256=file_sha256(args.checkpoint), task=args.task,
-            activation=activation, boxes=args.boxes)
+            activation=activation, boxes=args.boxes, fold_bn=not args.no_fold_bn)
     except ValueError as e:          # user-caused: bad data folder, checkpoint, settings
         print(f"error: {e}", file=sys.stderr)
         return 2
