@@ -6,7 +6,7 @@ import sys
 
 COMMANDS = {
     "synth": ("gcfeat.data.synthetic", "write a synthetic surgical dataset in a real layout"),
-    "train": ("gcfeat.train", "train a multi-label classifier"),
+    "train": ("gcfeat.train", "train a task's classifier (--task, default surgical)"),
     "bbox": ("gcfeat.bbox", "one frame, one class: heatmap + boxes figure"),
     "tune": ("gcfeat.tune", "box quality against ground truth as the threshold T varies"),
     "extract": ("gcfeat.extract", "bulk object-level feature dump to HDF5"),

@@ -1,9 +1,15 @@
-"""`python -m gcfeat.train`: train the multi-label surgical instrument classifier.
+"""`python -m gcfeat.train`: train a task's classifier (``--task``, default ``surgical``).
 
-A thin layer over :func:`gcfeat.training.fit`; see ``--help``. Example::
+``--task surgical``: the multi-label surgical instrument classifier, a thin layer over
+:func:`gcfeat.training.fit`. ``--task prostate|organ3d|alzheimer``: the single-label MRI
+classifiers, handed over to :func:`gcfeat.tasks.train.main` (cross-entropy, best epoch by
+validation accuracy) with the options of the same names. An option of one side given with the
+other side's task is an error (exit 2), never silently ignored. Examples::
 
     python -m gcfeat.train --data data/demo --arch resnet50 --size 256x320 --epochs 8 \\
         --batch-size 16 --lr 1e-3 --out checkpoints --name demo_resnet50
+    python -m gcfeat.train --task organ3d --data data/organ3d --synthetic \\
+        --arch resnet3d_18_slim --epochs 6 --out checkpoints
 """
 from __future__ import annotations
 
@@ -13,6 +19,27 @@ import sys
 from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.models.resnet import ARCHS
 from gcfeat.training import OPTIMIZERS, SCHEDULES
+from gcfeat.cli import apply_task_options, task_flag
+
+#: ``{dest: default}`` of the options each side takes (see :func:`gcfeat.cli.apply_task_options`).
+TRAIN_SURGICAL = {
+    "data": None, "layout": "auto", "arch": "resnet50", "size": (256, 320), "epochs": 10,
+    "batch_size": 16, "lr": 1e-3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4,
+    "schedule": "plateau", "augment_flip": False, "dropout": 0.0, "weights": None,
+    "mean": SURGICAL_MEAN, "std": SURGICAL_STD, "workers": 2, "seed": 0, "out": "checkpoints",
+    "name": None, "log": None, "resume": False, "device": "auto", "channels_last": False,
+    "quiet": False, "threads": None,
+}
+#: MRI options, all passed on to ``python -m gcfeat.tasks.train`` (None: the task's default).
+TRAIN_MRI = {
+    "data": None, "arch": None, "epochs": None, "lr": None, "batch_size": None,
+    "optimizer": None, "seed": 0, "out": "checkpoints", "threads": None, "synthetic": False,
+    "n": None, "balance": False,
+}
+#: MRI model names per task (for --help; the registry is the reference).
+_MRI_ARCHS = ("prostate: resnet18 (default), resnet34, each with optional _nobn / _dropout "
+              "suffixes (resnet18_nobn_dropout); organ3d: resnet3d_18 (default), "
+              "resnet3d_18_slim; alzheimer: baseline_cnn (default) and its variants")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,67 +66,139 @@ def _floats3(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gcfeat.tasks import TASK_NAMES
+
+    S = argparse.SUPPRESS  # defaults depend on --task: filled by apply_task_options
     p = argparse.ArgumentParser(
         prog="python -m gcfeat.train",
-        description="Train a ResNet multi-label instrument classifier (BCE-with-logits) on a "
-        "dataset in the MICCAI 2018 or Cholec80 layout. Validates every epoch (mAP over classes "
-        "with a positive, per-class AP table), keeps the best epoch in OUT/NAME_best.pt and a "
-        "resumable OUT/NAME_last.pt, and logs OUT/NAME_log.csv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
-    p.add_argument("--layout", default="auto", choices=("auto", "miccai18", "cholec80"),
-                   help="dataset layout; auto detects it from the folder")
-    p.add_argument("--task", default="surgical", choices=("surgical",),
-                   help="task (the MRI tasks train with `python -m gcfeat.tasks.train`)")
-    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHS), help="backbone")
-    p.add_argument("--size", type=_size, default=(256, 320), metavar="HxW",
-                   help="model input size, height x width")
-    p.add_argument("--epochs", type=int, default=10, help="total epochs (also when resuming)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
-                   help="sgd (momentum) or adamw")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--schedule", default="plateau", choices=SCHEDULES,
+        description="Train a task's classifier. --task surgical (default): a ResNet multi-label "
+        "instrument classifier (BCE-with-logits) on a dataset in the MICCAI 2018 or Cholec80 "
+        "layout; validates every epoch (mAP over classes with a positive, per-class AP table), "
+        "keeps the best epoch in OUT/NAME_best.pt and a resumable OUT/NAME_last.pt, and logs "
+        "OUT/NAME_log.csv. --task prostate|organ3d|alzheimer: a single-label MRI classifier, "
+        "handed over to `python -m gcfeat.tasks.train` (cross-entropy, AdamW or SGD with a "
+        "cosine schedule, BatchNorm statistics recomputed each epoch, best epoch by validation "
+        "accuracy in OUT/<task>_<arch>_best.pt); unset options take the task's defaults.",
+        epilog="The 'surgical only' options give an error with an MRI task, the 'MRI tasks "
+               "only' ones with --task surgical.")
+    p.add_argument("--task", default="surgical", choices=TASK_NAMES,
+                   help="surgical (default) or an MRI task")
+    g = p.add_argument_group("all tasks")
+    g.add_argument("--data", required=True, default=S, metavar="DIR",
+                   help="dataset folder (organ3d: folder or .npz)")
+    g.add_argument("--arch", default=S,
+                   help=f"model; surgical: {', '.join(sorted(ARCHS))} (default resnet50); "
+                        f"{_MRI_ARCHS}")
+    g.add_argument("--epochs", type=int, default=S,
+                   help="total epochs (surgical: default 10, also when resuming; MRI: the "
+                        "task's default)")
+    g.add_argument("--batch-size", type=int, default=S, help="batch size (surgical: default 16)")
+    g.add_argument("--lr", type=float, default=S, help="learning rate (surgical: default 1e-3)")
+    g.add_argument("--optimizer", default=S, choices=OPTIMIZERS,
+                   help="sgd (momentum) or adamw (surgical: default sgd; MRI: the task's, adamw)")
+    g.add_argument("--seed", type=int, default=S, help="seed for repeatable runs (default 0)")
+    g.add_argument("--out", default=S, metavar="DIR",
+                   help="checkpoint folder (default checkpoints)")
+    g.add_argument("--threads", type=int, default=S, help="torch CPU threads (default: torch's)")
+    s = p.add_argument_group("surgical only")
+    s.add_argument("--layout", default=S, choices=("auto", "miccai18", "cholec80"),
+                   help="dataset layout; auto (default) detects it from the folder")
+    s.add_argument("--size", type=_size, default=S, metavar="HxW",
+                   help="model input size, height x width (default 256x320)")
+    s.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
+    s.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 1e-4)")
+    s.add_argument("--schedule", default=S, choices=SCHEDULES,
                    help="cosine: to 0 over the epochs; onecycle: warm-up then cosine, per step "
-                   "(fastest from scratch; the demo's); plateau: x0.1 when val loss stalls "
-                   "(the original recipe)")
-    p.add_argument("--augment-flip", action="store_true",
+                   "(fastest from scratch; the demo's); plateau (default): x0.1 when val loss "
+                   "stalls (the original recipe)")
+    s.add_argument("--augment-flip", action="store_true", default=S,
                    help="random left-right flips of the training images")
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="dropout before the last Linear (0.2 in some original models)")
-    p.add_argument("--weights", metavar="PTH", default=None,
+    s.add_argument("--dropout", type=float, default=S,
+                   help="dropout before the last Linear (default 0; 0.2 in some original models)")
+    s.add_argument("--weights", metavar="PTH", default=S,
                    help="local ImageNet state dict to start from (torchvision's .pth); "
                    "nothing is ever downloaded")
-    p.add_argument("--mean", type=_floats3, default=SURGICAL_MEAN, metavar="R,G,B",
-                   help="input normalisation mean")
-    p.add_argument("--std", type=_floats3, default=SURGICAL_STD, metavar="R,G,B",
-                   help="input normalisation std")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=0, help="seed for repeatable runs")
-    p.add_argument("--out", default="checkpoints", metavar="DIR", help="checkpoint folder")
-    p.add_argument("--name", default=None,
+    s.add_argument("--mean", type=_floats3, default=S, metavar="R,G,B",
+                   help=f"input normalisation mean (default {','.join(map(str, SURGICAL_MEAN))})")
+    s.add_argument("--std", type=_floats3, default=S, metavar="R,G,B",
+                   help=f"input normalisation std (default {','.join(map(str, SURGICAL_STD))})")
+    s.add_argument("--workers", type=int, default=S, help="DataLoader worker processes (default 2)")
+    s.add_argument("--name", default=S,
                    help="checkpoint name prefix (default: <layout>_<arch>)")
-    p.add_argument("--log", default=None, metavar="CSV",
+    s.add_argument("--log", default=S, metavar="CSV",
                    help="CSV log path (default: OUT/NAME_log.csv)")
-    p.add_argument("--resume", action="store_true",
+    s.add_argument("--resume", action="store_true", default=S,
                    help="continue from OUT/NAME_last.pt at the epoch after its last one")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--channels-last", action="store_true",
+    s.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, ...")
+    s.add_argument("--channels-last", action="store_true", default=S,
                    help="channels-last memory format (faster on GPUs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or AP tables")
+    s.add_argument("--quiet", action="store_true", default=S, help="no progress bars or AP tables")
+    m = p.add_argument_group("MRI tasks only (prostate, organ3d, alzheimer)")
+    m.add_argument("--synthetic", action="store_true", default=S,
+                   help="write the task's synthetic data into --data first if it is missing")
+    m.add_argument("--n", type=int, default=S,
+                   help="with --synthetic: training volumes / cases / rows (task default if unset)")
+    m.add_argument("--balance", action="store_true", default=S,
+                   help="prostate: subsample negative training slices to the positives' count")
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed arguments with the ``--task``'s defaults filled in; options the task does not
+    take, an --arch that is not the task's, --balance outside prostate and --n without
+    --synthetic exit with a usage error (2)."""
+    p = build_parser()
+    args = apply_task_options(p, p.parse_args(argv), TRAIN_SURGICAL, TRAIN_MRI)
+    if args.task == "surgical":
+        if args.arch not in ARCHS:
+            p.error(f"argument --arch: invalid choice: {args.arch!r} for --task surgical "
+                    f"(choose from {', '.join(sorted(ARCHS))})")
+        return args
+    from gcfeat.tasks import get_task
+
+    task = get_task(args.task)
+    if args.arch is not None and args.arch not in task.archs:
+        p.error(f"argument --arch: invalid choice: {args.arch!r} for --task {task.name} "
+                f"(choose from {', '.join(task.archs)})")
+    if args.balance and task.name != "prostate":
+        p.error(f"--balance: applies to --task prostate only, not to --task {task.name}")
+    if args.n is not None and not args.synthetic:
+        p.error("--n: sets the size of the --synthetic data; give --synthetic too")
+    return args
+
+
+def mri_train_argv(args: argparse.Namespace) -> list[str]:
+    """The ``python -m gcfeat.tasks.train`` arguments of an MRI ``args`` (options left unset
+    are left out, so the task's defaults apply)."""
+    argv = ["--task", args.task]
+    for dest in ("data", "arch", "epochs", "lr", "batch_size", "optimizer", "seed", "out",
+                 "threads", "n"):
+        value = getattr(args, dest)
+        if value is not None:
+            argv += [task_flag(dest), str(value)]
+    argv += [task_flag(dest) for dest in ("synthetic", "balance") if getattr(args, dest)]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    if args.task != "surgical":
+        from gcfeat.tasks.train import main as train_task
+
+        try:
+            return train_task(mri_train_argv(args))
+        except ValueError as e:  # DataError, bad arch / split, checkpoint: say what and where
+            print(f"gcfeat.train: error: {e}", file=sys.stderr)
+            return 2
     # Imported here: the data and training stacks are heavy and --help should stay fast.
     from gcfeat.data import build_dataset, detect_layout
     from gcfeat.models import build_classifier
     from gcfeat.training import fit, seed_everything
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         layout = detect_layout(args.data) if args.layout == "auto" else args.layout
         name = args.name or f"{layout}_{args.arch}"
