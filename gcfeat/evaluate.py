@@ -5,14 +5,23 @@ For a trained checkpoint (:mod:`gcfeat.tasks.train`) on one split it reports
 * classification: accuracy, macro precision / recall, ROC AUC (binary: of the positive class);
 * localisation of each CAM method against the planted ground truth (``gt_mask``): the pointing
   game (the CAM's arg-max voxel lies in the mask, optionally dilated by ``--tolerance``) and the
-  IoU of ``heat > --iou-threshold`` with the mask; samples without a mask are skipped;
+  IoU of ``heat > --iou-threshold`` with the mask, over the samples whose mask is non-empty
+  only (a lesion-free prostate slice has an empty mask: it counts in classification and the
+  curves, not here); each figure records how many samples it is over (``n``);
 * faithfulness: deletion (to zeros) / insertion (from a Gaussian-blurred copy) AUC, per sample,
   mean +- population std, scored by class probability and by 0/1 correctness from the same
-  forwards, for every CAM method AND for a uniform random saliency map (the baseline);
-* exports for the first ``--exports`` samples: 3D -> CAM NIfTI (with the image) + ``.mha`` +
-  interactive HTML + PNG montage; 2D -> an overlay grid with predicted / true labels (prostate
-  also writes the slices' CAM pasted back onto the case's grid as NIfTI with the case affine);
-  curve figures (per-method mean curves, first samples' curves with AUC in the title).
+  forwards, for every CAM method AND for a uniform random saliency map (the baseline); the
+  per-sample AUCs are kept (``per_sample``), and when only some samples have a mask (prostate)
+  the AUCs are also summarised over those (``faithfulness_with_gt_mask``);
+* ``--limit N`` evaluates the CAMs on a deterministic class-balanced subset of N samples
+  (:func:`balanced_subset`: round-robin over the true classes, each class's samples in a
+  ``--sample-seed`` permutation of dataset order), not on the first N, which in a
+  slice-ordered split can all be lesion-free;
+* exports for ``--exports`` samples, those with a ground-truth mask first: 3D -> CAM NIfTI
+  (with the image) + ``.mha`` + interactive HTML + PNG montage; 2D -> an overlay grid with
+  predicted / true labels (prostate also writes the slices' CAM pasted back onto the case's grid
+  as NIfTI with the case affine); curve figures (per-method mean curves, the exported samples'
+  curves with AUC in the title).
 
 The CAM explains the TRUE class by default (``--target pred`` for the predicted one); the same
 class is scored by the curves. Results: ``<out>/metrics.json`` and ``<out>/summary.md``.
@@ -36,7 +45,8 @@ from tqdm.auto import tqdm
 
 from gcfeat.tasks import TASK_NAMES, get_task
 
-__all__ = ["pointing_game", "mask_iou", "evaluate", "main"]
+__all__ = ["balanced_subset", "pointing_game", "mask_iou", "localisation", "evaluate",
+           "main"]
 
 
 def pointing_game(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
@@ -59,6 +69,42 @@ def mask_iou(heat: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> 
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
 
 
+def localisation(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0,
+                 iou_threshold: float = 0.5) -> dict | None:
+    """Pointing game and IoU of ``heat (B, *S)`` against ``mask (B, *S)`` over the samples whose
+    mask is non-empty; ``{"pointing_game": stats, "iou": stats}`` with ``n`` = those samples,
+    or ``None`` when no mask is non-empty."""
+    has = mask.flatten(1).any(1)
+    if not bool(has.any()):
+        return None
+    hit = pointing_game(heat[has], mask[has], tolerance).float()
+    return {"pointing_game": _stats(hit), "iou": _stats(mask_iou(heat[has], mask[has],
+                                                                 iou_threshold))}
+
+
+def balanced_subset(labels: torch.Tensor, limit: int, seed: int | None = 0) -> torch.Tensor:
+    """Indices ``(min(limit, N),)`` of a class-balanced subset of ``labels (N,)`` (class ids).
+
+    Round-robin over the classes present (ascending id): the first sample of each class, then
+    the second of each, ... ; a class that runs out drops out of the rotation. Each class's
+    samples are taken in dataset order, or in a ``seed``-ed permutation of it (``seed=None``:
+    dataset order). Deterministic for a given ``seed``; the indices come in round-robin order,
+    so any prefix is balanced too.
+    """
+    if limit < 0:
+        raise ValueError(f"limit: expected a non-negative number of samples, found {limit}")
+    labels = torch.as_tensor(labels).long().flatten()
+    n = labels.numel()
+    perm = (torch.arange(n) if seed is None
+            else torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
+    order = perm[torch.sort(labels[perm], stable=True).indices]     # by class, then perm order
+    cls = labels[order]
+    first = torch.searchsorted(cls, cls, side="left")                 # class start in `order`
+    rank = torch.arange(n) - first                                    # position within class
+    rr = torch.sort(rank * (int(cls.max()) + 1 if n else 1) + cls, stable=True).indices
+    return order[rr][:limit]
+
+
 def _metrics(task, logits: torch.Tensor, labels: torch.Tensor) -> dict:
     from gcfeat.metrics.classification import binary_metrics, multiclass_metrics
 
@@ -79,10 +125,13 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
              limit: int | None = None, target: str = "true", n_steps: int = 129,
              blur_sigma: float | None = None, batch_size: int = 64, cam_batch: int = 8,
              scorecam_batch: int = 128, tolerance: int = 0, iou_threshold: float = 0.5,
-             exports: int = 4, seed: int = 0, progress: bool = True) -> dict:
+             exports: int = 4, seed: int = 0, sample_seed: int | None = 0,
+             progress: bool = True) -> dict:
     """Run the evaluation (see the module docstring) and write ``metrics.json`` / ``summary.md``.
 
-    ``blur_sigma`` defaults to a tenth of the input's side (28^3 -> 2.8, 128^2 -> 12.8).
+    ``limit`` samples (all when ``None``) come from :func:`balanced_subset` seeded by
+    ``sample_seed``; ``seed`` seeds the random-saliency baseline. ``blur_sigma`` defaults to a
+    tenth of the input's side (28^3 -> 2.8, 128^2 -> 12.8).
     """
     from gcfeat.cam import get_method
     from gcfeat.metrics.faithfulness import deletion, insertion, random_saliency
@@ -100,13 +149,23 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
               "arch": info["arch"], "n": len(ds), "classification": _metrics(task, logits, labels)}
     preds = logits.argmax(1)
 
-    n = len(ds) if limit is None else min(limit, len(ds))
-    idx = list(range(n))
+    chosen = (torch.arange(len(ds)) if limit is None
+              else balanced_subset(labels, limit, seed=sample_seed))
+    idx = chosen.tolist()
+    n = len(idx)
     samples = collate([ds[i] for i in idx])
     x = samples["image"]
-    cls = labels[:n] if target == "true" else preds[:n]
+    cls = (labels if target == "true" else preds)[chosen]
     gt = samples.get("gt_mask")
-    has_gt = None if gt is None or not torch.is_tensor(gt) else gt.flatten(1).any(1)
+    if gt is not None and not torch.is_tensor(gt):
+        gt = None                                 # masks of different shapes: no localisation
+    has_gt = gt.flatten(1).any(1) if gt is not None else torch.zeros(n, dtype=torch.bool)
+    counts = torch.bincount(labels[chosen], minlength=task.num_classes).tolist()
+    result["samples"] = {
+        "selection": "all" if limit is None else f"balanced_subset(limit={limit}, "
+                                                 f"seed={sample_seed})",
+        "n": n, "per_class": dict(zip(task.classes, counts)), "with_gt_mask": int(has_gt.sum()),
+        "indices": idx}
     side = max(x.shape[2:])
     sigma = blur_sigma if blur_sigma is not None else side / 10
     result["faithfulness_setup"] = {
@@ -126,30 +185,41 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         saliency[name] = torch.cat(heats)
 
     result["localisation"], result["faithfulness"] = {}, {}
+    per_sample = {"index": idx, "class": cls.tolist(), "has_gt_mask": has_gt.tolist()}
     curves_all = {}
     for name, sal in saliency.items():
-        if has_gt is not None and bool(has_gt.any()):
-            sel = has_gt
-            hit = pointing_game(sal[sel], gt[sel], tolerance).float()
-            iou = mask_iou(sal[sel], gt[sel], iou_threshold)
-            result["localisation"][name] = {"pointing_game": _stats(hit), "iou": _stats(iou)}
+        loc = localisation(sal, gt, tolerance, iou_threshold) if gt is not None else None
+        if loc is not None:
+            result["localisation"][name] = loc
         d = deletion(model, x, sal, cls, n_steps=n_steps, score=("prob", "correct"),
                      activation=task.activation, batch_size=batch_size)
         i = insertion(model, x, sal, cls, n_steps=n_steps, blur_sigma=sigma,
                       score=("prob", "correct"), activation=task.activation,
                       batch_size=batch_size)
         curves_all[name] = (d, i)
-        result["faithfulness"][name] = {
-            f"{kind}_{s}": _stats(c[s].auc) for kind, c in (("dauc", d), ("iauc", i))
-            for s in ("prob", "correct")}
+        aucs = {f"{kind}_{s}": c[s].auc for kind, c in (("dauc", d), ("iauc", i))
+                for s in ("prob", "correct")}
+        result["faithfulness"][name] = {k: _stats(v) for k, v in aucs.items()}
+        if 0 < int(has_gt.sum()) < n:   # e.g. prostate: the lesion slices apart
+            result.setdefault("faithfulness_with_gt_mask", {})[name] = {
+                k: _stats(v[has_gt]) for k, v in aucs.items()}
+        per_sample[name] = {k: v.tolist() for k, v in aucs.items()}
+    result["per_sample"] = per_sample
     result["seconds"] = time.perf_counter() - t0
-    _figures(task, ds, idx, x, saliency, curves_all, cls, preds[:n], gt, out, exports)
+    # figures: samples with a ground-truth mask first (a CAM on a lesion-free slice shows little)
+    fig = torch.sort((~has_gt).long(), stable=True).indices
+    _figures(task, ds, [idx[i] for i in fig.tolist()], x[fig],
+             {k: v[fig] for k, v in saliency.items()}, curves_all, fig, cls[fig],
+             preds[chosen][fig], out, exports)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "summary.md").write_text(summary_markdown(result))
     return result
 
 
-def _figures(task, ds, idx, x, saliency, curves_all, cls, preds, gt, out: Path, exports: int):
+def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path, exports: int):
+    """Figures of the samples in figure order: ``idx`` (dataset indices), ``x``, ``saliency``,
+    ``cls``, ``preds`` are already in it; ``curves_all`` is in evaluation order, ``fig`` maps
+    figure position -> evaluation position."""
     from gcfeat.viz.montage import batch_grid, plot_curve, plot_curves
 
     d0 = next(iter(curves_all.values()))[0]["prob"]
@@ -162,8 +232,9 @@ def _figures(task, ds, idx, x, saliency, curves_all, cls, preds, gt, out: Path, 
         for e in range(k):
             for kind, j in (("deletion", 0), ("insertion", 1)):
                 c = curves_all[m][j]["prob"]
-                plot_curve(c.x, c.scores[e], out / "curves" / f"{m}_{e:03d}_{kind}.png",
-                           kind=kind, label=f"{m} #{idx[e]} {task.classes[int(cls[e])]}")
+                plot_curve(c.x, c.scores[int(fig[e])],
+                           out / "curves" / f"{m}_{e:03d}_{kind}.png", kind=kind,
+                           label=f"{m} #{idx[e]} {task.classes[int(cls[e])]}")
     if task.spatial_dims == 3:
         from gcfeat.io.medical import save_nifti, write_mha
         from gcfeat.viz.montage import slice_montage
@@ -208,17 +279,30 @@ def summary_markdown(r: dict) -> str:
     lines += [f"| {k} | {v:.4f} |" for k, v in r["classification"].items()
               if isinstance(v, float)]
     f = r["faithfulness_setup"]
-    lines += ["", f"CAM evaluation on {f['n']} samples ({f['points']} points per curve, deletion "
+    smp = r.get("samples", {})
+    per_class = ", ".join(f"{v} {k}" for k, v in smp.get("per_class", {}).items() if v)
+    n_loc = next((v["pointing_game"]["n"] for v in r["localisation"].values()), 0)
+    lines += ["", f"CAM evaluation on {f['n']} samples" + (f" ({per_class})" if per_class else "")
+              + f"; DAUC / IAUC over all {f['n']} ({f['points']} points per curve, deletion "
               f"to 0, insertion from a Gaussian blur sigma {f['insertion_blur_sigma']:.2f}, "
-              f"class = {f['target']}):", "",
-              "| saliency | pointing game | IoU | DAUC prob ↓ | IAUC prob ↑ | DAUC 0/1 ↓ | "
-              "IAUC 0/1 ↑ |", "|---|---|---|---|---|---|---|"]
+              f"class = {f['target']}); pointing game / IoU over the {n_loc} with a non-empty "
+              "ground-truth mask:", "",
+              f"| saliency | pointing game (n = {n_loc}) | IoU (n = {n_loc}) | DAUC prob ↓ | "
+              "IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |", "|---|---|---|---|---|---|---|"]
     for name, v in r["faithfulness"].items():
         loc = r["localisation"].get(name)
         pg = f"{loc['pointing_game']['mean']:.3f}" if loc else "-"
         iou = f"{loc['iou']['mean']:.3f}" if loc else "-"
         lines.append(f"| {name} | {pg} | {iou} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} "
                      f"| {fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |")
+    gt = r.get("faithfulness_with_gt_mask")
+    if gt:
+        lines += ["", f"DAUC / IAUC over the {n_loc} samples with a ground-truth mask only:", "",
+                  "| saliency | DAUC prob ↓ | IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} | "
+                  f"{fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |"
+                  for name, v in gt.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--limit", type=int, default=None,
-                   help="CAM / faithfulness on the first N samples only (metrics use all)")
+                   help="CAM / faithfulness on N samples only, a class-balanced subset "
+                        "(round-robin over the true classes, see --sample-seed); "
+                        "classification metrics use all")
     p.add_argument("--target", choices=("true", "pred"), default="true",
                    help="class explained and scored: the true label or the prediction")
     p.add_argument("--n-steps", type=int, default=129, help="curve steps (points = steps + 1)")
@@ -245,16 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=65, help="curve steps per forward")
     p.add_argument("--tolerance", type=int, default=0, help="pointing game tolerance (voxels)")
     p.add_argument("--iou-threshold", type=float, default=0.5)
-    p.add_argument("--exports", type=int, default=4, help="samples with figures / volume files")
+    p.add_argument("--exports", type=int, default=4,
+                   help="samples with figures / volume files (those with a ground-truth mask "
+                        "first)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the random saliency baseline")
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="seed of the --limit subset: each class's samples in a seeded "
+                        "permutation (default 0; -1: dataset order)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     r = evaluate(a.task, a.data, a.checkpoint, a.out, methods=a.method, split=a.split,
                  limit=a.limit, target=a.target, n_steps=a.n_steps, blur_sigma=a.blur_sigma,
                  batch_size=a.batch_size, tolerance=a.tolerance, iou_threshold=a.iou_threshold,
-                 exports=a.exports, seed=a.seed)
+                 exports=a.exports, seed=a.seed,
+                 sample_seed=None if a.sample_seed < 0 else a.sample_seed)
     print(summary_markdown(r))
     print(f"wrote {Path(a.out) / 'metrics.json'} ({r['seconds']:.0f} s)")
     return 0

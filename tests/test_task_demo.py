@@ -45,10 +45,14 @@ def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
     assert json.loads((ev / "metrics.json").read_text())["n"] == 11
     for f in ("summary.md", "deletion_mean_curves.png", "insertion_mean_curves.png"):
         assert (ev / f).is_file(), f
+    # --limit 1: one sample of the first class (balanced subset, seeded), exported by its index
+    (i,) = s["samples"]["indices"]
+    counts = list(s["samples"]["per_class"].values())
+    assert counts[0] == 1 and sum(counts) == 1
     # the exported CAM volume reopens with the volume's shape and finite values in [0, 1]
-    cam = np.asarray(nib.load(ev / "volumes" / "0000_gradcam.nii.gz").dataobj)
+    cam = np.asarray(nib.load(ev / "volumes" / f"{i:04d}_gradcam.nii.gz").dataobj)
     assert cam.shape == (28, 28, 28) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
-    assert (ev / "volumes" / "0000_scorecam.html").is_file()
+    assert (ev / "volumes" / f"{i:04d}_scorecam.html").is_file()
     report = (out / "report.md").read_text()
     assert "pointing game" in report and "scorecam" in report and "random" in report
 

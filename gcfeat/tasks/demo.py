@@ -4,10 +4,11 @@ Stages, each printed with its time:
 
 1. **data**      the task's synthetic data in its real file format (``<out>/data``);
 2. **train**     the task's classifier (:func:`gcfeat.tasks.train.train_classifier`);
-3. **evaluate**  :func:`gcfeat.evaluate.evaluate` on the first ``limit`` test samples:
-   classification metrics, Grad-CAM / Score-CAM localisation against the planted mask (pointing
-   game, IoU) and deletion / insertion AUC beside a random-saliency baseline, figures and exports
-   (``<out>/eval``);
+3. **evaluate**  :func:`gcfeat.evaluate.evaluate` on a class-balanced subset of ``limit`` test
+   samples (:func:`gcfeat.evaluate.balanced_subset`): classification metrics (all test samples),
+   Grad-CAM / Score-CAM localisation against the planted mask (pointing game, IoU; over the
+   samples with a non-empty mask) and deletion / insertion AUC beside a random-saliency
+   baseline, figures and exports (``<out>/eval``, samples with a mask first);
 4. **report**    ``<out>/report.md`` and ``<out>/summary.json``.
 
 Defaults (:data:`DEMO_DEFAULTS`) are sized so each task finishes in a few minutes on 2 CPU cores.
@@ -24,15 +25,17 @@ from gcfeat.demo import stage
 __all__ = ["DEMO_DEFAULTS", "run_task_demo"]
 
 #: Per-task demo settings: synthetic data size (``n``: training volumes / cases / images), model,
-#: training and evaluation (``limit`` test samples for the CAMs and curves).
+#: training and evaluation (``limit`` test samples, class-balanced, for the CAMs and curves).
 DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
     # 3D convolutions are slow on CPU (the slim ResNet: ~0.75 s per volume per training step,
     # ~75 ms per forward on 2 cores), so organ3d trains on 6 volumes per class and draws
     # 33-point curves on 6 test volumes; `--n 330 --limit 22 --n-steps 129` is the README run.
     "organ3d": {"n": 66, "arch": "resnet3d_18_slim", "epochs": 4, "batch_size": 8, "lr": 2e-3,
                 "limit": 6, "n_steps": 32},
+    # 24 cases -> 67 test slices, 17 with a lesion: 16 balanced samples put 8 lesion slices
+    # in the pointing game / IoU (negative slices have an empty mask: curves only)
     "prostate": {"n": 24, "arch": "resnet18", "epochs": 4, "batch_size": 16, "lr": 1e-3,
-                 "limit": 8, "n_steps": 64},
+                 "limit": 16, "n_steps": 64},
     "alzheimer": {"n": 200, "arch": "baseline_cnn", "epochs": 4, "batch_size": 32, "lr": 1e-3,
                   "limit": 20, "n_steps": 129},
 }
@@ -128,15 +131,19 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["train"] = done()
 
     # 3. evaluate --------------------------------------------------------------------------
-    done = stage(f"3/4 evaluate: {', '.join(methods)} + random on {limit} test samples")
+    done = stage(f"3/4 evaluate: {', '.join(methods)} + random on {limit} test samples "
+                 "(class-balanced)")
     eval_dir = out / "eval"
     res = evaluate(task, data, checkpoint, eval_dir, methods=tuple(methods), split="test",
                    limit=limit, n_steps=n_steps, exports=exports, seed=seed, progress=progress)
     table = summary_markdown(res)
     print(table)
-    summary.update(classification=res["classification"], localisation=res["localisation"],
+    summary.update(classification=res["classification"], samples=res["samples"],
+                   localisation=res["localisation"],
                    faithfulness=res["faithfulness"], faithfulness_setup=res["faithfulness_setup"],
                    eval_dir=str(eval_dir))
+    if "faithfulness_with_gt_mask" in res:   # prostate: the lesion slices apart
+        summary["faithfulness_with_gt_mask"] = res["faithfulness_with_gt_mask"]
     summary["seconds"]["evaluate"] = done()
 
     # 4. report ----------------------------------------------------------------------------
@@ -173,10 +180,12 @@ def _print_where(s: dict) -> None:
                  ("evaluation", s["eval_dir"]), ("report", s["report"])):
         print(f"  {k:<12} {v}")
     c = s["classification"]
-    print(f"\n{s['task']}: test accuracy {c['accuracy']:.3f} | ROC AUC {c.get('roc_auc', float('nan')):.3f}"
-          f" | total {s['seconds']['total']} s")
+    print(f"\n{s['task']}: test accuracy {c['accuracy']:.3f} | "
+          f"ROC AUC {c.get('roc_auc', float('nan')):.3f} | total {s['seconds']['total']} s")
+    n = s["faithfulness_setup"]["n"]
     for name, f in s["faithfulness"].items():
         loc = s["localisation"].get(name)
-        pg = f"pointing {loc['pointing_game']['mean']:.3f} IoU {loc['iou']['mean']:.3f} | " if loc else ""
+        pg = (f"pointing {loc['pointing_game']['mean']:.3f} IoU {loc['iou']['mean']:.3f} "
+              f"(n = {loc['iou']['n']}) | " if loc else "")
         print(f"  {name:<9} {pg}DAUC {f['dauc_prob']['mean']:.3f} ± {f['dauc_prob']['std']:.3f} "
-              f"IAUC {f['iauc_prob']['mean']:.3f} ± {f['iauc_prob']['std']:.3f}")
+              f"IAUC {f['iauc_prob']['mean']:.3f} ± {f['iauc_prob']['std']:.3f} (n = {n})")
