@@ -8,7 +8,8 @@ For a trained checkpoint (:mod:`gcfeat.tasks.train`) on one split it reports
   IoU of ``heat > --iou-threshold`` with the mask, over the samples whose mask is non-empty
   only (a lesion-free prostate slice has an empty mask: it counts in classification and the
   curves, not here); each figure records how many samples it is over (``n``);
-* faithfulness: deletion (to zeros) / insertion (from a Gaussian-blurred copy) AUC, per sample,
+* faithfulness: deletion (to a baseline: zeros, or for prostate each image's channel means, see
+  :data:`DELETION_BASELINES`) / insertion (from a Gaussian-blurred copy) AUC, per sample,
   mean +- population std, scored by class probability and by 0/1 correctness from the same
   forwards, for every CAM method AND for a uniform random saliency map (the baseline); the
   per-sample AUCs are kept (``per_sample``), and when only some samples have a mask (prostate)
@@ -121,17 +122,40 @@ def _stats(v: torch.Tensor) -> dict:
     return {"mean": m, "std": s, "n": int(v.numel())}
 
 
+#: What deleted pixels become, per task (default "zeros"). The prostate lesion is DARK in ADC
+#: and T2W: deleting to 0 paints lesion-like darkness wherever it deletes, so a positive slice
+#: stays positive whatever the order (measured: DAUC 0.998-0.9995 for Grad-CAM, Score-CAM and
+#: a random map alike); each image's per-channel mean removes the lesion without adding one.
+DELETION_BASELINES = ("zeros", "mean", "blur")
+TASK_DELETION_BASELINE = {"prostate": "mean"}
+
+
+def deletion_target(x: torch.Tensor, baseline: str, blur_sigma: float) -> torch.Tensor:
+    """What deletion moves ``x (B, C, *S)`` towards: zeros, each image's per-channel mean over
+    all spatial dims, or the blurred copy insertion starts from."""
+    if baseline == "zeros":
+        return torch.zeros_like(x)
+    if baseline == "mean":
+        return x.flatten(2).mean(-1).reshape(*x.shape[:2], *([1] * (x.dim() - 2))).expand_as(x)
+    if baseline == "blur":
+        from gcfeat.metrics.faithfulness import gaussian_blur
+
+        return gaussian_blur(x, blur_sigma)
+    raise ValueError(f"deletion baseline: got {baseline!r}, expected one of {DELETION_BASELINES}")
+
+
 def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), split="test",
              limit: int | None = None, target: str = "true", n_steps: int = 129,
              blur_sigma: float | None = None, batch_size: int = 64, cam_batch: int = 8,
              scorecam_batch: int = 128, tolerance: int = 0, iou_threshold: float = 0.5,
              exports: int = 4, seed: int = 0, sample_seed: int | None = 0,
-             progress: bool = True) -> dict:
+             deletion_baseline: str | None = None, progress: bool = True) -> dict:
     """Run the evaluation (see the module docstring) and write ``metrics.json`` / ``summary.md``.
 
     ``limit`` samples (all when ``None``) come from :func:`balanced_subset` seeded by
     ``sample_seed``; ``seed`` seeds the random-saliency baseline. ``blur_sigma`` defaults to a
-    tenth of the input's side (28^3 -> 2.8, 128^2 -> 12.8).
+    tenth of the input's side (28^3 -> 2.8, 128^2 -> 12.8). ``deletion_baseline`` (``zeros``,
+    ``mean``, ``blur``) defaults to the task's (:data:`TASK_DELETION_BASELINE`, else zeros).
     """
     from gcfeat.cam import get_method
     from gcfeat.metrics.faithfulness import deletion, insertion, random_saliency
@@ -168,8 +192,10 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         "indices": idx}
     side = max(x.shape[2:])
     sigma = blur_sigma if blur_sigma is not None else side / 10
+    deletion_baseline = deletion_baseline or TASK_DELETION_BASELINE.get(task.name, "zeros")
+    removed = deletion_target(x, deletion_baseline, sigma)
     result["faithfulness_setup"] = {
-        "n": n, "n_steps": n_steps, "points": n_steps + 1, "deletion_baseline": 0.0,
+        "n": n, "n_steps": n_steps, "points": n_steps + 1, "deletion_baseline": deletion_baseline,
         "insertion_blur_sigma": sigma, "target": target, "scores": ["prob", "correct"]}
 
     gen = torch.Generator().manual_seed(seed)
@@ -191,7 +217,8 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         loc = localisation(sal, gt, tolerance, iou_threshold) if gt is not None else None
         if loc is not None:
             result["localisation"][name] = loc
-        d = deletion(model, x, sal, cls, n_steps=n_steps, score=("prob", "correct"),
+        d = deletion(model, x, sal, cls, baseline=removed, n_steps=n_steps,
+                     score=("prob", "correct"),
                      activation=task.activation, batch_size=batch_size)
         i = insertion(model, x, sal, cls, n_steps=n_steps, blur_sigma=sigma,
                       score=("prob", "correct"), activation=task.activation,
@@ -271,6 +298,10 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
                 save_nifti(out / "volumes" / f"{case}_{m}.nii.gz", vol, ds.affines[case])
 
 
+_BASELINE_WORDS = {"zeros": "0", "0.0": "0", "mean": "each image's channel means",
+                   "blur": "the blurred copy"}
+
+
 def summary_markdown(r: dict) -> str:
     """The README-style tables of a result dict."""
     fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
@@ -284,7 +315,8 @@ def summary_markdown(r: dict) -> str:
     n_loc = next((v["pointing_game"]["n"] for v in r["localisation"].values()), 0)
     lines += ["", f"CAM evaluation on {f['n']} samples" + (f" ({per_class})" if per_class else "")
               + f"; DAUC / IAUC over all {f['n']} ({f['points']} points per curve, deletion "
-              f"to 0, insertion from a Gaussian blur sigma {f['insertion_blur_sigma']:.2f}, "
+              f"to {_BASELINE_WORDS.get(str(f['deletion_baseline']), '0')}, insertion from a "
+              f"Gaussian blur sigma {f['insertion_blur_sigma']:.2f}, "
               f"class = {f['target']}); pointing game / IoU over the {n_loc} with a non-empty "
               "ground-truth mask:", "",
               f"| saliency | pointing game (n = {n_loc}) | IoU (n = {n_loc}) | DAUC prob ↓ | "
@@ -328,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-steps", type=int, default=129, help="curve steps (points = steps + 1)")
     p.add_argument("--blur-sigma", type=float, default=None,
                    help="insertion start blur in pixels (default: side / 10)")
+    p.add_argument("--deletion-baseline", choices=DELETION_BASELINES, default=None,
+                   help="what deleted pixels become: zeros, each image's channel means, or the "
+                        "blurred copy (default: mean for prostate, whose lesion is dark, "
+                        "zeros otherwise)")
     p.add_argument("--batch-size", type=int, default=65, help="curve steps per forward")
     p.add_argument("--tolerance", type=int, default=0, help="pointing game tolerance (voxels)")
     p.add_argument("--iou-threshold", type=float, default=0.5)
@@ -345,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     r = evaluate(a.task, a.data, a.checkpoint, a.out, methods=a.method, split=a.split,
                  limit=a.limit, target=a.target, n_steps=a.n_steps, blur_sigma=a.blur_sigma,
                  batch_size=a.batch_size, tolerance=a.tolerance, iou_threshold=a.iou_threshold,
-                 exports=a.exports, seed=a.seed,
+                 exports=a.exports, seed=a.seed, deletion_baseline=a.deletion_baseline,
                  sample_seed=None if a.sample_seed < 0 else a.sample_seed)
     print(summary_markdown(r))
     print(f"wrote {Path(a.out) / 'metrics.json'} ({r['seconds']:.0f} s)")

@@ -170,7 +170,33 @@ def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate
         [f"{lesion_case}_gradcam.nii.gz"]
     md = (tmp_path / "ev" / "summary.md").read_text()
     assert "pointing game (n = 3)" in md and "DAUC / IAUC over all 6" in md
+    # prostate deletes to each image's channel means (its lesion is dark: zeros would add one):
+    # the random map's DAUC equals a deletion curve towards those means
+    assert r["faithfulness_setup"]["deletion_baseline"] == "mean"
+    assert "deletion to each image's channel means" in md
+    from gcfeat.metrics.faithfulness import deletion, random_saliency
+    from gcfeat.tasks.train import load_task_checkpoint
+
+    model, _ = load_task_checkpoint(ckpt, "prostate")
+    x = torch.stack([ds[i]["image"] for i in idx])
+    sal = random_saliency((6, *x.shape[2:]), generator=torch.Generator().manual_seed(0))
+    means = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    d = deletion(model, x, sal, labels[idx], baseline=means, n_steps=4, activation="softmax")
+    np.testing.assert_allclose(ps["random"]["dauc_prob"], d.auc.numpy(), atol=1e-5)
     assert "over the 3 samples with a ground-truth mask only" in md
+
+
+def test_deletion_target():
+    from gcfeat.evaluate import deletion_target
+
+    x = torch.rand(2, 3, 5, 6, 4)
+    m = deletion_target(x, "mean", 1.0)
+    assert m.shape == x.shape
+    torch.testing.assert_close(m[1, 2, 0, 0, 0], x[1, 2].mean())
+    torch.testing.assert_close(m[1, 2, 4, 5, 3], x[1, 2].mean())
+    assert not deletion_target(x, "zeros", 1.0).any()
+    with pytest.raises(ValueError, match="deletion baseline"):
+        deletion_target(x, "noise", 1.0)
 
 
 def test_evaluate_cli_sample_seed(prostate_eval, tmp_path, capsys):

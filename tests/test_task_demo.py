@@ -55,6 +55,15 @@ def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
     assert (ev / "volumes" / f"{i:04d}_scorecam.html").is_file()
     report = (out / "report.md").read_text()
     assert "pointing game" in report and "scorecam" in report and "random" in report
+    # the features stage: every test volume in the HDF5 layout, 3D boxes, one m3 row each
+    from gcfeat.io import FeatureFile
+
+    with FeatureFile(out / "features.h5") as ff:
+        assert ff.attrs["task"] == "organ3d" and ff.num_frames() == 11
+        m3 = ff["test"].rows("m3")
+        assert len(m3["label"]) == 11 and ff["test"].rows("m2")["box"].shape[1] == 6
+        assert m3["label"].tolist() == ff["test"].class_prob.argmax(1).tolist()
+    assert s["features"]["rows"]["m3"] == 11 and "features.h5" in report
 
     # a second run reuses the data and, with --skip-train, the checkpoint
     rc = main(["--task", "organ3d", "--out", str(out), "--n", "11", "--skip-train",

@@ -9,7 +9,9 @@ Stages, each printed with its time:
    Grad-CAM / Score-CAM localisation against the planted mask (pointing game, IoU; over the
    samples with a non-empty mask) and deletion / insertion AUC beside a random-saliency
    baseline, figures and exports (``<out>/eval``, samples with a mask first);
-4. **report**    ``<out>/report.md`` and ``<out>/summary.json``.
+4. **features**  the test split through the extractors m1 / m2 / m3 into the HDF5 layout
+   (``<out>/features.h5``; organ3d with 3D boxes), as ``python -m gcfeat.extract --task``;
+5. **report**    ``<out>/report.md`` and ``<out>/summary.json``.
 
 Defaults (:data:`DEMO_DEFAULTS`) are sized so each task finishes in a few minutes on 2 CPU cores.
 """
@@ -96,7 +98,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     torch.manual_seed(seed)
 
     # 1. data ------------------------------------------------------------------------------
-    done = stage(f"1/4 data: synthetic {task} data, real file format")
+    done = stage(f"1/5 data: synthetic {task} data, real file format")
     kw = _synthetic_kwargs(task, n, seed)
     stamp = data / "demo_settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == kw:
@@ -115,7 +117,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["data"] = done()
 
     # 2. train -----------------------------------------------------------------------------
-    done = stage(f"2/4 train: {arch}, {epochs} epochs")
+    done = stage(f"2/5 train: {arch}, {epochs} epochs")
     checkpoint = ckpt_dir / f"{task}_{arch}_best.pt"
     if skip_train and checkpoint.is_file():
         print(f"--skip-train: reusing {checkpoint}")
@@ -131,7 +133,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     summary["seconds"]["train"] = done()
 
     # 3. evaluate --------------------------------------------------------------------------
-    done = stage(f"3/4 evaluate: {', '.join(methods)} + random on {limit} test samples "
+    done = stage(f"3/5 evaluate: {', '.join(methods)} + random on {limit} test samples "
                  "(class-balanced)")
     eval_dir = out / "eval"
     res = evaluate(task, data, checkpoint, eval_dir, methods=tuple(methods), split="test",
@@ -146,8 +148,14 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
         summary["faithfulness_with_gt_mask"] = res["faithfulness_with_gt_mask"]
     summary["seconds"]["evaluate"] = done()
 
+    # 4. features --------------------------------------------------------------------------
+    done = stage("4/5 features: test split -> m1 / m2 / m3 -> HDF5")
+    summary["features"] = _extract_features(t, checkpoint, test_set, out / "features.h5",
+                                            device=device, progress=progress)
+    summary["seconds"]["features"] = done()
+
     # 4. report ----------------------------------------------------------------------------
-    done = stage("4/4 report")
+    done = stage("5/5 report")
     summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = out / "report.md"
     report.write_text(_report_markdown(summary, table))
@@ -158,12 +166,41 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     return summary
 
 
+def _extract_features(task, checkpoint, dataset, out: Path, *, device: str = "cpu",
+                      progress: bool = True) -> dict[str, Any]:
+    """The test split through :func:`gcfeat.extract.extract_dataset` (a fresh file each run)."""
+    from types import SimpleNamespace
+
+    from gcfeat.extract import extract_dataset
+    from gcfeat.extract.pipeline import file_sha256
+    from gcfeat.io import FeatureFile
+
+    model, meta = task.load_checkpoint(checkpoint)
+    info = SimpleNamespace(classes=list(meta.get("classes", task.classes)),
+                           arch=meta.get("arch", ""), mean=None, std=None,
+                           input_size=list(meta.get("input_size") or task.input_size))
+    if out.exists():
+        out.unlink()
+    stats = extract_dataset(dataset, model, info, ("m1", "m2", "m3"), out=str(out),
+                            batch_size=16, device=device, num_workers=0, progress=progress,
+                            layout="auto", crop_size=tuple(info.input_size),
+                            checkpoint_sha256=file_sha256(str(checkpoint)), task=task.name,
+                            activation=task.activation)
+    with FeatureFile(out) as ff:
+        print(ff.summary())
+        dims = {m: int(ff[ff.videos[0]].rows(m)["features"].shape[1]) for m in ff.methods}
+    return {"file": str(out), "frames": stats["frames"], "rows": stats["rows"], "dims": dims,
+            "frames_per_s": round(stats["frames_per_s"], 2)}
+
+
 def _report_markdown(s: dict, table: str) -> str:
     lines = [f"# gcfeat {s['task']} demo report", "",
              f"- data: `{s['data']}` ({s['train_samples']} train / {s['val_samples']} val / "
              f"{s['test_samples']} test samples, synthetic, planted ground truth)",
              f"- model: {s['arch']}, {s['epochs']} epochs, checkpoint `{s['checkpoint']}`",
              f"- evaluation: `{s['eval_dir']}` (metrics.json, curves, exports)",
+             f"- features: `{s['features']['file']}` ({s['features']['frames']} samples, rows "
+             f"{s['features']['rows']}, dims {s['features']['dims']})",
              f"- total time {s['seconds']['total']} s", ""]
     if s.get("history"):
         lines += ["## Training", "", "| epoch | train loss | val loss | val accuracy |",
@@ -177,7 +214,8 @@ def _report_markdown(s: dict, table: str) -> str:
 def _print_where(s: dict) -> None:
     print("\n=== where everything is ===")
     for k, v in (("dataset", s["data"]), ("checkpoint", s["checkpoint"]),
-                 ("evaluation", s["eval_dir"]), ("report", s["report"])):
+                 ("evaluation", s["eval_dir"]), ("features", s["features"]["file"]),
+                 ("report", s["report"])):
         print(f"  {k:<12} {v}")
     c = s["classification"]
     print(f"\n{s['task']}: test accuracy {c['accuracy']:.3f} | "
