@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
+from gcfeat.boxes import Boxes
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
@@ -115,11 +116,9 @@ def auto_layout(channels: Dict[str, int]) -> Layout:
     return (p0, 4, 4)
 
 
-def gt_boxes(batch: dict, num_frames: int, device) -> "Boxes":  # noqa: F821
+def gt_boxes(batch: dict, device) -> Boxes:
     """The annotated boxes of a batch (``gt_boxes`` / ``gt_labels`` per sample, input pixels)
     as :class:`~gcfeat.boxes.Boxes` with score 1."""
-    from gcfeat.boxes import Boxes
-
     if "gt_boxes" not in batch or "gt_labels" not in batch:
         raise ValueError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
                          "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
@@ -383,7 +382,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                         probs = logits.softmax(1)
                         gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
                     if boxes == "gt":
-                        found = gt_boxes(batch, len(videos), device)
+                        found = gt_boxes(batch, device)
                     else:
                         found = heatmap_to_boxes(res.heatmap.float(), threshold,
                                                  min_area=min_area, class_modes=class_modes,

@@ -16,6 +16,7 @@ maps come from the one CAM forward.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -55,7 +56,7 @@ def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
     """
     start, end = box_bounds(xyxy)
     extent = (end - start).float().prod(1)
-    scale = float(torch.tensor([float(s) for s in frame_size]).prod()) / REFERENCE_AREA
+    scale = math.prod(float(s) for s in frame_size) / REFERENCE_AREA
     bounds = torch.tensor([float(t) * scale for t in area_thresholds][:max(num_levels - 1, 0)],
                           device=xyxy.device)
     return torch.bucketize(extent, bounds, right=True)
