@@ -20,7 +20,7 @@ def test_registry_fields():
     with pytest.raises(ValueError, match="not a alzheimer model"):
         get_task("alzheimer").build_model("resnet50")
     with pytest.raises(ValueError, match="split"):
-        get_task("alzheimer").build_dataset("x", "val")
+        get_task("alzheimer").build_dataset("x", "validation")
 
 
 def test_baseline_cnn_is_the_seed_architecture():

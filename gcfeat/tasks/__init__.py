@@ -245,7 +245,8 @@ def _build_registry() -> dict[str, Task]:
             {"epochs": 6, "lr": 1e-3, "batch_size": 16, "optimizer": "adamw"}),
         "alzheimer": Task(
             "alzheimer", ALZHEIMER_CLASSES, "multiclass", 2, (128, 128), 1, "baseline_cnn",
-            tuple(SMALL_CNNS), None, None, "grayscale uint8 / 255", ("train", "test"),
+            tuple(SMALL_CNNS), None, None, "grayscale uint8 / 255",
+            ("train", "val", "test"),  # val: a stratified holdout of train.parquet (no val file)
             _alzheimer_model, _alzheimer_dataset, lambda m: m.last_conv, _alzheimer_synthetic,
             {"epochs": 6, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw"}),
     }
