@@ -212,3 +212,18 @@ def test_evaluate_cli_sample_seed(prostate_eval, tmp_path, capsys):
     labels = torch.stack([task.build_dataset(data, "test")[i]["label"]
                           for i in range(r["n"])])
     assert r["samples"]["indices"] == balanced_subset(labels, 4, seed=None).tolist()
+
+
+def test_evaluate_layer_option(prostate_eval, tmp_path, capsys):
+    """--layer moves the CAM target: layer3 maps differ from the default layer4 ones, and an
+    unknown module is a clear error (exit 2)."""
+    task, data, ckpt, _ = prostate_eval
+    kw = dict(methods=("gradcam",), limit=2, n_steps=2, exports=0, progress=False)
+    r4 = evaluate("prostate", data, ckpt, tmp_path / "l4", **kw)
+    r3 = evaluate("prostate", data, ckpt, tmp_path / "l3", layer="layer3", **kw)
+    assert r3["cam_layer"] == "layer3" and r4["cam_layer"] == "default"
+    assert r3["per_sample"]["gradcam"] != r4["per_sample"]["gradcam"]
+    assert r3["per_sample"]["random"] == r4["per_sample"]["random"]
+    assert main(["--task", "prostate", "--data", str(data), "--checkpoint", str(ckpt),
+                 "--out", str(tmp_path / "bad"), "--layer", "layer9", "--limit", "2"]) == 2
+    assert "--layer 'layer9'" in capsys.readouterr().err
