@@ -149,11 +149,8 @@ class CropExtractor(Extractor):
         if len(self.out_size) != images.dim() - 2:
             raise ValueError(f"m1: crop size {self.out_size} has {len(self.out_size)} dims, "
                              f"the inputs {images.dim() - 2}; pass a crop size per spatial dim")
-        # ResNets keep the child-by-child path (no hook); other models stop after the level
-        layer = self.level if self.level.startswith("layer") and \
-            getattr(self.model, self.level, None) is self._module else self._module
         feats = crop_features(self.model, images, boxes.xyxy, boxes.frame, self.out_size,
-                              self.layout, self.batch_size, layer)
+                              self.layout, self.batch_size, self._module)
         if feats.shape[0] == 0:
             feats = feats.new_zeros(0, self.output_dim())
         return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),
