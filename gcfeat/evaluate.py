@@ -204,19 +204,11 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
 
     gen = torch.Generator().manual_seed(seed)
     saliency = {"random": random_saliency((n, *x.shape[2:]), generator=gen)}
-    if layer is None:
-        target = task.target_layer(model)
-    else:
-        try:
-            target = model.get_submodule(layer)
-        except AttributeError:
-            raise ValueError(f"--layer {layer!r}: {result['arch']} has no such module; its "
-                             f"top-level modules: {[n for n, _ in model.named_children()]}"
-                             ) from None
+    cam_target = task.target_layer(model, layer)
     result["cam_layer"] = layer or "default"
     for name in methods:
         kw = {"batch_size": scorecam_batch, "progress": False} if name == "scorecam" else {}
-        cam = get_method(name)(model, [target], **kw)
+        cam = get_method(name)(model, [cam_target], **kw)
         heats = []
         for lo in tqdm(range(0, n, cam_batch), desc=name, disable=None if progress else True,
                        leave=False):

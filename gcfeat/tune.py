@@ -316,15 +316,7 @@ def make_task_cam(model, task, method: str = "gradcam", layer: str | None = None
     key = METHOD_NAMES.get(method.lower())
     if key is None:
         raise TuneError(f"--method {method!r}: expected one of {sorted(METHOD_NAMES)}")
-    if layer is None:
-        target = task.target_layer(model)
-    else:
-        try:
-            target = model.get_submodule(layer)
-        except AttributeError:
-            names = [n for n, _ in model.named_children()]
-            raise TuneError(f"--layer {layer!r}: the model has no such module; top-level "
-                            f"modules: {names}") from None
+    target = task.target_layer(model, layer)
     kw = {"progress": False} if key == "scorecam" else {}
     return get_method(key)(model, target_layers=[target], **kw)
 

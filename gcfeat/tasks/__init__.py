@@ -86,9 +86,18 @@ class Task:
                              f"{list(self.splits)}")
         return self._dataset(root, split, **kwargs)
 
-    def target_layer(self, model: nn.Module) -> nn.Module:
-        """The default CAM target module of ``model``."""
-        return self._target(model)
+    def target_layer(self, model: nn.Module, name: str | None = None) -> nn.Module:
+        """The CAM target module of ``model``: the task's default, or the submodule ``name``
+        (e.g. ``"layer3"``, ``"layer4.1"``; a ``ValueError`` names the top-level modules if
+        there is none)."""
+        if name is None:
+            return self._target(model)
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"--layer {name!r}: the {self.name} model has no such module; its "
+                             f"top-level modules: {[n for n, _ in model.named_children()]}"
+                             ) from None
 
     def load_checkpoint(self, path: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, dict]:
         """``(model in eval mode, info)`` from a checkpoint of this task: surgical through
