@@ -285,11 +285,15 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
                 write_volume_html(f"{stem}_{m}.html", vol, h, title=title)
                 slice_montage(vol, h, f"{stem}_{m}_montage.png", step=2, title=title)
         return
-    titles = [f"pred {task.classes[int(p)]} / true {task.classes[int(c)]}"
+    # two lines: long class names (Very_Mild_Demented) do not run into the next panel
+    titles = [f"pred {task.classes[int(p)]}\ntrue {task.classes[int(c)]}"
               for p, c in zip(preds[:16], cls[:16])]
     channel = x.shape[1] - 1  # prostate: T2W is the last channel; grayscale tasks: 0
+    masks = [ds[i].get("gt_mask") for i in idx[:16]]
+    masks = torch.stack(masks) if all(torch.is_tensor(m) for m in masks) else None
     for m in methods:
-        batch_grid(x[:16, channel], saliency[m][:16], titles, out / f"{m}_grid.png")
+        batch_grid(x[:16, channel], saliency[m][:16], titles, out / f"{m}_grid.png",
+                   masks=masks)
     if task.name == "prostate" and k:
         from gcfeat.data.prostate import paste_slices
         from gcfeat.io.medical import save_nifti

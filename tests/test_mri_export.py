@@ -115,3 +115,20 @@ def test_png_figures(tmp_path):
                           tmp_path / "cs.png", kind="insertion")):
         im = cv2.imread(str(p))
         assert im is not None and im.shape[0] > 50
+
+
+def test_batch_grid_outlines_masks(tmp_path):
+    """The ground-truth outline is drawn in white on panels whose mask is not empty only."""
+    rng = np.random.default_rng(0)
+    img, heat = np.zeros((2, 32, 32)), rng.random((2, 32, 32)) * 0.2   # dark, blue-ish panels
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 8:24, 8:24] = True
+    plain = cv2.imread(str(batch_grid(img, heat, ["a", "b"], tmp_path / "p.png")))
+    drawn = cv2.imread(str(batch_grid(img, heat, ["a", "b"], tmp_path / "d.png", masks=masks)))
+    assert plain.shape == drawn.shape
+    white = lambda im: (im.min(-1) > 200)                          # noqa: E731
+    h, w = drawn.shape[:2]
+    left, right = (slice(0, w // 2), slice(w // 2, w))
+    body = slice(h // 5, h)                                         # below the titles
+    assert white(drawn[body, left]).sum() > white(plain[body, left]).sum() + 20
+    assert white(drawn[body, right]).sum() == white(plain[body, right]).sum()

@@ -83,24 +83,28 @@ def slice_montage(volume, heat, path: str | os.PathLike, *, step: int = 1, cols:
 
 
 def batch_grid(images, heats, titles: Sequence[str], path: str | os.PathLike, *, cols: int = 4,
-               alpha: float = 0.5) -> Path:
+               alpha: float = 0.5, masks=None) -> Path:
     """Grid of overlays of ``images (N, H, W)`` and ``heats (N, H, W)``, one title each
-    (e.g. ``"pred Mild / true Mild"``)."""
+    (e.g. ``"pred Mild\ntrue Mild"``); ``masks (N, H, W)`` (optional, the ground truth) are
+    outlined in white where not empty."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     imgs, hms = _np(images), _np(heats)
+    gts = _np(masks) if masks is not None else [None] * len(imgs)
     n = len(imgs)
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, hm, t in zip(axes.flat, imgs, hms, titles):
+    for ax, img, hm, gt, t in zip(axes.flat, imgs, hms, gts, titles):
         ax.imshow(overlay(img, hm, alpha))
-        ax.set_title(t, fontsize=8)
+        if gt is not None and gt.any():
+            ax.contour(gt.astype(float), levels=[0.5], colors="white", linewidths=0.8)
+        ax.set_title(t, fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
 
