@@ -322,3 +322,15 @@ def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread):
                          "--no-progress", "--workers", "0"]) == 0
     with pytest.raises(SystemExit, match="3D boxes .* 2D frames only"):
         export_main(["interaction", str(out), "--out", str(tmp_path / "i")])
+
+
+@pytest.mark.parametrize("opt", [["--threshold", "1.5"], ["--pred-threshold", "-0.1"],
+                                 ["--min-area", "-1"]])
+def test_extract_bad_settings_leave_no_file(organ3d, tmp_path, opt, capsys):
+    d, ck = organ3d
+    out = tmp_path / "bad.h5"
+    assert extract_main(["--task", "organ3d", "--data", str(d / "data"), "--checkpoint",
+                         str(ck), "--out", str(out), "--no-progress", "--workers", "0",
+                         *opt]) == 2
+    assert "expected" in capsys.readouterr().err
+    assert not out.exists()

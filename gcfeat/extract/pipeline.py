@@ -268,6 +268,12 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     from gcfeat.cam import GradCAM
     from gcfeat.data import make_loader
 
+    # settings are checked before the output file exists: a bad run must leave nothing behind
+    for name, value in (("threshold", threshold), ("pred_threshold", pred_threshold)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+    if min_area < 0:
+        raise ValueError(f"min_area: expected >= 0, got {min_area}")
     if activation not in ("sigmoid", "softmax"):
         raise ValueError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
     if boxes not in BOX_SOURCES:
