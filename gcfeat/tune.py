@@ -392,7 +392,8 @@ def run_task_tuning(
         data, checkpoint: dataset and task checkpoint (default: what ``scripts/demo --task``
             writes).
         thresholds: ``"start:stop:step"`` (stop included), ``"a,b,c"`` or a list.
-        split: dataset split; limit: only the first N samples of it.
+        split: dataset split; limit: N samples of it, class-balanced
+            (:func:`gcfeat.evaluate.balanced_subset`, seed 0).
         target: ``"true"`` (the label) or ``"pred"`` (the prediction): the class explained.
         out: folder for the CSV, PNGs and JSON (None: write nothing).
         batch_size, device: the CAM pass; method, layer: CAM method and target module (default
@@ -408,7 +409,7 @@ def run_task_tuning(
     from tqdm.auto import tqdm
 
     from gcfeat.boxes.evaluate import ThresholdSweep, parse_thresholds, recommend_thresholds
-    from gcfeat.evaluate import pointing_game
+    from gcfeat.evaluate import balanced_subset, pointing_game
     from gcfeat.tasks import get_task
     from gcfeat.tasks.train import collate
 
@@ -423,7 +424,14 @@ def run_task_tuning(
     ts = parse_thresholds(thresholds)
     model, info = load_task_model(t, checkpoint, device)
     ds = load_task_dataset(t, data, info, split)
-    n = len(ds) if limit is None else min(int(limit), len(ds))
+    if limit is None:
+        chosen = list(range(len(ds)))
+    else:   # class-balanced as gcfeat.evaluate's --limit: the first N can all be lesion-free
+        labels = getattr(ds, "labels", None)
+        if labels is None or len(labels) != len(ds):
+            labels = [int(ds[i]["label"]) for i in range(len(ds))]
+        chosen = balanced_subset(torch.as_tensor(labels), int(limit), seed=0).tolist()
+    n = len(chosen)
     if n <= 0:
         raise TuneError(f"data {data}: split {split!r} has no samples (or --limit {limit})")
     cam = make_task_cam(model, t, method, layer)
@@ -434,7 +442,7 @@ def run_task_tuning(
     point_hits = torch.zeros(K, dtype=torch.int64)
     per_class = torch.zeros(K, dtype=torch.int64)
     seen = 0
-    loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(Subset(ds, chosen), batch_size=batch_size, shuffle=False,
                         collate_fn=collate)
     disable = None if progress or progress is None else True
     with tqdm(total=n, unit="sample", desc=f"tune {t.name} (CAM + sweep)", disable=disable) as bar:
@@ -473,6 +481,8 @@ def run_task_tuning(
                            method=method, layer=layer or "task default", target=target,
                            mode=mode, min_area=min_area, thresholds=ts, frames=sweep.n_frames,
                            samples=seen, samples_without_gt=seen - sweep.n_frames,
+                           selection="all" if limit is None else
+                           f"balanced_subset(limit={limit}, seed=0)",
                            arch=info.get("arch"), classes=classes)
     rec["files"] = {}
     if out is not None:
@@ -556,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metric", default=S,
                    choices=("mean_iou", "hit_rate", "precision", "recall", "f1", "pointing_game"),
                    help="what the recommended T maximises (default mean_iou)")
-    g.add_argument("--limit", type=int, default=S, help="only the first N samples / frames")
+    g.add_argument("--limit", type=int, default=S,
+                   help="surgical: only the first N frames; MRI: N samples, class-balanced "
+                        "(as gcfeat.evaluate --limit)")
     g.add_argument("--device", default=S, help="torch device (default cpu)")
     s = p.add_argument_group("surgical only")
     s.add_argument("--layout", default=S, choices=("auto", "miccai18", "cholec80"),

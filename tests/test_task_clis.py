@@ -270,10 +270,16 @@ def test_tune_task_organ3d_equals_a_per_sample_loop(organ):
     Ts = [0.2, 0.5]
     table, rec = tune.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", Ts, limit=3,
                                       batch_size=2, mode="components", min_area=8, progress=False)
+    from gcfeat.evaluate import balanced_subset
+
     task = get_task("organ3d")
     ds = task.build_dataset(organ / "data", "test")
-    labels = [int(ds[i]["label"]) for i in range(3)]
-    heat, _, samples = api_heat("organ3d", organ, "test", [0, 1, 2], torch.tensor(labels)[:, None])
+    # --limit takes a class-balanced subset (as gcfeat.evaluate), in round-robin order
+    all_labels = torch.tensor([int(ds[i]["label"]) for i in range(len(ds))])
+    chosen = balanced_subset(all_labels, 3, seed=0).tolist()
+    assert len(set(all_labels[chosen].tolist())) == 3
+    labels = all_labels[chosen].tolist()
+    heat, _, samples = api_heat("organ3d", organ, "test", chosen, torch.tensor(labels)[:, None])
     for t in Ts:
         ious, nbox, points = [], [], []
         for i, s in enumerate(samples):
