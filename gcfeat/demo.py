@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Defaults finish within 10 minutes on 2 CPU cores. --task organ3d|prostate|"
                     "alzheimer runs the MRI demo instead: synthetic data in the real format, "
                     "train, Grad-CAM / Score-CAM vs a random map (localisation, deletion / "
-                    "insertion AUC), report (gcfeat.tasks.demo).")
+                    "insertion AUC), features of the test split into HDF5, report "
+                    "(gcfeat.tasks.demo).")
     p.add_argument("--task", default="surgical",
                    choices=("surgical", "organ3d", "prostate", "alzheimer"),
                    help="demo to run (default surgical, the main job)")
