@@ -39,6 +39,8 @@ Rows group the samples by the explained class (``n_frames`` = its samples); the 
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import argparse
 import json
 import sys
@@ -56,7 +58,7 @@ METHOD_NAMES = {"gradcam": "gradcam", "gradcampp": "gradcam++", "gradcam++": "gr
                 "eigencam": "eigencam", "scorecam": "scorecam", "cam": "cam"}
 
 
-class TuneError(ValueError):
+class TuneError(GcfeatError):
     """A user-caused problem with the tuning / bbox command's inputs."""
 
 

@@ -20,6 +20,8 @@ on a 16-core machine) and, for heatmaps on a GPU, from moving a uint8 mask inste
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +43,7 @@ _CHUNK_PIXELS = 1 << 19  # pixels per worker task (~6 maps of 256 x 320): mask +
 _CPU_FAST_2D = True  # 2D CPU maps: threshold + trace + score in one chunk pass (tests flip it)
 
 
-class HeatmapError(ValueError):
+class HeatmapError(GcfeatError):
     """A heatmap or threshold argument that :func:`heatmap_to_boxes` cannot use."""
 
 

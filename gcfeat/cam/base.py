@@ -42,6 +42,8 @@ its running stats, as any forward would); everything returned is detached.
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import functools
 import math
 import warnings
@@ -70,7 +72,7 @@ _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 Classes = Union[None, int, str, Sequence[int], Tensor]
 
 
-class CAMError(ValueError):
+class CAMError(GcfeatError):
     """A CAM call the user can fix: wrong input shape, layer, class index or option."""
 
 

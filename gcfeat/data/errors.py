@@ -1,10 +1,12 @@
 """Errors raised by the data readers and writers."""
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import os
 
 
-class DataError(ValueError):
+class DataError(GcfeatError):
     """A data file or folder is missing, empty, corrupt or malformed.
 
     The message names the file, what was found and what was expected, e.g.

@@ -17,6 +17,8 @@ Example::
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,7 +35,7 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class LayoutError(ValueError):
+class LayoutError(GcfeatError):
     """A pooling layout that does not fit the feature map."""
 
 

@@ -39,6 +39,8 @@ writer at random moments repeatedly and reopen the file.
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import json
 import os
 import time
@@ -57,7 +59,7 @@ ROW_FIELDS = ("frame", "label", "box", "score", "features", "empty")
 BOX_COLUMNS = {2: ("x1", "y1", "x2", "y2"), 3: ("z1", "y1", "x1", "z2", "y2", "x2")}
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(GcfeatError):
     """A feature file that cannot be read or appended to as asked."""
 
 

@@ -25,6 +25,8 @@ direction, so a CAM exported next to its image lines up in ITK-SNAP, 3D Slicer o
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import os
 from pathlib import Path
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-class MedicalIOError(ValueError):
+class MedicalIOError(GcfeatError):
     """A medical image file is missing, truncated or not in the expected format."""
 
 

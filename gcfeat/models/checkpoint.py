@@ -22,6 +22,8 @@ objects is refused, never executed.
 """
 from __future__ import annotations
 
+from gcfeat.errors import GcfeatError
+
 import datetime as _dt
 import os
 import pickle
@@ -58,7 +60,7 @@ _RESERVED = frozenset({
 })
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GcfeatError):
     """A checkpoint file is missing, unreadable, unsafe, or does not match what was asked."""
 
 
