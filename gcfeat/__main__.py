@@ -6,13 +6,13 @@ import sys
 
 COMMANDS = {
     "synth": ("gcfeat.data.synthetic", "write a synthetic surgical dataset in a real layout"),
-    "train": ("gcfeat.train", "train a task's classifier (--task, default surgical)"),
-    "bbox": ("gcfeat.bbox", "one frame, one class: heatmap + boxes figure"),
-    "tune": ("gcfeat.tune", "box quality against ground truth as the threshold T varies"),
-    "extract": ("gcfeat.extract", "bulk object-level feature dump to HDF5"),
-    "export": ("gcfeat.export", "export features for captioning / interaction models"),
-    "evaluate": ("gcfeat.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
-    "demo": ("gcfeat.demo", "the main job on synthetic data"),
+    "train": ("gcfeat.cli.train", "train a task's classifier (--task, default surgical)"),
+    "bbox": ("gcfeat.cli.bbox", "one frame, one class: heatmap + boxes figure"),
+    "tune": ("gcfeat.cli.tune", "box quality against ground truth as the threshold T varies"),
+    "extract": ("gcfeat.cli.extract", "bulk object-level feature dump to HDF5"),
+    "export": ("gcfeat.cli.export", "export features for captioning / interaction models"),
+    "evaluate": ("gcfeat.cli.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
+    "demo": ("gcfeat.cli.demo", "the main job on synthetic data"),
 }
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gcfeat.data.classes import SURGICAL_CLASSES
-from gcfeat.export import (INTERACTION_CLASSES, interaction_class_map, main,
-                           pair_spatial_features)
+from gcfeat.cli.export import main
+from gcfeat.io.exports import INTERACTION_CLASSES, interaction_class_map, pair_spatial_features
 from gcfeat.io import FeatureWriter
 
 ATTRS = {"classes": list(SURGICAL_CLASSES), "input_size": [256, 320], "architecture": "resnet50"}

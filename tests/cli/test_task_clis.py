@@ -9,9 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from gcfeat import bbox, train, tune
+from gcfeat.boxes.masks import mask_boxes
+from gcfeat.cli import bbox, train, tune
+from gcfeat.workflows import inspect as inspect_workflow
+from gcfeat.workflows import tune as tune_workflow
 from gcfeat.tasks import get_task
-from gcfeat.tasks.train import load_task_checkpoint, save_task_checkpoint
+from gcfeat.models.task_checkpoint import save_task_checkpoint
+from gcfeat.tasks import load_task_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +205,11 @@ def test_bbox_task_prostate_2d_lesion_and_lesion_free(prostate, capsys):
     assert f"(p={float(probs[0, 1]):.3f})" in text
 
     # a lesion-free slice: no ground truth, said in the title and the printout
-    r = bbox.run_task_bbox("prostate", root / "data", root / "ck.pt", without_gt, split="train",
+    r = inspect_workflow.run_task_bbox("prostate", root / "data", root / "ck.pt", without_gt, split="train",
                            out=root / "free.png")
     assert r.gt_box is None and r.iou is None and r.best is None
     assert "no ground truth" in r.title and r.tclass == r.pred and nonblank_png(r.figure)
-    assert "ground truth: none" in bbox.format_task_boxes(r)
+    assert "ground truth: none" in inspect_workflow.format_task_boxes(r)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -231,7 +235,7 @@ def test_bbox_task_rejects_surgical_only_options(organ, capsys):
     assert e.value.code == 2
     assert "--pred-threshold: applies to --task surgical only, not to --task organ3d" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--task surgical"):
-        bbox.run_task_bbox("surgical")
+        inspect_workflow.run_task_bbox("surgical")
 
 
 def test_bbox_surgical_defaults_unchanged():
@@ -256,7 +260,7 @@ def test_mask_boxes_equal_nonzero_reference():
     for shape in [(5, 12, 9), (4, 7, 6, 5)]:
         m = torch.rand(shape, generator=g) > 0.93
         m[1] = False  # one empty mask
-        boxes, present = tune.mask_boxes(m)
+        boxes, present = mask_boxes(m)
         assert present.tolist() == [bool(x.any()) for x in m]
         for i in range(len(m)):
             ref = np_mask_box(m[i].numpy()) if m[i].any() else [0] * (2 * (m.ndim - 1))
@@ -268,9 +272,9 @@ def test_tune_task_organ3d_equals_a_per_sample_loop(organ):
     from gcfeat.boxes import heatmap_to_boxes
 
     Ts = [0.2, 0.5]
-    table, rec = tune.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", Ts, limit=3,
+    table, rec = tune_workflow.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", Ts, limit=3,
                                       batch_size=2, mode="components", min_area=8, progress=False)
-    from gcfeat.evaluate import balanced_subset
+    from gcfeat.data.subsets import balanced_subset
 
     task = get_task("organ3d")
     ds = task.build_dataset(organ / "data", "test")
@@ -338,7 +342,7 @@ def test_tune_task_errors(organ, tmp_path, capsys):
         tune.main(["--target", "pred"])
     assert e.value.code == 2 and "--target: applies to the MRI tasks" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--target 'best'"):
-        tune.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", [0.5], target="best")
+        tune_workflow.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", [0.5], target="best")
     no_masks = tmp_path / "no_masks"
     no_masks.mkdir()
     shutil.copy(organ / "data" / "organmnist3d.npz", no_masks)

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from gcfeat.demo import main
+from gcfeat.cli.demo import main
 
 
 def _finite(stats: dict) -> bool:

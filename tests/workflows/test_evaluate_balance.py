@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gcfeat.evaluate import balanced_subset, evaluate, localisation, main
+from gcfeat.cli.evaluate import main
+from gcfeat.data.subsets import balanced_subset
+from gcfeat.metrics.pointing import localisation
+from gcfeat.workflows.evaluate import evaluate
 
 
 def _naive_round_robin(labels, limit, seed):
@@ -97,7 +100,7 @@ def prostate_eval(tmp_path, monkeypatch):
     """A two-case test split (one case with a lesion, one without), a random ResNet-18
     checkpoint, and the 2D overlay grid captured instead of drawn."""
     from gcfeat.tasks import get_task
-    from gcfeat.tasks.train import save_task_checkpoint
+    from gcfeat.models.task_checkpoint import save_task_checkpoint
 
     task = get_task("prostate")
     data = tmp_path / "data"
@@ -175,7 +178,7 @@ def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate
     assert r["faithfulness_setup"]["deletion_baseline"] == "mean"
     assert "deletion to each image's channel means" in md
     from gcfeat.metrics.faithfulness import deletion, random_saliency
-    from gcfeat.tasks.train import load_task_checkpoint
+    from gcfeat.tasks import load_task_checkpoint
 
     model, _ = load_task_checkpoint(ckpt, "prostate")
     x = torch.stack([ds[i]["image"] for i in idx])
@@ -187,7 +190,7 @@ def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate
 
 
 def test_deletion_target():
-    from gcfeat.evaluate import deletion_target
+    from gcfeat.workflows.evaluate import deletion_target
 
     x = torch.rand(2, 3, 5, 6, 4)
     m = deletion_target(x, "mean", 1.0)

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from gcfeat.demo import main
+from gcfeat.cli.demo import main
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_tiny_surgical
+from helpers import make_tiny_surgical
 
-from gcfeat import bbox
+from gcfeat.cli import bbox
 
 
 @pytest.fixture(scope="module")

@@ -13,48 +13,30 @@ Stages, each printed with its time:
    (``<out>/features.h5``; organ3d with 3D boxes), as ``python -m gcfeat.extract --task``;
 5. **report**    ``<out>/report.md`` and ``<out>/summary.json``.
 
-Defaults (:data:`DEMO_DEFAULTS`) are sized so each task finishes in a few minutes on 2 CPU cores.
+Defaults (each task's ``Task.demo``) are sized so each task finishes in a few minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
-from gcfeat.demo import stage
+import torch
 
-__all__ = ["DEMO_DEFAULTS", "run_task_demo"]
-
-#: Per-task demo settings: synthetic data size (``n``: training volumes / cases / images), model,
-#: training and evaluation (``limit`` test samples, class-balanced, for the CAMs and curves).
-DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
-    # 3D convolutions are slow on CPU (the slim ResNet: ~0.75 s per volume per training step,
-    # ~75 ms per forward on 2 cores), so organ3d trains on 6 volumes per class and draws
-    # 33-point curves on 6 test volumes; `--n 330 --limit 22 --n-steps 129` is the README run.
-    "organ3d": {"n": 66, "arch": "resnet3d_18_slim", "epochs": 4, "batch_size": 8, "lr": 2e-3,
-                "limit": 6, "n_steps": 32},
-    # 24 cases -> 67 test slices, 17 with a lesion: 16 balanced samples put 8 lesion slices
-    # in the pointing game / IoU (negative slices have an empty mask: curves only)
-    "prostate": {"n": 24, "arch": "resnet18", "epochs": 4, "batch_size": 16, "lr": 1e-3,
-                 "limit": 16, "n_steps": 64},
-    "alzheimer": {"n": 200, "arch": "baseline_cnn", "epochs": 4, "batch_size": 32, "lr": 1e-3,
-                  "limit": 20, "n_steps": 129},
-}
+from gcfeat.extract import extract_dataset
+from gcfeat.extract.pipeline import file_sha256
+from gcfeat.io import FeatureFile
+from gcfeat.tasks import Task, get_task, task_names
+from gcfeat.training.single_label import train_classifier
+from gcfeat.workflows.common import stage
+from gcfeat.workflows.evaluate import evaluate, summary_markdown
 
 
-def _synthetic_kwargs(task: str, n: int, seed: int) -> dict[str, Any]:
-    """Arguments of the task's synthetic writer for ``n`` training items."""
-    if task == "organ3d":  # balanced over 11 classes: at least one volume per class per split
-        return {"n_train": n, "n_val": max(n // 6, 11), "n_test": max(n // 3, 11), "seed": seed}
-    if task == "prostate":
-        return {"n_cases": n, "seed": seed}
-    if task == "alzheimer":
-        return {"n_train": n, "n_test": max(n // 4, 4), "seed": seed}
-    raise ValueError(f"--task {task!r} has no MRI demo; expected one of {list(DEMO_DEFAULTS)}")
+__all__ = ["run_task_demo"]
 
-
-def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = None,
+def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | None = None,
                   arch: str | None = None, epochs: int | None = None,
                   batch_size: int | None = None, lr: float | None = None,
                   limit: int | None = None, n_steps: int | None = None,
@@ -63,21 +45,18 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
                   seed: int = 0, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Run the MRI demo of ``task``; returns the summary also written to ``<out>/summary.json``.
 
-    Unset arguments take :data:`DEMO_DEFAULTS[task]`; ``out`` defaults to ``runs/demo_<task>``
+    Unset arguments take the task's ``demo`` defaults; ``out`` defaults to ``runs/demo_<task>``
     and ``checkpoint_dir`` to ``<out>``. Data already in ``<out>/data`` with the same settings
     is reused.
     """
-    import torch
-
-    from gcfeat.evaluate import evaluate, summary_markdown
-    from gcfeat.tasks import get_task
-    from gcfeat.tasks.train import train_classifier
-
-    if task not in DEMO_DEFAULTS:
-        raise ValueError(f"--task {task!r} has no MRI demo; expected one of "
-                         f"{list(DEMO_DEFAULTS)} (or surgical, the default demo)")
     t = get_task(task)
-    d = DEMO_DEFAULTS[task]
+    if t.ground_truth != "mask" or not t.demo:
+        demos = [n for n in task_names() if get_task(n).ground_truth == "mask"
+                 and get_task(n).demo]
+        raise ValueError(f"--task {t.name!r} has no MRI demo; expected one of "
+                         f"{demos} (or surgical, the default demo)")
+    task = t.name
+    d = t.demo
     n = d["n"] if n is None else n
     arch = arch or d["arch"]
     epochs = d["epochs"] if epochs is None else epochs
@@ -99,7 +78,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
 
     # 1. data ------------------------------------------------------------------------------
     done = stage(f"1/5 data: synthetic {task} data, real file format")
-    kw = _synthetic_kwargs(task, n, seed)
+    kw = t.synthetic_kwargs(n, seed)
     stamp = data / "demo_settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == kw:
         print(f"reusing {data} (same settings)")
@@ -169,12 +148,6 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
 def _extract_features(task, checkpoint, dataset, out: Path, *, device: str = "cpu",
                       progress: bool = True) -> dict[str, Any]:
     """The test split through :func:`gcfeat.extract.extract_dataset` (a fresh file each run)."""
-    from types import SimpleNamespace
-
-    from gcfeat.extract import extract_dataset
-    from gcfeat.extract.pipeline import file_sha256
-    from gcfeat.io import FeatureFile
-
     model, meta = task.load_checkpoint(checkpoint)
     info = SimpleNamespace(classes=list(meta.get("classes", task.classes)),
                            arch=meta.get("arch", ""), mean=None, std=None,

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import make_tiny_surgical
+from helpers import make_tiny_surgical
 
-from gcfeat import tune
+from gcfeat.cli import tune
+from gcfeat.workflows import tune as tune_workflow
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_tune_cli_writes_csv_plots_json(tiny, capsys):
 def test_run_tuning_api_matches_csv_and_gt_sources(tiny):
     """The API's table equals the CLI's CSV; ground truth from the per-frame JSON files and
     from MICCAI-style gt_bbox/seq_N.txt files gives the same study."""
-    table, rec = tune.run_tuning(tiny / "data", tiny / "ck.pt", "0.2,0.5", batch_size=4,
+    table, rec = tune_workflow.run_tuning(tiny / "data", tiny / "ck.pt", "0.2,0.5", batch_size=4,
                                  pred_threshold=0.3, progress=False, out=tiny / "api_out")
     assert list(table.threshold.unique()) == [0.2, 0.5]
     csv = pd.read_csv(rec["files"]["csv"])
@@ -57,7 +58,7 @@ def test_run_tuning_api_matches_csv_and_gt_sources(tiny):
     if not only_txt.exists():
         shutil.copytree(tiny / "data", only_txt)
         shutil.rmtree(only_txt / "groundtruth")
-    table2, rec2 = tune.run_tuning(only_txt, tiny / "ck.pt", "0.2,0.5", batch_size=2,
+    table2, rec2 = tune_workflow.run_tuning(only_txt, tiny / "ck.pt", "0.2,0.5", batch_size=2,
                                    pred_threshold=0.3, progress=False)
     num = ["n_gt", "n_pred", "tp", "mean_iou", "hit_rate", "pointing_game"]
     np.testing.assert_allclose(table[num].to_numpy(float), table2[num].to_numpy(float), atol=1e-6)
@@ -82,7 +83,7 @@ def test_run_tuning_equals_sweep_over_api_heatmaps(tiny):
                               batch["gt_labels"], [0.3, 0.6], class_names=list(info.classes),
                               class_modes={10: "union"}, pred_threshold=0.3,
                               aggregate={"all_instruments": list(range(10))})
-    table, _ = tune.run_tuning(tiny / "data", tiny / "ck.pt", [0.3, 0.6], batch_size=3,
+    table, _ = tune_workflow.run_tuning(tiny / "data", tiny / "ck.pt", [0.3, 0.6], batch_size=3,
                                pred_threshold=0.3, progress=False)
     pd.testing.assert_frame_equal(table, ref, check_exact=False, atol=1e-6)
 

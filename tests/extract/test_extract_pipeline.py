@@ -21,7 +21,7 @@ from gcfeat.io import FeatureFile, SettingsMismatch
 from gcfeat.models import build_classifier, load_checkpoint, save_checkpoint
 
 SIZE = (64, 80)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.dirname(sys.executable)
 OPTS = ["--methods", "m1", "m2", "m3", "--pooling", "32x4x4", "--crop-size", "32x32",
         "--no-progress", "--batch-size", "2", "--workers", "1"]

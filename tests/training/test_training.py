@@ -141,7 +141,7 @@ def test_bad_arguments(data, tmp_path):
 
 
 def test_cli_help(capsys):
-    from gcfeat.train import main
+    from gcfeat.cli.train import main
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -154,7 +154,7 @@ def test_cli_help(capsys):
 def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys):
     import gcfeat.data
     from gcfeat.data.classes import SURGICAL_CLASSES
-    from gcfeat.train import main
+    from gcfeat.cli.train import main
 
     calls = []
 
@@ -183,7 +183,7 @@ def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_reports_data_errors(tmp_path, capsys):
-    from gcfeat.train import main
+    from gcfeat.cli.train import main
 
     assert main(["--data", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "missing" in capsys.readouterr().err

@@ -51,7 +51,9 @@ def test_small_cnn_variants(arch):
 
 
 def test_alzheimer_task_train_and_checkpoint_round_trip(tmp_path):
-    from gcfeat.tasks.train import load_task_checkpoint, main, predict
+    from gcfeat.cli.task_train import main
+    from gcfeat.tasks import load_task_checkpoint
+    from gcfeat.training import predict
 
     data = tmp_path / "alz"
     rc = main(["--task", "alzheimer", "--data", str(data), "--synthetic", "--n", "16",
@@ -93,7 +95,7 @@ def test_surgical_task_wraps_the_surgical_readers(tmp_path):
 
 
 def test_recalibrate_batchnorm_averages_the_batch_statistics():
-    from gcfeat.tasks.train import collate, recalibrate_batchnorm
+    from gcfeat.training import collate, recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.BatchNorm3d(4),

@@ -13,13 +13,13 @@ from gcfeat.cam import GradCAM
 from gcfeat.extract import (CropExtractor, HeatmapExtractor, RoiExtractor, box_bounds,
                             crop_boxes, feature_levels, forward_to, layer_channels,
                             roi_align_nd, roi_features, selected_classes)
-from gcfeat.extract.__main__ import main as extract_main
+from gcfeat.cli.extract import main as extract_main
 from gcfeat.extract.pipeline import auto_layout, extract_dataset
 from gcfeat.extract.pooling import channel_group_mean
 from gcfeat.io import FeatureFile
 from gcfeat.models.small_cnn import build_small_cnn
 from gcfeat.tasks import get_task
-from gcfeat.tasks.train import save_task_checkpoint
+from gcfeat.models.task_checkpoint import save_task_checkpoint
 
 
 def random_boxes(n, size, gen, min_side=1.0):
@@ -283,7 +283,7 @@ def test_extract_cli_organ3d_volumes(organ3d, one_thread):
 
 
 def test_extract_gt_boxes(tmp_path, one_thread):
-    from tests.conftest import make_tiny_surgical
+    from helpers import make_tiny_surgical
     from gcfeat.data import build_dataset
     from gcfeat.models import load_checkpoint
 
@@ -313,7 +313,7 @@ def test_extract_gt_boxes(tmp_path, one_thread):
 
 
 def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread):
-    from gcfeat.export import main as export_main
+    from gcfeat.cli.export import main as export_main
 
     d, ck = organ3d
     out = tmp_path / "v.h5"

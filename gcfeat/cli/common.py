@@ -1,9 +1,37 @@
-"""Argparse helpers shared by the CLIs whose options depend on ``--task``."""
+"""What every CLI shares: the one error -> exit 2 path (:func:`run`), ``--debug``, and the
+option helpers of the CLIs whose options depend on ``--task``."""
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Callable
 
-__all__ = ["task_flag", "apply_task_options"]
+__all__ = ["task_flag", "apply_task_options", "add_debug", "debugging", "run"]
+
+
+def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--debug``: let errors propagate with their traceback instead of ``error: ...``."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of a one-line message")
+    return parser
+
+
+def debugging(args: argparse.Namespace) -> bool:
+    """Whether ``--debug`` was given (its default is SUPPRESS: absent from ``args``)."""
+    return bool(getattr(args, "debug", False))
+
+
+def run(job: Callable[[], int | None], debug: bool = False) -> int:
+    """Run ``job``; a user-caused error (:class:`gcfeat.errors.GcfeatError`, and any other
+    ``ValueError`` a stage raises about its arguments) prints ``error: <message>`` on stderr
+    and returns 2, with no traceback unless ``debug``."""
+    try:
+        return int(job() or 0)
+    except ValueError as e:  # GcfeatError is a ValueError
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def task_flag(dest: str) -> str:
@@ -22,7 +50,7 @@ def apply_task_options(parser: argparse.ArgumentParser, args: argparse.Namespace
     """
     task = args.task
     allowed = surgical if task == "surgical" else mri
-    given = set(vars(args)) - {"task"}
+    given = set(vars(args)) - {"task", "debug"}
     bad = sorted(given - set(allowed))
     if bad:
         side = ("--task surgical" if task != "surgical"

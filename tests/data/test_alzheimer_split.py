@@ -136,7 +136,9 @@ def test_no_holdout(alz):
 
 
 def test_task_trains_on_val_not_test(alz):
-    from gcfeat.tasks.train import _val_split
+    from gcfeat.tasks import Task
+
+    _val_split = Task.val_split.fget  # was gcfeat.tasks.train._val_split
 
     task = get_task("alzheimer")
     assert task.splits == ("train", "val", "test") and _val_split(task) == "val"
@@ -144,9 +146,9 @@ def test_task_trains_on_val_not_test(alz):
 
 
 def test_extract_split_all_covers_every_row_once(alz, tmp_path, one_thread):
-    from gcfeat.extract.__main__ import main as extract_main
+    from gcfeat.cli.extract import main as extract_main
     from gcfeat.io.features import FeatureFile
-    from gcfeat.tasks.train import save_task_checkpoint
+    from gcfeat.models.task_checkpoint import save_task_checkpoint
 
     task = get_task("alzheimer")
     torch.manual_seed(0)
