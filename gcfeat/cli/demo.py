@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MRI tasks: synthetic training volumes / cases / images (per-task default)")
     p.add_argument("--limit", type=int, default=None,
                    help="MRI tasks: test samples for CAMs and deletion / insertion curves, a "
-                        "class-balanced subset (gcfeat.evaluate.balanced_subset)")
+                        "class-balanced subset (gcfeat.data.subsets.balanced_subset)")
     p.add_argument("--n-steps", type=int, default=None,
                    help="MRI tasks: deletion / insertion steps, points = steps + 1 (per-task "
                         "default: organ3d 32, prostate 64, alzheimer 129)")

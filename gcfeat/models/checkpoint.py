@@ -68,8 +68,9 @@ _RESERVED = frozenset({
 class CheckpointInfo:
     """What a checkpoint file holds besides the weights.
 
-    ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original ``*_best_checkpoint.pth.tar``)
-    or ``"resume"`` (original ``{epoch, model_state_dict, ...}``). For the bare forms
+    One record for every task. ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original
+    ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch, model_state_dict, ...}``) or
+    ``"task"`` (the single-label task checkpoint, :mod:`gcfeat.models.task_checkpoint`). For the bare forms
     ``input_size``/``mean``/``std`` are the surgical defaults when K == 11, else ``None``.
     """
 
@@ -86,6 +87,26 @@ class CheckpointInfo:
     norm: str = "batch"
     epoch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the task of a task checkpoint (``form`` ``"task"``; :mod:`gcfeat.models.task_checkpoint`)
+    task: str | None = None
+    #: the file's own metadata as stored (task checkpoints: format, task, arch, classes,
+    #: input_size, meta), for mapping-style access
+    stored: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (``info["arch"]``): the value as stored in the file when it has
+        one (lists stay lists), else the attribute."""
+        if key in self.stored:
+            return self.stored[key]
+        if key in self.__dataclass_fields__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 # --------------------------------------------------------------------------------- reading

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gcfeat.models.checkpoint import CheckpointError
+from gcfeat.models.checkpoint import CheckpointError, CheckpointInfo
 
-__all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint"]
+__all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint",
+           "task_checkpoint_info"]
 
 FORMAT = "gcfeat-task-checkpoint"
 
@@ -63,3 +64,17 @@ def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
 def is_task_checkpoint(blob) -> bool:
     """Whether a loaded file is a task checkpoint."""
     return isinstance(blob, dict) and blob.get("format") == FORMAT
+
+
+def task_checkpoint_info(path: str | os.PathLike, blob: dict) -> CheckpointInfo:
+    """The :class:`~gcfeat.models.checkpoint.CheckpointInfo` of a read task checkpoint; the
+    file's keys stay reachable as ``info["arch"]``, ``info["meta"]``, ..."""
+    stored = {k: v for k, v in blob.items() if k != "state_dict"}
+    meta = dict(stored.get("meta") or {})
+    size = stored.get("input_size")
+    return CheckpointInfo(path=str(path), form="task", arch=stored["arch"],
+                          num_classes=len(stored["classes"]),
+                          classes=tuple(stored["classes"]), dropout=0.0,
+                          input_size=None if size is None else tuple(size),
+                          in_channels=0, norm="", epoch=meta.get("epoch"), meta=meta,
+                          task=stored["task"], stored=stored)

@@ -11,7 +11,8 @@ from torch import nn
 
 from gcfeat import config
 from gcfeat.errors import GcfeatError
-from gcfeat.models.task_checkpoint import read_task_checkpoint
+from gcfeat.models.checkpoint import CheckpointInfo
+from gcfeat.models.task_checkpoint import read_task_checkpoint, task_checkpoint_info
 
 __all__ = ["Task", "TaskError", "register_task", "unregister_task", "get_task", "task_names", "tasks",
            "load_task_checkpoint"]
@@ -103,17 +104,19 @@ class Task:
                              f"top-level modules: {[n for n, _ in model.named_children()]}"
                              ) from None
 
-    def load_checkpoint(self, path: str | os.PathLike, map_location="cpu") -> tuple[nn.Module, Any]:
+    def load_checkpoint(self, path: str | os.PathLike,
+                        map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
         """``(model in eval mode, info)`` from a checkpoint of this task (any format the task
         reads: the gcfeat / original surgical forms, or the task checkpoint of
-        :mod:`gcfeat.models.task_checkpoint`, whose info is a dict)."""
+        :mod:`gcfeat.models.task_checkpoint`); ``info`` is one
+        :class:`~gcfeat.models.checkpoint.CheckpointInfo` for every task."""
         if self._load is not None:
             return self._load(path, self, map_location)
         blob = read_task_checkpoint(path, self.name, map_location=map_location)
         model = self.build_model(blob["arch"])
         model.load_state_dict(blob["state_dict"])
         model.eval()
-        return model, {k: v for k, v in blob.items() if k != "state_dict"}
+        return model, task_checkpoint_info(path, blob)
 
     @property
     def val_split(self) -> str:
@@ -175,12 +178,12 @@ def tasks() -> dict[str, Task]:
 
 
 def load_task_checkpoint(path: str | os.PathLike, task: "str | Task | None" = None,
-                         map_location="cpu") -> tuple[nn.Module, dict]:
-    """Read a task checkpoint -> ``(model in eval mode, info dict without the weights)``; the
+                         map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
+    """Read a task checkpoint -> ``(model in eval mode, CheckpointInfo)``; the
     model is built by the file's task. ``task`` (optional) must match the file's task."""
     name = task.name if isinstance(task, Task) else task
     blob = read_task_checkpoint(path, name, map_location=map_location)
     model = get_task(blob["task"]).build_model(blob["arch"])
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    return model, {k: v for k, v in blob.items() if k != "state_dict"}
+    return model, task_checkpoint_info(path, blob)

@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,99 @@ def fit(
     Returns:
         :class:`TrainResult`.
     """
+    if deterministic is None:
+        deterministic = seed is not None
+    _check_arguments(train_set, val_set, optimizer=optimizer, schedule=schedule, loss=loss,
+                     epochs=epochs, batch_size=batch_size)
+    with _determinism(deterministic):
+        dev = _resolve_device(device)
+        ckpt_kwargs = _checkpoint_fields(model, train_set, val_set, classes=classes, arch=arch,
+                                         input_size=input_size, mean=mean, std=std)
+        classes, arch = ckpt_kwargs["classes"], ckpt_kwargs["arch"]
+        out_dir = Path(out_dir)
+        best_path = out_dir / f"{name}_best.pt"
+        last_path = out_dir / f"{name}_last.pt"
+        log_path = Path(log_csv) if log_csv is not None else out_dir / f"{name}_log.csv"
+        say = tqdm.write if verbose else (lambda *a, **k: None)
+
+        model.to(dev)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        opt = _make_optimizer(model, optimizer, lr=lr, momentum=momentum,
+                              weight_decay=weight_decay)
+        sched = _make_scheduler(opt, schedule, epochs=epochs, lr=lr, train_set=train_set,
+                                batch_size=batch_size, plateau_patience=plateau_patience)
+        criterion = nn.BCEWithLogitsLoss() if loss == "bce" else nn.CrossEntropyLoss()
+        state = _Progress([], -math.inf, 0, [math.nan] * len(classes), 1)
+        if resume:
+            state = _resume(last_path, model, opt, sched, state, schedule=schedule,
+                            epochs=epochs, classes=classes, arch=arch, dev=dev, say=say)
+        start_epoch = state.start
+        generator, train_loader, val_loader = _loaders(
+            train_set, val_set, batch_size=batch_size, num_workers=num_workers, seed=seed, dev=dev)
+        base_meta = {
+            "epochs": int(epochs), "seed": seed, "optimizer": optimizer, "lr": float(lr),
+            "schedule": schedule, "batch_size": int(batch_size), "weight_decay": float(weight_decay),
+            "loss": loss, "train_size": len(train_set), "val_size": len(val_set),
+            "data": str(getattr(train_set, "root", "")) or None,
+        }
+        base_meta.update(meta or {})
+        columns = CSV_COLUMNS + (("val_accuracy",) if loss == "ce" else ())
+        to_device = partial(_to_device, dev=dev, pin=dev.type == "cuda",
+                            channels_last=channels_last, loss=loss)
+        bars = dict(disable=None if progress else True, leave=False)
+        for epoch in range(state.start, int(epochs) + 1):
+            t0 = time.perf_counter()
+            if seed is not None:
+                seed_everything(seed + epoch)
+                generator.manual_seed(seed + epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            row = _run_epoch(model, train_loader, val_loader, opt, sched, criterion, to_device,
+                             epoch=epoch, epochs=epochs, schedule=schedule, loss=loss, lr=lr,
+                             augment_flip=augment_flip, num_classes=len(classes), bars=bars,
+                             dev=dev, t0=t0)
+            state.history.append(row)
+            improved = _save_epoch(model, opt, sched, state, row, best_path=best_path,
+                                   last_path=last_path, ckpt_kwargs=ckpt_kwargs,
+                                   base_meta=base_meta, dev=dev)
+            _write_csv(log_path, state.history, columns)
+            _report_epoch(say, row, epochs=epochs, loss=loss, improved=improved,
+                          classes=classes if verbose else None)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+
+        if state.start > int(epochs):
+            say(f"{last_path} already holds {state.start - 1} epochs; nothing left to train for epochs={epochs}")
+        history, best_epoch = state.history, state.best_epoch
+        best_map_value = history[best_epoch - 1]["val_mAP"] if 0 < best_epoch <= len(history) else math.nan
+        return TrainResult(
+            best_map=float(best_map_value),
+            best_epoch=best_epoch,
+            history=history,
+            checkpoint=best_path,
+            last_checkpoint=last_path,
+            log_csv=log_path,
+            per_class_ap=torch.tensor(state.best_ap, dtype=torch.float64),
+            classes=classes,
+            start_epoch=start_epoch,
+            model=model,
+        )
+
+
+# ------------------------------------------------------------------- the seams of fit()
+@dataclass
+class _Progress:
+    """What carries over between epochs (and through a resume)."""
+
+    history: list[dict[str, Any]]
+    best_map: float
+    best_epoch: int
+    best_ap: list[float]
+    start: int
+
+
+def _check_arguments(train_set, val_set, *, optimizer, schedule, loss, epochs, batch_size) -> None:
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r}: expected one of {OPTIMIZERS}")
     if schedule not in SCHEDULES:
@@ -258,233 +352,220 @@ def fit(
     if len(val_set) == 0:
         raise ValueError("val_set is empty: no samples to validate on")
 
-    if deterministic is None:
-        deterministic = seed is not None
-    with _determinism(deterministic):
-        dev = _resolve_device(device)
-        desc = describe_state_dict(model.state_dict())
-        arch = arch or desc["arch"]
-        num_classes = desc["num_classes"]
-        if classes is None:
-            classes = getattr(train_set, "classes", None)
-        if classes is None:
-            surgical = num_classes == len(SURGICAL_CLASSES)
-            classes = SURGICAL_CLASSES if surgical else [f"class_{i}" for i in range(num_classes)]
-        classes = tuple(str(c) for c in classes)
-        if len(classes) != num_classes:
-            raise ValueError(f"classes: {len(classes)} names given, the model has {num_classes} outputs")
-        if input_size is None:
-            input_size = getattr(val_set, "size", None)
-        if input_size is None:
-            first = next(iter(val_set)) if isinstance(val_set, IterableDataset) else val_set[0]
-            image = first["image"] if isinstance(first, Mapping) else first[0]
-            input_size = tuple(int(s) for s in torch.as_tensor(image).shape[1:])
-        mean = mean if mean is not None else getattr(train_set, "mean", None)
-        std = std if std is not None else getattr(train_set, "std", None)
-        dropout = _head_dropout(model)
 
-        out_dir = Path(out_dir)
-        best_path = out_dir / f"{name}_best.pt"
-        last_path = out_dir / f"{name}_last.pt"
-        log_path = Path(log_csv) if log_csv is not None else out_dir / f"{name}_log.csv"
-        say = tqdm.write if verbose else (lambda *a, **k: None)
+def _checkpoint_fields(model, train_set, val_set, *, classes, arch, input_size, mean,
+                       std) -> dict[str, Any]:
+    """The metadata every checkpoint of the run stores (defaults in :func:`fit`'s docstring)."""
+    desc = describe_state_dict(model.state_dict())
+    arch = arch or desc["arch"]
+    num_classes = desc["num_classes"]
+    if classes is None:
+        classes = getattr(train_set, "classes", None)
+    if classes is None:
+        surgical = num_classes == len(SURGICAL_CLASSES)
+        classes = SURGICAL_CLASSES if surgical else [f"class_{i}" for i in range(num_classes)]
+    classes = tuple(str(c) for c in classes)
+    if len(classes) != num_classes:
+        raise ValueError(f"classes: {len(classes)} names given, the model has {num_classes} outputs")
+    if input_size is None:
+        input_size = getattr(val_set, "size", None)
+    if input_size is None:
+        first = next(iter(val_set)) if isinstance(val_set, IterableDataset) else val_set[0]
+        image = first["image"] if isinstance(first, Mapping) else first[0]
+        input_size = tuple(int(s) for s in torch.as_tensor(image).shape[1:])
+    mean = mean if mean is not None else getattr(train_set, "mean", None)
+    std = std if std is not None else getattr(train_set, "std", None)
+    return dict(classes=classes, arch=arch, input_size=input_size, mean=mean, std=std,
+                dropout=_head_dropout(model))
 
-        model.to(dev)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+def _make_optimizer(model: nn.Module, optimizer: str, *, lr, momentum, weight_decay):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _make_scheduler(opt, schedule: str, *, epochs, lr, train_set, batch_size, plateau_patience):
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))
+    if schedule == "onecycle":
+        steps = max(1, int(epochs) * _batches_per_epoch(train_set, batch_size))
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                   pct_start=0.25)
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=0.1, patience=plateau_patience)
+    return None
+
+
+def _resume(last_path: Path, model, opt, sched, state: _Progress, *, schedule, epochs, classes,
+            arch, dev, say) -> _Progress:
+    """The run's state from ``last_path`` (weights, optimizer, scheduler, history, RNGs)."""
+    if not last_path.exists():
+        say(f"resume: no {last_path} yet, starting at epoch 1")
+        return state
+    raw = read_checkpoint(last_path)
+    if "train_state" not in raw or "epoch" not in raw:
+        raise CheckpointError(
+            f"resume: {last_path} is not a resumable gcfeat checkpoint (no epoch/train_state)")
+    if list(raw.get("classes") or []) != list(classes) or raw.get("arch") != arch:
+        raise CheckpointError(
+            f"resume: {last_path} holds {raw.get('arch')} with classes {raw.get('classes')}, "
+            f"this run is {arch} with classes {list(classes)}"
+        )
+    try:
+        model.load_state_dict(raw["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"resume: {last_path} does not fit the model: {str(e)[:300]}") from None
+    opt.load_state_dict(raw["optimizer_state_dict"])
+    if sched is not None and raw.get("scheduler_state_dict") is not None:
+        sched.load_state_dict(raw["scheduler_state_dict"])
         if schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs))
-        elif schedule == "onecycle":
-            steps = max(1, int(epochs) * _batches_per_epoch(train_set, batch_size))
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                        pct_start=0.25)
-        elif schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", factor=0.1, patience=plateau_patience)
-        else:
-            sched = None
-        criterion = nn.BCEWithLogitsLoss() if loss == "bce" else nn.CrossEntropyLoss()
+            sched.T_max = int(epochs)  # a resumed run may extend the epoch count
+    saved = raw["train_state"]
+    state = _Progress([dict(h) for h in saved["history"]], float(saved["best_map"]),
+                      int(saved["best_epoch"]), list(saved["best_ap"]), int(raw["epoch"]) + 1)
+    if "rng" in raw:
+        _set_rng_state(raw["rng"], dev)
+    say(f"resuming from {last_path} at epoch {state.start}/{epochs} "
+        f"(best mAP {state.best_map:.4f} at epoch {state.best_epoch})")
+    return state
 
-        history: list[dict[str, Any]] = []
-        best_map, best_epoch, best_ap = -math.inf, 0, [math.nan] * num_classes
-        start = 1
-        if resume and last_path.exists():
-            raw = read_checkpoint(last_path)
-            if "train_state" not in raw or "epoch" not in raw:
-                raise CheckpointError(
-                    f"resume: {last_path} is not a resumable gcfeat checkpoint (no epoch/train_state)")
-            if list(raw.get("classes") or []) != list(classes) or raw.get("arch") != arch:
-                raise CheckpointError(
-                    f"resume: {last_path} holds {raw.get('arch')} with classes {raw.get('classes')}, "
-                    f"this run is {arch} with classes {list(classes)}"
-                )
-            try:
-                model.load_state_dict(raw["state_dict"])
-            except RuntimeError as e:
-                raise CheckpointError(f"resume: {last_path} does not fit the model: {str(e)[:300]}") from None
-            opt.load_state_dict(raw["optimizer_state_dict"])
-            if sched is not None and raw.get("scheduler_state_dict") is not None:
-                sched.load_state_dict(raw["scheduler_state_dict"])
-                if schedule == "cosine":
-                    sched.T_max = int(epochs)  # a resumed run may extend the epoch count
-            state = raw["train_state"]
-            history = [dict(h) for h in state["history"]]
-            best_map, best_epoch = float(state["best_map"]), int(state["best_epoch"])
-            best_ap = list(state["best_ap"])
-            if "rng" in raw:
-                _set_rng_state(raw["rng"], dev)
-            start = int(raw["epoch"]) + 1
-            say(f"resuming from {last_path} at epoch {start}/{epochs} "
-                f"(best mAP {best_map:.4f} at epoch {best_epoch})")
-        elif resume:
-            say(f"resume: no {last_path} yet, starting at epoch 1")
-        start_epoch = start
 
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        pin = dev.type == "cuda"
-        iterable = isinstance(train_set, IterableDataset)
-        if iterable and hasattr(train_set, "shuffle"):
-            train_set.shuffle = True  # e.g. Cholec80: shuffles its video order per epoch
-        train_loader = DataLoader(
-            train_set, batch_size=batch_size, shuffle=not iterable, num_workers=num_workers,
-            collate_fn=collate, generator=generator, worker_init_fn=_worker_init, pin_memory=pin,
+def _loaders(train_set, val_set, *, batch_size, num_workers, seed, dev):
+    """``(generator, train_loader, val_loader)``; the generator drives the shuffling."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    pin = dev.type == "cuda"
+    iterable = isinstance(train_set, IterableDataset)
+    if iterable and hasattr(train_set, "shuffle"):
+        train_set.shuffle = True  # e.g. Cholec80: shuffles its video order per epoch
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, shuffle=not iterable, num_workers=num_workers,
+        collate_fn=collate, generator=generator, worker_init_fn=_worker_init, pin_memory=pin,
+    )
+    val_loader = DataLoader(
+        val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+        worker_init_fn=_worker_init, pin_memory=pin,
+    )
+    return generator, train_loader, val_loader
+
+
+def _to_device(batch: Mapping[str, Any], *, dev, pin, channels_last, loss
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    x = batch["image"].to(dev, non_blocking=pin)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = batch["labels"].to(dev, non_blocking=pin)
+    y = y.float() if loss == "bce" else y.long().reshape(-1)
+    return x, y
+
+
+def _train_epoch(model, loader, opt, sched, criterion, to_device, *, schedule, augment_flip,
+                 desc, bars, dev) -> float:
+    """One pass over the training batches; the mean training loss."""
+    model.train()
+    total, count = torch.zeros((), device=dev), 0
+    for batch in tqdm(loader, desc=desc, **bars):
+        x, y = to_device(batch)
+        if x.shape[0] < 2:
+            continue  # a lone last sample: BatchNorm cannot train on a batch of 1
+        if augment_flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+        opt.zero_grad(set_to_none=True)
+        batch_loss = criterion(model(x), y)
+        batch_loss.backward()
+        opt.step()
+        if schedule == "onecycle" and sched.last_epoch + 1 < sched.total_steps:
+            sched.step()  # guarded: an IterableDataset may yield a few extra batches
+        total += batch_loss.detach() * x.shape[0]
+        count += x.shape[0]
+    return float(total) / max(count, 1)
+
+
+@torch.no_grad()
+def _validate(model, loader, criterion, to_device, *, loss, num_classes, desc, bars):
+    """``(val_loss, val_mAP, per-class AP list, accuracy or None)`` over the validation set."""
+    model.eval()
+    logits, targets = [], []
+    for batch in tqdm(loader, desc=desc, **bars):
+        x, y = to_device(batch)
+        logits.append(model(x).float())
+        targets.append(y)
+    logits_t, targets_t = torch.cat(logits), torch.cat(targets)
+    val_loss = float(criterion(logits_t, targets_t))
+    if loss == "bce":
+        ap = average_precision(logits_t, targets_t)
+    else:
+        onehot = nn.functional.one_hot(targets_t, num_classes)
+        ap = average_precision(logits_t.softmax(1), onehot)
+    acc = accuracy(logits_t, targets_t) if loss == "ce" else None
+    return val_loss, nanmean(ap), [float(a) for a in ap.cpu().tolist()], acc
+
+
+def _save_epoch(model, opt, sched, state: _Progress, row: dict, *, best_path, last_path,
+                ckpt_kwargs, base_meta, dev) -> bool:
+    """The best checkpoint when the epoch improved, the resumable last one always; whether it
+    improved."""
+    epoch, val_map, val_loss = row["epoch"], row["val_mAP"], row["val_loss"]
+    score = val_map if not math.isnan(val_map) else -val_loss
+    improved = state.best_epoch == 0 or score > state.best_map
+    if improved:
+        state.best_map, state.best_epoch, state.best_ap = score, epoch, row["ap"]
+        save_checkpoint(
+            best_path, model, **ckpt_kwargs,
+            meta={**base_meta, "epoch": epoch, "best_mAP": val_map, "val_loss": val_loss,
+                  "per_class_AP": row["ap"]},
         )
-        val_loader = DataLoader(
-            val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-            worker_init_fn=_worker_init, pin_memory=pin,
-        )
-        base_meta = {
-            "epochs": int(epochs), "seed": seed, "optimizer": optimizer, "lr": float(lr),
-            "schedule": schedule, "batch_size": int(batch_size), "weight_decay": float(weight_decay),
-            "loss": loss, "train_size": len(train_set), "val_size": len(val_set),
-            "data": str(getattr(train_set, "root", "")) or None,
-        }
-        base_meta.update(meta or {})
-        ckpt_kwargs = dict(classes=classes, arch=arch, input_size=input_size, mean=mean, std=std,
-                           dropout=dropout)
-        columns = CSV_COLUMNS + (("val_accuracy",) if loss == "ce" else ())
+    save_checkpoint(
+        last_path, model, **ckpt_kwargs,
+        meta={**base_meta, "epoch": epoch, "best_mAP": state.history[state.best_epoch - 1]["val_mAP"],
+              "best_epoch": state.best_epoch},
+        optimizer=opt, scheduler=sched, epoch=epoch,
+        extra={
+            "train_state": {"history": state.history, "best_map": state.best_map,
+                            "best_epoch": state.best_epoch, "best_ap": state.best_ap},
+            "rng": _rng_state(dev),
+        },
+    )
+    return improved
 
-        def to_device(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-            x = batch["image"].to(dev, non_blocking=pin)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["labels"].to(dev, non_blocking=pin)
-            y = y.float() if loss == "bce" else y.long().reshape(-1)
-            return x, y
 
-        for epoch in range(start, int(epochs) + 1):
-            t0 = time.perf_counter()
-            if seed is not None:
-                seed_everything(seed + epoch)
-                generator.manual_seed(seed + epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            lr_now = opt.param_groups[0]["lr"]
+def _run_epoch(model, train_loader, val_loader, opt, sched, criterion, to_device, *, epoch,
+               epochs, schedule, loss, lr, augment_flip, num_classes, bars, dev, t0) -> dict:
+    """Train one epoch, validate, step the per-epoch schedule; the epoch's history row."""
+    lr_now = opt.param_groups[0]["lr"]
+    train_loss = _train_epoch(model, train_loader, opt, sched, criterion, to_device,
+                              schedule=schedule, augment_flip=augment_flip,
+                              desc=f"epoch {epoch}/{epochs} train", bars=bars, dev=dev)
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}; lower lr={lr}")
+    val_loss, val_map, ap_list, accuracy_ = _validate(
+        model, val_loader, criterion, to_device, loss=loss, num_classes=num_classes,
+        desc=f"epoch {epoch}/{epochs} val", bars=bars)
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        sched.step(val_loss)
+    elif sched is not None and schedule != "onecycle":
+        sched.step()
+    row: dict[str, Any] = {
+        "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mAP": val_map,
+        "lr": float(lr_now), "seconds": time.perf_counter() - t0, "ap": ap_list,
+    }
+    if loss == "ce":
+        row["val_accuracy"] = accuracy_
+    return row
 
-            model.train()
-            total, count = torch.zeros((), device=dev), 0
-            bars = dict(disable=None if progress else True, leave=False)
-            for batch in tqdm(train_loader, desc=f"epoch {epoch}/{epochs} train", **bars):
-                x, y = to_device(batch)
-                if x.shape[0] < 2:
-                    continue  # a lone last sample: BatchNorm cannot train on a batch of 1
-                if augment_flip:
-                    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-                    x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
-                opt.zero_grad(set_to_none=True)
-                batch_loss = criterion(model(x), y)
-                batch_loss.backward()
-                opt.step()
-                if schedule == "onecycle" and sched.last_epoch + 1 < sched.total_steps:
-                    sched.step()  # guarded: an IterableDataset may yield a few extra batches
-                total += batch_loss.detach() * x.shape[0]
-                count += x.shape[0]
-            train_loss = float(total) / max(count, 1)
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}; lower lr={lr}")
 
-            model.eval()
-            logits, targets = [], []
-            with torch.no_grad():
-                for batch in tqdm(val_loader, desc=f"epoch {epoch}/{epochs} val", **bars):
-                    x, y = to_device(batch)
-                    logits.append(model(x).float())
-                    targets.append(y)
-            logits_t, targets_t = torch.cat(logits), torch.cat(targets)
-            val_loss = float(criterion(logits_t, targets_t))
-            if loss == "bce":
-                ap = average_precision(logits_t, targets_t)
-            else:
-                onehot = nn.functional.one_hot(targets_t, num_classes)
-                ap = average_precision(logits_t.softmax(1), onehot)
-            val_map = nanmean(ap)
-            ap_list = [float(a) for a in ap.cpu().tolist()]
-
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(val_loss)
-            elif sched is not None and schedule != "onecycle":
-                sched.step()
-
-            row: dict[str, Any] = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mAP": val_map,
-                "lr": float(lr_now), "seconds": time.perf_counter() - t0, "ap": ap_list,
-            }
-            if loss == "ce":
-                row["val_accuracy"] = accuracy(logits_t, targets_t)
-            history.append(row)
-
-            score = val_map if not math.isnan(val_map) else -val_loss
-            improved = best_epoch == 0 or score > best_map
-            if improved:
-                best_map, best_epoch, best_ap = score, epoch, ap_list
-                save_checkpoint(
-                    best_path, model, **ckpt_kwargs,
-                    meta={**base_meta, "epoch": epoch, "best_mAP": val_map, "val_loss": val_loss,
-                          "per_class_AP": ap_list},
-                )
-            save_checkpoint(
-                last_path, model, **ckpt_kwargs,
-                meta={**base_meta, "epoch": epoch, "best_mAP": history[best_epoch - 1]["val_mAP"],
-                      "best_epoch": best_epoch},
-                optimizer=opt, scheduler=sched, epoch=epoch,
-                extra={
-                    "train_state": {"history": history, "best_map": best_map, "best_epoch": best_epoch,
-                                    "best_ap": best_ap},
-                    "rng": _rng_state(dev),
-                },
-            )
-            _write_csv(log_path, history, columns)
-
-            extra = f"  val_acc {row['val_accuracy']:.4f}" if loss == "ce" else ""
-            say(
-                f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
-                f"val mAP {val_map:.4f}{extra}  lr {lr_now:.3g}  {row['seconds']:.1f} s"
-                + ("  [best]" if improved else "")
-            )
-            if verbose:
-                say(ap_table(ap_list, classes))
-            if on_epoch_end is not None:
-                on_epoch_end(row)
-
-        if start > int(epochs):
-            say(f"{last_path} already holds {start - 1} epochs; nothing left to train for epochs={epochs}")
-        best_map_value = history[best_epoch - 1]["val_mAP"] if 0 < best_epoch <= len(history) else math.nan
-        return TrainResult(
-            best_map=float(best_map_value),
-            best_epoch=best_epoch,
-            history=history,
-            checkpoint=best_path,
-            last_checkpoint=last_path,
-            log_csv=log_path,
-            per_class_ap=torch.tensor(best_ap, dtype=torch.float64),
-            classes=classes,
-            start_epoch=start_epoch,
-            model=model,
-        )
+def _report_epoch(say, row: dict, *, epochs, loss, improved: bool, classes) -> None:
+    """The per-epoch line (and the AP table when ``classes`` is given)."""
+    extra = f"  val_acc {row['val_accuracy']:.4f}" if loss == "ce" else ""
+    say(
+        f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}  "
+        f"val_loss {row['val_loss']:.4f}  val mAP {row['val_mAP']:.4f}{extra}  "
+        f"lr {row['lr']:.3g}  {row['seconds']:.1f} s" + ("  [best]" if improved else "")
+    )
+    if classes is not None:
+        say(ap_table(row["ap"], classes))

@@ -1,4 +1,5 @@
-"""The main job on the embedded default: `scripts/demo` (or `python -m gcfeat.demo`).
+"""The main job on the embedded default: `scripts/demo` (or `python -m gcfeat.demo`, CLI
+:mod:`gcfeat.cli.demo`); :func:`demo` runs the demo of any task.
 
 Stages, each printed with its time:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,131 +70,175 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = (int(size[0]), int(size[1]))
-    data = out / "data"
-    ckpt_dir = Path(checkpoint_dir)
-    name = f"demo_{arch}"
-    checkpoint = ckpt_dir / f"{name}_best.pt"
-    summary: dict[str, Any] = {"out": str(out), "data": str(data), "checkpoint": str(checkpoint),
-                               "size": list(size), "arch": arch, "epochs": epochs, "seed": seed,
-                               "seconds": {}}
+    run = _SurgicalDemo(out, videos, frames, size, arch, epochs, batch_size, lr, seed,
+                        Path(checkpoint_dir), list(methods), thresholds, device, skip_train,
+                        workers, progress)
     t_all = time.perf_counter()
     torch.manual_seed(seed)
-
-    # 1. data ------------------------------------------------------------------------------
-    done = stage("1/7 data: synthetic surgical scenes, MICCAI 2018 layout")
-    if _dataset_matches(data, videos, frames, size, seed):
-        print(f"reusing {data} (same videos, frames, size and seed)")
-    else:
-        if data.exists():  # the demo's own folder: stale sequences of another run would be loaded
-            import shutil
-
-            print(f"{data} holds another configuration: rewriting it")
-            shutil.rmtree(data)
-        write_miccai18(data, num_videos=videos, num_frames=frames, size=size, seed=seed,
-                       progress=progress)
-    norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
-    train_set = build_dataset(data, layout="miccai18", split="train", size=size, **norm)
-    val_set = build_dataset(data, layout="miccai18", split="val", size=size, **norm)
-    print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames at {size[0]}x{size[1]}")
-    summary.update(train_frames=len(train_set), val_frames=len(val_set))
-    summary["seconds"]["data"] = done()
-
-    # 2. train -----------------------------------------------------------------------------
-    done = stage(f"2/7 train: {arch} multi-label classifier, {epochs} epochs")
-    if skip_train and checkpoint.exists():
-        print(f"--skip-train: reusing {checkpoint}")
-    else:
-        model = build_classifier(arch, num_classes=len(SURGICAL_CLASSES))
-        fit(model, train_set, val_set, epochs=epochs, batch_size=batch_size, lr=lr,
-                     optimizer="adamw", schedule="onecycle", weight_decay=1e-4,
-                     num_workers=workers, device=device, seed=seed, out_dir=ckpt_dir,
-                     name=name, classes=list(SURGICAL_CLASSES), arch=arch, input_size=size,
-                     mean=SURGICAL_MEAN, std=SURGICAL_STD, augment_flip=True,
-                     meta={"data": str(data), "demo": True}, log_csv=out / "train_log.csv",
-                     progress=progress)
-        summary["train_log"] = str(out / "train_log.csv")
-    model, info = load_checkpoint(checkpoint, map_location=device)
-    model.eval()
-    meta = dict(info.meta or {})
-    summary["val_mAP"] = meta.get("best_mAP")
-    summary["best_epoch"] = meta.get("epoch")
-    summary["per_class_ap"] = meta.get("per_class_AP")
-    print(f"best validation mAP {summary['val_mAP']:.3f} (epoch {summary['best_epoch']}), "
-          f"checkpoint {checkpoint}")
-    summary["seconds"]["train"] = done()
-
-    # 3. tune ------------------------------------------------------------------------------
-    done = stage("3/7 tune: box quality against ground truth as T varies (val split)")
-    tune_dir = out / "tune"
-    tuning = run_tuning(data, checkpoint, thresholds, split="val", out=tune_dir,
-                        device=device, progress=progress)
-    rec = tuning.recommendation
-    print(format_summary(tuning.table, rec))
-    overall = rec.get("overall", {})
-    summary["best_threshold"] = overall.get("threshold")
-    summary["best_mean_iou"] = overall.get("mean_iou")
-    summary["tune_dir"] = str(tune_dir)
-    summary["seconds"]["tune"] = done()
-    threshold = float(summary["best_threshold"] if summary["best_threshold"] is not None
-                      else config.BOX_THRESHOLD)
-
-    # 4. bbox figure -----------------------------------------------------------------------
-    done = stage("4/7 bbox: one frame, one class (heatmap + boxes figure)")
-    labels = val_set.labels if hasattr(val_set, "labels") else None
-    bidx, tclass = 0, 0
-    if labels is not None:  # a frame with an instrument, so the figure shows something
-        inst = np.asarray(labels)[:, :TISSUE]
-        rows = np.nonzero(inst.sum(1) > 0)[0]
-        if len(rows):
-            bidx = int(rows[len(rows) // 2])
-            tclass = int(np.nonzero(inst[bidx])[0][0])
-    figure = out / f"bbox_{bidx}_{SURGICAL_CLASSES[tclass]}.png"
-    # T as the figure's title prints it (%g), the value the bbox command would parse
-    shown = inspect_frame(data, checkpoint, bidx, tclass=str(tclass), threshold=float(f"{threshold:g}"),
-                          device=device, out=figure)
-    print(format_frame_boxes(shown))
-    summary["bbox_figure"] = str(figure)
-    summary["seconds"]["bbox"] = done()
-
-    # 5. extract ---------------------------------------------------------------------------
-    done = stage(f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5")
-    features = out / "features.h5"
-    if features.exists():
-        features.unlink()  # the demo's settings may differ from the last run's
-    # 512-d vectors as the original; ResNet18/34's layer2 has 128 channels, so (512, 1, 1)
-    # cannot pool it: use the (32, 4, 4) layout there (also 512-d).
-    layout = (512, 1, 1) if arch == "resnet50" else (32, 4, 4)
-    stats = extract_dataset(val_set, model, info, methods=list(methods), threshold=threshold,
-                            layout=layout,
-                            out=str(features), batch_size=16, device=device, num_workers=workers,
-                            progress=progress, checkpoint_sha256=_sha256(checkpoint))
-    with FeatureFile(features) as ff:
-        print(ff.summary())
-        rows = {m: int(sum(len(v.rows(m)["label"]) for v in ff if m in v.methods)) for m in ff.methods}
-    print(f"{stats.get('frames_per_s', 0):.1f} frames/s end to end (decode, CAM, boxes, features, write)")
-    summary["features"] = str(features)
-    summary["feature_rows"] = rows
-    summary["extract_frames_per_s"] = stats.get("frames_per_s")
-    summary["seconds"]["extract"] = done()
-
-    # 6. export ----------------------------------------------------------------------------
-    done = stage("6/7 export: captioning inputs (M2, tissue first)")
-    cap_dir = out / "captioning"
-    index = export_captioning(str(features), "m2" if "m2" in methods else methods[0], str(cap_dir),
-                              progress=progress)
-    print(f"{cap_dir}: {len(index)} frames of *_node_features.npy + index.json")
-    summary["captioning"] = str(cap_dir)
-    summary["seconds"]["export"] = done()
-
-    # 7. report ----------------------------------------------------------------------------
+    for key, title, step in (
+            ("data", "1/7 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
+            ("train", f"2/7 train: {arch} multi-label classifier, {epochs} epochs", run.train),
+            ("tune", "3/7 tune: box quality against ground truth as T varies (val split)",
+             run.tune),
+            ("bbox", "4/7 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
+            ("extract", f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5",
+             run.extract),
+            ("export", "6/7 export: captioning inputs (M2, tissue first)", run.export)):
+        done = stage(title)
+        step()
+        run.summary["seconds"][key] = done()
     done = stage("7/7 report")
-    summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
-    report = out / "report.md"
-    report.write_text(_report_markdown(summary, tuning.table, rec, list(SURGICAL_CLASSES)))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-    summary["seconds"]["report"] = done()
-    _print_where(summary, report)
-    return summary
+    run.summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
+    report = run.report()
+    run.summary["seconds"]["report"] = done()
+    _print_where(run.summary, report)
+    return run.summary
+
+
+@dataclass
+class _SurgicalDemo:
+    """The settings and the state the stages of :func:`run_demo` hand on, one method each."""
+
+    out: Path
+    videos: int
+    frames: int
+    size: tuple[int, int]
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    ckpt_dir: Path
+    methods: list[str]
+    thresholds: str
+    device: str
+    skip_train: bool
+    workers: int
+    progress: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)   # datasets, model, tuning, threshold
+
+    def __post_init__(self):
+        self.data_dir = self.out / "data"
+        self.name = f"demo_{self.arch}"
+        self.checkpoint = self.ckpt_dir / f"{self.name}_best.pt"
+        self.summary.update({"out": str(self.out), "data": str(self.data_dir),
+                             "checkpoint": str(self.checkpoint), "size": list(self.size),
+                             "arch": self.arch, "epochs": self.epochs, "seed": self.seed,
+                             "seconds": {}})
+
+    def data(self) -> None:
+        data, size = self.data_dir, self.size
+        if _dataset_matches(data, self.videos, self.frames, size, self.seed):
+            print(f"reusing {data} (same videos, frames, size and seed)")
+        else:
+            if data.exists():  # the demo's own folder: stale sequences of another run would be loaded
+                import shutil
+
+                print(f"{data} holds another configuration: rewriting it")
+                shutil.rmtree(data)
+            write_miccai18(data, num_videos=self.videos, num_frames=self.frames, size=size,
+                           seed=self.seed, progress=self.progress)
+        norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
+        train_set = build_dataset(data, layout="miccai18", split="train", size=size, **norm)
+        val_set = build_dataset(data, layout="miccai18", split="val", size=size, **norm)
+        print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames at {size[0]}x{size[1]}")
+        self.summary.update(train_frames=len(train_set), val_frames=len(val_set))
+        self.state.update(train_set=train_set, val_set=val_set)
+
+    def train(self) -> None:
+        s, checkpoint = self.summary, self.checkpoint
+        if self.skip_train and checkpoint.exists():
+            print(f"--skip-train: reusing {checkpoint}")
+        else:
+            model = build_classifier(self.arch, num_classes=len(SURGICAL_CLASSES))
+            fit(model, self.state["train_set"], self.state["val_set"], epochs=self.epochs,
+                batch_size=self.batch_size, lr=self.lr, optimizer="adamw", schedule="onecycle",
+                weight_decay=1e-4, num_workers=self.workers, device=self.device, seed=self.seed,
+                out_dir=self.ckpt_dir, name=self.name, classes=list(SURGICAL_CLASSES),
+                arch=self.arch, input_size=self.size, mean=SURGICAL_MEAN, std=SURGICAL_STD,
+                augment_flip=True, meta={"data": str(self.data_dir), "demo": True},
+                log_csv=self.out / "train_log.csv", progress=self.progress)
+            s["train_log"] = str(self.out / "train_log.csv")
+        model, info = load_checkpoint(checkpoint, map_location=self.device)
+        model.eval()
+        meta = dict(info.meta or {})
+        s["val_mAP"] = meta.get("best_mAP")
+        s["best_epoch"] = meta.get("epoch")
+        s["per_class_ap"] = meta.get("per_class_AP")
+        print(f"best validation mAP {s['val_mAP']:.3f} (epoch {s['best_epoch']}), "
+              f"checkpoint {checkpoint}")
+        self.state.update(model=model, info=info)
+
+    def tune(self) -> None:
+        s = self.summary
+        tune_dir = self.out / "tune"
+        tuning = run_tuning(self.data_dir, self.checkpoint, self.thresholds, split="val",
+                            out=tune_dir, device=self.device, progress=self.progress)
+        rec = tuning.recommendation
+        print(format_summary(tuning.table, rec))
+        overall = rec.get("overall", {})
+        s["best_threshold"] = overall.get("threshold")
+        s["best_mean_iou"] = overall.get("mean_iou")
+        s["tune_dir"] = str(tune_dir)
+        self.state.update(tuning=tuning, threshold=float(
+            s["best_threshold"] if s["best_threshold"] is not None else config.BOX_THRESHOLD))
+
+    def bbox(self) -> None:
+        val_set, threshold = self.state["val_set"], self.state["threshold"]
+        labels = val_set.labels if hasattr(val_set, "labels") else None
+        bidx, tclass = 0, 0
+        if labels is not None:  # a frame with an instrument, so the figure shows something
+            inst = np.asarray(labels)[:, :TISSUE]
+            rows = np.nonzero(inst.sum(1) > 0)[0]
+            if len(rows):
+                bidx = int(rows[len(rows) // 2])
+                tclass = int(np.nonzero(inst[bidx])[0][0])
+        figure = self.out / f"bbox_{bidx}_{SURGICAL_CLASSES[tclass]}.png"
+        # T as the figure's title prints it (%g), the value the bbox command would parse
+        shown = inspect_frame(self.data_dir, self.checkpoint, bidx, tclass=str(tclass),
+                              threshold=float(f"{threshold:g}"), device=self.device, out=figure)
+        print(format_frame_boxes(shown))
+        self.summary["bbox_figure"] = str(figure)
+
+    def extract(self) -> None:
+        features = self.out / "features.h5"
+        if features.exists():
+            features.unlink()  # the demo's settings may differ from the last run's
+        # 512-d vectors as the original; ResNet18/34's layer2 has 128 channels, so (512, 1, 1)
+        # cannot pool it: use the (32, 4, 4) layout there (also 512-d).
+        layout = (512, 1, 1) if self.arch == "resnet50" else (32, 4, 4)
+        stats = extract_dataset(self.state["val_set"], self.state["model"], self.state["info"],
+                                methods=list(self.methods), threshold=self.state["threshold"],
+                                layout=layout, out=str(features), batch_size=16,
+                                device=self.device, num_workers=self.workers,
+                                progress=self.progress,
+                                checkpoint_sha256=_sha256(self.checkpoint))
+        with FeatureFile(features) as ff:
+            print(ff.summary())
+            rows = {m: int(sum(len(v.rows(m)["label"]) for v in ff if m in v.methods))
+                    for m in ff.methods}
+        print(f"{stats.get('frames_per_s', 0):.1f} frames/s end to end (decode, CAM, boxes, features, write)")
+        self.summary["features"] = str(features)
+        self.summary["feature_rows"] = rows
+        self.summary["extract_frames_per_s"] = stats.get("frames_per_s")
+
+    def export(self) -> None:
+        cap_dir = self.out / "captioning"
+        methods = self.methods
+        index = export_captioning(self.summary["features"], "m2" if "m2" in methods else methods[0],
+                                  str(cap_dir), progress=self.progress)
+        print(f"{cap_dir}: {len(index)} frames of *_node_features.npy + index.json")
+        self.summary["captioning"] = str(cap_dir)
+
+    def report(self) -> Path:
+        tuning = self.state["tuning"]
+        report = self.out / "report.md"
+        report.write_text(_report_markdown(self.summary, tuning.table, tuning.recommendation,
+                                           list(SURGICAL_CLASSES)))
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2,
+                                                          default=_jsonable))
+        return report
 
 
 def _sha256(path: Path) -> str:

@@ -1,6 +1,7 @@
-"""Evaluate a task's classifier and its CAMs: ``python -m gcfeat.evaluate --task organ3d ...``.
+"""Evaluate a task's classifier and its CAMs (`gcfeat evaluate --task organ3d ...`, CLI
+:mod:`gcfeat.cli.evaluate`).
 
-For a trained checkpoint (:mod:`gcfeat.tasks.train`) on one split it reports
+For a trained checkpoint (:mod:`gcfeat.workflows.train`) on one split it reports
 
 * classification: accuracy, macro precision / recall, ROC AUC (binary: of the positive class);
 * localisation of each CAM method against the planted ground truth (``gt_mask``): the pointing

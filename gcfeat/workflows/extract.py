@@ -5,6 +5,7 @@ this module picks the data, model and settings of a task.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,9 +24,15 @@ class ExtractError(GcfeatError):
     """A user-caused problem with the extract command's data, split or options."""
 
 
-class ExtractResult(SimpleNamespace):
+@dataclass
+class ExtractResult:
     """What :func:`extract` returns: ``stats`` (frames, skipped, rows per method, frames_per_s),
     ``rank`` / ``world`` of a torchrun run and the output path ``out``."""
+
+    stats: dict[str, Any]
+    rank: int
+    world: int
+    out: str
 
 
 def load_surgical(data, checkpoint, *, split: str = "all", layout: str = "auto",

@@ -1,4 +1,5 @@
-"""`python -m gcfeat.bbox`: one frame, one class: its heatmap, every predicted box, the ground
+"""One sample's CAM + boxes figure (`gcfeat bbox`, CLI :mod:`gcfeat.cli.bbox`): one frame, one
+class: its heatmap, every predicted box, the ground
 truth, the class probabilities (the original ``miccai_bbox.py``, without its crashes).
 
     python -m gcfeat.bbox --bidx 15 --tclass 3 --threshold 0.3

@@ -3,9 +3,9 @@
 Stages, each printed with its time:
 
 1. **data**      the task's synthetic data in its real file format (``<out>/data``);
-2. **train**     the task's classifier (:func:`gcfeat.tasks.train.train_classifier`);
-3. **evaluate**  :func:`gcfeat.evaluate.evaluate` on a class-balanced subset of ``limit`` test
-   samples (:func:`gcfeat.evaluate.balanced_subset`): classification metrics (all test samples),
+2. **train**     the task's classifier (:func:`gcfeat.training.train_classifier`);
+3. **evaluate**  :func:`gcfeat.workflows.evaluate.evaluate` on a class-balanced subset of ``limit`` test
+   samples (:func:`gcfeat.data.subsets.balanced_subset`): classification metrics (all test samples),
    Grad-CAM / Score-CAM localisation against the planted mask (pointing game, IoU; over the
    samples with a non-empty mask) and deletion / insertion AUC beside a random-saliency
    baseline, figures and exports (``<out>/eval``, samples with a mask first);
@@ -76,26 +76,10 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     t_all = time.perf_counter()
     torch.manual_seed(seed)
 
-    # 1. data ------------------------------------------------------------------------------
     done = stage(f"1/5 data: synthetic {task} data, real file format")
-    kw = t.synthetic_kwargs(n, seed)
-    stamp = data / "demo_settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == kw:
-        print(f"reusing {data} (same settings)")
-    else:
-        t.write_synthetic(data, **kw)
-        stamp.write_text(json.dumps(kw))
-    train_set = t.build_dataset(data, "train")
-    val_split = "val" if "val" in t.splits else "test"
-    val_set = t.build_dataset(data, val_split)
-    test_set = t.build_dataset(data, "test")
-    print(f"{data}: {len(train_set)} train / {len(val_set)} {val_split} / {len(test_set)} test "
-          f"samples of shape {tuple(train_set[0]['image'].shape)}")
-    summary.update(train_samples=len(train_set), val_samples=len(val_set),
-                   test_samples=len(test_set))
+    train_set, val_set, test_set, val_split = _data_stage(t, data, n, seed, summary)
     summary["seconds"]["data"] = done()
 
-    # 2. train -----------------------------------------------------------------------------
     done = stage(f"2/5 train: {arch}, {epochs} epochs")
     checkpoint = ckpt_dir / f"{task}_{arch}_best.pt"
     if skip_train and checkpoint.is_file():
@@ -111,10 +95,53 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     summary["checkpoint"] = str(checkpoint)
     summary["seconds"]["train"] = done()
 
-    # 3. evaluate --------------------------------------------------------------------------
     done = stage(f"3/5 evaluate: {', '.join(methods)} + random on {limit} test samples "
                  "(class-balanced)")
-    eval_dir = out / "eval"
+    table = _evaluate_stage(task, data, checkpoint, out / "eval", summary, methods=methods,
+                            limit=limit, n_steps=n_steps, exports=exports, seed=seed,
+                            progress=progress)
+    summary["seconds"]["evaluate"] = done()
+
+    done = stage("4/5 features: test split -> m1 / m2 / m3 -> HDF5")
+    summary["features"] = _extract_features(t, checkpoint, test_set, out / "features.h5",
+                                            device=device, progress=progress)
+    summary["seconds"]["features"] = done()
+
+    done = stage("5/5 report")
+    summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
+    report = out / "report.md"
+    report.write_text(_report_markdown(summary, table))
+    summary["report"] = str(report)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["seconds"]["report"] = done()
+    _print_where(summary)
+    return summary
+
+
+def _data_stage(t: Task, data: Path, n: int, seed: int, summary: dict):
+    """The task's synthetic data in ``data`` (reused when written with the same settings);
+    ``(train_set, val_set, test_set, val_split)``."""
+    kw = t.synthetic_kwargs(n, seed)
+    stamp = data / "demo_settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == kw:
+        print(f"reusing {data} (same settings)")
+    else:
+        t.write_synthetic(data, **kw)
+        stamp.write_text(json.dumps(kw))
+    train_set = t.build_dataset(data, "train")
+    val_split = "val" if "val" in t.splits else "test"
+    val_set = t.build_dataset(data, val_split)
+    test_set = t.build_dataset(data, "test")
+    print(f"{data}: {len(train_set)} train / {len(val_set)} {val_split} / {len(test_set)} test "
+          f"samples of shape {tuple(train_set[0]['image'].shape)}")
+    summary.update(train_samples=len(train_set), val_samples=len(val_set),
+                   test_samples=len(test_set))
+    return train_set, val_set, test_set, val_split
+
+
+def _evaluate_stage(task: str, data, checkpoint, eval_dir: Path, summary: dict, *, methods,
+                    limit, n_steps, exports, seed, progress) -> str:
+    """:func:`gcfeat.workflows.evaluate.evaluate` into ``eval_dir``; its markdown table."""
     res = evaluate(task, data, checkpoint, eval_dir, methods=tuple(methods), split="test",
                    limit=limit, n_steps=n_steps, exports=exports, seed=seed, progress=progress)
     table = summary_markdown(res)
@@ -125,24 +152,7 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
                    eval_dir=str(eval_dir))
     if "faithfulness_with_gt_mask" in res:   # prostate: the lesion slices apart
         summary["faithfulness_with_gt_mask"] = res["faithfulness_with_gt_mask"]
-    summary["seconds"]["evaluate"] = done()
-
-    # 4. features --------------------------------------------------------------------------
-    done = stage("4/5 features: test split -> m1 / m2 / m3 -> HDF5")
-    summary["features"] = _extract_features(t, checkpoint, test_set, out / "features.h5",
-                                            device=device, progress=progress)
-    summary["seconds"]["features"] = done()
-
-    # 4. report ----------------------------------------------------------------------------
-    done = stage("5/5 report")
-    summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
-    report = out / "report.md"
-    report.write_text(_report_markdown(summary, table))
-    summary["report"] = str(report)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    summary["seconds"]["report"] = done()
-    _print_where(summary)
-    return summary
+    return table
 
 
 def _extract_features(task, checkpoint, dataset, out: Path, *, device: str = "cpu",

@@ -1,4 +1,5 @@
-"""`python -m gcfeat.tune`: box quality against ground truth as the threshold T moves.
+"""The threshold study (`gcfeat tune`, CLI :mod:`gcfeat.cli.tune`): box quality against ground
+truth as the threshold T moves. :func:`tune` runs it for any task.
 
 One CAM pass over the split (a progress bar over frames); every batch's heatmaps are turned into
 boxes at every T and scored against the ground-truth boxes (see :mod:`gcfeat.boxes.evaluate`
@@ -286,7 +287,7 @@ def task_demo_paths(task: str | Task) -> dict[str, str]:
 
 
 def load_task_model(task, checkpoint: str | Path, device: str = "cpu"):
-    """``(model, info)`` of a task checkpoint (:mod:`gcfeat.tasks.train`), eval mode, on
+    """``(model, info)`` of a task checkpoint (:meth:`gcfeat.tasks.Task.load_checkpoint`), eval mode, on
     ``device``; a missing file says how to make one."""
     path = Path(checkpoint)
     if not path.is_file():
@@ -297,14 +298,14 @@ def load_task_model(task, checkpoint: str | Path, device: str = "cpu"):
     return model.to(device).eval(), info
 
 
-def load_task_dataset(task, data: str | Path, info: dict, split: str = "test"):
+def load_task_dataset(task, data: str | Path, info, split: str = "test"):
     """The task's Dataset of ``split``; 2D tasks at the checkpoint's input size."""
     path = Path(data)
     if not path.exists():
         raise TuneError(f"data {path}: no such file or folder; run `scripts/demo --task "
                         f"{task.name}` first or pass --data DIR")
     kw = {}
-    size = info.get("input_size") if isinstance(info, dict) else None
+    size = getattr(info, "input_size", None)
     if task.spatial_dims == 2 and size:
         kw["size"] = int(size[-1])
     return task.build_dataset(path, split, **kw)
