@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -56,9 +58,48 @@ from gcfeat.viz import montage  # module attribute lookups: tests patch montage.
 from gcfeat.viz.volume import write_volume_html
 
 
-__all__ = ["evaluate", "summary_markdown", "deletion_target", "DELETION_BASELINES",
+__all__ = ["EvaluationResult", "evaluate", "summary_markdown", "deletion_target", "DELETION_BASELINES",
            # re-exported stage helpers (they moved to gcfeat.metrics.pointing / gcfeat.data)
            "balanced_subset", "pointing_game", "mask_iou", "localisation"]
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured (also ``<out>/metrics.json``, :meth:`to_dict`):
+    ``classification`` (accuracy, precision, recall, ROC AUC over all samples), ``samples``
+    (the --limit subset), ``localisation`` / ``faithfulness`` per method (``{"mean", "std",
+    "n"}`` stats), ``faithfulness_with_gt_mask`` (prostate: the lesion slices apart; None when
+    absent), ``per_sample`` AUCs, ``seconds``. ``r["classification"]`` reads a field."""
+
+    task: str
+    split: str
+    checkpoint: str
+    arch: str
+    n: int
+    classification: dict[str, float]
+    samples: dict[str, Any]
+    faithfulness_setup: dict[str, Any]
+    cam_layer: str
+    localisation: dict[str, Any]
+    faithfulness: dict[str, Any]
+    per_sample: dict[str, Any]
+    seconds: float
+    faithfulness_with_gt_mask: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k in self}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.__dataclass_fields__ and (
+            key != "faithfulness_with_gt_mask" or self.faithfulness_with_gt_mask is not None)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
 
 def _metrics(task, logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -93,7 +134,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
              scorecam_batch: int = 128, tolerance: int = 0, iou_threshold: float = 0.5,
              exports: int = 4, seed: int = 0, sample_seed: int | None = 0,
              deletion_baseline: str | None = None, layer: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True) -> EvaluationResult:
     """Run the evaluation (see the module docstring) and write ``metrics.json`` / ``summary.md``.
 
     ``limit`` samples (all when ``None``) come from :func:`balanced_subset` seeded by
@@ -183,7 +224,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
              preds[chosen][fig], out, exports)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "summary.md").write_text(summary_markdown(result))
-    return result
+    return EvaluationResult(**result)
 
 
 def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path, exports: int):

@@ -72,6 +72,31 @@ class TuneError(GcfeatError):
 
 
 @dataclass
+class Recommendation:
+    """The best threshold per class and overall, the study's settings and the files it wrote:
+    the content of ``tune_recommendation.json`` (:meth:`to_dict`). ``per_class`` maps a class
+    name to its best row (``threshold``, ``mean_iou``, ``hit_rate``, ...); ``overall`` is the
+    aggregate's (``name`` added), None without ground truth. ``rec["overall"]`` reads a field."""
+
+    metric: str
+    per_class: dict[str, dict[str, Any]]
+    overall: dict[str, Any] | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.__dataclass_fields__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.__dataclass_fields__ else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
 class TuningResult:
     """What the threshold study returns: the tidy table (a pandas DataFrame, one row per
     T x class plus the aggregate rows) and the recommendation (``metric``, ``per_class``,
@@ -79,7 +104,7 @@ class TuningResult:
     Unpacks as ``table, rec = result``."""
 
     table: Any
-    recommendation: dict = field(default_factory=dict)
+    recommendation: Recommendation
 
     def __iter__(self):
         return iter((self.table, self.recommendation))
@@ -223,18 +248,17 @@ def run_tuning(
     if sweep.n_frames == 0:
         raise TuneError(f"data {data}: no frames in split {split!r}")
     table = sweep.result()
-    rec = recommend_thresholds(table, metric)
-    rec["settings"] = dict(data=str(data), checkpoint=str(checkpoint), split=split, method=method,
+    rec = Recommendation(**recommend_thresholds(table, metric))
+    rec.settings = dict(data=str(data), checkpoint=str(checkpoint), split=split, method=method,
                            layer=layer, pred_threshold=pred_threshold, mode=mode,
                            min_area=min_area, thresholds=ts, frames=sweep.n_frames,
                            arch=info.arch, classes=classes)
-    rec["files"] = {}
     if out is not None:
-        rec["files"] = write_outputs(table, rec, out)
+        rec.files = write_outputs(table, rec, out)
     return TuningResult(table, rec)
 
 
-def write_outputs(table, rec: dict, out: str | Path) -> dict[str, str]:
+def write_outputs(table, rec: Recommendation | dict, out: str | Path) -> dict[str, str]:
     """CSV, PNG curves (overview + one per class) and the JSON recommendation under ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,12 +269,12 @@ def write_outputs(table, rec: dict, out: str | Path) -> dict[str, str]:
     files["curves"] = str(plot_threshold_curves(table, out / "tune_curves.png", title=title))
     files["class_curves"] = [str(p) for p in plot_class_curves(table, out)]
     files["json"] = str(out / "tune_recommendation.json")
-    rec = dict(rec, files=files)
+    rec = dict(rec.to_dict() if isinstance(rec, Recommendation) else rec, files=files)
     Path(files["json"]).write_text(json.dumps(rec, indent=2, default=float))
     return files
 
 
-def format_summary(table, rec: dict) -> str:
+def format_summary(table, rec: Recommendation | dict) -> str:
     """The printed summary: aggregate metrics per T, then the best T per class and overall."""
     metric = rec["metric"]
     agg = table[table["class_id"] < 0]
@@ -439,17 +463,16 @@ def run_task_tuning(
         raise TuneError(f"data {data}: none of the {seen} {split!r} samples has a ground-truth "
                         "mask (gt_mask is empty everywhere); nothing to score")
     table = _mask_metrics(sweep.result(), point_hits.numpy(), per_class.numpy())
-    rec = recommend_thresholds(table, metric, overall="all")
-    rec["settings"] = dict(task=t.name, data=str(data), checkpoint=str(checkpoint), split=split,
+    rec = Recommendation(**recommend_thresholds(table, metric, overall="all"))
+    rec.settings = dict(task=t.name, data=str(data), checkpoint=str(checkpoint), split=split,
                            method=method, layer=layer or "task default", target=target,
                            mode=mode, min_area=min_area, thresholds=ts, frames=sweep.n_frames,
                            samples=seen, samples_without_gt=seen - sweep.n_frames,
                            selection="all" if limit is None else
                            f"balanced_subset(limit={limit}, seed=0)",
                            arch=info.get("arch"), classes=classes)
-    rec["files"] = {}
     if out is not None:
-        rec["files"] = write_outputs(table, rec, out)
+        rec.files = write_outputs(table, rec, out)
     return TuningResult(table, rec)
 
 
