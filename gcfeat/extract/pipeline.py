@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
+from gcfeat import config
 from gcfeat.boxes import Boxes, heatmap_to_boxes
 from gcfeat.cam import GradCAM
 from gcfeat.data import make_loader
@@ -58,8 +59,8 @@ def file_sha256(path: str, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
-                     pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
+def build_extractors(model, methods: Sequence[str], *, threshold: float = config.BOX_THRESHOLD,
+                     pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
                      weighting: str = "heat", crop_size: Tuple[int, ...] = (224, 224),
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
@@ -229,7 +230,7 @@ class ExtractConfig:
     (:func:`run_extraction` takes it). Meanings in :func:`extract_dataset`'s docstring."""
 
     methods: Sequence[str] = ("m2", "m3")
-    threshold: float = 0.3
+    threshold: float = config.BOX_THRESHOLD
     out: str = "feats.h5"
     batch_size: int = 32
     device: str = "cpu"
@@ -238,14 +239,14 @@ class ExtractConfig:
     compression: Optional[str] = None
     resume: bool = True
     progress: bool = True
-    pred_threshold: float = 0.5
+    pred_threshold: float = config.PRED_THRESHOLD
     layout: Layout = (512, 1, 1)
     weighting: str = "heat"
     crop_size: Tuple[int, ...] = (224, 224)
     crop_batch_size: int = 64
     area_thresholds: Sequence[float] = AREA_THRESHOLDS
     single_layer: Optional[str] = None
-    min_area: float = 25
+    min_area: float = config.MIN_AREA
     amp: Optional[str] = None
     channels_last: bool = False
     checkpoint_sha256: str = ""
@@ -273,14 +274,15 @@ class ExtractConfig:
 
 
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
-                    threshold: float = 0.3, out: str = "feats.h5", batch_size: int = 32,
+                    threshold: float = config.BOX_THRESHOLD, out: str = "feats.h5",
+                    batch_size: int = 32,
                     device: str = "cpu", fps: Optional[float] = None, num_workers: int = 2,
                     compression: Optional[str] = None, resume: bool = True,
-                    progress: bool = True, *, pred_threshold: float = 0.5,
+                    progress: bool = True, *, pred_threshold: float = config.PRED_THRESHOLD,
                     layout: Layout = (512, 1, 1), weighting: str = "heat",
                     crop_size: Tuple[int, int] = (224, 224), crop_batch_size: int = 64,
                     area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                    single_layer: Optional[str] = None, min_area: float = 25,
+                    single_layer: Optional[str] = None, min_area: float = config.MIN_AREA,
                     amp: Optional[str] = None, channels_last: bool = False,
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
                     skip: Optional[Callable[[str, int], bool]] = None,
