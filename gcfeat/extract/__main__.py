@@ -1,4 +1,5 @@
 """`python -m gcfeat.extract`: the CLI is :mod:`gcfeat.cli.extract`."""
 from gcfeat.cli.extract import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
