@@ -1,32 +1,5 @@
-"""`gcfeat <command> ...`: one entry point for every CLI module (`gcfeat train --help`)."""
-from __future__ import annotations
-
-import importlib
-import sys
-
-COMMANDS = {
-    "synth": ("gcfeat.data.synthetic", "write a synthetic surgical dataset in a real layout"),
-    "train": ("gcfeat.train", "train a task's classifier (--task, default surgical)"),
-    "bbox": ("gcfeat.bbox", "one frame, one class: heatmap + boxes figure"),
-    "tune": ("gcfeat.tune", "box quality against ground truth as the threshold T varies"),
-    "extract": ("gcfeat.extract", "bulk object-level feature dump to HDF5"),
-    "export": ("gcfeat.export", "export features for captioning / interaction models"),
-    "evaluate": ("gcfeat.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
-    "demo": ("gcfeat.demo", "the main job on synthetic data"),
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: gcfeat <command> [options]\n\ncommands:")
-        for name, (_, help_) in COMMANDS.items():
-            print(f"  {name:<8} {help_}")
-        print("\n`gcfeat <command> --help` explains each one.")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
-
+"""`gcfeat <command>` / `python -m gcfeat <command>`: the dispatcher is :mod:`gcfeat.cli.main`."""
+from gcfeat.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -26,13 +26,17 @@ import os
 import time
 import zlib
 from datetime import timedelta
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
-from gcfeat.boxes import Boxes
+from gcfeat import config
+from gcfeat.boxes import Boxes, heatmap_to_boxes
+from gcfeat.cam import GradCAM
+from gcfeat.data import make_loader
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
@@ -55,8 +59,8 @@ def file_sha256(path: str, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
-                     pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
+def build_extractors(model, methods: Sequence[str], *, threshold: float = config.BOX_THRESHOLD,
+                     pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
                      weighting: str = "heat", crop_size: Tuple[int, ...] = (224, 224),
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
@@ -220,15 +224,65 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     }
 
 
+@dataclass
+class ExtractConfig:
+    """The settings of one extraction run: :func:`extract_dataset`'s keywords as one record
+    (:func:`run_extraction` takes it). Meanings in :func:`extract_dataset`'s docstring."""
+
+    methods: Sequence[str] = ("m2", "m3")
+    threshold: float = config.BOX_THRESHOLD
+    out: str = "feats.h5"
+    batch_size: int = 32
+    device: str = "cpu"
+    fps: Optional[float] = None
+    num_workers: int = 2
+    compression: Optional[str] = None
+    resume: bool = True
+    progress: bool = True
+    pred_threshold: float = config.PRED_THRESHOLD
+    layout: Layout = (512, 1, 1)
+    weighting: str = "heat"
+    crop_size: Tuple[int, ...] = (224, 224)
+    crop_batch_size: int = 64
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS
+    single_layer: Optional[str] = None
+    min_area: float = config.MIN_AREA
+    amp: Optional[str] = None
+    channels_last: bool = False
+    checkpoint_sha256: str = ""
+    rank: int = 0
+    world_size: int = 1
+    skip: Optional[Callable[[str, int], bool]] = None
+    task: str = "surgical"
+    activation: str = "sigmoid"
+    boxes: str = "cam"
+    fold_bn: bool = True
+
+    def check(self) -> None:
+        """Settings are checked before the output file exists: a bad run leaves nothing."""
+        for name, value in (("threshold", self.threshold),
+                            ("pred_threshold", self.pred_threshold)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+        if self.min_area < 0:
+            raise ValueError(f"min_area: expected >= 0, got {self.min_area}")
+        if self.activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"activation: got {self.activation!r}, expected 'sigmoid' or "
+                             "'softmax'")
+        if self.boxes not in BOX_SOURCES:
+            raise ValueError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
+
+
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
-                    threshold: float = 0.3, out: str = "feats.h5", batch_size: int = 32,
+                    threshold: float = config.BOX_THRESHOLD, out: str = "feats.h5",
+                    batch_size: int = 32,
                     device: str = "cpu", fps: Optional[float] = None, num_workers: int = 2,
                     compression: Optional[str] = None, resume: bool = True,
-                    progress: bool = True, *, pred_threshold: float = 0.5,
+                    progress: bool = True, *, pred_threshold: float = config.PRED_THRESHOLD,
                     layout: Layout = (512, 1, 1), weighting: str = "heat",
                     crop_size: Tuple[int, int] = (224, 224), crop_batch_size: int = 64,
                     area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                    single_layer: Optional[str] = None, min_area: float = 25,
+                    single_layer: Optional[str] = None, min_area: float = config.MIN_AREA,
                     amp: Optional[str] = None, channels_last: bool = False,
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
                     skip: Optional[Callable[[str, int], bool]] = None,
@@ -263,87 +317,54 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
-    """
-    from gcfeat.boxes import heatmap_to_boxes
-    from gcfeat.cam import GradCAM
-    from gcfeat.data import make_loader
 
-    # settings are checked before the output file exists: a bad run must leave nothing behind
-    for name, value in (("threshold", threshold), ("pred_threshold", pred_threshold)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
-    if min_area < 0:
-        raise ValueError(f"min_area: expected >= 0, got {min_area}")
-    if activation not in ("sigmoid", "softmax"):
-        raise ValueError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
-    if boxes not in BOX_SOURCES:
-        raise ValueError(f"boxes: got {boxes!r}, expected one of {BOX_SOURCES}")
-    device = torch.device(device)
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if fold_bn:
-        model, _ = fuse_conv_bn(model, torch.channels_last if channels_last else None)
-    levels = feature_levels(model)
-    channels = layer_channels(model, levels)
-    if layout == "auto":
-        layout = auto_layout(channels)
-    selection = "threshold" if activation == "sigmoid" else "top1"
-    extractors = build_extractors(model, methods, threshold=threshold,
-                                  pred_threshold=pred_threshold, layout=layout,
-                                  weighting=weighting, crop_size=crop_size,
-                                  crop_batch_size=crop_batch_size,
-                                  area_thresholds=area_thresholds, single_layer=single_layer,
-                                  selection=selection)
-    check_layout(layout, channels, methods, single_layer)   # before any file is created
+    The same run with the settings as one :class:`ExtractConfig`: :func:`run_extraction`.
+    """
+    cfg = ExtractConfig(
+        methods=methods, threshold=threshold, out=out, batch_size=batch_size, device=device,
+        fps=fps, num_workers=num_workers, compression=compression, resume=resume,
+        progress=progress, pred_threshold=pred_threshold, layout=layout, weighting=weighting,
+        crop_size=crop_size, crop_batch_size=crop_batch_size, area_thresholds=area_thresholds,
+        single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
+        checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
+        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn)
+    return run_extraction(dataset, model, info, cfg)
+
+
+def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
+    """:func:`extract_dataset` with its settings as an :class:`ExtractConfig`."""
+    cfg.check()
+    device = torch.device(cfg.device)
+    model, levels, channels, layout = _inference_model(model, cfg, device)
+    extractors = build_extractors(model, cfg.methods, threshold=cfg.threshold,
+                                  pred_threshold=cfg.pred_threshold, layout=layout,
+                                  weighting=cfg.weighting, crop_size=cfg.crop_size,
+                                  crop_batch_size=cfg.crop_batch_size,
+                                  area_thresholds=cfg.area_thresholds,
+                                  single_layer=cfg.single_layer,
+                                  selection="threshold" if cfg.activation == "sigmoid" else "top1")
+    check_layout(layout, channels, cfg.methods, cfg.single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
-    attrs = extraction_attrs(info, extractors, threshold=threshold,
-                             pred_threshold=pred_threshold, layout=layout, min_area=min_area,
-                             checkpoint_sha256=checkpoint_sha256, fps=fps, task=task,
-                             activation=activation, boxes=boxes)
+    attrs = extraction_attrs(info, extractors, threshold=cfg.threshold,
+                             pred_threshold=cfg.pred_threshold, layout=layout,
+                             min_area=cfg.min_area, checkpoint_sha256=cfg.checkpoint_sha256,
+                             fps=cfg.fps, task=cfg.task, activation=cfg.activation,
+                             boxes=cfg.boxes)
     classes = list(info.classes)
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
-    tissue = classes.index("tissue") if "tissue" in classes else None
-    class_modes = {tissue: "union"} if tissue is not None else None
-    amp_ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" \
-        else contextlib.nullcontext
-    if amp not in (None, "bf16"):
-        raise ValueError(f"amp: got {amp!r}, expected None or 'bf16'")
+    if cfg.amp not in (None, "bf16"):
+        raise ValueError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
 
-    open_writer = lambda resume_: FeatureWriter(out, attrs, dims, len(classes),  # noqa: E731
-                                                compression=compression, resume=resume_,
+    open_writer = lambda resume_: FeatureWriter(cfg.out, attrs, dims, len(classes),  # noqa: E731
+                                                compression=cfg.compression, resume=resume_,
                                                 box_dim=box_dim)
-    writer = open_writer(resume)
     stats = {"frames": 0, "rows": {m: 0 for m in dims}, "skipped": 0}
     t0 = time.perf_counter()
+    writer = open_writer(cfg.resume)
+    current = {"writer": writer}   # the frame filter asks the open writer what is done
     try:
-        table = frame_table(dataset)
-        if world_size > 1 and table is not None:
-            counts: Dict[str, int] = {}
-            for v, _ in table:
-                counts[v] = counts.get(v, 0) + 1
-            mine = set(shard_videos(counts, world_size)[rank])
-            in_shard = lambda v: v in mine                               # noqa: E731
-        else:
-            in_shard = lambda v: world_size == 1 or _video_rank(v, world_size) == rank  # noqa
-        done = {}
-
-        def keep(v: str, f: int) -> bool:
-            if v not in done:
-                done[v] = set(writer.done(v))
-            return in_shard(v) and f not in done[v] and not (skip and skip(v, f))
-
-        todo = restrict(dataset, keep)
-        total = None
-        if todo is not None:
-            t = frame_table(todo)
-            total = len(t) if t is not None else None
-            stats["skipped"] = (len(table) - total) if table is not None and total is not None \
-                else 0
-            dataset, post_filter = todo, False
-        else:
-            post_filter = True
-        if total == 0:
+        plan = _plan(dataset, current, cfg, stats)
+        if plan.total == 0:
             writer.close(finalize=True)
             return _finish(stats, t0)
     finally:
@@ -351,57 +372,142 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     # DataLoader workers are forked when iteration starts: they must not inherit the open
     # HDF5 file (a killed run would leave its lock held by orphaned workers), so the writer is
     # closed while they start and reopened (a resume of what was just checked) afterwards.
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False,
-                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(plan.dataset, batch_size=cfg.batch_size, shuffle=False,
+                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
-    writer = open_writer(True)
+    writer = current["writer"] = open_writer(True)
     with writer:
         *extra_levels, target = levels.values()
-        cam = GradCAM(model, [target])
-        bar = tqdm(total=total, unit="frame", desc=f"extract{'' if world_size == 1 else rank}",
-                   disable=None if progress else True, dynamic_ncols=True)
+        step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
+                          _class_modes(classes))
+        bar = tqdm(total=plan.total, unit="frame",
+                   desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
+                   disable=None if cfg.progress else True, dynamic_ncols=True)
         with bar:
             for batch in batches:
-                videos = list(batch["video"])
-                frames = [int(f) for f in batch["frame_index"]]
-                x = batch["image"]
-                if post_filter:
-                    sel = [i for i, (v, f) in enumerate(zip(videos, frames)) if keep(v, f)]
-                    stats["skipped"] += len(videos) - len(sel)
-                    if not sel:
-                        continue
-                    x = x[sel]
-                    videos = [videos[i] for i in sel]
-                    frames = [frames[i] for i in sel]
-                    batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
-                             if k in batch}
-                x = x.to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with amp_ctx():
-                    res = cam.explain(x, extra_layers=extra_levels)
-                    logits = res.logits.float()
-                    if activation == "sigmoid":
-                        probs = logits.sigmoid()
-                        gate = probs
-                    else:   # single-label: boxes for each image's top class only
-                        probs = logits.softmax(1)
-                        gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
-                    if boxes == "gt":
-                        found = gt_boxes(batch, device)
-                    else:
-                        found = heatmap_to_boxes(res.heatmap.float(), threshold,
-                                                 min_area=min_area, class_modes=class_modes,
-                                                 probs=gate, pred_threshold=pred_threshold
-                                                 if activation == "sigmoid" else 0.5,
-                                                 classes=res.classes)
-                    feats = {e.name: e(x, res, found, probs).float() for e in extractors}
-                writer.write(videos, frames, probs, feats)
-                stats["frames"] += len(videos)
-                for m, f in feats.items():
-                    stats["rows"][m] += len(f)
-                bar.update(len(videos))
+                n = step(batch, writer, stats, plan.keep if plan.post_filter else None)
+                if n:
+                    bar.update(n)
     return _finish(stats, t0)
+
+
+def _inference_model(model, cfg: ExtractConfig, device):
+    """``(model, levels, channels, layout)``: the model on ``device`` in eval mode (channels
+    last, BN folded as asked), its feature levels, their channels, the resolved layout."""
+    model = model.to(device).eval()
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.fold_bn:
+        model, _ = fuse_conv_bn(model, torch.channels_last if cfg.channels_last else None)
+    levels = feature_levels(model)
+    channels = layer_channels(model, levels)
+    layout = auto_layout(channels) if cfg.layout == "auto" else cfg.layout
+    return model, levels, channels, layout
+
+
+def _class_modes(classes: Sequence[str]):
+    """The surgical tissue class gets one union box."""
+    tissue = classes.index("tissue") if "tissue" in classes else None
+    return {tissue: "union"} if tissue is not None else None
+
+
+@dataclass
+class _Plan:
+    """What is left to extract: the (restricted) dataset, the frame filter, the frame count
+    (None: unknown) and whether the filter still runs per batch (datasets that cannot be
+    restricted before decoding)."""
+
+    dataset: Any
+    keep: Callable[[str, int], bool]
+    total: Optional[int]
+    post_filter: bool
+
+
+def _plan(dataset, current: dict, cfg: ExtractConfig, stats: dict) -> _Plan:
+    """This rank's shard minus the frames the writer (``current["writer"]``, reopened after
+    the DataLoader workers start) already holds and ``cfg.skip``."""
+    table = frame_table(dataset)
+    rank, world_size = cfg.rank, cfg.world_size
+    if world_size > 1 and table is not None:
+        counts: Dict[str, int] = {}
+        for v, _ in table:
+            counts[v] = counts.get(v, 0) + 1
+        mine = set(shard_videos(counts, world_size)[rank])
+        in_shard = lambda v: v in mine                               # noqa: E731
+    else:
+        in_shard = lambda v: world_size == 1 or _video_rank(v, world_size) == rank  # noqa
+    done = {}
+    skip = cfg.skip
+
+    def keep(v: str, f: int) -> bool:
+        if v not in done:
+            done[v] = set(current["writer"].done(v))
+        return in_shard(v) and f not in done[v] and not (skip and skip(v, f))
+
+    todo = restrict(dataset, keep)
+    if todo is None:
+        return _Plan(dataset, keep, None, True)
+    t = frame_table(todo)
+    total = len(t) if t is not None else None
+    stats["skipped"] = (len(table) - total) if table is not None and total is not None else 0
+    return _Plan(todo, keep, total, False)
+
+
+class _BatchStep:
+    """One batch: CAM pass, boxes, every extractor, written; returns the frames written."""
+
+    def __init__(self, cam, extra_levels, extractors, cfg: ExtractConfig, device, class_modes):
+        self.cam, self.extra_levels, self.extractors = cam, extra_levels, extractors
+        self.cfg, self.device, self.class_modes = cfg, device, class_modes
+        self.amp_ctx = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                        if cfg.amp == "bf16" else contextlib.nullcontext)
+
+    def __call__(self, batch, writer, stats: dict, keep) -> int:
+        cfg = self.cfg
+        videos = list(batch["video"])
+        frames = [int(f) for f in batch["frame_index"]]
+        x = batch["image"]
+        if keep is not None:
+            sel = [i for i, (v, f) in enumerate(zip(videos, frames)) if keep(v, f)]
+            stats["skipped"] += len(videos) - len(sel)
+            if not sel:
+                return 0
+            x = x[sel]
+            videos = [videos[i] for i in sel]
+            frames = [frames[i] for i in sel]
+            batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
+                     if k in batch}
+        x = x.to(self.device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.amp_ctx():
+            res = self.cam.explain(x, extra_layers=self.extra_levels)
+            probs, found = self._boxes(res, batch)
+            feats = {e.name: e(x, res, found, probs).float() for e in self.extractors}
+        writer.write(videos, frames, probs, feats)
+        stats["frames"] += len(videos)
+        for m, f in feats.items():
+            stats["rows"][m] += len(f)
+        return len(videos)
+
+    def _boxes(self, res, batch):
+        """``(probs (B, K), boxes)``: multi-label boxes for every class above
+        ``pred_threshold``, single-label ones for each image's top class only."""
+        cfg = self.cfg
+        logits = res.logits.float()
+        if cfg.activation == "sigmoid":
+            probs = logits.sigmoid()
+            gate = probs
+        else:
+            probs = logits.softmax(1)
+            gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
+        if cfg.boxes == "gt":
+            return probs, gt_boxes(batch, self.device)
+        return probs, heatmap_to_boxes(res.heatmap.float(), cfg.threshold,
+                                       min_area=cfg.min_area, class_modes=self.class_modes,
+                                       probs=gate, pred_threshold=cfg.pred_threshold
+                                       if cfg.activation == "sigmoid" else 0.5,
+                                       classes=res.classes)
 
 
 def _finish(stats: dict, t0: float) -> dict:

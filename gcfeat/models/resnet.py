@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, resnet18, resnet34, resnet50
 
+from gcfeat.models.torch_files import CheckpointError, infer_arch, read_torch_file, unwrap_state_dict
+
 #: Supported architectures -> (torchvision builder, feature width before ``fc``).
 ARCHS: dict[str, tuple[Callable[..., ResNet], int]] = {
     "resnet18": (resnet18, 512),
@@ -113,8 +115,6 @@ def load_imagenet_weights(model: ResNet, path: str | os.PathLike, *, arch: str) 
     RGB ``conv1`` is averaged (and repeated) for another channel count. Norm-layer keys are
     ignored when the model was built with ``norm="none"``. Anything else missing is an error.
     """
-    from gcfeat.models.checkpoint import CheckpointError, infer_arch, read_torch_file, unwrap_state_dict
-
     raw = read_torch_file(path, what="ImageNet weights file")
     state, _ = unwrap_state_dict(raw, path)
     held = infer_arch(state)

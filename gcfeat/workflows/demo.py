@@ -1,0 +1,310 @@
+"""The main job on the embedded default: `scripts/demo` (or `python -m gcfeat.demo`, CLI
+:mod:`gcfeat.cli.demo`); :func:`demo` runs the demo of any task.
+
+Stages, each printed with its time:
+
+1. **data**     synthetic surgical scenes written in the MICCAI 2018 layout (`<out>/data`);
+2. **train**    multi-label classifier from scratch, validation mAP + per-class AP;
+3. **tune**     the threshold study on the validation split (box IoU vs T, best T);
+4. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
+5. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file;
+6. **export**   the captioning export (per-frame ``*_node_features.npy`` + JSON index);
+7. **report**   `<out>/report.md` and `<out>/summary.json`.
+
+The defaults are sized to finish in about 6 minutes on 2 CPU cores: 128x160 frames (layer4
+is then 4x5 cells, so boxes are coarser than at the original 256x320), 10 videos x 150 frames
+(1,200 train / 300 val), ResNet18 for 5 epochs of AdamW with a one-cycle schedule. ResNet50, the
+product's default classifier, needs about 4,800 image passes (4 epochs) to pass 0.9 mAP here and
+trains about 3x slower per image on a CPU: ``--arch resnet50 --epochs 4 --batch-size 16 --lr 1e-3``
+takes about 15 minutes on 2 cores. ``--size 256x320`` is the original resolution (4x the pixels).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from gcfeat import config
+from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE, build_dataset
+from gcfeat.data.synthetic import write_miccai18
+from gcfeat.extract.pipeline import extract_dataset
+from gcfeat.io import FeatureFile
+from gcfeat.io.exports import export_captioning
+from gcfeat.models import build_classifier, load_checkpoint
+from gcfeat.tasks import Task, get_task
+from gcfeat.training import fit
+from gcfeat.workflows.common import stage
+from gcfeat.workflows.inspect import format_frame_boxes, inspect_frame
+from gcfeat.workflows.task_demo import run_task_demo
+from gcfeat.workflows.tune import format_summary, run_tuning
+
+DEFAULT_OUT = "runs/demo"
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+
+def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int], seed: int) -> bool:
+    meta = root / "dataset.json"
+    if not meta.exists():
+        return False
+    try:
+        d = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    return (d.get("layout") == "miccai18" and d.get("seed") == seed
+            and list(d.get("size", [])) == list(size)
+            and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames)
+
+
+def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 150,
+             size: Sequence[int] = (128, 160), arch: str = "resnet18", epochs: int = 5,
+             batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
+             checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR, methods: Sequence[str] = ("m1", "m2", "m3"),
+             thresholds: str = config.THRESHOLD_SWEEP, device: str = "cpu", skip_train: bool = False,
+             workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run every stage; returns the summary that is also written to ``<out>/summary.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = (int(size[0]), int(size[1]))
+    run = _SurgicalDemo(out, videos, frames, size, arch, epochs, batch_size, lr, seed,
+                        Path(checkpoint_dir), list(methods), thresholds, device, skip_train,
+                        workers, progress)
+    t_all = time.perf_counter()
+    torch.manual_seed(seed)
+    for key, title, step in (
+            ("data", "1/7 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
+            ("train", f"2/7 train: {arch} multi-label classifier, {epochs} epochs", run.train),
+            ("tune", "3/7 tune: box quality against ground truth as T varies (val split)",
+             run.tune),
+            ("bbox", "4/7 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
+            ("extract", f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5",
+             run.extract),
+            ("export", "6/7 export: captioning inputs (M2, tissue first)", run.export)):
+        done = stage(title)
+        step()
+        run.summary["seconds"][key] = done()
+    done = stage("7/7 report")
+    run.summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
+    report = run.report()
+    run.summary["seconds"]["report"] = done()
+    _print_where(run.summary, report)
+    return run.summary
+
+
+@dataclass
+class _SurgicalDemo:
+    """The settings and the state the stages of :func:`run_demo` hand on, one method each."""
+
+    out: Path
+    videos: int
+    frames: int
+    size: tuple[int, int]
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    ckpt_dir: Path
+    methods: list[str]
+    thresholds: str
+    device: str
+    skip_train: bool
+    workers: int
+    progress: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)   # datasets, model, tuning, threshold
+
+    def __post_init__(self):
+        self.data_dir = self.out / "data"
+        self.name = f"demo_{self.arch}"
+        self.checkpoint = self.ckpt_dir / f"{self.name}_best.pt"
+        self.summary.update({"out": str(self.out), "data": str(self.data_dir),
+                             "checkpoint": str(self.checkpoint), "size": list(self.size),
+                             "arch": self.arch, "epochs": self.epochs, "seed": self.seed,
+                             "seconds": {}})
+
+    def data(self) -> None:
+        data, size = self.data_dir, self.size
+        if _dataset_matches(data, self.videos, self.frames, size, self.seed):
+            print(f"reusing {data} (same videos, frames, size and seed)")
+        else:
+            if data.exists():  # the demo's own folder: stale sequences of another run would be loaded
+                import shutil
+
+                print(f"{data} holds another configuration: rewriting it")
+                shutil.rmtree(data)
+            write_miccai18(data, num_videos=self.videos, num_frames=self.frames, size=size,
+                           seed=self.seed, progress=self.progress)
+        norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
+        train_set = build_dataset(data, layout="miccai18", split="train", size=size, **norm)
+        val_set = build_dataset(data, layout="miccai18", split="val", size=size, **norm)
+        print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames at {size[0]}x{size[1]}")
+        self.summary.update(train_frames=len(train_set), val_frames=len(val_set))
+        self.state.update(train_set=train_set, val_set=val_set)
+
+    def train(self) -> None:
+        s, checkpoint = self.summary, self.checkpoint
+        if self.skip_train and checkpoint.exists():
+            print(f"--skip-train: reusing {checkpoint}")
+        else:
+            model = build_classifier(self.arch, num_classes=len(SURGICAL_CLASSES))
+            fit(model, self.state["train_set"], self.state["val_set"], epochs=self.epochs,
+                batch_size=self.batch_size, lr=self.lr, optimizer="adamw", schedule="onecycle",
+                weight_decay=1e-4, num_workers=self.workers, device=self.device, seed=self.seed,
+                out_dir=self.ckpt_dir, name=self.name, classes=list(SURGICAL_CLASSES),
+                arch=self.arch, input_size=self.size, mean=SURGICAL_MEAN, std=SURGICAL_STD,
+                augment_flip=True, meta={"data": str(self.data_dir), "demo": True},
+                log_csv=self.out / "train_log.csv", progress=self.progress)
+            s["train_log"] = str(self.out / "train_log.csv")
+        model, info = load_checkpoint(checkpoint, map_location=self.device)
+        model.eval()
+        meta = dict(info.meta or {})
+        s["val_mAP"] = meta.get("best_mAP")
+        s["best_epoch"] = meta.get("epoch")
+        s["per_class_ap"] = meta.get("per_class_AP")
+        print(f"best validation mAP {s['val_mAP']:.3f} (epoch {s['best_epoch']}), "
+              f"checkpoint {checkpoint}")
+        self.state.update(model=model, info=info)
+
+    def tune(self) -> None:
+        s = self.summary
+        tune_dir = self.out / "tune"
+        tuning = run_tuning(self.data_dir, self.checkpoint, self.thresholds, split="val",
+                            out=tune_dir, device=self.device, progress=self.progress)
+        rec = tuning.recommendation
+        print(format_summary(tuning.table, rec))
+        overall = rec.get("overall", {})
+        s["best_threshold"] = overall.get("threshold")
+        s["best_mean_iou"] = overall.get("mean_iou")
+        s["tune_dir"] = str(tune_dir)
+        self.state.update(tuning=tuning, threshold=float(
+            s["best_threshold"] if s["best_threshold"] is not None else config.BOX_THRESHOLD))
+
+    def bbox(self) -> None:
+        val_set, threshold = self.state["val_set"], self.state["threshold"]
+        labels = val_set.labels if hasattr(val_set, "labels") else None
+        bidx, tclass = 0, 0
+        if labels is not None:  # a frame with an instrument, so the figure shows something
+            inst = np.asarray(labels)[:, :TISSUE]
+            rows = np.nonzero(inst.sum(1) > 0)[0]
+            if len(rows):
+                bidx = int(rows[len(rows) // 2])
+                tclass = int(np.nonzero(inst[bidx])[0][0])
+        figure = self.out / f"bbox_{bidx}_{SURGICAL_CLASSES[tclass]}.png"
+        # T as the figure's title prints it (%g), the value the bbox command would parse
+        shown = inspect_frame(self.data_dir, self.checkpoint, bidx, tclass=str(tclass),
+                              threshold=float(f"{threshold:g}"), device=self.device, out=figure)
+        print(format_frame_boxes(shown))
+        self.summary["bbox_figure"] = str(figure)
+
+    def extract(self) -> None:
+        features = self.out / "features.h5"
+        if features.exists():
+            features.unlink()  # the demo's settings may differ from the last run's
+        # 512-d vectors as the original; ResNet18/34's layer2 has 128 channels, so (512, 1, 1)
+        # cannot pool it: use the (32, 4, 4) layout there (also 512-d).
+        layout = (512, 1, 1) if self.arch == "resnet50" else (32, 4, 4)
+        stats = extract_dataset(self.state["val_set"], self.state["model"], self.state["info"],
+                                methods=list(self.methods), threshold=self.state["threshold"],
+                                layout=layout, out=str(features), batch_size=16,
+                                device=self.device, num_workers=self.workers,
+                                progress=self.progress,
+                                checkpoint_sha256=_sha256(self.checkpoint))
+        with FeatureFile(features) as ff:
+            print(ff.summary())
+            rows = {m: int(sum(len(v.rows(m)["label"]) for v in ff if m in v.methods))
+                    for m in ff.methods}
+        print(f"{stats.get('frames_per_s', 0):.1f} frames/s end to end (decode, CAM, boxes, features, write)")
+        self.summary["features"] = str(features)
+        self.summary["feature_rows"] = rows
+        self.summary["extract_frames_per_s"] = stats.get("frames_per_s")
+
+    def export(self) -> None:
+        cap_dir = self.out / "captioning"
+        methods = self.methods
+        index = export_captioning(self.summary["features"], "m2" if "m2" in methods else methods[0],
+                                  str(cap_dir), progress=self.progress)
+        print(f"{cap_dir}: {len(index)} frames of *_node_features.npy + index.json")
+        self.summary["captioning"] = str(cap_dir)
+
+    def report(self) -> Path:
+        tuning = self.state["tuning"]
+        report = self.out / "report.md"
+        report.write_text(_report_markdown(self.summary, tuning.table, tuning.recommendation,
+                                           list(SURGICAL_CLASSES)))
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2,
+                                                          default=_jsonable))
+        return report
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
+def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
+    lines = ["# gcfeat demo report", "",
+             f"- data: `{s['data']}` ({s['train_frames']} train / {s['val_frames']} val frames, "
+             f"{s['size'][0]}x{s['size'][1]})",
+             f"- model: {s['arch']}, {s['epochs']} epochs, checkpoint `{s['checkpoint']}`",
+             f"- validation mAP (classes with a positive): **{s['val_mAP']:.3f}**",
+             f"- best threshold T = **{s['best_threshold']}**, mean IoU (instruments, Grad-CAM "
+             f"layer4) = **{s['best_mean_iou']:.3f}**" if s.get("best_mean_iou") is not None else
+             "- threshold study: no ground truth",
+             f"- features: `{s['features']}` rows per method {s['feature_rows']}",
+             f"- figure: `{s['bbox_figure']}`; threshold plots in `{s['tune_dir']}`",
+             f"- total time {s['seconds']['total']} s", ""]
+    ap = s.get("per_class_ap")
+    if ap:
+        lines += ["## Per-class AP (validation)", "", "| class | AP |", "|---|---|"]
+        for c, v in zip(classes, ap):
+            lines.append(f"| {c} | {'n/a' if v is None or v != v else f'{v:.3f}'} |")
+        lines.append("")
+    per_class = rec.get("per_class") or {}
+    if per_class:
+        lines += ["## Recommended threshold per class", "", "| class | T | mean IoU |", "|---|---|---|"]
+        for c, r in per_class.items():
+            miou = r.get("mean_iou")
+            lines.append(f"| {c} | {r.get('threshold')} | {'n/a' if miou is None else f'{miou:.3f}'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _print_where(s: dict, report: Path) -> None:
+    print("\n=== where everything is ===")
+    rows = [("dataset", s["data"]), ("checkpoint", s["checkpoint"]),
+            ("training log", s.get("train_log", "(reused checkpoint)")),
+            ("threshold study", s["tune_dir"]), ("bbox figure", s["bbox_figure"]),
+            ("features (HDF5)", s["features"]), ("captioning export", s["captioning"]),
+            ("report", str(report))]
+    for k, v in rows:
+        print(f"  {k:<18} {v}")
+    miou = s.get("best_mean_iou")
+    print(f"\nvalidation mAP {s['val_mAP']:.3f} | best T {s['best_threshold']} "
+          f"mean IoU {miou if miou is None else round(miou, 3)} | total {s['seconds']['total']} s")
+
+
+def demo(task: str | Task = "surgical", out: str | Path | None = None, **kwargs) -> dict[str, Any]:
+    """The demo of any task: box-ground-truth tasks (surgical) through :func:`run_demo`, mask
+    tasks through :func:`gcfeat.workflows.task_demo.run_task_demo`; returns the summary also
+    written to ``<out>/summary.json``."""
+    t = get_task(task)
+    if t.ground_truth == "boxes":
+        return run_demo(DEFAULT_OUT if out is None else out, **kwargs)
+    return run_task_demo(t.name, out, **kwargs)
