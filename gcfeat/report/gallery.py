@@ -32,7 +32,7 @@ from gcfeat.viz.montage import jet
 from .page import esc, hex_color
 
 __all__ = ["FrameView", "GalleryItem", "sample_indices", "cam_pass", "frame_views",
-           "render_item", "best_ious", "mask_box", "gallery_html", "legend_html"]
+           "render_item", "best_ious", "mask_box", "display_frames", "slices_for", "gallery_html", "legend_html"]
 
 #: classes whose box is the whole frame (drawn on their own heatmap tile only, not scored)
 BACKGROUND = ("tissue",)
@@ -85,32 +85,34 @@ def sample_indices(n: int, k: int | None, seed: int = 0) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[: max(int(k), 0)].tolist())
 
 
-def pick_slices(depth: int, k: int = 5) -> list[int]:
-    """``k`` axial slices spread evenly over a volume of ``depth`` (centres of k bins)."""
-    k = min(k, depth)
-    return [int((i + 0.5) * depth / k) for i in range(k)]
-
-
-def display_slices(x: torch.Tensor, mean=None, std=None, k: int = 5) -> tuple[np.ndarray, list | None]:
-    """Model inputs -> displayable uint8 ``(B, S, H, W, 3)`` and the slice list (volumes).
+def display_frames(x: torch.Tensor, mean=None, std=None) -> np.ndarray:
+    """Model inputs -> displayable uint8 ``(B, S, H, W, 3)``: 2D frames as ``S = 1``, volumes
+    with all ``S = D`` axial slices.
 
     ``x (B, C, H, W)`` with ``mean`` / ``std`` is de-normalised to RGB; otherwise (MRI) the last
-    channel (prostate: T2W; grey tasks: the image) is min-max scaled per image to grey.
-    ``x (B, C, D, H, W)``: ``k`` axial slices of each volume, scaled per volume.
+    channel (prostate: T2W; grey tasks: the image) is min-max scaled per image (volume) to grey.
     """
     if x.dim() == 4 and mean is not None and std is not None and x.shape[1] == len(mean):
-        return denormalize(x, mean, std)[:, None], None
+        return denormalize(x, mean, std)[:, None]
     g = x[:, -1].float()
-    zs = None
-    if g.dim() == 4:
-        zs = pick_slices(g.shape[1], k)
-        g = g[:, zs]
-    else:
+    if g.dim() == 3:
         g = g[:, None]
     lo = g.flatten(1).min(1).values.view(-1, 1, 1, 1)
     hi = g.flatten(1).max(1).values.view(-1, 1, 1, 1)
     g = ((g - lo) / (hi - lo).clamp(min=1e-12) * 255).round().clamp(0, 255).to(torch.uint8)
-    return np.repeat(g.numpy()[..., None], 3, -1), zs
+    return np.repeat(g.numpy()[..., None], 3, -1)
+
+
+def slices_for(depth: int, boxes: np.ndarray, k: int = 5) -> list[int]:
+    """``k`` axial slices of a volume: spread over the z-extent of ``boxes (n, 6)`` (the
+    ground truth, else the predicted boxes: the montage shows the object), else the depth."""
+    if len(boxes):
+        lo, hi = int(boxes[:, 0].min()), int(boxes[:, 3].max())
+        lo, hi = max(lo, 0), min(max(hi, lo + 1), depth)
+    else:
+        lo, hi = 0, depth
+    n = min(k, hi - lo)
+    return [lo + int((i + 0.5) * (hi - lo) / n) for i in range(n)]
 
 
 def mask_box(mask: torch.Tensor) -> torch.Tensor | None:
@@ -202,7 +204,7 @@ def frame_views(batch: dict, heat: torch.Tensor | None, probs: torch.Tensor | No
     """
     x = batch["image"]
     sd = x.dim() - 2
-    slices, zs = display_slices(x, mean, std)
+    frames = display_frames(x, mean, std)
     views = []
     for b in range(len(x)):
         if isinstance(boxes, Boxes):
@@ -219,16 +221,19 @@ def frame_views(batch: dict, heat: torch.Tensor | None, probs: torch.Tensor | No
             shown = (np.nonzero(p > pred_threshold)[0].tolist() if activation == "sigmoid"
                      else [int(p.argmax())])
         shown = sorted(set(shown) | set(int(v) for v in lb))
+        gb, gl = _gt(batch, b, sd)
+        bx = bx.reshape(-1, 2 * sd)
+        zs = slices_for(x.shape[2], gb if len(gb) else bx) if sd == 3 else None
         h = {}
         if heat is not None:
             for k in shown:
                 hk = heat[b, k]
                 h[k] = (hk[zs] if zs is not None else hk[None]).numpy()
-        gb, gl = _gt(batch, b, sd)
         views.append(FrameView(str(batch["video"][b]) if "video" in batch else "",
                                int(batch["frame_index"][b]) if "frame_index" in batch else b,
-                               slices[b], zs, h, bx.reshape(-1, 2 * sd), lb.astype(np.int64),
-                               sc.astype(np.float32), gb, gl.astype(np.int64), p, shown))
+                               frames[b][zs] if zs is not None else frames[b], zs, h, bx,
+                               lb.astype(np.int64), sc.astype(np.float32), gb,
+                               gl.astype(np.int64), p, shown))
     return views
 
 

@@ -214,3 +214,36 @@ def test_best_ious_and_mask_box():
     assert mask_box(m).tolist() == [1, 2, 3, 3, 5, 4]
     assert mask_box(m[1]).tolist() == [3, 2, 4, 5]
     assert mask_box(torch.zeros(3, 3, dtype=torch.bool)) is None
+
+
+def test_volume_run_montages(tmp_path):
+    """organ3d: each gallery item is a montage of axial slices through the ground-truth organ,
+    whose box is drawn (dashed) on every shown slice; the evaluation's table is rendered."""
+    import torch
+
+    from gcfeat.data.mri_synthetic import write_organ3d
+    from gcfeat.tasks import get_task
+    from gcfeat.tasks.train import save_task_checkpoint
+
+    task = get_task("organ3d")
+    write_organ3d(tmp_path / "data", n_train=2, n_val=2, n_test=3, seed=0)
+    torch.manual_seed(0)
+    save_task_checkpoint(tmp_path / "ck.pt", task.build_model("resnet3d_18_slim"), task,
+                         "resnet3d_18_slim")
+    fa = {"gradcam": {k: {"mean": 0.25, "std": 0.1} for k in
+                      ("dauc_prob", "iauc_prob", "dauc_correct", "iauc_correct")}}
+    loc = {"gradcam": {"pointing_game": {"mean": 0.5, "n": 3}, "iou": {"mean": 0.125, "n": 3}}}
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"task": "organ3d", "data": str(tmp_path / "data"), "checkpoint": str(tmp_path / "ck.pt"),
+         "classification": {"accuracy": 0.5}, "faithfulness": fa, "localisation": loc}))
+    r = build_run_report(tmp_path, progress=False)
+    p = Page(r.html.read_text())
+    assert len(p.items) == 3
+    for it in p.items:
+        frame_tile = it["tiles"][0]
+        assert frame_tile["gt"] >= 1            # the organ's box on the slices through it
+    assert _body(p.tables["faithfulness"])[0][:4] == ["gradcam", "0.500", "0.125", "3"]
+    assert _body(p.tables["classification"]) == [["accuracy", "0.5000"]]
+    for ref in p.refs:
+        if not ref.startswith("#"):
+            assert (r.html.parent / ref).is_file(), ref
