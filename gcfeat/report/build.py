@@ -12,9 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 
+from gcfeat.data import collate
 from gcfeat.errors import GcfeatError
 from gcfeat.io import FeatureFile, FeatureFileError
 from gcfeat.tasks import get_task
@@ -55,6 +56,13 @@ class _Model:
     mean: Any
     std: Any
     input_size: Any
+
+
+def _task(name: str, source: Path):
+    try:
+        return get_task(name)
+    except ValueError as e:
+        raise ReportError(f"{source}: {e}") from None
 
 
 def _load_model(task, checkpoint: Path, device: str) -> _Model:
@@ -173,7 +181,7 @@ def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | Non
         what = "unreadable" if (run_dir / "summary.json").exists() else "missing"
         raise ReportError(f"{run_dir}: not a run directory (summary.json {what}; expected the "
                           "folder a demo wrote, e.g. runs/demo)")
-    task = get_task(s.get("task", "surgical"))
+    task = _task(s.get("task", "surgical"), run_dir / "summary.json")
     html = Path(out) if out is not None else run_dir / "report.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     files_dir, rel = _files_dir(html)
@@ -286,8 +294,7 @@ def build_feature_report(features_h5: str | os.PathLike, data_dir: str | os.Path
         if not ff.videos or "classes" not in ff.attrs:
             raise ReportError(f"{features_h5}: not a gcfeat feature file (no videos or no "
                               "'classes' attribute)")
-        task = get_task(ff.attrs.get("task") or "surgical")
-        names = ff.classes
+        task = _task(ff.attrs.get("task") or "surgical", features_h5)
         html = Path(out) if out is not None else features_h5.with_name(features_h5.stem + "_report.html")
         html.parent.mkdir(parents=True, exist_ok=True)
         files_dir, rel = _files_dir(html)
@@ -376,9 +383,6 @@ def _file_rows(ff: FeatureFile, method: str | None, video: str, i: int):
 
 
 def _plain_batches(ds, idx: Sequence[int], batch_size: int):
-    from torch.utils.data import DataLoader, Subset
-
-    from gcfeat.data import collate
-
+    """Batches of ``ds[idx]`` shaped as :func:`cam_pass`'s, without heatmaps."""
     for batch in DataLoader(Subset(ds, list(idx)), batch_size=batch_size, collate_fn=collate):
         yield batch, None, None, None

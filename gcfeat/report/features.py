@@ -11,7 +11,7 @@ import numpy as np
 from gcfeat.io import FeatureFile
 from gcfeat.io.features import BOX_COLUMNS
 
-from .page import esc, fmt, table
+from .page import esc, table
 
 __all__ = ["FeatureSummary", "summarise_features", "features_html", "frame_rows_html"]
 
@@ -140,7 +140,3 @@ def frame_rows_html(ff: FeatureFile, picks: Sequence[tuple[str, int]], *, values
                               f"features[:{values}] of {r['features'].shape[1]}"), body,
                              cls="frame-rows", caption=f"{m}: {len(body)} rows"))
     return "".join(out)
-
-
-def fmt_counts(d: dict) -> str:
-    return ", ".join(f"{k} {fmt(v)}" for k, v in d.items())

@@ -4,7 +4,6 @@ error, and its class filter and IoU sort must show / order the items as their da
 say. A screenshot is saved and its path printed."""
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 
