@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from gcfeat.data import collate
 from gcfeat.errors import GcfeatError
 from gcfeat.io import FeatureFile, FeatureFileError
+from gcfeat.models.fusion import fuse_conv_bn
 from gcfeat.tasks import get_task
 
 from .features import features_html, frame_rows_html, summarise_features
@@ -75,7 +76,10 @@ def _load_model(task, checkpoint: Path, device: str) -> _Model:
         raise ReportError(f"checkpoint {checkpoint}: {e}") from None
     get = (lambda k, d=None: info.get(k, d)) if isinstance(info, dict) else \
         (lambda k, d=None: getattr(info, k, d))
-    return _Model(model.eval().to(device), task.target_layer(model),
+    # the extraction pipeline's inference copy: batch norms folded into the convolutions
+    # (the same maps up to float rounding, ~1.3x faster on a CPU)
+    model, _ = fuse_conv_bn(model.eval().to(device))
+    return _Model(model, task.target_layer(model),
                   list(get("classes") or task.classes), get("mean"), get("std"),
                   get("input_size") or task.input_size)
 

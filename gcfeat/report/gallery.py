@@ -8,7 +8,8 @@ model's forward gives every class's map at once (Grad-CAM, closed form for ResNe
 so they stay sharp at any zoom and cost nothing to draw. An item carries
 ``data-classes`` (predicted and ground-truth class names), ``data-iou`` (the mean over its
 ground-truth boxes of each one's best IoU with a predicted box of its class, as the threshold
-study's ``mean_iou``; empty when the frame has no ground-truth box) and ``data-order``.
+study's ``mean_iou``; empty when the frame has no ground-truth box), ``data-ious`` (the same
+per class, ``name:iou`` pairs: a class filter sorts by that class's IoU) and ``data-order``.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class FrameView:
     gt_labels: np.ndarray
     probs: np.ndarray | None = None
     shown: list[int] = field(default_factory=list)   # classes with a tile, in order
+    predicted: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -216,12 +218,13 @@ def frame_views(batch: dict, heat: torch.Tensor | None, probs: torch.Tensor | No
         else:
             bx, lb, sc = np.zeros((0, 2 * sd), np.float32), np.zeros(0, np.int64), np.zeros(0)
         p = None if probs is None else probs[b].numpy()
-        shown: list[int] = []
+        predicted: list[int] = []
         if p is not None:
-            shown = (np.nonzero(p > pred_threshold)[0].tolist() if activation == "sigmoid"
-                     else [int(p.argmax())])
-        shown = sorted(set(shown) | set(int(v) for v in lb))
+            predicted = (np.nonzero(p > pred_threshold)[0].tolist() if activation == "sigmoid"
+                         else [int(p.argmax())])
         gb, gl = _gt(batch, b, sd)
+        # a ground-truth class the model missed gets its tile too: where did its heat go?
+        shown = sorted(set(predicted) | set(int(v) for v in lb) | set(int(v) for v in gl))
         bx = bx.reshape(-1, 2 * sd)
         zs = slices_for(x.shape[2], gb if len(gb) else bx) if sd == 3 else None
         h = {}
@@ -233,7 +236,7 @@ def frame_views(batch: dict, heat: torch.Tensor | None, probs: torch.Tensor | No
                                int(batch["frame_index"][b]) if "frame_index" in batch else b,
                                frames[b][zs] if zs is not None else frames[b], zs, h, bx,
                                lb.astype(np.int64), sc.astype(np.float32), gb,
-                               gl.astype(np.int64), p, shown))
+                               gl.astype(np.int64), p, shown, predicted))
     return views
 
 
@@ -339,6 +342,8 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
                + _svg_rects(v.boxes[sk], v.labels[sk], v.scores[sk], z=v.z, width=W, gt=False,
                             colors=colors, names=names, fs=fs))
         p = "" if v.probs is None else f" {float(v.probs[k]):.2f}"
+        if v.probs is not None and k not in v.predicted:
+            p += " (not predicted)"
         tiles.append(_tile(img, mw, mh, svg, f"{names[k]}{p}", width_px, small))
 
     ious = best_ious(v.gt_boxes[gkeep], v.gt_labels[gkeep], v.boxes, v.labels)
@@ -349,8 +354,12 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
                f'IoU <span class="{"iou-bad" if iou < 0.5 else "iou-ok"}">{iou:.2f}</span>')
     miss = " miss" if iou is not None and iou < 0.5 else ""
     data_cls = " ".join(c.replace(" ", "_") for c in classes)
+    gkl = v.gt_labels[gkeep]
+    per_class = " ".join(f"{names[int(k)].replace(' ', '_')}:{float(ious[gkl == k].mean()):.4f}"
+                         for k in np.unique(gkl))
     markup = (f'<figure class="item{miss}" data-order="{order}" data-classes="{esc(data_cls)}" '
-              f'data-iou="{"" if iou is None else f"{iou:.4f}"}" data-video="{esc(v.video)}" '
+              f'data-iou="{"" if iou is None else f"{iou:.4f}"}" data-ious="{esc(per_class)}" '
+              f'data-video="{esc(v.video)}" '
               f'data-frame="{v.frame_index}"><div class="tiles">{"".join(tiles)}</div>'
               f"<figcaption><b>{esc(v.video)} #{v.frame_index}</b> · {iou_txt}"
               + (f"<br>GT best IoU: {esc(gt_txt)}" if gt_txt else "") + "</figcaption></figure>")

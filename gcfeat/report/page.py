@@ -2,7 +2,8 @@
 
 The page reads without JavaScript (every table, figure and gallery item is static markup); the
 script only adds the gallery's class filter and IoU sort, by toggling ``hidden`` and reordering
-the items from their ``data-classes`` / ``data-iou`` / ``data-order`` attributes.
+the items from their ``data-classes`` / ``data-iou`` / ``data-ious`` / ``data-order``
+attributes (with a class selected, items sort by that class's IoU).
 """
 from __future__ import annotations
 
@@ -138,7 +139,17 @@ _SCRIPT = """
   var cls = document.getElementById("f-class"), sort = document.getElementById("f-sort");
   var count = document.getElementById("f-count"), worst = document.getElementById("f-worst");
   box.hidden = false;
-  function iou(it) { var v = it.getAttribute("data-iou"); return v === "" ? null : parseFloat(v); }
+  function iou(it) {            // with a class filter: that class's IoU in the frame
+    var c = cls.value, v = it.getAttribute("data-iou");
+    if (c) {
+      v = "";
+      (it.getAttribute("data-ious") || "").split(" ").forEach(function (kv) {
+        var i = kv.lastIndexOf(":");
+        if (i > 0 && kv.slice(0, i) === c) v = kv.slice(i + 1);
+      });
+    }
+    return v === "" ? null : parseFloat(v);
+  }
   function order(it) { return parseInt(it.getAttribute("data-order"), 10); }
   function cmp(a, b) {
     var k = sort.value;

@@ -80,7 +80,18 @@ def test_report_in_chromium(browser, tiny_run, tmp_path):
     assert browser.find_element(By.ID, "f-count").text == \
         f"{len(shown)} of {len(start)} frames shown"
 
+    # with the filter on, worst first sorts by that class's IoU (data-ious), unscored last
+    browser.find_element(By.ID, "f-worst").click()
+    per = {}
+    for el in browser.find_elements(By.CSS_SELECTOR, "#items .item"):
+        pairs = dict(kv.rsplit(":", 1) for kv in el.get_attribute("data-ious").split())
+        per[int(el.get_attribute("data-order"))] = float(pairs[c]) if c in pairs else None
+    got = [o for o, _, _ in _visible(browser)]
+    assert sorted(got) == [o for o, _, cl in start if c in cl]
+    assert got == sorted(got, key=lambda o: (per[o] is None, per[o] or 0, o))
+
     # sort: worst IoU first (frames without ground truth last), ties in frame order
+    Select(browser.find_element(By.ID, "f-sort")).select_by_value("order")
     Select(browser.find_element(By.ID, "f-class")).select_by_value("")
     browser.find_element(By.ID, "f-worst").click()
     worst = _visible(browser)
