@@ -343,7 +343,7 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
                             colors=colors, names=names, fs=fs))
         p = "" if v.probs is None else f" {float(v.probs[k]):.2f}"
         if v.probs is not None and k not in v.predicted:
-            p += " (not predicted)"
+            p += " missed"
         tiles.append(_tile(img, mw, mh, svg, f"{names[k]}{p}", width_px, small))
 
     ious = best_ious(v.gt_boxes[gkeep], v.gt_labels[gkeep], v.boxes, v.labels)
