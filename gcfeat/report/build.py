@@ -118,13 +118,21 @@ def _frame_table(ds) -> list[tuple[str, int]]:
     return out
 
 
+_MARK = ".gcfeat-report"
+
+
 def _files_dir(html: Path) -> tuple[Path, str]:
-    """``report.html`` -> ``report_files/`` beside it (emptied: a rebuild leaves no stale
-    images) and its reference from the page."""
+    """``report.html`` -> ``report_files/`` beside it and its reference from the page. A
+    folder of an earlier report (it holds the marker file) is emptied, so a rebuild leaves no
+    stale images; any other existing folder is refused and left as it is."""
     d = html.with_name(html.stem + "_files")
     if d.exists():
+        if not (d / _MARK).is_file() and (not d.is_dir() or any(d.iterdir())):
+            raise ReportError(f"{d}: exists and was not written by gcfeat.report; the report "
+                              f"{html} keeps its images there (choose another --out)")
         shutil.rmtree(d)
     d.mkdir(parents=True)
+    (d / _MARK).write_text("images of the gcfeat report beside this folder\n")
     return d, d.name
 
 
@@ -269,7 +277,7 @@ def _write(html: Path, files_dir: Path, title: str, subtitle: str, sections, n_f
            skipped: dict, t0: float) -> ReportResult:
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     html.write_text(page(title, f"{subtitle} · built {stamp}", sections), encoding="utf-8")
-    images = sum(1 for p in files_dir.rglob("*") if p.is_file())
+    images = sum(1 for p in files_dir.rglob("*") if p.is_file() and p.name != _MARK)
     for a, _, body in sections:
         if not body and a not in skipped:
             skipped[a] = "nothing in the run for it"

@@ -182,6 +182,14 @@ def test_errors(tmp_path, tiny_run, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), (argv, err)
     assert bad.read_text() == "not hdf5"
+    # a folder the report did not write is never emptied
+    mine = tmp_path / "mine"
+    (mine / "report_files").mkdir(parents=True)
+    (mine / "report_files" / "keep.txt").write_text("x")
+    (mine / "summary.json").write_text("{}")
+    assert main([str(mine)]) == 2
+    assert "not written by gcfeat.report" in capsys.readouterr().err
+    assert (mine / "report_files" / "keep.txt").read_text() == "x"
 
 
 def test_cli_run_dir(tiny_run, tmp_path, capsys):
