@@ -199,56 +199,24 @@ def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | Non
     files_dir, rel = _files_dir(html)
     skipped: dict[str, str] = {}
     tune_dir = run_dir / "tune"
-    feats = s.get("features")
-    feats_path = _resolve(feats.get("file") if isinstance(feats, dict) else feats, run_dir,
-                          s.get("out")) or run_dir / "features.h5"
-    ff = None
-    if feats_path.is_file():
-        try:
-            ff = FeatureFile(feats_path)
-        except FeatureFileError as e:
-            skipped["features"] = str(e)
-    else:
-        skipped["features"] = f"{feats_path}: no feature file"
-    attrs = ff.attrs if ff is not None else None
-    ck = Path(checkpoint) if checkpoint is not None else _resolve(s.get("checkpoint"), run_dir,
-                                                                    s.get("out"))
-    names = list(task.classes)
-    gal, n_frames = "", 0
+    attrs, feat_html = _run_features(s, run_dir, seed, skipped)
+    thr = _box_threshold(s, attrs, tune_dir)
+    names, gal, n_frames = list(task.classes), "", 0
     try:
-        m = _load_model(task, ck, device) if ck is not None else None
-        if m is None:
-            raise ReportError("summary.json names no checkpoint")
-        names = m.classes
-        data = _resolve(s.get("data"), run_dir, s.get("out")) or run_dir / "data"
-        sp = split or s.get("split") or ("val" if task.name == "surgical" else "test")
-        ds = _dataset(task, data, sp, m)
-        idx = sample_indices(len(ds), max_frames, seed)
-        thr = _box_threshold(s, attrs, tune_dir)
-        src = cam_pass(m.model, m.target, ds, idx, classes=names, activation=task.activation,
-                       threshold=thr, batch_size=batch_size, device=device, progress=progress)
-        colors = class_colors(len(names))
-        items = _gallery(src, dict(activation=task.activation, mean=m.mean, std=m.std),
-                         names, colors, files_dir, rel)
-        n_frames = len(items)
-        gal = gallery_html(items, names, colors,
-                           f"Split {sp}: {len(idx)} of {len(ds)} frames (seed {seed}); Grad-CAM "
-                           f"of each predicted class; boxes at T = {thr:g}.")
+        names, gal, n_frames = _run_gallery(
+            s, run_dir, task, thr, files_dir, rel, checkpoint=checkpoint, split=split,
+            max_frames=max_frames, seed=seed, device=device, batch_size=batch_size,
+            progress=progress)
     except (GcfeatError, OSError) as e:   # the rest of the report is still worth writing
         skipped["gallery"] = str(e)
         gal = f'<p class="note">No gallery: {esc(e)}</p>'
-    feat_html = ""
-    if ff is not None:
-        with ff:
-            fs = summarise_features(ff)
-            feat_html = features_html(fs) + _rows_sample(ff, seed)
     sections = [
         ("settings", "Run", settings_html(s)),
         ("classification", "Classification", classification_html(s, names, read_json(
             run_dir / "eval" / "metrics.json"))),
         ("training", "Training", training_html(run_dir, s)),
         ("threshold", "Threshold study", tune_html(tune_dir, files_dir, rel)),
-        ("boxes", "Box metrics", box_metrics_html(tune_dir, _box_threshold(s, attrs, tune_dir))),
+        ("boxes", "Box metrics", box_metrics_html(tune_dir, thr)),
         ("faithfulness", "Localisation and faithfulness",
          faithfulness_html(run_dir, s, files_dir, rel)),
         ("figures", "Figures", figures_html(sorted(run_dir.glob("bbox_*.png")), files_dir, rel)),
@@ -257,6 +225,47 @@ def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | Non
     ]
     title = f"gcfeat {task.name} run: {run_dir.resolve().name}"
     return _write(html, files_dir, title, f"{run_dir}", sections, n_frames, skipped, t0)
+
+
+def _run_features(s: dict, run_dir: Path, seed: int, skipped: dict) -> tuple[dict | None, str]:
+    """The run's feature file (``summary["features"]``, else ``features.h5``): its root
+    attributes and its section."""
+    feats = s.get("features")
+    path = _resolve(feats.get("file") if isinstance(feats, dict) else feats, run_dir,
+                    s.get("out")) or run_dir / "features.h5"
+    if not path.is_file():
+        skipped["features"] = f"{path}: no feature file"
+        return None, ""
+    try:
+        with FeatureFile(path) as ff:
+            return dict(ff.attrs), features_html(summarise_features(ff)) + _rows_sample(ff, seed)
+    except FeatureFileError as e:
+        skipped["features"] = str(e)
+        return None, ""
+
+
+def _run_gallery(s: dict, run_dir: Path, task, thr: float, files_dir: Path, rel: str, *,
+                 checkpoint, split, max_frames, seed, device, batch_size, progress
+                 ) -> tuple[list[str], str, int]:
+    """``(class names, gallery section, frames)``: one CAM pass of the run's checkpoint over
+    a seeded sample of its evaluation split, boxes at ``thr``."""
+    ck = Path(checkpoint) if checkpoint is not None else _resolve(s.get("checkpoint"), run_dir,
+                                                                    s.get("out"))
+    if ck is None:
+        raise ReportError("summary.json names no checkpoint (pass --checkpoint)")
+    m = _load_model(task, ck, device)
+    data = _resolve(s.get("data"), run_dir, s.get("out")) or run_dir / "data"
+    sp = split or s.get("split") or ("val" if task.name == "surgical" else "test")
+    ds = _dataset(task, data, sp, m)
+    idx = sample_indices(len(ds), max_frames, seed)
+    src = cam_pass(m.model, m.target, ds, idx, classes=m.classes, activation=task.activation,
+                   threshold=thr, batch_size=batch_size, device=device, progress=progress)
+    colors = class_colors(len(m.classes))
+    items = _gallery(src, dict(activation=task.activation, mean=m.mean, std=m.std), m.classes,
+                     colors, files_dir, rel)
+    note = (f"Split {sp}: {len(idx)} of {len(ds)} frames (seed {seed}); Grad-CAM of each "
+            f"predicted class; boxes at T = {thr:g}.")
+    return m.classes, gallery_html(items, m.classes, colors, note), len(items)
 
 
 def _rows_sample(ff: FeatureFile, seed: int, k: int = 3) -> str:
