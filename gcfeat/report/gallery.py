@@ -261,7 +261,8 @@ def _montage(a: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, 1)
 
 
-def _svg_rects(boxes, labels, scores, *, z, width, gt: bool, colors, names, fs: float) -> str:
+def _svg_rects(boxes, labels, scores, *, z, width, height, gt: bool, colors, names,
+               fs: float) -> str:
     """SVG rectangles (and score labels) of ``boxes`` on a montage of slices ``z``."""
     if not len(labels):
         return ""
@@ -285,7 +286,9 @@ def _svg_rects(boxes, labels, scores, *, z, width, gt: bool, colors, names, fs: 
             out.append(f'<rect{cls} x="{ox + x1:g}" y="{y1:g}" width="{x2 - x1:g}" '
                        f'height="{y2 - y1:g}" stroke="{c}"><title>{esc(title)}</title></rect>')
             if not gt and scores is not None:
-                out.append(f'<text x="{ox + x1 + 1:g}" y="{y1 + fs:g}" font-size="{fs:g}">'
+                # inside the box's top-left corner, kept inside the slice
+                tx, ty = min(ox + x1 + 1, ox + width - 2.2 * fs), min(y1 + fs, height - 1)
+                out.append(f'<text x="{tx:g}" y="{ty:g}" font-size="{fs:g}">'
                            f"{float(scores[i]):.2f}</text>")
     return "".join(out)
 
@@ -323,9 +326,9 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
         files.append(name)
         return f"{rel}/{name}"
 
-    svg = (_svg_rects(v.gt_boxes[gkeep], v.gt_labels[gkeep], None, z=v.z, width=W, gt=True,
+    svg = (_svg_rects(v.gt_boxes[gkeep], v.gt_labels[gkeep], None, z=v.z, width=W, height=H, gt=True,
                       colors=colors, names=names, fs=fs)
-           + _svg_rects(v.boxes[keep], v.labels[keep], v.scores[keep], z=v.z, width=W, gt=False,
+           + _svg_rects(v.boxes[keep], v.labels[keep], v.scores[keep], z=v.z, width=W, height=H, gt=False,
                         colors=colors, names=names, fs=fs))
     cap = "frame" if v.z is None else "z = " + ", ".join(map(str, v.z))
     tiles.append(_tile(put(f"{stem}{ext}", base), mw, mh, svg, cap, width_px, small))
@@ -337,9 +340,9 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
         else:
             img = f"{rel}/{stem}{ext}"
         sk, gk = v.labels == k, v.gt_labels == k
-        svg = (_svg_rects(v.gt_boxes[gk], v.gt_labels[gk], None, z=v.z, width=W, gt=True,
+        svg = (_svg_rects(v.gt_boxes[gk], v.gt_labels[gk], None, z=v.z, width=W, height=H, gt=True,
                           colors=colors, names=names, fs=fs)
-               + _svg_rects(v.boxes[sk], v.labels[sk], v.scores[sk], z=v.z, width=W, gt=False,
+               + _svg_rects(v.boxes[sk], v.labels[sk], v.scores[sk], z=v.z, width=W, height=H, gt=False,
                             colors=colors, names=names, fs=fs))
         p = "" if v.probs is None else f" {float(v.probs[k]):.2f}"
         if v.probs is not None and k not in v.predicted:
