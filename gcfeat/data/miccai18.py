@@ -23,9 +23,12 @@ always labelled present. Example::
 ``SURGICAL_CLASSES`` order, ``x1,y1,x2,y2`` in frame pixels (exclusive end), all zeros when the
 class is absent; fields separated by spaces (commas and spaces are interchangeable when read).
 gcfeat writes all 11 classes (tissue last, box = whole frame); a line with 8 groups (the
-original 8 tools) or 10 groups maps onto the first 8 / 10 classes. Example::
+original 8 tools) or 10 groups maps onto the first 8 / 10 classes; a line with 9 groups (the
+original files: 8 tools then tissue, groups separated by ``", "``) maps groups 0-7 onto classes
+0-7 and group 8 onto tissue. Example::
 
     frame000.png 0,0,0,0 12,40,118,131 0,0,0,0 ... 0,0,320,256
+    frame000, 0,0,0,0, 12,40,118,131, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,1280,1024
 
 Split: sequences 1, 5 and 16 are validation, the others training; a synthetic dataset in which
 none of these numbers exists puts its last sequence in validation (:func:`miccai18_splits`).
@@ -134,16 +137,19 @@ def read_gt_bbox(path: os.PathLike | str) -> dict[int, dict[int, tuple[int, int,
             continue
         row = _SEP.split(line.strip())
         values = row[1:]
-        if len(values) % 4 or len(values) // 4 not in (8, 10, len(SURGICAL_CLASSES)):
+        if len(values) % 4 or len(values) // 4 not in (8, 9, 10, len(SURGICAL_CLASSES)):
             raise DataError(f"{path}, line {i + 1}: {len(values)} numbers after the frame name; "
-                            f"expected 4 per class for 8, 10 or {len(SURGICAL_CLASSES)} classes")
+                            f"expected 4 per class for 8, 9 (8 tools + tissue), 10 or "
+                            f"{len(SURGICAL_CLASSES)} classes")
         try:
             v = np.asarray([float(x) for x in values]).reshape(-1, 4)
         except ValueError:
             raise DataError(f"{path}, line {i + 1}: non-numeric box coordinate in "
                             f"{line.strip()!r}") from None
         frame = _frame_number(row[0], path, i + 1)
-        out[frame] = {c: tuple(int(round(x)) for x in b) for c, b in enumerate(v) if b.any()}
+        # the original's 9 groups: 8 tools, then tissue
+        cls = list(range(8)) + [TISSUE] if len(v) == 9 else range(len(v))
+        out[frame] = {c: tuple(int(round(x)) for x in b) for c, b in zip(cls, v) if b.any()}
     return out
 
 
