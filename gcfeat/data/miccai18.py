@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 from .classes import MICCAI18_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE
 from .errors import DataError, require_dir, require_file
 from .groundtruth import read_frame_gt
-from .transforms import parse_size, scale_boxes, to_input
+from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 
 #: EndoVis18 validation sequences.
 MICCAI18_VAL_SEQUENCES: tuple[int, ...] = (1, 5, 16)
@@ -199,13 +199,18 @@ class Miccai18Dataset(Dataset):
         sequences: keep only these sequences (numbers or "seq_N").
         with_gt: add ground-truth boxes.
         transform: optional callable applied to each sample dict.
+        resize: frame resizing, ``"area"`` (OpenCV, default) or ``"pil"`` (PIL bilinear, the
+            original's; see :func:`~gcfeat.data.transforms.resize_image`).
     """
 
     def __init__(self, root: os.PathLike | str, split: str = "train",
                  size: tuple[int, int] | str = (256, 320),
                  mean: Sequence[float] = SURGICAL_MEAN, std: Sequence[float] = SURGICAL_STD,
                  sequences: Iterable[int | str] | None = None, with_gt: bool = True,
-                 transform: Callable[[dict], dict] | None = None):
+                 transform: Callable[[dict], dict] | None = None, resize: str = "area"):
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"resize={resize!r}: expected one of {RESIZE_METHODS}")
+        self.resize = resize
         self.root = Path(root)
         self.size = parse_size(size)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -279,7 +284,7 @@ class Miccai18Dataset(Dataset):
         seq, f, png = self.items[i]
         image = read_png(png)
         sample = {
-            "image": to_input(image, self.size, self.mean, self.std),
+            "image": to_input(image, self.size, self.mean, self.std, self.resize),
             "labels": torch.from_numpy(self.labels[i].astype(np.float32)),
             "video": seq,
             "frame_index": f,
