@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "which layer2 / layer3 is used; above: layer4")
     m.add_argument("--single-layer", choices=("layer2", "layer3", "layer4", "last_conv"),
                    default=None, help="m2: use this map for every box")
+    m.add_argument("--recipe", default="default", choices=("default", "paper"),
+                   help="default: gcfeat's corrected rules; paper: the original scripts' "
+                        "features (per-frame BatchNorm maps for m2/m3, their extraction "
+                        "normalisation, PIL resizing, RETR_LIST contours, m1 stretched uint8 "
+                        "crops without normalisation, m2 rounded slices, spatial-first "
+                        "flattening, m3 broadcast group means with the binary mask; surgical "
+                        "task only; see the README's recipe table)")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output HDF5 file (resumed when it exists)")
     r.add_argument("--batch-size", type=int, default=32, help="frames per batch")
@@ -115,6 +122,9 @@ def load_surgical(args):
     model, info = load_checkpoint(args.checkpoint)
     size = tuple(info.input_size) if info.input_size else (256, 320)
     kw = dict(mean=info.mean, std=info.std) if info.mean else {}
+    if args.recipe != "default":       # issue 12: frames prepared as the recipe says
+        from .recipe import get_recipe
+        kw.update(get_recipe(args.recipe).dataset_kwargs())
     layout_name = detect_layout(args.data) if args.layout == "auto" else args.layout
     if layout_name == "cholec80":
         kw["fps"] = args.fps
@@ -134,6 +144,9 @@ def load_task(args):
     from gcfeat.tasks import get_task
 
     task = get_task(args.task)
+    if args.recipe != "default":
+        raise ValueError(f"--recipe {args.recipe}: the original's rules are for the surgical "
+                         f"task; {task.name} runs with --recipe default")
     if args.boxes == "gt":
         raise ValueError(f"--boxes gt: the {task.name} data has masks, not annotated boxes; "
                          f"use --boxes cam")
@@ -183,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             area_thresholds=args.area_thresholds, single_layer=args.single_layer,
             min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
             checkpoint_sha256=file_sha256(args.checkpoint), task=args.task,
-            activation=activation, boxes=args.boxes, fold_bn=not args.no_fold_bn)
+            activation=activation, boxes=args.boxes, fold_bn=not args.no_fold_bn,
+            recipe=args.recipe)
     except ValueError as e:          # user-caused: bad data folder, checkpoint, settings
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ from .base import Extractor, feature_levels, layer_channels
 from .crop import CropExtractor
 from .heatmap import HeatmapExtractor
 from .pooling import Layout, LayoutError
+from .recipe import FrameStatsMaps, Recipe, check_dataset, get_recipe
 from .roi import AREA_THRESHOLDS, RoiExtractor
 
 METHODS = ("m1", "m2", "m3")
@@ -61,22 +62,34 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                      single_layer: Optional[str] = None,
-                     selection: str = "threshold") -> List[Extractor]:
+                     selection: str = "threshold", recipe: "Recipe | str | None" = None,
+                     stats_model=None) -> List[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
     layer2..layer4; a small CNN: its last conv); ``selection`` is M3's class choice
-    (``"threshold"`` multi-label, ``"top1"`` single-label).
+    (``"threshold"`` multi-label, ``"top1"`` single-label). ``recipe`` (see
+    :mod:`gcfeat.extract.recipe`); with per-frame BatchNorm maps (``"paper"``) M2 and M3 share
+    one :class:`~gcfeat.extract.recipe.FrameStatsMaps` built from ``stats_model`` (the model
+    with its BatchNorms, i.e. not BN-folded; default ``model``).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
     levels = list(feature_levels(model))
+    # --- recipe (issue 12): per-frame BatchNorm maps shared by m2 / m3
+    recipe = get_recipe(recipe)
+    frame_maps = None
+    if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
+        frame_maps = FrameStatsMaps(stats_model if stats_model is not None else model, levels)
+    rkw = dict(recipe=recipe, frame_maps=frame_maps)
+    # ---
     make = {
-        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1]),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels),
+        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1],
+                                    recipe=recipe),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, **rkw),
         "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
-                                       levels[-1], selection),
+                                       levels[-1], selection, **rkw),
     }
     return [make[m]() for m in METHODS if m in methods]
 
@@ -195,7 +208,7 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      pred_threshold: float, layout: Layout, min_area: float,
                      checkpoint_sha256: str = "", fps: Optional[float] = None,
                      task: str = "surgical", activation: str = "sigmoid",
-                     boxes: str = "cam") -> dict:
+                     boxes: str = "cam", recipe: "Recipe | None" = None) -> dict:
     """Root attributes (the settings a resumed run must match). Surgical files made with CAM
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
     ``spatial_dims``, other box sources ``boxes``."""
@@ -205,6 +218,12 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      spatial_dims=len(info.input_size) if info.input_size else 2)
     if boxes != "cam":
         extra["boxes"] = boxes
+    recipe = get_recipe(recipe)
+    if not recipe.is_default:   # issue 12: the paper recipe's rules and its normalisation
+        extra["recipe"] = recipe.settings()
+        if recipe.mean is not None:
+            info = copy.copy(info)
+            info.mean, info.std = recipe.mean, recipe.std
     return {**extra,
         "classes": list(info.classes),
         "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
@@ -233,7 +252,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
                     skip: Optional[Callable[[str, int], bool]] = None,
                     task: str = "surgical", activation: str = "sigmoid",
-                    boxes: str = "cam", fold_bn: bool = True) -> dict:
+                    boxes: str = "cam", fold_bn: bool = True,
+                    recipe: "Recipe | str | None" = None) -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -260,6 +280,10 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         fold_bn: run an inference copy with the batch norms folded into the convs
             (:func:`gcfeat.models.fusion.fuse_conv_bn`; the model itself is untouched): the same
             numbers up to float rounding, fewer passes over memory.
+        recipe: ``"default"`` (gcfeat's rules) or ``"paper"`` (the original scripts' rules,
+            :mod:`gcfeat.extract.recipe`; README "Recipes"). ``"paper"`` expects a dataset
+            built with ``**get_recipe("paper").dataset_kwargs()`` (extraction normalisation,
+            PIL resizing); a dataset that says otherwise is refused.
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
@@ -278,8 +302,12 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         raise ValueError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
     if boxes not in BOX_SOURCES:
         raise ValueError(f"boxes: got {boxes!r}, expected one of {BOX_SOURCES}")
+    recipe = get_recipe(recipe)
+    if not recipe.is_default:
+        check_dataset(dataset, recipe)
     device = torch.device(device)
     model = model.to(device).eval()
+    stats_model = model       # issue 12: per-frame BN maps need the BatchNorms (not folded)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if fold_bn:
@@ -294,13 +322,13 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                                   weighting=weighting, crop_size=crop_size,
                                   crop_batch_size=crop_batch_size,
                                   area_thresholds=area_thresholds, single_layer=single_layer,
-                                  selection=selection)
+                                  selection=selection, recipe=recipe, stats_model=stats_model)
     check_layout(layout, channels, methods, single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=threshold,
                              pred_threshold=pred_threshold, layout=layout, min_area=min_area,
                              checkpoint_sha256=checkpoint_sha256, fps=fps, task=task,
-                             activation=activation, boxes=boxes)
+                             activation=activation, boxes=boxes, recipe=recipe)
     classes = list(info.classes)
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     tissue = classes.index("tissue") if "tissue" in classes else None
@@ -394,7 +422,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                                                  min_area=min_area, class_modes=class_modes,
                                                  probs=gate, pred_threshold=pred_threshold
                                                  if activation == "sigmoid" else 0.5,
-                                                 classes=res.classes)
+                                                 classes=res.classes,
+                                                 contours=recipe.contours)
                     feats = {e.name: e(x, res, found, probs).float() for e in extractors}
                 writer.write(videos, frames, probs, feats)
                 stats["frames"] += len(videos)
