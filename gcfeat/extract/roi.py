@@ -33,7 +33,7 @@ from torchvision.ops import roi_align
 
 from .base import Extractor, Features
 from .pooling import Layout, LayoutError, channel_group_mean, layout_dim
-from .recipe import DEFAULT, FrameStatsMaps, Recipe, get_recipe, spatial_first
+from .recipe import FrameStatsMaps, Recipe, get_recipe, spatial_first
 
 LEVELS: Tuple[str, str, str] = ("layer2", "layer3", "layer4")
 #: The original's area thresholds, in pixels of a 256x320 (HxW) frame.
