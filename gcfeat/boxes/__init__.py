@@ -9,10 +9,10 @@ boxes.roi_format()          # (M, 5) [frame, x1, y1, x2, y2] for torchvision.ops
 """
 from .ops import box_area, box_iou, box_union, pairwise_box_iou, points_in_boxes
 from .structures import Boxes
-from .threshold import BOX_MODES, HeatmapError, box_mean, heatmap_to_boxes
+from .threshold import BOX_MODES, CONTOUR_MODES, HeatmapError, box_mean, heatmap_to_boxes
 
 __all__ = [
-    "Boxes", "heatmap_to_boxes", "HeatmapError", "BOX_MODES", "box_mean",
+    "Boxes", "heatmap_to_boxes", "HeatmapError", "BOX_MODES", "CONTOUR_MODES", "box_mean",
     "box_area", "box_iou", "pairwise_box_iou", "box_union", "points_in_boxes",
     "ThresholdSweep", "evaluate_thresholds", "recommend_thresholds",
 ]

@@ -1,8 +1,14 @@
 """Heatmaps -> boxes: threshold, connected blobs, one box per blob (or per class map).
 
-The original surgical code thresholded each predicted class map with OpenCV, took external
-contours and one ``boundingRect`` per contour, dropped boxes of area <= 25 px, merged the tissue
-boxes into one, and scored a box by the mean heat inside it. :func:`heatmap_to_boxes` does the
+The original surgical code (``utils/bbox_library.py: form_bboxes``) thresholded each predicted
+class map with OpenCV (``cv2.threshold(cam, T, 255, THRESH_BINARY)``: pixels strictly above T),
+traced it with ``cv2.findContours(thresh, 1, 2)`` (``RETR_LIST``, ``CHAIN_APPROX_SIMPLE``: every
+contour, the borders of holes inside a blob included, not only the outer ones), took one
+``boundingRect`` per contour, dropped boxes of area ``w * h <= 25``, merged the tissue boxes into
+one (``crop_multibbox`` / ``extract_feature_all``) and scored a box by the mean heat inside it.
+gcfeat's default keeps one box per blob (its outer border, ``contours="outer"``: a hole is not
+an object); ``contours="list"`` is the original's rule (a hole's border adds the box of the
+pixels around the hole, when that box is larger than ``min_area``). :func:`heatmap_to_boxes` does the
 same for a whole batch at once: the selected maps are stacked into tall images of a few maps
 each with a zero row between maps (so no blob can cross from one map into the next), traced with
 one OpenCV call per cache-sized chunk, chunks spread over threads (OpenCV releases the GIL), and
@@ -34,8 +40,10 @@ from torch import Tensor
 
 from .structures import Boxes
 
-__all__ = ["heatmap_to_boxes", "BOX_MODES", "HeatmapError"]
+__all__ = ["heatmap_to_boxes", "BOX_MODES", "CONTOUR_MODES", "HeatmapError"]
 
+#: Contour rules: one box per blob (outer border) / every contour, holes included (RETR_LIST).
+CONTOUR_MODES: tuple[str, ...] = ("outer", "list")
 #: Box modes: one box per 8-connected blob / the largest blob's box / one box around all blobs.
 BOX_MODES: tuple[str, ...] = ("components", "largest", "union")
 _MODE_CODE = {m: i for i, m in enumerate(BOX_MODES)}
@@ -58,6 +66,7 @@ def heatmap_to_boxes(
     pred_threshold: float = 0.5,
     classes: Sequence[int] | Tensor | None = None,
     workers: int | None = None,
+    contours: str = "outer",
 ) -> Boxes:
     """Boxes around the pixels of each class heatmap that are strictly above ``threshold``.
 
@@ -92,6 +101,9 @@ def heatmap_to_boxes(
         workers: threads tracing blobs (OpenCV and the integral image release the GIL);
             default ``min(4, os.cpu_count())`` (more threads oversubscribe OpenCV's own pool
             and gained nothing on a 16-core machine); 1 runs inline.
+        contours: ``"outer"`` (default) one box per blob, from its outer border; ``"list"``
+            (2D only) every contour OpenCV's ``RETR_LIST`` returns, hole borders included,
+            each a box of its own (the original's ``findContours(thresh, 1, 2)``).
 
     Returns:
         :class:`Boxes` on ``heat``'s device: ``xyxy (M, 4)`` (3D ``(M, 6)`` as z1, y1, x1, z2,
@@ -112,6 +124,12 @@ def heatmap_to_boxes(
     """
     heat, sel, labels_of_channel, mode_of_channel = _check(
         heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes)
+    if contours not in CONTOUR_MODES:
+        raise HeatmapError(f"contours: expected one of {CONTOUR_MODES}, got {contours!r}")
+    if contours == "list" and heat.ndim != 4:
+        raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape "
+                           f"{tuple(heat.shape)}")
+    holes = contours == "list"
     threshold = float(threshold)
     d = heat.ndim - 2
     device = heat.device
@@ -135,7 +153,7 @@ def heatmap_to_boxes(
             s, e = c
             r = rows[s:e]
             h = hn[r[0]:r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
-            return _chunk_2d_cpu(h, threshold, map_modes[s:e], min_area, s)
+            return _chunk_2d_cpu(h, threshold, map_modes[s:e], min_area, s, holes)
     else:
         # Threshold on the device; only a uint8 mask with one zero row (slice) per map leaves it.
         maps = flat[torch.from_numpy(rows).to(device)]
@@ -146,8 +164,7 @@ def heatmap_to_boxes(
 
         def task(c):
             s, e = c
-            tracer = _trace_2d if d == 2 else _trace_3d
-            m_idx, xyxy = tracer(mask[s:e])
+            m_idx, xyxy = _trace_2d(mask[s:e], holes) if d == 2 else _trace_3d(mask[s:e])
             m_idx, xyxy = _reduce_modes(m_idx, xyxy, map_modes[s:e], min_area)
             return m_idx + s, xyxy, None
 
@@ -230,7 +247,8 @@ class _NonFinite(Exception):
     pass
 
 
-def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: float, offset: int):
+def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: float, offset: int,
+                  holes: bool = False):
     """Threshold + trace + reduce + score ``h (C, H, W)`` float32 maps; returns map index
     (global), ``xyxy (n, 4)`` and box sums / areas, i.e. mean heat."""
     c, H, W = h.shape
@@ -238,7 +256,7 @@ def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: 
         raise _NonFinite
     mask = np.zeros((c, H + 1, W), dtype=bool)  # one zero row below each map
     np.greater(h, threshold, out=mask[:, :H])
-    m_idx, xyxy = _trace_2d(mask.view(np.uint8))
+    m_idx, xyxy = _trace_2d(mask.view(np.uint8), holes)
     m_idx, xyxy = _reduce_modes(m_idx, xyxy, modes, min_area)
     if len(m_idx) == 0:
         return m_idx + offset, xyxy, np.zeros(0, np.float32)
@@ -253,18 +271,21 @@ def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: 
     return m_idx + offset, xyxy, total / np.maximum(area, 1)
 
 
-def _trace_2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _trace_2d(mask: np.ndarray, holes: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """8-connected blobs of ``mask (C, H + 1, W)`` uint8 (last row of each map zero).
 
     Returns ``map (L,)`` int64 and ``xyxy (L, 4)`` int64 exclusive-end boxes. The outer border
     of every blob is a top-level contour of ``RETR_CCOMP`` (blobs inside another blob's hole
-    included, which ``RETR_EXTERNAL`` would miss); its extreme points give the box.
+    included, which ``RETR_EXTERNAL`` would miss); its extreme points give the box. With
+    ``holes`` every contour of ``RETR_LIST`` gives a box (the original's rule). The zero row
+    under each map joins the outer background, so a map's holes are the same as traced alone.
     """
     c, hp, W = mask.shape
-    contours, hier = cv2.findContours(mask.reshape(c * hp, W), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    retr = cv2.RETR_LIST if holes else cv2.RETR_CCOMP
+    contours, hier = cv2.findContours(mask.reshape(c * hp, W), retr, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
-    outer = hier[0][:, 3] < 0
+    outer = np.ones(len(contours), bool) if holes else hier[0][:, 3] < 0
     lens = np.fromiter((len(x) for x in contours), np.int64, len(contours))
     pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])

@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "which layer2 / layer3 is used; above: layer4")
     m.add_argument("--single-layer", choices=("layer2", "layer3", "layer4", "last_conv"),
                    default=None, help="m2: use this map for every box")
+    m.add_argument("--recipe", default="default", choices=("default", "paper"),
+                   help="default: gcfeat's corrected rules; paper: the original scripts' "
+                        "features (per-frame BatchNorm maps for m2/m3, their extraction "
+                        "normalisation, PIL resizing, RETR_LIST contours, m1 stretched uint8 "
+                        "crops without normalisation, m2 rounded slices, spatial-first "
+                        "flattening, m3 broadcast group means with the binary mask; surgical "
+                        "task only; see the README's recipe table)")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output HDF5 file (resumed when it exists)")
     r.add_argument("--batch-size", type=int, default=32, help="frames per batch")
@@ -131,7 +138,7 @@ def _extract(args: argparse.Namespace, layout) -> int:
         weighting=args.weighting, crop_batch_size=args.crop_batch_size,
         area_thresholds=args.area_thresholds, single_layer=args.single_layer,
         min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
-        fold_bn=not args.no_fold_bn)
+        fold_bn=not args.no_fold_bn, recipe=args.recipe)
     stats = r.stats
     rows = ", ".join(f"{m}: {n}" for m, n in stats["rows"].items())
     prefix = f"[rank {r.rank}] " if r.world > 1 else ""

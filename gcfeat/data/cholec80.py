@@ -41,7 +41,7 @@ from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, SU
                       SURGICAL_STD, TISSUE)
 from .errors import DataError, require_dir, require_file
 from .groundtruth import read_frame_gt
-from .transforms import parse_size, scale_boxes, to_input
+from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 from .video import iter_frames, video_info
 
 _SPLITS = ("train", "val", "all")
@@ -129,6 +129,8 @@ class Cholec80Dataset(IterableDataset):
         transform: optional callable applied to each sample dict.
         shuffle: shuffle the order of the videos every epoch (see :meth:`set_epoch`).
         seed: seed of that shuffle.
+        resize: frame resizing, ``"area"`` (OpenCV, default) or ``"pil"`` (PIL bilinear, the
+            original's; see :func:`~gcfeat.data.transforms.resize_image`).
     """
 
     def __init__(self, root: os.PathLike | str, videos: Iterable[int | str] | None = None,
@@ -136,8 +138,11 @@ class Cholec80Dataset(IterableDataset):
                  mean: Sequence[float] = SURGICAL_MEAN, std: Sequence[float] = SURGICAL_STD,
                  split: str = "all", with_gt: bool = True,
                  transform: Callable[[dict], dict] | None = None, shuffle: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, resize: str = "area"):
         super().__init__()
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"resize={resize!r}: expected one of {RESIZE_METHODS}")
+        self.resize = resize
         self.root = Path(root)
         self.size = parse_size(size)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -228,7 +233,7 @@ class Cholec80Dataset(IterableDataset):
             for f, image in iter_frames(v["path"], v["frames"]):
                 k = rows[f]
                 sample = {
-                    "image": to_input(image, self.size, self.mean, self.std),
+                    "image": to_input(image, self.size, self.mean, self.std, self.resize),
                     "labels": torch.from_numpy(v["labels"][k].astype(np.float32)),
                     "video": v["name"],
                     "frame_index": f,

@@ -21,6 +21,11 @@ INSTRUMENTS: tuple[int, ...] = tuple(i for i in range(len(SURGICAL_CLASSES)) if 
 #: The eight tools of the MICCAI 2018 tool-presence files, in their column order.
 MICCAI18_TOOLS: tuple[str, ...] = SURGICAL_CLASSES[:8]
 
+#: The original's 9-class models (GC-A / GC-B): the 8 MICCAI 2018 tools, then tissue at index 8
+#: (``get_paths_labels.py``: "9 classes for 8 tools and 1 tissue"; ``bbox_library.py`` reads
+#: tissue as the last class and its 9-group ``gt_bbox`` files put tissue at group 8).
+MICCAI18_CLASSES_9: tuple[str, ...] = MICCAI18_TOOLS + ("tissue",)
+
 #: Cholec80's own seven tools, in the column order of `tool_annotations/videoNN-tool.txt`.
 CHOLEC80_TOOLS: tuple[str, ...] = (
     "Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag",

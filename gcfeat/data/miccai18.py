@@ -23,9 +23,12 @@ always labelled present. Example::
 ``SURGICAL_CLASSES`` order, ``x1,y1,x2,y2`` in frame pixels (exclusive end), all zeros when the
 class is absent; fields separated by spaces (commas and spaces are interchangeable when read).
 gcfeat writes all 11 classes (tissue last, box = whole frame); a line with 8 groups (the
-original 8 tools) or 10 groups maps onto the first 8 / 10 classes. Example::
+original 8 tools) or 10 groups maps onto the first 8 / 10 classes; a line with 9 groups (the
+original files: 8 tools then tissue, groups separated by ``", "``) maps groups 0-7 onto classes
+0-7 and group 8 onto tissue. Example::
 
     frame000.png 0,0,0,0 12,40,118,131 0,0,0,0 ... 0,0,320,256
+    frame000, 0,0,0,0, 12,40,118,131, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,1280,1024
 
 Split: sequences 1, 5 and 16 are validation, the others training; a synthetic dataset in which
 none of these numbers exists puts its last sequence in validation (:func:`miccai18_splits`).
@@ -45,7 +48,7 @@ from torch.utils.data import Dataset
 from .classes import MICCAI18_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE
 from .errors import DataError, require_dir, require_file
 from .groundtruth import read_frame_gt
-from .transforms import parse_size, scale_boxes, to_input
+from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 
 #: EndoVis18 validation sequences.
 MICCAI18_VAL_SEQUENCES: tuple[int, ...] = (1, 5, 16)
@@ -134,16 +137,19 @@ def read_gt_bbox(path: os.PathLike | str) -> dict[int, dict[int, tuple[int, int,
             continue
         row = _SEP.split(line.strip())
         values = row[1:]
-        if len(values) % 4 or len(values) // 4 not in (8, 10, len(SURGICAL_CLASSES)):
+        if len(values) % 4 or len(values) // 4 not in (8, 9, 10, len(SURGICAL_CLASSES)):
             raise DataError(f"{path}, line {i + 1}: {len(values)} numbers after the frame name; "
-                            f"expected 4 per class for 8, 10 or {len(SURGICAL_CLASSES)} classes")
+                            f"expected 4 per class for 8, 9 (8 tools + tissue), 10 or "
+                            f"{len(SURGICAL_CLASSES)} classes")
         try:
             v = np.asarray([float(x) for x in values]).reshape(-1, 4)
         except ValueError:
             raise DataError(f"{path}, line {i + 1}: non-numeric box coordinate in "
                             f"{line.strip()!r}") from None
         frame = _frame_number(row[0], path, i + 1)
-        out[frame] = {c: tuple(int(round(x)) for x in b) for c, b in enumerate(v) if b.any()}
+        # the original's 9 groups: 8 tools, then tissue
+        cls = list(range(8)) + [TISSUE] if len(v) == 9 else range(len(v))
+        out[frame] = {c: tuple(int(round(x)) for x in b) for c, b in zip(cls, v) if b.any()}
     return out
 
 
@@ -193,13 +199,18 @@ class Miccai18Dataset(Dataset):
         sequences: keep only these sequences (numbers or "seq_N").
         with_gt: add ground-truth boxes.
         transform: optional callable applied to each sample dict.
+        resize: frame resizing, ``"area"`` (OpenCV, default) or ``"pil"`` (PIL bilinear, the
+            original's; see :func:`~gcfeat.data.transforms.resize_image`).
     """
 
     def __init__(self, root: os.PathLike | str, split: str = "train",
                  size: tuple[int, int] | str = (256, 320),
                  mean: Sequence[float] = SURGICAL_MEAN, std: Sequence[float] = SURGICAL_STD,
                  sequences: Iterable[int | str] | None = None, with_gt: bool = True,
-                 transform: Callable[[dict], dict] | None = None):
+                 transform: Callable[[dict], dict] | None = None, resize: str = "area"):
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"resize={resize!r}: expected one of {RESIZE_METHODS}")
+        self.resize = resize
         self.root = Path(root)
         self.size = parse_size(size)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -273,7 +284,7 @@ class Miccai18Dataset(Dataset):
         seq, f, png = self.items[i]
         image = read_png(png)
         sample = {
-            "image": to_input(image, self.size, self.mean, self.std),
+            "image": to_input(image, self.size, self.mean, self.std, self.resize),
             "labels": torch.from_numpy(self.labels[i].astype(np.float32)),
             "video": seq,
             "frame_index": f,

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from .classes import SURGICAL_MEAN, SURGICAL_STD
 
@@ -32,11 +33,28 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a uint8 ``(h, w, 3)`` image to ``size = (H, W)``; area averaging when shrinking."""
+#: Frame resizing rules: OpenCV (area averaging when shrinking, bilinear when growing), or
+#: PIL bilinear (``torchvision.transforms.Resize`` on a PIL image, the original's; PIL widens
+#: its bilinear kernel by the scale factor when shrinking, i.e. anti-aliases).
+RESIZE_METHODS: tuple[str, ...] = ("area", "pil")
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Resize a uint8 ``(h, w, 3)`` image to ``size = (H, W)``.
+
+    ``method="area"`` (default): ``cv2.INTER_AREA`` when shrinking, ``INTER_LINEAR`` when
+    growing. ``"pil"``: ``PIL.Image.resize(..., BILINEAR)``, what the original's
+    ``transforms.Resize((256, 320))`` did to its PIL frames (uint8 out, rounded).
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize: got {method!r}, expected one of {RESIZE_METHODS}")
     h, w = image.shape[:2]
     if (h, w) == tuple(size):
         return image
+    if method == "pil":
+        out = Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]),
+                                                                 Image.BILINEAR)
+        return np.asarray(out)
     shrink = size[0] * size[1] < h * w
     return cv2.resize(image, (size[1], size[0]),
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -44,10 +62,11 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_input(image: np.ndarray, size: tuple[int, int] | None = None,
              mean: Sequence[float] = SURGICAL_MEAN,
-             std: Sequence[float] = SURGICAL_STD) -> torch.Tensor:
-    """uint8 RGB ``(h, w, 3)`` -> normalised float32 ``(3, H, W)`` at ``size`` (or unchanged)."""
+             std: Sequence[float] = SURGICAL_STD, resize: str = "area") -> torch.Tensor:
+    """uint8 RGB ``(h, w, 3)`` -> normalised float32 ``(3, H, W)`` at ``size`` (or unchanged);
+    ``resize``: see :func:`resize_image`."""
     if size is not None:
-        image = resize_image(image, size)
+        image = resize_image(image, size, resize)
     x = image.astype(np.float32) * np.float32(1.0 / 255.0)
     x -= np.asarray(mean, np.float32)
     x /= np.asarray(std, np.float32)

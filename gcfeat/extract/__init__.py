@@ -8,7 +8,8 @@ from .crop import CropExtractor, backbone_to, crop_boxes, crop_features, forward
 from .heatmap import (HeatmapExtractor, heatmap_features, heatmap_weights, selected_classes,
                       union_boxes)
 from .pooling import LAYOUTS, parse_layout, pool_to_layout
-from .roi import RoiExtractor, box_bounds, box_levels, roi_align_nd, roi_features
+from .recipe import DEFAULT, PAPER, RECIPES, Recipe, get_recipe
+from .roi import RoiExtractor, box_bounds, box_levels, roi_align_nd, roi_features, slice_features
 
 __all__ = [
     "Extractor", "Features", "CropExtractor", "RoiExtractor", "HeatmapExtractor",
@@ -16,6 +17,7 @@ __all__ = [
     "union_boxes", "box_levels", "backbone_to", "pool_to_layout", "parse_layout", "LAYOUTS",
     "layer_channels", "feature_levels", "forward_to", "selected_classes", "roi_align_nd",
     "box_bounds", "build_extractors", "extract_dataset",
+    "Recipe", "get_recipe", "RECIPES", "DEFAULT", "PAPER", "slice_features",
 ]
 
 

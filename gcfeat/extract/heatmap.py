@@ -15,6 +15,17 @@ where ``P`` is the adaptive-average-pool matrix of the ``(p1, p2)`` grid (one co
 ``(512, 1, 1)``: the plain masked mean). Channels are then averaged in groups down to ``p0``.
 A cell with no weight is zero; a class whose whole mask is empty gets a zero vector and
 ``empty=True`` (the original crashed). All frames and classes come from one batched matmul.
+
+The original (``heatmap_extract_feature.py`` + ``utils/bbox_library.py:
+heatmap_extract_feature``) computed the class heatmap at layer4 resolution and selected
+``feature_map[heat > T]``: the binary mask, not heat weights. It did not pool per grid cell: it
+averaged the masked values of each group of ``C / p0`` consecutive channels (one
+``adaptive_avg_pool1d`` over the masked values laid out channel by channel) and then
+adaptive-pooled that ``(p0, 1, 1)`` to ``(p0, p1, p2)``, which copies each group mean into every
+cell; so its ``128x2x2`` / ``32x4x4`` rows hold 128 / 32 distinct numbers, each repeated 4 / 16
+times, in ``(p0, p1, p2)`` order. Its layer4 map came from a ``copy.deepcopy`` left in train
+mode (per-frame BatchNorm statistics). ``recipe="paper"`` reproduces all three
+(``m3="broadcast"``, ``m3_weighting="mask"``, ``bn="frame"``).
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ import torch
 
 from .base import Extractor, Features
 from .pooling import Layout, channel_group_mean, layout_dim, pooling_matrix
+from .recipe import FrameStatsMaps, Recipe, get_recipe
 
 WEIGHTINGS = ("heat", "mask")
 
@@ -131,13 +143,28 @@ class HeatmapExtractor(Extractor):
     The row's box is the union of that class's boxes (the heat's box at frame resolution; all
     zeros if the class has none) and its score the class's score. ``level`` names the map the
     heatmaps live on (the CAM target: layer4 for ResNets).
+
+    ``recipe`` (:mod:`gcfeat.extract.recipe`): ``m3="broadcast"`` copies each channel group's
+    masked mean into every cell of the layout's grid (the original's rows), ``m3_weighting``
+    overrides ``weighting``, ``bn="frame"`` pools the map of ``frame_maps`` (built from
+    ``model`` when not given); the heatmaps still come from the CAM pass (eval mode).
     """
 
     name = "m3"
 
     def __init__(self, threshold: float = 0.3, weighting: str = "heat",
                  pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
-                 level: str = "layer4", selection: str = "threshold") -> None:
+                 level: str = "layer4", selection: str = "threshold", *,
+                 recipe: "Recipe | str | None" = None, model=None,
+                 frame_maps: Optional[FrameStatsMaps] = None) -> None:
+        self.recipe = get_recipe(recipe)
+        weighting = self.recipe.m3_weighting or weighting
+        if self.recipe.bn == "frame" and frame_maps is None:
+            if model is None:
+                raise ValueError(f"HeatmapExtractor: recipe {self.recipe.name!r} reads "
+                                 f"per-frame BatchNorm maps; pass model= (or frame_maps=)")
+            frame_maps = FrameStatsMaps(model, (level,))
+        self.frame_maps = frame_maps if self.recipe.bn == "frame" else None
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: got {weighting!r}, expected one of {WEIGHTINGS}")
         if selection not in SELECTIONS:
@@ -157,6 +184,8 @@ class HeatmapExtractor(Extractor):
                "pred_threshold": self.pred_threshold, "layout": self.layout}
         if self.selection != "threshold" or self.level != "layer4":
             out.update(selection=self.selection, level=self.level)
+        if not self.recipe.is_default:
+            out["recipe"] = self.recipe.name
         return out
 
     def __call__(self, images, result, boxes, probs: Optional[torch.Tensor] = None) -> Features:
@@ -165,8 +194,16 @@ class HeatmapExtractor(Extractor):
             probs = torch.sigmoid(result.logits.float())
         frame, k = selected_classes(probs, classes, self.selection, self.pred_threshold)
         heat = result.layer_heatmaps[0]
-        feats, empty = heatmap_features(result.activations[0], heat, frame, k, self.threshold,
-                                        self.weighting, self.layout)
+        fmap = self.frame_maps(images)[self.level] if self.frame_maps is not None \
+            else result.activations[0]
+        if self.recipe.m3 == "broadcast" and self.layout is not None:
+            p0, p1, p2 = self.layout
+            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold,
+                                            self.weighting, (p0, 1, 1))
+            feats = feats.repeat_interleave(p1 * p2, dim=1)      # (R, p0 * p1 * p2)
+        else:
+            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold,
+                                            self.weighting, self.layout)
         label = classes[k]
         num_out = probs.shape[1]
         B = probs.shape[0]

@@ -44,6 +44,7 @@ from .base import Extractor, feature_levels, layer_channels
 from .crop import CropExtractor
 from .heatmap import HeatmapExtractor
 from .pooling import Layout, LayoutError
+from .recipe import FrameStatsMaps, Recipe, check_dataset, get_recipe
 from .roi import AREA_THRESHOLDS, RoiExtractor
 
 METHODS = ("m1", "m2", "m3")
@@ -65,22 +66,32 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                      single_layer: Optional[str] = None,
-                     selection: str = "threshold") -> List[Extractor]:
+                     selection: str = "threshold", recipe: "Recipe | str | None" = None,
+                     stats_model=None) -> List[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
     layer2..layer4; a small CNN: its last conv); ``selection`` is M3's class choice
-    (``"threshold"`` multi-label, ``"top1"`` single-label).
+    (``"threshold"`` multi-label, ``"top1"`` single-label). ``recipe`` (see
+    :mod:`gcfeat.extract.recipe`); with per-frame BatchNorm maps (``"paper"``) M2 and M3 share
+    one :class:`~gcfeat.extract.recipe.FrameStatsMaps` built from ``stats_model`` (the model
+    with its BatchNorms, i.e. not BN-folded; default ``model``).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
     levels = list(feature_levels(model))
+    recipe = get_recipe(recipe)
+    frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
+    if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
+        frame_maps = FrameStatsMaps(stats_model if stats_model is not None else model, levels)
+    rkw = dict(recipe=recipe, frame_maps=frame_maps)
     make = {
-        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1]),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels),
+        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1],
+                                    recipe=recipe),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, **rkw),
         "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
-                                       levels[-1], selection),
+                                       levels[-1], selection, **rkw),
     }
     return [make[m]() for m in METHODS if m in methods]
 
@@ -199,7 +210,7 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      pred_threshold: float, layout: Layout, min_area: float,
                      checkpoint_sha256: str = "", fps: Optional[float] = None,
                      task: str = "surgical", activation: str = "sigmoid",
-                     boxes: str = "cam") -> dict:
+                     boxes: str = "cam", recipe: "Recipe | None" = None) -> dict:
     """Root attributes (the settings a resumed run must match). Surgical files made with CAM
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
     ``spatial_dims``, other box sources ``boxes``."""
@@ -209,6 +220,12 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      spatial_dims=len(info.input_size) if info.input_size else 2)
     if boxes != "cam":
         extra["boxes"] = boxes
+    recipe = get_recipe(recipe)
+    if not recipe.is_default:   # the paper recipe's rules and its normalisation
+        extra["recipe"] = recipe.settings()
+        if recipe.mean is not None:
+            info = copy.copy(info)
+            info.mean, info.std = recipe.mean, recipe.std
     return {**extra,
         "classes": list(info.classes),
         "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
@@ -257,6 +274,7 @@ class ExtractConfig:
     activation: str = "sigmoid"
     boxes: str = "cam"
     fold_bn: bool = True
+    recipe: "Recipe | str | None" = None
 
     def check(self) -> None:
         """Settings are checked before the output file exists: a bad run leaves nothing."""
@@ -287,7 +305,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
                     skip: Optional[Callable[[str, int], bool]] = None,
                     task: str = "surgical", activation: str = "sigmoid",
-                    boxes: str = "cam", fold_bn: bool = True) -> dict:
+                    boxes: str = "cam", fold_bn: bool = True,
+                    recipe: "Recipe | str | None" = None) -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -314,6 +333,10 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         fold_bn: run an inference copy with the batch norms folded into the convs
             (:func:`gcfeat.models.fusion.fuse_conv_bn`; the model itself is untouched): the same
             numbers up to float rounding, fewer passes over memory.
+        recipe: ``"default"`` (gcfeat's rules) or ``"paper"`` (the original scripts' rules,
+            :mod:`gcfeat.extract.recipe`; README "Recipes"). ``"paper"`` expects a dataset
+            built with ``**get_recipe("paper").dataset_kwargs()`` (extraction normalisation,
+            PIL resizing); a dataset that says otherwise is refused.
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
@@ -327,14 +350,18 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         crop_size=crop_size, crop_batch_size=crop_batch_size, area_thresholds=area_thresholds,
         single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
         checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
-        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn)
+        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe)
     return run_extraction(dataset, model, info, cfg)
 
 
 def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     """:func:`extract_dataset` with its settings as an :class:`ExtractConfig`."""
     cfg.check()
+    recipe = get_recipe(cfg.recipe)
+    if not recipe.is_default:
+        check_dataset(dataset, recipe)
     device = torch.device(cfg.device)
+    stats_model = model.to(device).eval()   # per-frame BN maps need the BatchNorms (not folded)
     model, levels, channels, layout = _inference_model(model, cfg, device)
     extractors = build_extractors(model, cfg.methods, threshold=cfg.threshold,
                                   pred_threshold=cfg.pred_threshold, layout=layout,
@@ -342,14 +369,15 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                                   crop_batch_size=cfg.crop_batch_size,
                                   area_thresholds=cfg.area_thresholds,
                                   single_layer=cfg.single_layer,
-                                  selection="threshold" if cfg.activation == "sigmoid" else "top1")
+                                  selection="threshold" if cfg.activation == "sigmoid" else "top1",
+                                  recipe=recipe, stats_model=stats_model)
     check_layout(layout, channels, cfg.methods, cfg.single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=cfg.threshold,
                              pred_threshold=cfg.pred_threshold, layout=layout,
                              min_area=cfg.min_area, checkpoint_sha256=cfg.checkpoint_sha256,
                              fps=cfg.fps, task=cfg.task, activation=cfg.activation,
-                             boxes=cfg.boxes)
+                             boxes=cfg.boxes, recipe=recipe)
     classes = list(info.classes)
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     if cfg.amp not in (None, "bf16"):
@@ -507,7 +535,8 @@ class _BatchStep:
                                        min_area=cfg.min_area, class_modes=self.class_modes,
                                        probs=gate, pred_threshold=cfg.pred_threshold
                                        if cfg.activation == "sigmoid" else 0.5,
-                                       classes=res.classes)
+                                       classes=res.classes,
+                                       contours=get_recipe(cfg.recipe).contours)
 
 
 def _finish(stats: dict, t0: float) -> dict:

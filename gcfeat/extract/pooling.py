@@ -9,6 +9,11 @@ average (``C`` values: 512 / 1024 / 2048 for ResNet50's layer2 / layer3 / layer4
 3D maps ``(R, C, D, H, W)`` are pooled to ``(1, p1, p2)`` (depth averaged), so the same layouts
 apply to volumes.
 
+The original's M1 / M2 (``myResnet.forward``, ``bbox_library.extract_feature``) permuted the
+pooled grid to ``(p1, p2, C)`` before averaging channels, so its 128x2x2 / 32x4x4 vectors are in
+``(p1, p2, p0)`` order; :func:`gcfeat.extract.recipe.spatial_first` gives that order
+(``recipe="paper"``). At 512x1x1 both orders are the same.
+
 Example::
 
     >>> x = torch.randn(5, 2048, 7, 7)

@@ -11,8 +11,16 @@ channels are then averaged in groups to ``p0`` (layer2 has 512 channels, layer3 
 2048 for ResNet50). 2D maps use ``torchvision.ops.roi_align`` (adaptive sampling); volumes use
 :func:`roi_align_nd` (the same sampling rule with a fixed number of samples per bin and axis),
 pooled to ``(1, p1, p2)`` (depth averaged, as :func:`~gcfeat.extract.pooling.pool_to_layout`).
-The original sliced the maps with integers and ran the backbone three extra times; here all
-maps come from the one CAM forward.
+All maps come from the one CAM forward.
+
+The original (``bbox_extract_feature.py`` + ``utils/bbox_library.py: scale_bbox,
+extract_feature``) did otherwise, and :func:`slice_features` (``recipe="paper"``) does as it did:
+it mapped the box to cells with Python ``round`` (half to even) of ``x * w / W`` (widened to one
+cell when empty), sliced the map with those integers and adaptive-average-pooled the slice; it
+flattened the pooled ``(p1, p2, C)`` grid spatial-first before averaging channel groups (``(p1,
+p2, p0)`` order); and its maps came from three extra backbone runs of ``copy.deepcopy`` copies
+left in train mode, so BatchNorm normalised with each frame's own statistics (see
+:class:`~gcfeat.extract.recipe.FrameStatsMaps`).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from torchvision.ops import roi_align
 
 from .base import Extractor, Features
 from .pooling import Layout, LayoutError, channel_group_mean, layout_dim
+from .recipe import FrameStatsMaps, Recipe, get_recipe, spatial_first
 
 LEVELS: Tuple[str, str, str] = ("layer2", "layer3", "layer4")
 #: The original's area thresholds, in pixels of a 256x320 (HxW) frame.
@@ -187,19 +196,116 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
     return out
 
 
+def round_to_cells(lo: torch.Tensor, hi: torch.Tensor, size: int, extent: float
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The original's ``scale_bbox`` along one axis: frame pixels ``[lo, hi)`` of a frame of
+    ``extent`` pixels -> integer cells of a map of ``size`` cells.
+
+    ``round(lo * size / extent)`` (half to even, as Python's ``round``), same for ``hi``; an
+    empty range grows by one cell (downwards at the map's end). Returns int64 ``(M,)`` each.
+    """
+    a = torch.round(lo.double() * size / extent).long()
+    b = torch.round(hi.double() * size / extent).long()
+    empty = b == a
+    at_end = b == size
+    b = torch.where(empty & ~at_end, a + 1, b)
+    a = torch.where(empty & at_end, a - 1, a)
+    return a, b
+
+
+def _adaptive_rows(start: torch.Tensor, stop: torch.Tensor, bins: int, size: int) -> torch.Tensor:
+    """Adaptive-average-pool weights of slices ``[start, stop)`` along an axis of ``size``
+    cells into ``bins`` bins: ``(M, bins, size)``, bin ``i`` averaging cells ``start +
+    floor(i L / bins)`` to ``start + ceil((i + 1) L / bins)`` (``L = stop - start``), the rule
+    of ``F.adaptive_avg_pool2d`` on the slice."""
+    L = (stop - start)[:, None]                                          # (M, 1)
+    i = torch.arange(bins, device=start.device)[None]                    # (1, bins)
+    lo = start[:, None] + torch.div(i * L, bins, rounding_mode="floor")
+    hi = start[:, None] - torch.div(-(i + 1) * L, bins, rounding_mode="floor")
+    pos = torch.arange(size, device=start.device)[None, None]            # (1, 1, size)
+    w = ((pos >= lo[..., None]) & (pos < hi[..., None])).float()
+    return w / w.sum(-1, keepdim=True).clamp_min(1)
+
+
+def slice_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
+                   frame: torch.Tensor, frame_size: Sequence[int],
+                   area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+                   single_layer: Optional[str] = None,
+                   layout: Layout = (512, 1, 1)) -> torch.Tensor:
+    """M2 features by the original's rule: round the box to cells, slice, adaptive pool.
+
+    For a box ``x1, y1, x2, y2`` routed to a map of ``h x w`` cells (same routing as
+    :func:`roi_features`), the cells are :func:`round_to_cells` of each axis; the slice
+    ``map[:, y1':y2', x1':x2']`` is adaptive-average-pooled to ``(p1, p2)``, channels averaged
+    in groups to ``p0``, flattened ``(p0, p1, p2)`` (reorder with
+    :func:`~gcfeat.extract.recipe.spatial_first` for the original's order). Batched: the pool
+    of every box is two small weight matrices, ``f = Wy A Wx^T``. 2D maps only.
+
+    Args and returns as :func:`roi_features` (``(M, D)`` float32).
+    """
+    if xyxy.shape[-1] != 4:
+        raise ValueError(f"slice_features: 2D boxes (M, 4) only, got {tuple(xyxy.shape)}")
+    if single_layer is not None:
+        if single_layer not in feature_maps:
+            raise ValueError(f"slice_features: single_layer={single_layer!r} not among the "
+                             f"maps {sorted(feature_maps)}")
+        names = [single_layer]
+        levels = torch.zeros(xyxy.shape[0], dtype=torch.long, device=xyxy.device)
+    else:
+        names = list(feature_maps)
+        levels = box_levels(xyxy, frame_size, area_thresholds, len(names))
+    p1, p2 = (1, 1) if layout is None else (layout[1], layout[2])
+    widths = {feature_maps[n].shape[1] for n in names}
+    if layout is None and len(widths) > 1:
+        raise LayoutError(f"slice_features: layout=None keeps raw channels but the levels have "
+                          f"{sorted(widths)} channels; pass single_layer= or a 512-d layout")
+    out = torch.zeros(xyxy.shape[0], layout_dim(layout, max(widths)), device=xyxy.device)
+    H, W = frame_size
+    for level, name in enumerate(names):
+        rows = (levels == level).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        fmap = feature_maps[name].float()
+        h, w = fmap.shape[2:]
+        b = xyxy[rows].to(fmap.device)
+        x1, x2 = round_to_cells(b[:, 0], b[:, 2], w, W)
+        y1, y2 = round_to_cells(b[:, 1], b[:, 3], h, H)
+        wy = _adaptive_rows(y1, y2, p1, h)                                # (r, p1, h)
+        wx = _adaptive_rows(x1, x2, p2, w)                                # (r, p2, w)
+        f = frame[rows].to(fmap.device).long()
+        region = torch.einsum("rih,rchw,rjw->rcij", wy, fmap[f], wx)      # (r, C, p1, p2)
+        feats = region.flatten(1) if layout is None else \
+            channel_group_mean(region, layout[0]).flatten(1)
+        out[rows] = feats.to(out.device)
+    return out
+
+
 class RoiExtractor(Extractor):
     """M2: one row per box; ROI-aligned features from the CAM pass's maps.
 
     ``levels`` names the maps in order of increasing stride: the CAM pass records
     ``result.extra`` for all but the last and ``result.activations[0]`` (the CAM target) for
     the last (ResNets: layer2, layer3 | layer4; a small CNN: its last conv only).
+
+    ``recipe`` (:mod:`gcfeat.extract.recipe`): ``m2_pool="slice"`` uses :func:`slice_features`,
+    ``flatten="spatial_first"`` reorders to ``(p1, p2, p0)``, ``bn="frame"`` reads the maps of
+    ``frame_maps`` (a :class:`~gcfeat.extract.recipe.FrameStatsMaps`; built from ``model`` when
+    not given) instead of the CAM pass's.
     """
 
     name = "m2"
 
     def __init__(self, area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                  single_layer: Optional[str] = None, layout: Layout = (512, 1, 1),
-                 levels: Sequence[str] = LEVELS) -> None:
+                 levels: Sequence[str] = LEVELS, *, recipe: "Recipe | str | None" = None,
+                 model=None, frame_maps: Optional[FrameStatsMaps] = None) -> None:
+        self.recipe = get_recipe(recipe)
+        if self.recipe.bn == "frame" and frame_maps is None:
+            if model is None:
+                raise ValueError(f"RoiExtractor: recipe {self.recipe.name!r} reads per-frame "
+                                 f"BatchNorm maps; pass model= (or frame_maps=)")
+            frame_maps = FrameStatsMaps(model, levels)
+        self.frame_maps = frame_maps if self.recipe.bn == "frame" else None
         self.area_thresholds = tuple(float(t) for t in area_thresholds)
         self.levels = tuple(levels)
         if single_layer is not None and single_layer not in self.levels:
@@ -216,6 +322,8 @@ class RoiExtractor(Extractor):
                "single_layer": self.single_layer or "", "layout": self.layout}
         if self.levels != LEVELS:     # files of ResNet runs keep their original settings
             out["levels"] = list(self.levels)
+        if not self.recipe.is_default:
+            out["recipe"] = self.recipe.name
         return out
 
     def feature_maps(self, result) -> Dict[str, torch.Tensor]:
@@ -225,8 +333,12 @@ class RoiExtractor(Extractor):
         return dict(zip(self.levels, maps))
 
     def __call__(self, images, result, boxes, probs=None) -> Features:
-        feats = roi_features(self.feature_maps(result), boxes.xyxy, boxes.frame,
-                             tuple(images.shape[2:]), self.area_thresholds,
-                             self.single_layer, self.layout)
+        maps = self.frame_maps(images) if self.frame_maps is not None \
+            else self.feature_maps(result)
+        pool = slice_features if self.recipe.m2_pool == "slice" else roi_features
+        feats = pool(maps, boxes.xyxy, boxes.frame, tuple(images.shape[2:]),
+                     self.area_thresholds, self.single_layer, self.layout)
+        if self.recipe.flatten == "spatial_first":
+            feats = spatial_first(feats, self.layout)
         return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),
                         boxes.score.float(), feats)

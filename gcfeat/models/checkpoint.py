@@ -14,11 +14,17 @@ A gcfeat checkpoint is a plain dict (tensors, str, numbers, lists, dicts only, s
 
 :func:`load_checkpoint` also reads the original system's forms: a bare state dict (often with
 ``module.`` prefixes from DataParallel, and ``fc.1.*`` keys for the dropout head) and the
-resume dict ``{epoch, model_state_dict, optimizer_state_dict, best_epoch, best_mAP}``. For those
-the architecture and class count are inferred from the keys and shapes.
+resume dict ``{epoch, model_state_dict, optimizer_state_dict, best_epoch, best_mAP, info_list}``.
+For those the architecture and class count are inferred from the keys and shapes; 11 outputs
+get :data:`~gcfeat.data.classes.SURGICAL_CLASSES`, 9 outputs (the original GC-A / GC-B models)
+:data:`~gcfeat.data.classes.MICCAI18_CLASSES_9` (8 tools, tissue at index 8).
 
 Files are always read with ``weights_only=True``: a file that pickles functions or arbitrary
-objects is refused, never executed.
+objects is refused, never executed. The original resume dict holds ``np.float64`` values
+(``best_mAP`` and the ``info_list`` rows come from ``np.nanmean`` / ``np.mean``); exactly that
+numpy scalar type is allowed while reading (:data:`NUMPY_SCALAR_DTYPES`, through
+``torch.serialization.safe_globals``: numpy's scalar constructor and ``numpy.dtype`` wrapped so
+that any other dtype is refused), and its values come back as Python floats.
 """
 from __future__ import annotations
 
@@ -33,13 +39,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
+from gcfeat.data.classes import MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     FORMAT,
     CheckpointError,
     _short,
     _strip_module,
     infer_arch,
+    NUMPY_SCALAR_DTYPES,
     read_torch_file,
     unwrap_state_dict,
 )
@@ -70,8 +77,9 @@ class CheckpointInfo:
 
     One record for every task. ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original
     ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch, model_state_dict, ...}``) or
-    ``"task"`` (the single-label task checkpoint, :mod:`gcfeat.models.task_checkpoint`). For the bare forms
-    ``input_size``/``mean``/``std`` are the surgical defaults when K == 11, else ``None``.
+    ``"task"`` (the single-label task checkpoint, :mod:`gcfeat.models.task_checkpoint`). For the
+    bare forms ``input_size``/``mean``/``std`` are the surgical defaults when K is 11 or 9 (the
+    original's class lists), else ``None``.
     """
 
     path: str
@@ -110,6 +118,24 @@ class CheckpointInfo:
 
 
 # --------------------------------------------------------------------------------- reading
+
+#: Class names of original (bare / resume) checkpoints by their number of outputs.
+ORIGINAL_CLASSES: dict[int, tuple[str, ...]] = {
+    len(SURGICAL_CLASSES): SURGICAL_CLASSES,
+    len(MICCAI18_CLASSES_9): MICCAI18_CLASSES_9,
+}
+
+
+def _numpy_to_python(value: Any) -> Any:
+    """numpy scalars inside plain containers -> Python numbers (so metadata stays plain)."""
+    if isinstance(value, dict):
+        return {k: _numpy_to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy_to_python(v) for v in value)
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, torch.Tensor) and type(value).__module__ == "numpy":
+        return item()
+    return value
 
 
 def describe_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, Any]:
@@ -334,7 +360,8 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path}: lists {len(held_classes)} classes but its head has {held_k} outputs"
         )
-    shown = held_classes or (list(SURGICAL_CLASSES) if held_k == len(SURGICAL_CLASSES) else None)
+    original = ORIGINAL_CLASSES.get(held_k)
+    shown = held_classes or (list(original) if original else None)
     if num_classes is not None and int(num_classes) != held_k:
         raise CheckpointError(
             f"checkpoint {path}: has {held_k} classes{_names(shown)}, asked for {num_classes}"
@@ -355,8 +382,8 @@ def load_checkpoint(
         final_classes = held_classes
     elif classes is not None:
         final_classes = classes
-    elif held_k == len(SURGICAL_CLASSES):
-        final_classes = list(SURGICAL_CLASSES)
+    elif original:
+        final_classes = list(original)
     else:
         final_classes = [f"class_{i}" for i in range(held_k)]
 
@@ -397,12 +424,13 @@ def load_checkpoint(
         model.to(map_location)
     model.eval()
 
-    surgical = held_k == len(SURGICAL_CLASSES)
+    surgical = held_k in ORIGINAL_CLASSES
     input_size = header.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical and form != "gcfeat" else None)
     mean = header.get("mean") or (list(SURGICAL_MEAN) if surgical and form != "gcfeat" else None)
     std = header.get("std") or (list(SURGICAL_STD) if surgical and form != "gcfeat" else None)
     if form == "resume":
-        meta = {k: raw[k] for k in ("epoch", "best_epoch", "best_mAP") if k in raw}
+        meta = {k: _numpy_to_python(raw[k]) for k in ("epoch", "best_epoch", "best_mAP")
+                if k in raw}
     else:
         meta = dict(header.get("meta") or {})
     epoch = raw.get("epoch") if isinstance(raw.get("epoch"), int) else None

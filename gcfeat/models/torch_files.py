@@ -24,6 +24,48 @@ class CheckpointError(GcfeatError):
     """A checkpoint file is missing, unreadable, unsafe, or does not match what was asked."""
 
 
+#: numpy scalar dtypes a checkpoint may hold (``np.float64``: the original's ``np.nanmean``).
+NUMPY_SCALAR_DTYPES: frozenset[str] = frozenset({"f8"})
+
+def _numpy_scalar_globals() -> list:
+    """``safe_globals`` entries that rebuild numpy scalars of :data:`NUMPY_SCALAR_DTYPES` only.
+
+    A pickled ``np.float64`` is ``scalar(dtype("f8", False, True) + BUILD(state), bytes)``:
+    the scalar constructor and ``numpy.dtype`` are allowed through wrappers that refuse every
+    other dtype (an object dtype would let ``scalar`` hand back arbitrary objects), and the
+    dtype classes of the allowed dtypes are allowed for BUILD. Names cover files written with
+    numpy 1 (``numpy.core``) and 2 (``numpy._core``).
+    """
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return []
+    try:
+        from numpy._core.multiarray import scalar as np_scalar
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.multiarray import scalar as np_scalar
+
+    def _refuse(what: str) -> None:
+        raise pickle.UnpicklingError(
+            f"Weights only load failed: numpy {what} is not allowed in a checkpoint (allowed "
+            f"numpy scalar dtypes: {sorted(NUMPY_SCALAR_DTYPES)})")
+
+    def scalar(dtype, *data):
+        if not isinstance(dtype, np.dtype) or dtype.str.lstrip("<>=|") not in NUMPY_SCALAR_DTYPES:
+            _refuse(f"scalar of dtype {dtype!r}")
+        return np_scalar(dtype, *data)
+
+    def dtype(name, align=False, copy=True):
+        if not isinstance(name, str) or name.lstrip("<>=|") not in NUMPY_SCALAR_DTYPES:
+            _refuse(f"dtype {name!r}")
+        return np.dtype(name, align, copy)
+
+    out = [(scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar"),
+           (dtype, "numpy.dtype")]
+    out += [type(np.dtype(d)) for d in sorted(NUMPY_SCALAR_DTYPES)]
+    return out
+
+
 def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that say why.
 
@@ -39,10 +81,11 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint") -> Any
     if p.stat().st_size == 0:
         raise CheckpointError(f"{what} {p}: the file is empty (0 bytes), expected a torch checkpoint")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Weights only load failed" in msg or "GLOBAL" in msg:
+        if "Weights only load failed" in msg or "GLOBAL" in msg or "numpy" in msg:
             names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", msg)))
             found = f" ({', '.join(names)})" if names else ""
             raise CheckpointError(

@@ -13,6 +13,7 @@ from torch.utils.data import ConcatDataset
 
 from gcfeat.data import build_dataset, detect_layout
 from gcfeat.errors import GcfeatError
+from gcfeat.extract.recipe import get_recipe
 from gcfeat.extract.pipeline import dist_env, extract_distributed, file_sha256
 from gcfeat.models import load_checkpoint
 from gcfeat.tasks import Task, get_task
@@ -36,13 +37,16 @@ class ExtractResult:
 
 
 def load_surgical(data, checkpoint, *, split: str = "all", layout: str = "auto",
-                  fps: float = 1.0, boxes: str = "cam"):
-    """``(dataset, model, info, fps)`` of a box-ground-truth (surgical) run."""
+                  fps: float = 1.0, boxes: str = "cam", recipe: str = "default"):
+    """``(dataset, model, info, fps)`` of a box-ground-truth (surgical) run; frames are
+    prepared as ``recipe`` says (the paper's extraction normalisation and PIL resizing)."""
     if split == "test":
         raise ExtractError("--split test: the surgical layouts have train / val (or all)")
     model, info = load_checkpoint(checkpoint)
     size = tuple(info.input_size) if info.input_size else (256, 320)
     kw = dict(mean=info.mean, std=info.std) if info.mean else {}
+    if recipe != "default":
+        kw.update(get_recipe(recipe).dataset_kwargs())
     layout_name = detect_layout(data) if layout == "auto" else layout
     if layout_name == "cholec80":
         kw["fps"] = fps
@@ -74,16 +78,19 @@ def load_task(task: str | Task, data, checkpoint, *, split: str = "all", boxes: 
 
 def extract(task: str | Task, data, checkpoint, out: str, *, split: str = "all",
             data_layout: str = "auto", fps: float = 1.0, boxes: str = "cam",
-            crop_size=None, **options: Any) -> ExtractResult:
+            crop_size=None, recipe: str = "default", **options: Any) -> ExtractResult:
     """Features of ``task``'s ``data`` with ``checkpoint`` into ``out`` (resumed when it
     exists; sharded by video under torchrun). ``data_layout``: the surgical folder layout
     (auto, miccai18, cholec80). ``crop_size`` defaults to 224x224 for surgical
     and the input size for the other tasks; ``options`` go to
     :func:`gcfeat.extract.pipeline.extract_distributed` (methods, threshold, layout, ...)."""
     t = get_task(task)
+    if recipe != "default" and t.name != "surgical":
+        raise ExtractError(f"--recipe {recipe}: the original's rules are for the surgical "
+                           f"task; {t.name} runs with --recipe default")
     if t.ground_truth == "boxes":
         dataset, model, info, fps = load_surgical(data, checkpoint, split=split, layout=data_layout,
-                                                  fps=fps, boxes=boxes)
+                                                  fps=fps, boxes=boxes, recipe=recipe)
         activation, crop = "sigmoid", crop_size or (224, 224)
     else:
         dataset, model, info, t = load_task(t, data, checkpoint, split=split, boxes=boxes)
@@ -96,5 +103,5 @@ def extract(task: str | Task, data, checkpoint, out: str, *, split: str = "all",
     stats = extract_distributed(
         dataset, model, info, out, fps=fps, crop_size=crop,
         checkpoint_sha256=file_sha256(checkpoint), task=t.name, activation=activation,
-        boxes=boxes, **options)
+        boxes=boxes, recipe=recipe, **options)
     return ExtractResult(stats=stats, rank=rank, world=world, out=out)

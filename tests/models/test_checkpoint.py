@@ -129,12 +129,13 @@ def test_head_form_can_be_changed_on_load(tmp_path, model11, model11_dropout):
 @pytest.mark.parametrize("arch", ["resnet34", "resnet50"])
 def test_arch_is_inferred_from_bare_weights(tmp_path, arch):
     torch.manual_seed(0)
-    model = build_classifier(arch, num_classes=9).eval()
+    # 7 outputs: no original class list (11 and 9 have one, see tests/models/)
+    model = build_classifier(arch, num_classes=7).eval()
     path = tmp_path / "w.pth"
     torch.save(model.state_dict(), path)
     loaded, info = load_checkpoint(path)
-    assert info.arch == arch and info.num_classes == 9
-    assert info.classes == tuple(f"class_{i}" for i in range(9)) and info.input_size is None
+    assert info.arch == arch and info.num_classes == 7
+    assert info.classes == tuple(f"class_{i}" for i in range(7)) and info.input_size is None
     assert torch.equal(_logits(loaded), _logits(model))
 
 
@@ -205,7 +206,9 @@ def test_wrong_class_count_names_both_sides(tmp_path):
         load_checkpoint(path, classes=[f"x{i}" for i in range(9)])
     bare = tmp_path / "bare9.pt"
     torch.save(model.state_dict(), bare)
-    with pytest.raises(CheckpointError, match=r"bare9.pt: has 9 classes, asked for 11 \[bipolar_forceps"):
+    # a bare 9-output file is the original's 9-class list (8 tools + tissue)
+    with pytest.raises(CheckpointError,
+                       match=r"bare9.pt: has 9 classes \[bipolar_forceps.*, tissue\], asked for 11 \[bipolar_forceps"):
         load_checkpoint(bare, classes=SURGICAL_CLASSES)
     _, info = load_checkpoint(bare, classes=nine)
     assert info.classes == tuple(nine)
