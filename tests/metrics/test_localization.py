@@ -294,6 +294,20 @@ def test_pointing_game_tolerance_hand_cases():
     assert pointing_game(v, rv, 2).tolist() == [True, True]
 
 
+@pytest.mark.parametrize("spatial,tol", [((20, 24), 3.5), ((20, 24), 15), ((6, 9, 10), 2.2)])
+def test_pointing_game_equals_brute_force(spatial, tol):
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(40, *spatial, generator=g)
+    regions = torch.rand(40, *spatial, generator=g) > 0.985
+    got = pointing_game(maps, regions, tol)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij"), -1).reshape(-1, len(spatial)).float()
+    for i in range(40):
+        p = grid[maps[i].flatten().argmax()]
+        d = ((grid[regions[i].flatten()] - p) ** 2).sum(1).sqrt()
+        assert bool(got[i]) == bool((d <= tol).any()), i
+    assert 0 < int(got.sum()) < 40
+
+
 def test_region_masks_2d_3d():
     gt = _gt([[1, 2, 4, 5], [3, 3, 6, 4]], [0, 0], [1, 1])
     f, l, m = region_masks(gt, (8, 8), num_classes=2)
