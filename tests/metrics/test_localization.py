@@ -249,6 +249,15 @@ def test_pxap_matches_wsol_and_hand_case(spatial):
     taus = np.arange(0, 1, 0.01)
     res = pxap(maps, masks, taus=taus)
     assert res.value == pytest.approx(_wsol_pxap(maps.double().numpy(), masks.numpy(), taus), abs=1e-12)
+    # values on the bin edges (0.07 as float32 is above 0.07 as float64) and non-uniform grids
+    edge_maps = torch.tensor(np.arange(0, 1.0001, 0.01), dtype=torch.float32)
+    edge_maps = edge_maps.repeat(math.prod(spatial) // len(edge_maps) + 1)[:math.prod(spatial)]
+    edge_maps = edge_maps.reshape(1, *spatial).expand(5, *spatial)
+    for grid in (taus, np.array([0.0, 0.1, 0.15, 0.5, 0.9])):
+        got = pxap(edge_maps, masks, taus=grid)
+        t_ref = np.histogram(edge_maps.double().numpy()[masks.numpy()], bins=np.append(grid, [1.0, 2.0, 3.0]))[0]
+        assert got.hist_true.tolist() == t_ref.tolist()
+        assert got.value == pytest.approx(_wsol_pxap(edge_maps.double().numpy(), masks.numpy(), grid), abs=1e-12)
     perfect = pxap(masks.float(), masks)
     assert perfect.value == pytest.approx(1.0)
     halves = pxap(maps[:2], masks[:2], taus=taus) + pxap(maps[2:], masks[2:], taus=taus)
