@@ -33,6 +33,8 @@ class's map is scored against that class's boxes.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -367,7 +369,7 @@ def _wsol_contour_boxes(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAUS,
-                deltas: Sequence[float] = WSOL_DELTAS) -> MaxBoxAcc:
+                deltas: Sequence[float] = WSOL_DELTAS, workers: int | None = None) -> MaxBoxAcc:
     """MaxBoxAccV2 counts of one batch (module docstring), as ``wsolevaluation``'s
     ``BoxEvaluator`` with ``multi_contour_eval=True``, GT-known: every unit's map is scored.
 
@@ -381,6 +383,7 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
         heatmaps: ``(B, K, H, W)`` in [0, 1] (2D only: contours are 2D).
         gt: GT boxes (frames index ``heatmaps``' rows, labels its channels).
         taus: CAM thresholds (default ``np.arange(0, 1, 0.01)``); deltas: IoU thresholds.
+        workers: threads over taus (default ``min(4, os.cpu_count())``; 1 runs inline).
 
     Returns:
         :class:`MaxBoxAcc` (add batches with ``+``; ``.value`` is MaxBoxAccV2 in [0, 1]).
@@ -401,9 +404,10 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
     s = (maps * 255).astype(np.uint8)                                      # (U, H, W)
     smax = s.reshape(U, -1).max(1).astype(np.float64)
     g = gt.xyxy.cpu().numpy().astype(np.float64) - np.array([0, 0, 1, 1])  # inclusive corners
-    on = np.zeros((U, H + 1, W), np.uint8)
-    best = np.zeros((U, len(taus_t)))
-    for t, tau in enumerate(taus_t.tolist()):
+    g_unit = inv.numpy()
+
+    def best_at(tau: float) -> np.ndarray:  # one tau, all units: one findContours call
+        on = np.zeros((U, H + 1, W), np.uint8)
         thr = np.clip(np.trunc(tau * smax), 0, 255).astype(np.uint8)         # int(tau * max)
         np.greater(s, thr[:, None, None], out=on[:, :H].view(bool))
         m, box = _wsol_contour_boxes(on)
@@ -412,7 +416,16 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
         box = np.concatenate([box, np.zeros((len(none), 4), np.int64)]).astype(np.float64)
         box[:, 2] = np.minimum(box[:, 2], W - 1)
         box[:, 3] = np.minimum(box[:, 3], H - 1)
-        best[:, t] = _best_inclusive_iou(m, box, inv.numpy(), g, U)
+        return _best_inclusive_iou(m, box, g_unit, g, U)
+
+    tau_list = taus_t.tolist()
+    workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    if workers == 1 or len(tau_list) == 1:
+        cols = [best_at(t) for t in tau_list]
+    else:  # OpenCV releases the GIL: taus in parallel threads, as heatmap_to_boxes does
+        with ThreadPoolExecutor(workers) as pool:
+            cols = list(pool.map(best_at, tau_list))
+    best = np.stack(cols, 1)                                                 # (U, T)
     hit = torch.from_numpy(best)[None] >= deltas_t[:, None, None]            # (D, U, T)
     correct.index_add_(0, label, hit.permute(1, 0, 2).long())
     return MaxBoxAcc(correct, n, deltas_t, taus_t)

@@ -90,6 +90,7 @@ class LocalizationStudy(ThresholdSweep):
         self._hits = torch.zeros(K, dtype=torch.float64)
         self._units = torch.zeros(K, dtype=torch.float64)
         self._gt: Boxes | None = None
+        self._report: LocalizationReport | None = None
         self._col_of = torch.full((max(self.classes) + 1,), -1, dtype=torch.int64)
         self._col_of[torch.tensor(self.classes)] = torch.arange(K)
 
@@ -97,6 +98,7 @@ class LocalizationStudy(ThresholdSweep):
                gt_masks: Tensor | None = None) -> None:
         """Add one batch (as :meth:`ThresholdSweep.update`); ``gt_masks`` ``(B, K, *S)`` bool
         replaces the GT box regions for PxAP and the pointing games."""
+        self._report = None
         d = heatmaps.ndim - 2
         gt = Boxes.from_list([{"boxes": b, "labels": l} for b, l in zip(gt_boxes, gt_labels)], ndim=d)
         col = self._col_of[gt.label.clamp(max=len(self._col_of) - 1)]
@@ -116,7 +118,7 @@ class LocalizationStudy(ThresholdSweep):
     def _map_metrics(self, heatmaps: Tensor, gt_masks: Tensor | None) -> None:
         K = len(self.classes)
         if heatmaps.ndim == 4:
-            mba = max_box_acc(heatmaps, self._gt, taus=self.taus)
+            mba = max_box_acc(heatmaps, self._gt, taus=self.taus, workers=self.box_kwargs["workers"])
             self._mba = mba if self._mba is None else self._mba + mba
         frame, label, masks = region_masks(self._gt, heatmaps.shape[2:], K)
         if gt_masks is not None:
@@ -130,15 +132,19 @@ class LocalizationStudy(ThresholdSweep):
         self._units.index_add_(0, lab, torch.ones(len(lab), dtype=torch.float64))
 
     def report(self) -> LocalizationReport:
+        """The split-level figures so far (cached until the next :meth:`update`)."""
+        if self._report is not None:
+            return self._report
         K = len(self.classes)
         ap = [average_precision(DetectionMatches.cat(m), K) if m else None for m in self._matches]
         nan = torch.full((K,), math.nan, dtype=torch.float64)
         n = self._units
-        return LocalizationReport(
+        self._report = LocalizationReport(
             ap=ap, max_box_acc=self._mba, pxap=self._pxap,
             energy=torch.where(n > 0, self._energy / n.clamp(min=1), nan),
             pointing=torch.where(n > 0, self._hits / n.clamp(min=1), nan),
             tolerance=self.tolerance, thresholds=list(self.thresholds), classes=list(self.classes))
+        return self._report
 
     def result(self) -> pd.DataFrame:
         """The sweep table plus ``ap`` (AP@[.5:.95]), ``ap50``, ``ap75`` per T and class

@@ -205,6 +205,7 @@ def test_max_box_acc_matches_wsol_loop():
     np.testing.assert_allclose(res.box_acc.numpy(), ref, atol=1e-12)
     assert res.value == pytest.approx(ref.max(1).mean())
     assert int(res.n.sum()) == len(keys) and 0 < res.value < 1
+    assert torch.equal(max_box_acc(heat, gt, taus=taus, workers=1).correct, res.correct)
     # merging two batches = one batch
     half = (gt.frame < 3)
     top = max_box_acc(heat[:3], gt[half], taus=taus)
