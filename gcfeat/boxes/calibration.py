@@ -24,10 +24,9 @@ Example::
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,9 +37,15 @@ from gcfeat.errors import GcfeatError
 
 from .evaluate import METRICS, ThresholdSweep, parse_thresholds
 
-__all__ = ["ThresholdCalibration", "ThresholdFileError", "calibrate_thresholds", "calibration_from_table",
-           "gt_known_probs",
-           "CALIBRATION_MODES", "FORMAT"]
+__all__ = [
+    "CALIBRATION_MODES",
+    "FORMAT",
+    "ThresholdCalibration",
+    "ThresholdFileError",
+    "calibrate_thresholds",
+    "calibration_from_table",
+    "gt_known_probs",
+]
 
 CALIBRATION_MODES = ("pred", "gt_known")
 FORMAT = "gcfeat-thresholds/1"
@@ -100,7 +105,7 @@ class ThresholdCalibration:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ThresholdCalibration":
+    def load(cls, path: str | Path) -> ThresholdCalibration:
         """Read a file written by :meth:`save`; a bad file raises :class:`ThresholdFileError`
         naming it."""
         path = Path(path)

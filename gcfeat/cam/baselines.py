@@ -16,14 +16,14 @@ The cut maps keep the heat above their cut and are 0 elsewhere, so :func:`heatma
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from gcfeat.cam.base import minmax_normalize, resize_maps
 
-__all__ = ["otsu_threshold", "otsu_maps", "fraction_of_max_maps", "random_maps"]
+__all__ = ["fraction_of_max_maps", "otsu_maps", "otsu_threshold", "random_maps"]
 
 _FLT_EPSILON = 1.1920928955078125e-07
 

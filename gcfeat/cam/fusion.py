@@ -30,14 +30,14 @@ fused call runs the batched backward.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from gcfeat.cam.base import BaseCAM, CAMError, CAMResult, minmax_normalize, resize_maps
 
-__all__ = ["FUSIONS", "fuse_maps", "fuse_result", "explain_fused"]
+__all__ = ["FUSIONS", "explain_fused", "fuse_maps", "fuse_result"]
 
 #: Fusion rules over layers.
 FUSIONS: tuple[str, ...] = ("mean", "max", "product", "geomean")

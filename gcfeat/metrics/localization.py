@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -47,10 +47,25 @@ from gcfeat.boxes.structures import Boxes
 from gcfeat.errors import GcfeatError
 
 __all__ = [
-    "LocalizationError", "COCO_IOU_THRESHOLDS", "WSOL_DELTAS", "WSOL_TAUS",
-    "gt_boxes", "DetectionMatches", "DetectionAP", "match_detections", "average_precision",
-    "coco_ap", "MaxBoxAcc", "max_box_acc", "PxAP", "pxap", "region_masks",
-    "energy_pointing_game", "pointing_game", "BoxIoU", "best_box_iou",
+    "COCO_IOU_THRESHOLDS",
+    "WSOL_DELTAS",
+    "WSOL_TAUS",
+    "BoxIoU",
+    "DetectionAP",
+    "DetectionMatches",
+    "LocalizationError",
+    "MaxBoxAcc",
+    "PxAP",
+    "average_precision",
+    "best_box_iou",
+    "coco_ap",
+    "energy_pointing_game",
+    "gt_boxes",
+    "match_detections",
+    "max_box_acc",
+    "pointing_game",
+    "pxap",
+    "region_masks",
 ]
 
 #: COCO's IoU thresholds 0.50:0.05:0.95, computed as pycocotools does.
@@ -91,7 +106,7 @@ class DetectionMatches:
     iou_thresholds: Tensor
 
     @classmethod
-    def cat(cls, parts: Sequence["DetectionMatches"]) -> "DetectionMatches":
+    def cat(cls, parts: Sequence[DetectionMatches]) -> DetectionMatches:
         """Join batches (their frames must come in order: COCO breaks score ties by frame)."""
         return cls(torch.cat([p.score for p in parts]), torch.cat([p.label for p in parts]),
                    torch.cat([p.matched for p in parts], 1), sum(p.n_gt for p in parts),
@@ -318,7 +333,7 @@ class MaxBoxAcc:
     deltas: Tensor
     taus: Tensor
 
-    def __add__(self, other: "MaxBoxAcc") -> "MaxBoxAcc":
+    def __add__(self, other: MaxBoxAcc) -> MaxBoxAcc:
         return MaxBoxAcc(self.correct + other.correct, self.n + other.n, self.deltas, self.taus)
 
     @property
@@ -391,7 +406,7 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
     if heatmaps.ndim != 4:
         raise LocalizationError(f"heatmaps: MaxBoxAccV2 is defined on 2D maps (B, K, H, W) (its "
                                 f"boxes come from 2D contours), got shape {tuple(heatmaps.shape)}")
-    B, K, H, W = heatmaps.shape
+    _, K, H, W = heatmaps.shape
     taus_t = torch.tensor(list(taus), dtype=torch.float64)
     deltas_t = torch.tensor(list(deltas), dtype=torch.float64)
     frame, label, inv = _units(gt.to("cpu"), K)
@@ -467,7 +482,7 @@ class PxAP:
     hist_false: Tensor
     edges: Tensor
 
-    def __add__(self, other: "PxAP") -> "PxAP":
+    def __add__(self, other: PxAP) -> PxAP:
         return PxAP(self.hist_true + other.hist_true, self.hist_false + other.hist_false, self.edges)
 
     def curve(self) -> tuple[Tensor, Tensor]:
@@ -533,7 +548,7 @@ def pointing_game(maps: Tensor, regions: Tensor, tolerance: float = 0.0) -> Tens
 
     Only the ``(2 r + 1)^d`` window around each peak (``r = floor(tolerance)``) can hold a pixel
     that close, so the search reads that window, not the whole map."""
-    N, S = maps.shape[0], tuple(maps.shape[1:])
+    S = tuple(maps.shape[1:])
     dev = maps.device
     arg = maps.detach().flatten(1).argmax(1)
     r = regions.to(dev).flatten(1).bool()

@@ -21,18 +21,26 @@ Similarity per image, 2D and 3D (maps flattened over all spatial dims):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from gcfeat.errors import GcfeatError
 from gcfeat.metrics.faithfulness import gaussian_blur
 
-__all__ = ["SanityError", "spearman", "ssim", "RandomizationResult", "cascading_randomization",
-           "RandomLogitResult", "random_logit_test", "top_down_layers", "cam_map_fn"]
+__all__ = [
+    "RandomLogitResult",
+    "RandomizationResult",
+    "SanityError",
+    "cam_map_fn",
+    "cascading_randomization",
+    "random_logit_test",
+    "spearman",
+    "ssim",
+    "top_down_layers",
+]
 
 MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 

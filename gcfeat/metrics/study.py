@@ -19,8 +19,8 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,11 +30,22 @@ from torch import Tensor
 from gcfeat.boxes.evaluate import ThresholdSweep
 from gcfeat.boxes.structures import Boxes
 
-from .localization import (COCO_IOU_THRESHOLDS, DetectionAP, DetectionMatches, MaxBoxAcc, PxAP,
-                           average_precision, energy_pointing_game, match_detections, max_box_acc,
-                           pointing_game, pxap, region_masks)
+from .localization import (
+    COCO_IOU_THRESHOLDS,
+    DetectionAP,
+    DetectionMatches,
+    MaxBoxAcc,
+    PxAP,
+    average_precision,
+    energy_pointing_game,
+    match_detections,
+    max_box_acc,
+    pointing_game,
+    pxap,
+    region_masks,
+)
 
-__all__ = ["LocalizationStudy", "LocalizationReport"]
+__all__ = ["LocalizationReport", "LocalizationStudy"]
 
 
 @dataclass

@@ -5,8 +5,12 @@ import pytest
 import torch
 
 from gcfeat.boxes import heatmap_to_boxes
-from gcfeat.boxes.calibration import (ThresholdCalibration, ThresholdFileError, calibrate_thresholds,
-                                      gt_known_probs)
+from gcfeat.boxes.calibration import (
+    ThresholdCalibration,
+    ThresholdFileError,
+    calibrate_thresholds,
+    gt_known_probs,
+)
 
 
 def _split(n=6):

@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from gcfeat.boxes import heatmap_to_boxes
-from gcfeat.cam import CAMError, GradCAM, LayerCAM
-from gcfeat.cam.baselines import fraction_of_max_maps, otsu_maps, otsu_threshold, random_maps
+from gcfeat.cam import CAMError, LayerCAM
+from gcfeat.cam.baselines import (
+    fraction_of_max_maps,
+    otsu_maps,
+    otsu_threshold,
+    random_maps,
+)
 from gcfeat.cam.fusion import explain_fused, fuse_maps
 from gcfeat.models import build_classifier
 

@@ -14,8 +14,19 @@ import torch.nn.functional as F
 from gcfeat.boxes import Boxes, heatmap_to_boxes
 from gcfeat.boxes.evaluate import evaluate_thresholds
 from gcfeat.metrics.localization import (
-    LocalizationError, best_box_iou, coco_ap, energy_pointing_game, gt_boxes, match_detections,
-    average_precision, DetectionMatches, max_box_acc, pointing_game, pxap, region_masks)
+    DetectionMatches,
+    LocalizationError,
+    average_precision,
+    best_box_iou,
+    coco_ap,
+    energy_pointing_game,
+    gt_boxes,
+    match_detections,
+    max_box_acc,
+    pointing_game,
+    pxap,
+    region_masks,
+)
 
 
 def _gt(xyxy, frame, label):
@@ -345,7 +356,7 @@ def test_best_box_iou_equals_threshold_study():
         res = best_box_iou(heatmap_to_boxes(heat, T, min_area=4), gtb, num_classes=K)
         row = df[(df.threshold == T) & (df.class_id == -1)].iloc[0]
         assert res.mean_iou == pytest.approx(row.mean_iou) and res.hit_rate == pytest.approx(row.hit_rate)
-        miou, hit = res.per_class()
+        miou, _ = res.per_class()
         for k in range(K):
             r = df[(df.threshold == T) & (df.class_id == k)].iloc[0]
             assert float(miou[k]) == pytest.approx(r.mean_iou, nan_ok=True)

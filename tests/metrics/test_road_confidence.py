@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from gcfeat.metrics.faithfulness import confidence_change, noisy_linear_impute, road
 
@@ -78,9 +78,11 @@ def test_road_equals_naive_loop():
 def test_road_equals_pytorch_grad_cam_where_definitions_coincide():
     """pytorch-grad-cam keeps the pixels below the q-th percentile of the map (MoRF) and removes
     the rest; on a 10x10 map with distinct values that is exactly round((1 - q) N) pixels."""
-    from pytorch_grad_cam.metrics.perturbation_confidence import (PerturbationConfidenceMetric,
-                                                                  RemoveLeastRelevantFirst,
-                                                                  RemoveMostRelevantFirst)
+    from pytorch_grad_cam.metrics.perturbation_confidence import (
+        PerturbationConfidenceMetric,
+        RemoveLeastRelevantFirst,
+        RemoveMostRelevantFirst,
+    )
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
     model = _tiny_model(1)

@@ -7,8 +7,15 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from gcfeat.cam import GradCAM
-from gcfeat.metrics.sanity import (SanityError, cam_map_fn, cascading_randomization, random_logit_test,
-                                   spearman, ssim, top_down_layers)
+from gcfeat.metrics.sanity import (
+    SanityError,
+    cam_map_fn,
+    cascading_randomization,
+    random_logit_test,
+    spearman,
+    ssim,
+    top_down_layers,
+)
 from gcfeat.models import build_classifier
 
 

@@ -1,16 +1,20 @@
 """LocalizationStudy: the sweep table unchanged, plus AP / MaxBoxAccV2 / PxAP / pointing games
 equal to the metric functions called directly, batches merged like one batch."""
-import math
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gcfeat.boxes import Boxes, heatmap_to_boxes
+from gcfeat.boxes import heatmap_to_boxes
 from gcfeat.boxes.evaluate import ThresholdSweep
-from gcfeat.metrics.localization import (coco_ap, energy_pointing_game, gt_boxes, max_box_acc,
-                                         region_masks)
+from gcfeat.metrics.localization import (
+    coco_ap,
+    energy_pointing_game,
+    gt_boxes,
+    max_box_acc,
+    region_masks,
+)
 from gcfeat.metrics.study import LocalizationStudy
 
 
