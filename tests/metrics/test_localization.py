@@ -361,3 +361,13 @@ def test_best_box_iou_equals_threshold_study():
             r = df[(df.threshold == T) & (df.class_id == k)].iloc[0]
             assert float(miou[k]) == pytest.approx(r.mean_iou, nan_ok=True)
     assert 0 < res.mean_iou < 1
+
+
+def test_empty_inputs():
+    e = Boxes.empty(2)
+    g = _gt([[0, 0, 4, 4]], [0], [1])
+    r = coco_ap(e, g, 3)                           # GT, no detection: AP 0 (COCO), not NaN
+    assert float(r.ap[0, 1]) == 0.0 and r.map == 0.0 and math.isnan(float(r.ap[0, 0]))
+    assert math.isnan(coco_ap(g, e, 3).map)        # detections, no GT: nothing to score
+    assert best_box_iou(e, g).mean_iou == 0.0 and math.isnan(best_box_iou(g, e).mean_iou)
+    assert int(max_box_acc(torch.rand(1, 3, 8, 8), e).n.sum()) == 0
