@@ -226,33 +226,49 @@ def _road_stencil(d: int, dtype, device) -> torch.Tensor:
 
 
 def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: float = 0.01,
-                        generator: torch.Generator | None = None, tol: float = 1e-7,
-                        max_iter: int | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, solver: str = "auto",
+                        tol: float = 1e-7, max_iter: int | None = None) -> torch.Tensor:
     r"""ROAD's noisy linear imputation (Rong et al., "A Consistent and Efficient Evaluation
     Strategy for Attribution Methods", ICML 2022, Sec. 4), batched.
 
     Every removed pixel :math:`i` takes the weighted mean of its in-image neighbours :math:`j`
     (removed ones included): :math:`s_i x_i - \sum_j w_{ij} x_j = 0` with :math:`s_i` the sum of
-    :math:`w_{ij}` over in-image neighbours; kept pixels are fixed. This sparse symmetric
-    positive-definite system (one per image and channel) is solved by Jacobi-preconditioned
-    conjugate gradients for all images and channels at once (the reference implementation,
-    ``pytorch_grad_cam.metrics.road.NoisyLinearImputer``, calls ``scipy``'s ``spsolve`` per
-    image); then ``noise * N(0, 1)`` is added to the imputed pixels.
+    :math:`w_{ij}` over in-image neighbours; kept pixels are fixed. The sparse symmetric
+    positive-definite system (one matrix per image, one right-hand side per channel) is solved
+
+    * ``solver="cg"``: by Jacobi-preconditioned conjugate gradients for all images and channels
+      at once, on the images' device (the GPU path: a few hundred stencil convolutions);
+    * ``solver="direct"``: by ``scipy.sparse.linalg.spsolve`` per image, all channels in one
+      factorisation, as the reference implementation
+      (``pytorch_grad_cam.metrics.road.NoisyLinearImputer``) does; on a CPU this is 4-10x
+      faster than CG (measured at 128x160);
+    * ``"auto"``: direct on the CPU, CG elsewhere.
+
+    Then ``noise * N(0, 1)`` is added to the imputed pixels.
 
     Args:
         images: ``(B, C, *S)`` (2D or 3D). keep: ``(B, *S)`` bool, True = pixel kept.
         noise: standard deviation of the added Gaussian noise (0.01 as the paper).
         generator: for the noise (drawn on the CPU, so seeds repeat across devices).
-        tol: stop when every system's residual norm is below ``tol`` times its right-hand
-            side's; max_iter: default ``4 * sum(S)``.
+        solver: ``"auto"``, ``"cg"`` or ``"direct"`` (above).
+        tol: CG stops when every system's residual norm is below ``tol`` times its right-hand
+            side's; max_iter: CG's cap, default ``4 * sum(S)``.
 
     Returns:
         ``(B, C, *S)`` in ``images``' dtype. A system with no kept pixel at all is singular:
         its pixels come out 0 (+ noise).
     """
+    if solver not in ("auto", "cg", "direct"):
+        raise ValueError(f"solver must be 'auto', 'cg' or 'direct', got {solver!r}")
     B, C, *S = images.shape
     d = len(S)
     dt = torch.float64 if images.device.type != "mps" else torch.float32
+    if solver == "direct" or (solver == "auto" and images.device.type == "cpu"):
+        out = _impute_direct(images.to(dt), keep.to(images.device).bool())
+        u = (~keep.to(images.device).bool())[:, None].to(dt)
+        if noise:
+            out = out + noise * u * torch.randn(out.shape, generator=generator, dtype=dt).to(out.device)
+        return out.to(images.dtype)
     conv = F.conv2d if d == 2 else F.conv3d
     k = _road_stencil(d, dt, images.device)
     x = images.to(dt).reshape(B * C, 1, *S)
@@ -290,6 +306,55 @@ def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: floa
     return out.reshape(B, C, *S).to(images.dtype)
 
 
+def _stencil_offsets(d: int) -> list[tuple[tuple[int, ...], float]]:
+    k = _road_stencil(d, torch.float64, "cpu")[0, 0]
+    return [(tuple(int(i) - 1 for i in idx), float(k[tuple(idx)])) for idx in k.nonzero().tolist()]
+
+
+def _impute_direct(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The imputation system solved by ``scipy.sparse.linalg.spsolve``, one image at a time
+    (all channels as right-hand sides of one factorisation). ``images (B, C, *S)`` float64."""
+    import numpy as np
+    from scipy.sparse import csc_matrix
+    from scipy.sparse.linalg import spsolve
+
+    B, C, *S = images.shape
+    offsets = _stencil_offsets(len(S))
+    out = images.detach().cpu().numpy().copy()
+    kn = keep.cpu().numpy()
+    size = np.array(S)
+    for b in range(B):
+        k = kn[b].ravel()
+        unk = np.flatnonzero(~k)
+        if len(unk) == 0:
+            continue
+        xf = out[b].reshape(C, -1)
+        if not k.any():          # nothing to interpolate from: the system is singular
+            xf[:, unk] = 0.0
+            continue
+        vidx = np.full(k.size, -1)
+        vidx[unk] = np.arange(len(unk))
+        coords = np.stack(np.unravel_index(unk, S), 1)
+        diag = np.zeros(len(unk))
+        rhs = np.zeros((len(unk), C))
+        rows, cols, vals = [], [], []
+        for off, w in offsets:
+            q = coords + np.array(off)
+            ok = ((q >= 0) & (q < size)).all(1)
+            src = np.flatnonzero(ok)
+            qi = np.ravel_multi_index(tuple(q[ok].T), S)
+            diag[src] += w
+            known = k[qi]
+            rhs[src[known]] += w * xf[:, qi[known]].T
+            rows.append(src[~known]), cols.append(vidx[qi[~known]]), vals.append(np.full(int((~known).sum()), -w))
+        n = len(unk)
+        rows.append(np.arange(n)), cols.append(np.arange(n)), vals.append(diag)
+        A = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+        y = spsolve(A, rhs)
+        xf[:, unk] = y.reshape(n, C).T
+    return torch.from_numpy(out).to(images.device)
+
+
 @dataclass
 class RoadResult:
     """ROAD scores per image and removal fraction.
@@ -323,7 +388,8 @@ class RoadResult:
 @torch.no_grad()
 def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, classes, *,
          percentages=ROAD_PERCENTAGES, orders=("morf", "lerf"), noise: float = 0.01, seed: int = 0,
-         score: str = "prob", activation: str = "softmax", batch_size: int = 64) -> RoadResult:
+         score: str = "prob", activation: str = "softmax", batch_size: int = 64,
+         solver: str = "auto") -> RoadResult:
     """ROAD (RemOve And Debias; Rong et al., ICML 2022): remove a fraction p of the pixels in
     order of saliency (MoRF: most relevant first; LeRF: least relevant first), fill them by
     :func:`noisy_linear_impute`, score the class.
@@ -336,7 +402,8 @@ def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, c
         model: classifier (used as given; call ``eval()``). images: ``(B, C, *S)``.
         saliency: ``(B, *S)`` or ``(B, 1, *S)``. classes: ``(B,)`` class scored per image.
         percentages: removal fractions in (0, 1); orders: any of ``"morf"``, ``"lerf"``.
-        noise, seed: imputation noise and its seed. score / activation: as
+        noise, seed, solver: imputation noise, its seed, the linear solver
+            (:func:`noisy_linear_impute`). score / activation: as
             :func:`perturbation_curves` (``"prob"``: softmax or sigmoid probability;
             ``"correct"``: 0/1).
 
@@ -374,7 +441,7 @@ def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, c
         for lo in range(0, len(b_idx), batch_size):
             bi, pi = b_idx[lo:lo + batch_size], p_idx[lo:lo + batch_size]
             keep = (rk[bi] >= counts[pi][:, None]).reshape(len(bi), *S)
-            x = noisy_linear_impute(images[bi], keep, noise=noise, generator=gen)
+            x = noisy_linear_impute(images[bi], keep, noise=noise, generator=gen, solver=solver)
             res[lo:lo + len(bi)] = _score_rows(model(x), classes[bi], score, activation)
         out[order] = res.reshape(B, len(pct))
     return RoadResult(pct, base, out.get("morf"), out.get("lerf"))

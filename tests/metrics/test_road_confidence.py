@@ -17,29 +17,31 @@ def _tiny_model(seed=0, channels=3, d=2):
     return nn.Sequential(conv(channels, 6, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.Linear(6, 4)).eval()
 
 
+@pytest.mark.parametrize("solver", ["cg", "direct"])
 @pytest.mark.parametrize("removed", [0.3, 0.9])
-def test_imputation_equals_pytorch_grad_cam(removed):
+def test_imputation_equals_pytorch_grad_cam(removed, solver):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     g = torch.Generator().manual_seed(0)
     img = torch.randn(3, 12, 14, generator=g)
     keep = torch.rand(12, 14, generator=g) >= removed
     ref = NoisyLinearImputer(noise=0.0)(img, keep.float())
-    got = noisy_linear_impute(img[None], keep[None], noise=0.0)[0]
+    got = noisy_linear_impute(img[None], keep[None], noise=0.0, solver=solver)[0]
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     assert torch.equal(got[:, keep], img[:, keep])
 
 
-def test_imputation_constant_image_2d_3d_and_noise():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_imputation_constant_image_2d_3d_and_noise(solver):
     img = torch.full((2, 1, 6, 7), 0.7)
     keep = torch.rand(2, 6, 7, generator=torch.Generator().manual_seed(1)) > 0.6
     keep[:, 0, 0] = True
-    torch.testing.assert_close(noisy_linear_impute(img, keep, noise=0.0), img)
+    torch.testing.assert_close(noisy_linear_impute(img, keep, noise=0.0, solver=solver), img)
     vol = torch.full((1, 2, 4, 5, 5), -1.5)
     kv = torch.zeros(1, 4, 5, 5, dtype=torch.bool)
     kv[0, 0, 0, 0] = True                              # one known voxel fixes the whole volume
-    torch.testing.assert_close(noisy_linear_impute(vol, kv, noise=0.0), vol)
-    a = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3))
-    b = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(noisy_linear_impute(vol, kv, noise=0.0, solver=solver), vol)
+    a = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3), solver=solver)
+    b = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3), solver=solver)
     assert torch.equal(a, b) and 0.003 < float((a - img)[:, :, ~keep[0]].std()) < 0.03
 
 
@@ -59,14 +61,26 @@ def _naive_road(model, x, sal, cls, pct, order):
     return out
 
 
-def test_road_equals_naive_loop():
+def test_solvers_agree_3d_and_with_noise():
+    g = torch.Generator().manual_seed(4)
+    vol = torch.randn(2, 2, 5, 6, 7, generator=g)
+    keep = torch.rand(2, 5, 6, 7, generator=g) > 0.7
+    a = noisy_linear_impute(vol, keep, noise=0.01, generator=torch.Generator().manual_seed(0), solver="cg")
+    b = noisy_linear_impute(vol, keep, noise=0.01, generator=torch.Generator().manual_seed(0), solver="direct")
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="solver"):
+        noisy_linear_impute(vol, keep, solver="lu")
+
+
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_road_equals_naive_loop(solver):
     model = _tiny_model()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 3, 9, 11, generator=g)
     sal = torch.rand(3, 9, 11, generator=g)
     cls = torch.tensor([0, 2, 3])
     pct = (0.1, 0.5, 0.9)
-    res = road(model, x, sal, cls, percentages=pct, noise=0.0, batch_size=4)
+    res = road(model, x, sal, cls, percentages=pct, noise=0.0, batch_size=4, solver=solver)
     for order in ("morf", "lerf"):
         ref = _naive_road(model, x, sal, cls, pct, order)
         torch.testing.assert_close(getattr(res, order), ref, atol=1e-5, rtol=0)
