@@ -159,6 +159,7 @@ class ThresholdSweep:
         key_g = g_frame * C + g_col
         for t, T in enumerate(self.thresholds):
             boxes = heatmap_to_boxes(heatmaps, T, probs=probs, classes=self.classes, **self.box_kwargs)
+            self._on_boxes(t, boxes)
             p_frame = boxes.frame.cpu().numpy()
             p_col = np.array([self.col[int(c)] for c in boxes.label.tolist()], dtype=np.int64)
             p_box = boxes.xyxy.cpu()
@@ -172,6 +173,10 @@ class ThresholdSweep:
             self.hits[t] += np.bincount(g_col, weights=best >= self.iou_threshold, minlength=C).astype(np.int64)
             matched = _greedy_match(gi, pi, iou, self.iou_threshold, len(key_g), len(key_p))
             self.tp[t] += np.bincount(g_col[matched], minlength=C)
+
+    def _on_boxes(self, t: int, boxes) -> None:
+        """Called with the boxes of threshold index ``t`` of the current batch (subclasses
+        score them further, e.g. :class:`gcfeat.metrics.study.LocalizationStudy`)."""
 
     def _pointing(self, heatmaps: Tensor, g_frame, g_col, g_box) -> None:
         if len(g_frame) == 0:

@@ -57,7 +57,7 @@ class HeatmapError(GcfeatError):
 
 def heatmap_to_boxes(
     heat: Tensor,
-    threshold: float = 0.3,
+    threshold: float | Tensor | Sequence[float] = 0.3,
     *,
     mode: str = "components",
     min_area: float = 25,
@@ -88,7 +88,9 @@ def heatmap_to_boxes(
 
     Args:
         heat: ``(B, K, H, W)`` or ``(B, K, D, H, W)`` float heatmaps in [0, 1], any device.
-        threshold: T in [0, 1].
+        threshold: T in [0, 1], or one T per heatmap channel (a ``(K,)`` tensor / sequence,
+            e.g. :attr:`gcfeat.boxes.calibration.ThresholdCalibration.per_channel`): channel
+            k is cut at ``threshold[k]`` exactly as a scalar call with that T would cut it.
         mode: default box mode, one of :data:`BOX_MODES`.
         min_area: boxes with area ``<= min_area`` pixels are dropped (0 keeps everything).
         class_modes: ``{class id: mode}`` overriding ``mode`` for those classes.
@@ -122,7 +124,7 @@ def heatmap_to_boxes(
         >>> b.xyxy.tolist(), b.label.tolist()
         ([[30.0, 10.0, 45.0, 20.0]], [1])
     """
-    heat, sel, labels_of_channel, mode_of_channel = _check(
+    heat, sel, labels_of_channel, mode_of_channel, threshold = _check(
         heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes)
     if contours not in CONTOUR_MODES:
         raise HeatmapError(f"contours: expected one of {CONTOUR_MODES}, got {contours!r}")
@@ -130,11 +132,15 @@ def heatmap_to_boxes(
         raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape "
                            f"{tuple(heat.shape)}")
     holes = contours == "list"
-    threshold = float(threshold)
     d = heat.ndim - 2
     device = heat.device
+    per_class = isinstance(threshold, Tensor)  # _check made a (K,) tensor of a sequence
+    if per_class:
+        sel = sel & (threshold < 1).to(sel.device)[None]  # nothing can be strictly above 1
+    else:
+        threshold = float(threshold)
     b_idx, k_idx = sel.nonzero(as_tuple=True)
-    if b_idx.numel() == 0 or threshold >= 1:  # nothing can be strictly above 1
+    if b_idx.numel() == 0 or (not per_class and threshold >= 1):
         return Boxes.empty(d, device)
     B, K = heat.shape[:2]
     spatial = tuple(heat.shape[2:])
@@ -146,6 +152,8 @@ def heatmap_to_boxes(
     chunks = [(s, min(s + step, n)) for s in range(0, n, step)]
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
+    if per_class:  # one T per selected map, in the maps' dtype: the scalar path compares so
+        thr_np = threshold.to(torch.float32).numpy()[k_idx.cpu().numpy()]
     if d == 2 and device.type == "cpu" and _CPU_FAST_2D:
         hn = flat.float().contiguous().numpy()
 
@@ -153,13 +161,18 @@ def heatmap_to_boxes(
             s, e = c
             r = rows[s:e]
             h = hn[r[0]:r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
-            return _chunk_2d_cpu(h, threshold, map_modes[s:e], min_area, s, holes)
+            t = thr_np[s:e, None, None] if per_class else threshold
+            return _chunk_2d_cpu(h, t, map_modes[s:e], min_area, s, holes)
     else:
         # Threshold on the device; only a uint8 mask with one zero row (slice) per map leaves it.
         maps = flat[torch.from_numpy(rows).to(device)]
         if not bool(torch.isfinite(maps.sum())):
             raise _nonfinite_error(maps)
-        on = (maps > threshold).to(torch.uint8)
+        if per_class:
+            t = torch.from_numpy(thr_np).to(device=device, dtype=maps.dtype)
+            on = (maps > t.reshape(-1, *([1] * d))).to(torch.uint8)
+        else:
+            on = (maps > threshold).to(torch.uint8)
         mask = torch.nn.functional.pad(on, (0, 0) * (d - 1) + (0, 1)).cpu().numpy()
 
         def task(c):
@@ -203,12 +216,7 @@ def _check(heat, threshold, mode, min_area, class_modes, probs, pred_threshold, 
         raise HeatmapError(f"heat: expected (B, K, H, W) or (B, K, D, H, W), got shape {tuple(heat.shape)}")
     if not heat.is_floating_point():
         heat = heat.float()
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}") from None
-    if not (0.0 <= t <= 1.0):  # also catches NaN
-        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}")
+    threshold = _check_threshold(threshold, heat.shape[1])
     if min_area is None or not (float(min_area) >= 0):
         raise HeatmapError(f"min_area: expected a number >= 0, got {min_area!r}")
     B, K = heat.shape[:2]
@@ -234,7 +242,34 @@ def _check(heat, threshold, mode, min_area, class_modes, probs, pred_threshold, 
                 raise HeatmapError(f"probs: expected ({B}, {K}) (or all outputs with `classes`), got {tuple(p.shape)}")
             p = p[:, labels.to(p.device)]
         sel = p > pred_threshold
-    return heat, sel, labels, codes
+    return heat, sel, labels, codes, threshold
+
+
+def _check_threshold(threshold, K: int) -> float | Tensor:
+    """A scalar T stays a float; a sequence / tensor must hold K values: a ``(K,)`` float64
+    CPU tensor. Every T must lie in [0, 1] (NaN fails the check)."""
+    if isinstance(threshold, (Tensor, np.ndarray, list, tuple)):
+        try:
+            t = torch.as_tensor(np.asarray(threshold.cpu() if isinstance(threshold, Tensor) else threshold,
+                                           dtype=np.float64))
+        except (TypeError, ValueError):
+            raise HeatmapError(f"threshold: expected numbers in [0, 1], got {threshold!r}") from None
+        if t.ndim == 0:
+            threshold = float(t)
+        else:
+            if t.shape != (K,):
+                raise HeatmapError(f"threshold: expected a number or one per heatmap channel "
+                                   f"({K},), got shape {tuple(t.shape)}")
+            if not bool(((t >= 0) & (t <= 1)).all()):
+                raise HeatmapError(f"threshold: expected values in [0, 1], got {t.tolist()}")
+            return t
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}") from None
+    if not (0.0 <= t <= 1.0):  # also catches NaN
+        raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}")
+    return threshold
 
 
 def _nonfinite_error(maps: Tensor) -> HeatmapError:
@@ -247,8 +282,8 @@ class _NonFinite(Exception):
     pass
 
 
-def _chunk_2d_cpu(h: np.ndarray, threshold: float, modes: np.ndarray, min_area: float, offset: int,
-                  holes: bool = False):
+def _chunk_2d_cpu(h: np.ndarray, threshold: float | np.ndarray, modes: np.ndarray, min_area: float,
+                  offset: int, holes: bool = False):
     """Threshold + trace + reduce + score ``h (C, H, W)`` float32 maps; returns map index
     (global), ``xyxy (n, 4)`` and box sums / areas, i.e. mean heat."""
     c, H, W = h.shape
