@@ -184,6 +184,11 @@ def run_tuning(
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     dataset = load_dataset(data, info, layout=layout, split=split)
+    from gcfeat.data import SURGICAL_CLASSES
+    from gcfeat.models import check_dataset_classes
+
+    check_dataset_classes(classes, getattr(dataset, "classes", SURGICAL_CLASSES), checkpoint,
+                          data, "tune")
     try:
         n_total = len(dataset)
     except TypeError:  # an iterable dataset without a length

@@ -39,7 +39,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN,
                       SURGICAL_STD, TISSUE)
-from .errors import DataError, require_dir, require_file
+from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
 from .transforms import parse_size, scale_boxes, to_input
 from .video import iter_frames, video_info
@@ -71,6 +71,9 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
     """Read ``videoNN-tool.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a Cholec80 tool file (header 'Frame Grasper ... SpecimenBag' + rows)")
     lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{path}: only blank lines; expected the header 'Frame Grasper ... "
+                        f"SpecimenBag' and one row per annotated frame")
     header = lines[0].split()
     expected = ["Frame", *CHOLEC80_TOOLS]
     if len(header) != len(expected) or {h.lower() for h in header} != {e.lower() for e in expected}:
@@ -89,11 +92,11 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
                             f"(Frame + 7 tools)")
         try:
             frames[i] = int(row[frame_col])
-            for col, cls in columns:
-                labels[i, cls] = float(row[col]) > 0.5
         except ValueError:
-            raise DataError(f"{path}, line {i + 2}: non-numeric value in {line.strip()!r}; "
-                            f"expected a frame number and 0/1 flags") from None
+            raise DataError(f"{path}, line {i + 2}: frame {row[frame_col]!r} in "
+                            f"{line.strip()!r}; expected a frame number") from None
+        flags = presence_flags([row[col] for col, _ in columns], path, i + 2, line)
+        labels[i, [cls for _, cls in columns]] = flags
     labels[:, TISSUE] = 1
     return frames, labels
 

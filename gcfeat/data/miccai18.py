@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .classes import MICCAI18_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE
-from .errors import DataError, require_dir, require_file
+from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
 from .transforms import parse_size, scale_boxes, to_input
 
@@ -84,6 +84,9 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
     """Read ``annotation_tool/<split>/seq_N.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a MICCAI 2018 tool-presence file (header line + one row per frame)")
     lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{path}: only blank lines; expected a header line ('frame' + tool "
+                        f"names) and one row per frame")
     header = _SEP.split(lines[0].strip())
     names = [h.lower().removeprefix("tool_") for h in header[1:]]
     if names and all(n in SURGICAL_CLASSES for n in names):
@@ -102,11 +105,7 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
             raise DataError(f"{path}, line {i + 2}: {len(row)} columns, expected {len(header)} "
                             f"(frame + {len(header) - 1} tools, as in the header)")
         frames[i] = _frame_number(row[0], path, i + 2)
-        try:
-            labels[i, columns] = [float(v) > 0.5 for v in row[1:]]
-        except ValueError:
-            raise DataError(f"{path}, line {i + 2}: non-numeric tool flag in {line.strip()!r}; "
-                            f"expected 0 or 1") from None
+        labels[i, columns] = presence_flags(row[1:], path, i + 2, line)
     labels[:, TISSUE] = 1
     if len(set(frames.tolist())) != len(frames):
         raise DataError(f"{path}: a frame is listed twice")

@@ -449,6 +449,7 @@ def load_checkpoint(
         for name, buf in model.named_buffers():
             if name.endswith("num_batches_tracked"):
                 buf.zero_()
+    check_finite_state(state, path)
     state = remap_head_keys(state, dropout > 0)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -502,3 +503,42 @@ def _names(names: Sequence[str] | None, show: int = 12) -> str:
         return ""
     more = ", ..." if len(names) > show else ""
     return " [" + ", ".join(names[:show]) + more + "]"
+
+
+# --------------------------------------------------------------------------------- checks
+
+
+def check_finite_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` naming the file and the tensors that hold NaN or inf.
+
+    A diverged training run saves such weights; loading them would only surface later as NaN
+    heatmaps (or a crash inside the CAM's checks), far from the cause.
+    """
+    bad = []
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {t.numel()} values)")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"checkpoint {path}: non-finite weights (NaN or inf) in "
+                              f"{', '.join(bad[:3])}{more}; expected finite numbers (was the "
+                              f"training diverging?)")
+
+
+def check_dataset_classes(held: Sequence[str], wanted: Sequence[str], path: str | os.PathLike,
+                          data: str | os.PathLike, job: str) -> None:
+    """Raise :class:`CheckpointError` when a checkpoint's classes are not the dataset's.
+
+    Jobs that score the model against labels (``tune``, ``evaluate``, a resumed ``train``) need
+    output k to mean the dataset's class k; a different count (or names, when the checkpoint
+    lists them) is an error naming the checkpoint, the dataset and both class lists.
+    """
+    held, wanted = [str(c) for c in held], [str(c) for c in wanted]
+    generic = all(re.fullmatch(r"class_\d+", c) for c in held)
+    if len(held) != len(wanted) or (not generic and held != wanted):
+        raise CheckpointError(
+            f"checkpoint {path}: {len(held)} classes{_names(held)}, but the {job} data {data} "
+            f"has {len(wanted)} classes{_names(wanted)}; expected a checkpoint trained on the "
+            f"same classes")

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from gcfeat.models.checkpoint import CheckpointError, check_finite_state, read_torch_file
 from gcfeat.tasks import TASK_NAMES, Task, get_task
 
 __all__ = ["collate", "train_classifier", "predict", "recalibrate_batchnorm", "save_task_checkpoint",
@@ -68,19 +70,35 @@ def load_task_checkpoint(path: str | os.PathLike, task: str | Task | None = None
     ``task`` (optional) must match the file's task; a mismatch raises ``ValueError``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--checkpoint {path} does not exist")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = read_torch_file(path)          # missing / empty / truncated / pickled code: named
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a gcfeat task checkpoint (expected a dict with "
-                         f"format={FORMAT!r}; surgical checkpoints load with "
-                         "gcfeat.models.load_checkpoint)")
+        raise CheckpointError(f"checkpoint {path}: not a gcfeat task checkpoint (expected a "
+                              f"dict with format={FORMAT!r}; surgical checkpoints load with "
+                              "gcfeat.models.load_checkpoint)")
     name = task.name if isinstance(task, Task) else task
-    if name is not None and blob["task"] != name:
-        raise ValueError(f"{path}: a {blob['task']!r} checkpoint, expected task {name!r}")
-    t = get_task(blob["task"])
-    model = t.build_model(blob["arch"])
-    model.load_state_dict(blob["state_dict"])
+    if name is not None and blob.get("task") != name:
+        raise CheckpointError(f"checkpoint {path}: a {blob.get('task')!r} checkpoint, expected "
+                              f"task {name!r}")
+    try:
+        t = get_task(blob["task"])
+        state = dict(blob["state_dict"])
+        model = t.build_model(blob["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: malformed task checkpoint ({type(e).__name__}: "
+                              f"{e}); expected task, arch and state_dict entries") from None
+    held = [str(c) for c in blob.get("classes") or []]
+    if held and len(held) != t.num_classes:
+        raise CheckpointError(f"checkpoint {path}: {len(held)} classes {held}, but task {t.name} "
+                              f"has {t.num_classes} classes {list(t.classes)}")
+    check_finite_state(state, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        what = f"wrong shape: {', '.join(sizes[:4])}" if sizes else str(e).splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint {path}: weights do not fit a {t.name} {blob['arch']} "
+                              f"with {t.num_classes} classes ({what})") from None
+    model.to(map_location)
     model.eval()
     info = {k: v for k, v in blob.items() if k != "state_dict"}
     return model, info
