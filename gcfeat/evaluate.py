@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gcfeat.io.paths import writable_dir
 from gcfeat.tasks import TASK_NAMES, get_task
 
 __all__ = ["balanced_subset", "pointing_game", "mask_iou", "localisation", "evaluate",
@@ -166,8 +167,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     from gcfeat.tasks.train import collate, load_task_checkpoint, predict
 
     task = get_task(task_name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)
     model, info = load_task_checkpoint(checkpoint, task)
     model.eval()
     ds = task.build_dataset(data, split)

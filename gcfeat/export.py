@@ -51,13 +51,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
+from gcfeat.errors import GcfeatError
 from gcfeat.io.features import FeatureFile, FeatureFileError
+from gcfeat.io.paths import writable_dir
 
 INTERACTION_CLASSES: tuple[str, ...] = (
     "kidney", "bipolar_forceps", "prograsp_forceps", "large_needle_driver",
@@ -125,6 +128,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     index = []
     with FeatureFile(path) as ff:
         _check_method(ff, method)
+        writable_dir(out)
         classes = ff.classes
         tissue = classes.index("tissue") if "tissue" in classes else None
         total = ff.num_frames()
@@ -152,6 +156,7 @@ def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = N
         methods = list(methods or ff.methods)
         for m in methods:
             _check_method(ff, m)
+        writable_dir(out)
         cmap = interaction_class_map(ff.classes)
         tissue = ff.classes.index("tissue") if "tissue" in ff.classes else None
         size = ff.attrs.get("input_size")
@@ -210,10 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.path.exists(args.features):
-        raise SystemExit(f"error: features: {args.features} does not exist; expected a file "
-                         f"written by python -m gcfeat.extract")
     try:
+        if not os.path.exists(args.features):
+            raise FeatureFileError(f"features: {args.features} does not exist; expected a file "
+                                   f"written by python -m gcfeat.extract")
         if args.target == "captioning":
             index = export_captioning(args.features, args.method, args.out, args.frame_format,
                                       args.index)
@@ -221,8 +226,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             n = export_interaction(args.features, args.out, args.methods, args.frame_format)
             print(f"wrote {n} frame files to {args.out}")
-    except FeatureFileError as e:
-        raise SystemExit(f"error: {e}")
+    except GcfeatError as e:        # user-caused: missing / foreign file, method, --out
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,7 @@ Rows group the samples by the explained class (``n_frames`` = its samples); the 
 from __future__ import annotations
 
 from gcfeat.errors import GcfeatError
+from gcfeat.io.paths import writable_dir
 
 import argparse
 import json
@@ -181,6 +182,8 @@ def run_tuning(
     from gcfeat.data import make_loader
 
     ts = parse_thresholds(thresholds)
+    if out is not None:
+        writable_dir(out, create=False)     # a file or a read-only folder: said now
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     dataset = load_dataset(data, info, layout=layout, split=split)
@@ -429,6 +432,8 @@ def run_task_tuning(
     data = paths["data"] if data is None else data
     checkpoint = paths["checkpoint"] if checkpoint is None else checkpoint
     ts = parse_thresholds(thresholds)
+    if out is not None:
+        writable_dir(out, create=False)     # a file or a read-only folder: said now
     model, info = load_task_model(t, checkpoint, device)
     ds = load_task_dataset(t, data, info, split)
     if limit is None:

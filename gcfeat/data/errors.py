@@ -46,10 +46,11 @@ def presence_flags(values, path: os.PathLike | str, line_no: int, line: str) -> 
         try:
             f = float(v)
         except ValueError:
-            f = None
+            raise DataError(f"{path}, line {line_no}: non-numeric tool flag {v!r} in "
+                            f"{line.strip()!r}; expected 0 or 1") from None
         if f not in (0.0, 1.0):
             raise DataError(f"{path}, line {line_no}: tool flag {v!r} in {line.strip()!r}; "
-                            f"expected 0 or 1")
+                            f"expected 0 or 1 (presence)")
         out.append(int(f))
     return out
 

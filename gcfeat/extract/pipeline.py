@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 from tqdm import tqdm
 
 from gcfeat.boxes import Boxes
+from gcfeat.data.errors import DataError
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
@@ -220,6 +221,18 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     }
 
 
+def check_finite_frames(x: torch.Tensor, videos: Sequence[str], frames: Sequence[int]) -> None:
+    """Raise :class:`DataError` naming the video and frame of every image of ``x (B, C, *S)``
+    holding NaN or inf (a float volume with NaN voxels, a zero ``std``), before the CAM pass."""
+    bad = (~torch.isfinite(x).flatten(1).all(1)).nonzero().flatten().tolist()
+    if bad:
+        where = ", ".join(f"{videos[i]} frame {frames[i]}" for i in bad[:4])
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise DataError(f"{where}{more}: the input image holds NaN or inf after decoding and "
+                        f"normalisation; expected finite values (check the source file and "
+                        f"the checkpoint's mean / std)")
+
+
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     threshold: float = 0.3, out: str = "feats.h5", batch_size: int = 32,
                     device: str = "cpu", fps: Optional[float] = None, num_workers: int = 2,
@@ -376,6 +389,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
                              if k in batch}
                 x = x.to(device, non_blocking=True)
+                check_finite_frames(x, videos, frames)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with amp_ctx():
