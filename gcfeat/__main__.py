@@ -9,7 +9,7 @@ COMMANDS = {
     "train": ("gcfeat.train", "train a task's classifier (--task, default surgical)"),
     "bbox": ("gcfeat.bbox", "one frame, one class: heatmap + boxes figure"),
     "tune": ("gcfeat.tune", "box quality against ground truth as the threshold T varies"),
-    "extract": ("gcfeat.extract", "bulk object-level feature dump to HDF5"),
+    "extract": ("gcfeat.extract.__main__", "bulk object-level feature dump to HDF5"),
     "export": ("gcfeat.export", "export features for captioning / interaction models"),
     "evaluate": ("gcfeat.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
     "demo": ("gcfeat.demo", "the main job on synthetic data"),
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<8} {help_}")
         print("\n`gcfeat <command> --help` explains each one.")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",
+                  file=sys.stderr)
+            return 2
+        return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

@@ -73,8 +73,9 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     from gcfeat.training import fit
     from gcfeat.tune import format_summary, run_tuning, write_outputs
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from gcfeat.io.paths import writable_dir
+
+    out = writable_dir(out)             # a file or a read-only folder: an OutputError now
     size = (int(size[0]), int(size[1]))
     data = out / "data"
     ckpt_dir = Path(checkpoint_dir)

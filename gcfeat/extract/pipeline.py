@@ -221,6 +221,17 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     }
 
 
+@contextlib.contextmanager
+def _workers_shut_down(batches):
+    """Shut the DataLoader's workers down when the loop ends. After an error raised in a worker
+    the iterator sits in a reference cycle with the traceback, and torch's shutdown from a later
+    garbage collection waits out its join timeouts (about 5 s per worker)."""
+    try:
+        yield batches
+    finally:
+        getattr(batches, "_shutdown_workers", lambda: None)()
+
+
 def check_finite_frames(x: torch.Tensor, videos: Sequence[str], frames: Sequence[int]) -> None:
     """Raise :class:`DataError` naming the video and frame of every image of ``x (B, C, *S)``
     holding NaN or inf (a float volume with NaN voxels, a zero ``std``), before the CAM pass."""
@@ -368,7 +379,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                          num_workers=num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
     writer = open_writer(True)
-    with writer:
+    with writer, _workers_shut_down(batches):
         *extra_levels, target = levels.values()
         cam = GradCAM(model, [target])
         bar = tqdm(total=total, unit="frame", desc=f"extract{'' if world_size == 1 else rank}",

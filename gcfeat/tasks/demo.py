@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gcfeat.demo import stage
+from gcfeat.io.paths import writable_dir
 
 __all__ = ["DEMO_DEFAULTS", "run_task_demo"]
 
@@ -87,8 +88,7 @@ def run_task_demo(task: str, out: str | Path | None = None, *, n: int | None = N
     n_steps = d["n_steps"] if n_steps is None else n_steps
     if arch not in t.archs:  # before any data is written
         raise ValueError(f"--arch {arch!r} is not a {task} model; expected one of {list(t.archs)}")
-    out = Path(out or f"runs/demo_{task}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out or f"runs/demo_{task}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out
     data = out / "data"
     summary: dict[str, Any] = {"task": task, "out": str(out), "data": str(data), "arch": arch,
