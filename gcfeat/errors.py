@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["GcfeatError", "GcfeatWarning", "unwrap_worker_message"]
+__all__ = ["ArgumentError", "GcfeatError", "GcfeatWarning", "unwrap_worker_message"]
 
 # torch.utils._utils.ExceptionWrapper.reraise: "Caught {type} {where}.\nOriginal {traceback}"
 _WRAPPED = re.compile(r"\ACaught (\w+) (.*?)\.\nOriginal (Traceback \(most recent call last\):\n.*)\Z",
@@ -59,6 +59,10 @@ class GcfeatError(ValueError):
             if tb is not None:
                 args, self.worker_traceback = (text,), tb
         super().__init__(*args)
+
+
+class ArgumentError(GcfeatError):
+    """An argument (command-line option or API parameter) that is malformed or out of range."""
 
 
 class GcfeatWarning(UserWarning):

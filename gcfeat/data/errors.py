@@ -69,3 +69,13 @@ def read_npz(path: os.PathLike | str, what: str) -> dict:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e}); expected "
                         f"{what}") from None
+
+
+def make_dir(path: os.PathLike | str, what: str) -> None:
+    """``mkdir -p path`` for a writer; a file in the way or a read-only place is a
+    :class:`DataError` naming the folder (``what`` says what it is for)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{path}: cannot create {what} ({e.strerror}); expected a writable "
+                        f"folder") from None

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from gcfeat.boxes import Boxes
 from gcfeat.data.errors import DataError
+from gcfeat.errors import ArgumentError
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
@@ -71,7 +72,7 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
+        raise ArgumentError(f"methods: got {list(methods)}, expected some of {METHODS}")
     levels = list(feature_levels(model))
     make = {
         "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1]),
@@ -121,7 +122,7 @@ def gt_boxes(batch: dict, device) -> Boxes:
     """The annotated boxes of a batch (``gt_boxes`` / ``gt_labels`` per sample, input pixels)
     as :class:`~gcfeat.boxes.Boxes` with score 1."""
     if "gt_boxes" not in batch or "gt_labels" not in batch:
-        raise ValueError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
+        raise ArgumentError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
                          "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
                          "ground truth, and the dataset must be built with with_gt=True")
     xyxy = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in batch["gt_boxes"]]
@@ -295,13 +296,13 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     # settings are checked before the output file exists: a bad run must leave nothing behind
     for name, value in (("threshold", threshold), ("pred_threshold", pred_threshold)):
         if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+            raise ArgumentError(f"{name}: expected a number in [0, 1], got {value}")
     if min_area < 0:
-        raise ValueError(f"min_area: expected >= 0, got {min_area}")
+        raise ArgumentError(f"min_area: expected >= 0, got {min_area}")
     if activation not in ("sigmoid", "softmax"):
-        raise ValueError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
+        raise ArgumentError(f"activation: got {activation!r}, expected 'sigmoid' or 'softmax'")
     if boxes not in BOX_SOURCES:
-        raise ValueError(f"boxes: got {boxes!r}, expected one of {BOX_SOURCES}")
+        raise ArgumentError(f"boxes: got {boxes!r}, expected one of {BOX_SOURCES}")
     device = torch.device(device)
     model = model.to(device).eval()
     if channels_last:
@@ -332,7 +333,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     amp_ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" \
         else contextlib.nullcontext
     if amp not in (None, "bf16"):
-        raise ValueError(f"amp: got {amp!r}, expected None or 'bf16'")
+        raise ArgumentError(f"amp: got {amp!r}, expected None or 'bf16'")
 
     open_writer = lambda resume_: FeatureWriter(out, attrs, dims, len(classes),  # noqa: E731
                                                 compression=compression, resume=resume_,
