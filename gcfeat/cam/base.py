@@ -307,13 +307,16 @@ class BaseCAM:
             :class:`CAMResult`.
         """
         x = self._check_input(x)
-        self._check_channels(x)
         extra_layers = list(extra_layers)
         for i, m in enumerate(extra_layers):
             if not isinstance(m, nn.Module):
                 raise CAMError(f"extra_layers[{i}]: expected a module, found {type(m).__name__}")
         plan = self._plan()
-        fwd = self._forward(x, extra_layers, plan)
+        try:
+            fwd = self._forward(x, extra_layers, plan)
+        except RuntimeError:
+            self._check_channels(x)     # the usual cause, said in the caller's terms
+            raise
         _check_finite(fwd.logits, "model output (logits)", "the model's weights hold NaN / inf "
                       "or its forward overflows")
         if plan.closed_form and not self._head_matches(fwd, plan.head):
@@ -385,7 +388,9 @@ class BaseCAM:
         return x
 
     def _check_channels(self, x: Tensor) -> None:
-        """The model's first convolution must take ``x``'s channel count and spatial dims."""
+        """Raise :class:`CAMError` when the model's first convolution does not take ``x``'s
+        channel count or number of spatial dims (checked after a failed forward, so a model
+        whose first registered convolution is not its stem is never refused)."""
         conv = next((m for m in self.model.modules()
                      if isinstance(m, nn.modules.conv._ConvNd)), None)
         if conv is None:

@@ -70,7 +70,9 @@ def cholec80_splits(numbers: Iterable[int]) -> dict[str, list[int]]:
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``videoNN-tool.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a Cholec80 tool file (header 'Frame Grasper ... SpecimenBag' + rows)")
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
+                if ln.strip()]               # blank lines are skipped, line numbers kept
+    lines = [ln for _, ln in numbered]
     if not lines:
         raise DataError(f"{path}: only blank lines; expected the header 'Frame Grasper ... "
                         f"SpecimenBag' and one row per annotated frame")
@@ -85,17 +87,17 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
                for t in CHOLEC80_TOOLS]
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
-    for i, line in enumerate(lines[1:]):
+    for i, (line_no, line) in enumerate(numbered[1:]):
         row = line.split()
         if len(row) != len(header):
-            raise DataError(f"{path}, line {i + 2}: {len(row)} columns, expected {len(header)} "
+            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
                             f"(Frame + 7 tools)")
         try:
             frames[i] = int(row[frame_col])
         except ValueError:
-            raise DataError(f"{path}, line {i + 2}: frame {row[frame_col]!r} in "
+            raise DataError(f"{path}, line {line_no}: frame {row[frame_col]!r} in "
                             f"{line.strip()!r}; expected a frame number") from None
-        flags = presence_flags([row[col] for col, _ in columns], path, i + 2, line)
+        flags = presence_flags([row[col] for col, _ in columns], path, line_no, line)
         labels[i, [cls for _, cls in columns]] = flags
     labels[:, TISSUE] = 1
     return frames, labels

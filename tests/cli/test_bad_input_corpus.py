@@ -545,7 +545,9 @@ def test_prostate_positive_case_without_lesion_is_a_counted_warning(w, tmp_path)
                                         ("frame t1 t2 t3 t4 t5 t6 t7 t8\n0 1 0 -1 0 0 0 0 0\n",
                                          "line 2: tool flag '-1'"),
                                         ("frame t1 t2 t3 t4 t5 t6 t7 t8\n0 1 0 0.5 0 0 0 0 0\n",
-                                         "line 2: tool flag '0.5'")])
+                                         "line 2: tool flag '0.5'"),
+                                        ("frame t1 t2 t3 t4 t5 t6 t7 t8\n\n0 1 0 0 0 0 0 0 0\n"
+                                         "1 0 0 0 0 0 0 0 x\n", "line 4: non-numeric")])
 def test_annotation_reader_refuses(tmp_path, text, says):
     from gcfeat.data.miccai18 import read_tool_annotation
 
