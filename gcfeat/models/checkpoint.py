@@ -25,6 +25,7 @@ from __future__ import annotations
 from gcfeat.errors import GcfeatError
 
 import datetime as _dt
+import math
 import os
 import pickle
 import re
@@ -475,6 +476,7 @@ def load_checkpoint(
     input_size = header.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical and form != "gcfeat" else None)
     mean = header.get("mean") or (list(SURGICAL_MEAN) if surgical and form != "gcfeat" else None)
     std = header.get("std") or (list(SURGICAL_STD) if surgical and form != "gcfeat" else None)
+    _check_normalisation(mean, std, path)
     if form == "resume":
         meta = {k: raw[k] for k in ("epoch", "best_epoch", "best_mAP") if k in raw}
     else:
@@ -525,6 +527,19 @@ def check_finite_state(state: Mapping[str, torch.Tensor], path: str | os.PathLik
         raise CheckpointError(f"checkpoint {path}: non-finite weights (NaN or inf) in "
                               f"{', '.join(bad[:3])}{more}; expected finite numbers (was the "
                               f"training diverging?)")
+
+
+def _check_normalisation(mean, std, path) -> None:
+    """A ``std`` of zero (or NaN / inf anywhere) would turn every normalised frame into inf."""
+    try:
+        m = [float(v) for v in mean or ()]
+        sd = [float(v) for v in std or ()]
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {path}: mean {mean!r} / std {std!r} are not "
+                              f"numbers; expected one per channel") from None
+    if not all(math.isfinite(v) for v in m + sd) or any(v <= 0 for v in sd):
+        raise CheckpointError(f"checkpoint {path}: normalisation mean {m} / std {sd}; expected "
+                              f"finite values and std > 0 for every channel")
 
 
 def check_dataset_classes(held: Sequence[str], wanted: Sequence[str], path: str | os.PathLike,

@@ -78,7 +78,10 @@ def w(tmp_path_factory):
     with torch.no_grad():
         nan.layer3[0].conv1.weight[0, 0, 0, 0] = float("nan")
     _save_surgical(r / "ck_nan.pt", nan, SURGICAL_CLASSES)
-    _save_surgical(r / "ck_std0.pt", model, SURGICAL_CLASSES, std=(0.0, 0.0, 0.0))
+    _save_surgical(r / "ck_std0.pt", model, SURGICAL_CLASSES, std=(0.2, 0.0, 0.2))
+    torch.manual_seed(1)
+    _save_surgical(r / "ck_other.pt", build_classifier("resnet18", len(SURGICAL_CLASSES)),
+                   SURGICAL_CLASSES)
 
     write_organ3d(r / "organ3d", n_train=4, n_val=4, n_test=4, size=28, seed=0)
     t = get_task("organ3d")
@@ -348,7 +351,7 @@ CASES = {
         _extract(w, f, "--threshold", "0.6", "--compression", "gzip"), f.name, keep=[f],
         also="threshold"))(_feature_file(w, t)),
     "extract-append-other-checkpoint": lambda w, t, m: (lambda f: Case(
-        _extract(w, f, "--compression", "gzip", ck=w / "ck_std0.pt"), f.name, keep=[f],
+        _extract(w, f, "--compression", "gzip", ck=w / "ck_other.pt"), f.name, keep=[f],
         also="checkpoint"))(_feature_file(w, t)),
     "extract-out-is-folder": lambda w, t, m: Case(
         _extract(w, w / "miccai"), "miccai", keep=[w / "miccai"], also="folder"),
@@ -357,9 +360,9 @@ CASES = {
         also="not writable"),
     "extract-threshold-range": lambda w, t, m: Case(
         _extract(w, t / "f.h5", "--threshold", "1.5"), "1.5"),
-    "extract-std-zero-nonfinite-input": lambda w, t, m: Case(
-        _extract(w, t / "f.h5", ck=w / "ck_std0.pt"), "frame", keep=[w / "miccai"],
-        also="NaN or inf"),
+    "extract-checkpoint-std-zero": lambda w, t, m: Case(
+        _extract(w, t / "f.h5", ck=w / "ck_std0.pt"), "ck_std0.pt", keep=[w / "ck_std0.pt"],
+        also="std > 0"),
     "extract-organ3d-inf-weights": lambda w, t, m: Case(
         ["extract", "--task", "organ3d", "--data", w / "organ3d", "--checkpoint",
          w / "o3_inf.pt", "--workers", "0", "--no-progress", "--out", t / "f.h5"],
