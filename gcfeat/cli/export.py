@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Optional, Sequence
 
+from gcfeat.cli.common import add_debug, debugging, run
 from gcfeat.io.exports import export_captioning, export_interaction
 from gcfeat.io.features import FeatureFileError
 
@@ -30,24 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     for s in (c, i):
         s.add_argument("--frame-format", default="frame{:03d}",
                        help="frame name from its number (default frame{:03d} -> frame007)")
-    return p
+    return add_debug(p)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return run(lambda: _export(args), debugging(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     if not os.path.exists(args.features):
-        raise SystemExit(f"error: features: {args.features} does not exist; expected a file "
-                         f"written by python -m gcfeat.extract")
-    try:
-        if args.target == "captioning":
-            index = export_captioning(args.features, args.method, args.out, args.frame_format,
-                                      args.index)
-            print(f"wrote {len(index)} frames to {args.out} (index {args.index})")
-        else:
-            n = export_interaction(args.features, args.out, args.methods, args.frame_format)
-            print(f"wrote {n} frame files to {args.out}")
-    except FeatureFileError as e:
-        raise SystemExit(f"error: {e}")
+        raise FeatureFileError(f"features: {args.features} does not exist; expected a file "
+                               f"written by python -m gcfeat.extract")
+    if args.target == "captioning":
+        index = export_captioning(args.features, args.method, args.out, args.frame_format,
+                                  args.index)
+        print(f"wrote {len(index)} frames to {args.out} (index {args.index})")
+    else:
+        n = export_interaction(args.features, args.out, args.methods, args.frame_format)
+        print(f"wrote {n} frame files to {args.out}")
     return 0
-
-

@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .classes import MICCAI18_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE
-from .errors import DataError, require_dir, require_file
+from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
 from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 
@@ -86,7 +86,12 @@ def seq_name(seq: int | str) -> str:
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``annotation_tool/<split>/seq_N.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a MICCAI 2018 tool-presence file (header line + one row per frame)")
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
+                if ln.strip()]               # blank lines are skipped, line numbers kept
+    lines = [ln for _, ln in numbered]
+    if not lines:
+        raise DataError(f"{path}: only blank lines; expected a header line ('frame' + tool "
+                        f"names) and one row per frame")
     header = _SEP.split(lines[0].strip())
     names = [h.lower().removeprefix("tool_") for h in header[1:]]
     if names and all(n in SURGICAL_CLASSES for n in names):
@@ -99,17 +104,13 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
                         f"SURGICAL_CLASSES")
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
-    for i, line in enumerate(lines[1:]):
+    for i, (line_no, line) in enumerate(numbered[1:]):
         row = _SEP.split(line.strip())
         if len(row) != len(header):
-            raise DataError(f"{path}, line {i + 2}: {len(row)} columns, expected {len(header)} "
+            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
                             f"(frame + {len(header) - 1} tools, as in the header)")
-        frames[i] = _frame_number(row[0], path, i + 2)
-        try:
-            labels[i, columns] = [float(v) > 0.5 for v in row[1:]]
-        except ValueError:
-            raise DataError(f"{path}, line {i + 2}: non-numeric tool flag in {line.strip()!r}; "
-                            f"expected 0 or 1") from None
+        frames[i] = _frame_number(row[0], path, line_no)
+        labels[i, columns] = presence_flags(row[1:], path, line_no, line)
     labels[:, TISSUE] = 1
     if len(set(frames.tolist())) != len(frames):
         raise DataError(f"{path}: a frame is listed twice")

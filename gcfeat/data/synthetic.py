@@ -77,6 +77,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import (CHOLEC80_TO_SURGICAL, INSTRUMENTS, SURGICAL_CLASSES, TISSUE)
+from .errors import make_dir
 from .groundtruth import mask_box, write_frame_gt
 from .transforms import parse_size
 
@@ -640,6 +641,7 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
     bar = tqdm(total=num_videos * num_frames, desc="miccai18", unit="frame",
                disable=None if progress else True)
     videos = dataset_videos("miccai18", num_videos, num_frames, size, seed, classes, **scene_kwargs)
+    make_dir(root, "the output folder")
     for split in ("train", "val"):         # both exist even when one holds no sequence
         (root / "annotation_tool" / split).mkdir(parents=True, exist_ok=True)
     for n, (seq, video) in zip(numbers, videos):
@@ -690,6 +692,7 @@ def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
         raise ValueError(f"num_videos={num_videos}, num_frames={num_frames}: expected >= 1 each")
     numbers = list(range(1, num_videos + 1))
     names = [f"video{n:02d}" for n in numbers]
+    make_dir(root, "the output folder")
     (root / "videos").mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     n_annotated = 0

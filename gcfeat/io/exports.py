@@ -56,6 +56,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from gcfeat.io.paths import writable_dir
 from gcfeat.io.features import FeatureFile, FeatureFileError
 
 INTERACTION_CLASSES: tuple[str, ...] = (
@@ -124,6 +125,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     index = []
     with FeatureFile(path) as ff:
         _check_method(ff, method)
+        writable_dir(out)
         classes = ff.classes
         tissue = classes.index("tissue") if "tissue" in classes else None
         total = ff.num_frames()
@@ -151,6 +153,7 @@ def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = N
         methods = list(methods or ff.methods)
         for m in methods:
             _check_method(ff, m)
+        writable_dir(out)
         cmap = interaction_class_map(ff.classes)
         tissue = ff.classes.index("tissue") if "tissue" in ff.classes else None
         size = ff.attrs.get("input_size")

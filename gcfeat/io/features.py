@@ -40,6 +40,7 @@ writer at random moments repeatedly and reopen the file.
 from __future__ import annotations
 
 from gcfeat.errors import GcfeatError
+from gcfeat.io.paths import writable_file
 
 import json
 import os
@@ -147,23 +148,31 @@ class FeatureWriter:
             raise FeatureFileError(f"box_dim: got {box_dim}, expected 4 (2D) or 6 (3D)")
         self.box_dim = int(box_dim)
         attrs = dict(attrs)
+        writable_file(self.path)      # a folder, or a read-only place: named before any work
         exists = os.path.exists(self.path)
         if exists and not resume:
             raise FeatureFileError(f"{self.path}: exists; pass resume=True (CLI: drop "
                                    f"--no-resume) to append, or choose another --out")
         if exists:
+            # settings are compared on a read-only open first: a file the run refuses to
+            # append to is never opened for writing (nor repacked), so it stays byte-identical
+            try:
+                with h5py.File(self.path, "r") as h5:
+                    held = read_attrs(h5)
+            except OSError as e:
+                raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
+                                       f"it is not a readable HDF5 file") from None
+            diffs = settings_diff(attrs, held)
+            if diffs:
+                raise SettingsMismatch(f"{self.path}: made with different settings, refusing "
+                                       f"to append:\n  " + "\n  ".join(diffs))
             try:
                 if _is_compressed(self.path):
                     repack(self.path, None)
                 self.h5 = h5py.File(self.path, "a")
             except OSError as e:
                 raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
-                                       f"it is not a readable HDF5 file") from e
-            diffs = settings_diff(attrs, read_attrs(self.h5))
-            if diffs:
-                self.h5.close()
-                raise SettingsMismatch(f"{self.path}: made with different settings, refusing "
-                                       f"to append:\n  " + "\n  ".join(diffs))
+                                       f"is it read-only or locked by another run?") from None
             self._trim()
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

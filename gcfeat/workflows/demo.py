@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from gcfeat import config
+from gcfeat.io.paths import writable_dir
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE, build_dataset
 from gcfeat.data.synthetic import write_miccai18
 from gcfeat.extract.pipeline import extract_dataset
@@ -67,8 +68,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
              thresholds: str = config.THRESHOLD_SWEEP, device: str = "cpu", skip_train: bool = False,
              workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run every stage; returns the summary that is also written to ``<out>/summary.json``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)             # a file or a read-only folder: an OutputError now
     size = (int(size[0]), int(size[1]))
     run = _SurgicalDemo(out, videos, frames, size, arch, epochs, batch_size, lr, seed,
                         Path(checkpoint_dir), list(methods), thresholds, device, skip_train,

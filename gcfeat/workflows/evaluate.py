@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from gcfeat.io.paths import writable_dir
 from gcfeat.cam import get_method
 from gcfeat.data.prostate import paste_slices
 from gcfeat.data.subsets import balanced_subset
@@ -145,8 +146,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     target layer).
     """
     task = get_task(task_name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)
     model, info = task.load_checkpoint(checkpoint)
     model.eval()
     ds = task.build_dataset(data, split)
