@@ -7,7 +7,7 @@ Stages, each printed with its time:
 3. **tune**     the threshold study on the validation split (box IoU vs T, best T);
 4. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
 5. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file;
-6. **export**   the captioning export (per-frame ``*_node_features.npy`` + JSON index);
+6. **export**   the captioning and interaction exports (:mod:`gcfeat.io.exports`);
 7. **report**   `<out>/report.md` and `<out>/summary.json`.
 
 The defaults are sized to finish in about 6 minutes on 2 CPU cores: 128x160 frames (layer4
@@ -52,7 +52,8 @@ def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int]
         return False
     return (d.get("layout") == "miccai18" and d.get("seed") == seed
             and list(d.get("size", [])) == list(size)
-            and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames)
+            and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames
+            and (root / "seq_1" / "xml").is_dir())        # older data: no scene graphs
 
 
 def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 150,
@@ -67,7 +68,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE, build_dataset
     from gcfeat.data.synthetic import write_miccai18
     from gcfeat.extract.pipeline import extract_dataset
-    from gcfeat.export import export_captioning
+    from gcfeat.io.exports import export_captioning, export_interaction
     from gcfeat.io import FeatureFile
     from gcfeat.models import build_classifier, load_checkpoint
     from gcfeat.training import fit
@@ -186,12 +187,19 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["seconds"]["extract"] = done()
 
     # 6. export ----------------------------------------------------------------------------
-    done = stage("6/7 export: captioning inputs (M2, tissue first)")
-    cap_dir = out / "captioning"
-    index = export_captioning(str(features), "m2" if "m2" in methods else methods[0], str(cap_dir),
-                              progress=progress)
-    print(f"{cap_dir}: {len(index)} frames of *_node_features.npy + index.json")
+    done = stage("6/7 export: captioning (M2, tissue first) and interaction inputs")
+    cap_dir, int_dir = out / "captioning", out / "interaction"
+    cap = export_captioning(str(features), "m2" if "m2" in methods else methods[0], str(cap_dir),
+                            progress=progress, data=data)
+    print(cap.summary())
+    inter = export_interaction(str(features), str(int_dir), methods, progress=progress, data=data)
+    print(inter.summary())
     summary["captioning"] = str(cap_dir)
+    summary["interaction"] = str(int_dir)
+    summary["exports"] = {"captioning": {"frames": cap.frames, "train": cap.train, "val": cap.val,
+                                         "skipped_no_caption": cap.skipped_no_caption},
+                          "interaction": {"frames": inter.frames, "edges": inter.edges,
+                                          "skipped_few_nodes": inter.skipped_few_nodes}}
     summary["seconds"]["export"] = done()
 
     # 7. report ----------------------------------------------------------------------------
@@ -232,6 +240,9 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
              f"layer4) = **{s['best_mean_iou']:.3f}**" if s.get("best_mean_iou") is not None else
              "- threshold study: no ground truth",
              f"- features: `{s['features']}` rows per method {s['feature_rows']}",
+             *([f"- exports: captioning `{s['captioning']}` {s['exports']['captioning']}; "
+                f"interaction `{s['interaction']}` {s['exports']['interaction']}"]
+               if s.get("exports") else []),
              f"- figure: `{s['bbox_figure']}`; threshold plots in `{s['tune_dir']}`",
              f"- total time {s['seconds']['total']} s", ""]
     ap = s.get("per_class_ap")
@@ -256,6 +267,7 @@ def _print_where(s: dict, report: Path) -> None:
             ("training log", s.get("train_log", "(reused checkpoint)")),
             ("threshold study", s["tune_dir"]), ("bbox figure", s["bbox_figure"]),
             ("features (HDF5)", s["features"]), ("captioning export", s["captioning"]),
+            ("interaction export", s["interaction"]),
             ("report", str(report))]
     for k, v in rows:
         print(f"  {k:<18} {v}")

@@ -1,210 +1,87 @@
-"""Export a feature file for the downstream captioning and interaction models.
+"""Export a feature file for the downstream captioning and interaction models (CLI).
 
-``python -m gcfeat.export captioning feats.h5 --method m2 --out DIR``
-    One ``DIR/<video>/<frame>_node_features.npy`` per frame: ``(n, 512)`` float32, one row per
-    object of the method, the tissue row first, then the file's order (class, then box). The
-    captioning model (CIDACaptioning, M2 Transformer) zero-pads / truncates to 6 rows when it
-    loads. ``DIR/index.json`` lists ``{"id_path": "<video>/<frame>", "caption": ""}`` per frame
-    (the features of an entry are ``<id_path>_node_features.npy``); captions are left empty for
-    the user to fill. ``<frame>`` is ``frame%03d`` of the source frame number (the MICCAI 2018
-    file names; ``--frame-format`` changes it). Rows flagged empty (M3: nothing above T) are
-    kept as zero vectors.
+``python -m gcfeat.export captioning feats.h5 --data DATA --method m2 --out DIR``
+    CIDACaptioning's inputs: ``DIR/seq_N/gcfeat_m2/frameNNN_node_features.npy`` and
+    ``DIR/annotations/{captions,WithCaption_id_path}_{train,val}.json`` (captions from the
+    dataset's scene-graph XML).
 
-``python -m gcfeat.export interaction feats.h5 --out DIR [--methods m1 m2 m3]``
-    One HDF5 per frame and method, ``DIR/<video>/vsgat/<method>/<frame>_features.hdf5``, with
+``python -m gcfeat.export interaction feats.h5 --data DATA --out DIR [--methods m1 m2]``
+    The interaction model's inputs: ``DIR/seq_N/{xml,left_frames,annotations}/`` and
+    ``DIR/seq_N/vsgat/<method>/frameNNN_features.hdf5``.
 
-    ==================  ===========  ==================================================
-    ``img_name``        string       ``<frame>.png``
-    ``node_num``        int64        N
-    ``classes``         (N,) int64   index in the interaction model's class list
-    ``boxes``           (N, 4) f32   x1, y1, x2, y2 in frame (model input) pixels
-    ``node_features``   (N, 512) f32 the method's features
-    ``spatial_features`` (E, 16) f32 one row per ordered pair of distinct nodes
-    ==================  ===========  ==================================================
-
-    The interaction model's classes are ``INTERACTION_CLASSES`` (kidney, bipolar_forceps,
-    prograsp_forceps, large_needle_driver, monopolar_curved_scissors, ultrasound_probe, suction,
-    clip_applier, stapler, maryland_dissector, spatulated_monopolar_cautery). gcfeat's
-    ``tissue`` becomes ``kidney`` (0); every other name that exists in both lists takes the
-    interaction index (e.g. bipolar_forceps 0 -> 1); ``hook`` and ``specimen_bag`` have no
-    counterpart and their nodes are left out. The kidney node comes first. ``edge_labels``
-    (ground-truth interactions) are not written: the feature file has no such labels.
-
-Pair encoding (``spatial_features``, 16 values per ordered pair ``(i, j)``, E = N (N - 1), pairs
-in row-major order ``(0, 1), (0, 2), ..., (1, 0), (1, 2), ...``). With boxes normalised by the
-frame size (``x / W``, ``y / H``), widths ``w``, heights ``h``, centres ``(cx, cy)`` and areas
-``a = w h`` (widths and heights floored at one pixel so that empty boxes stay finite):
-
-    ====  ==========================================================
-    0-4   box i: x1, y1, x2, y2, a
-    5-9   box j: x1, y1, x2, y2, a
-    10    (cx_j - cx_i) / w_i
-    11    (cy_j - cy_i) / h_i
-    12    log(w_j / w_i)
-    13    log(h_j / h_i)
-    14    IoU(i, j)
-    15    centre distance sqrt(dcx^2 + dcy^2) in normalised units
-    ====  ==========================================================
+The files, the rules of the consumers they follow and the encodings: :mod:`gcfeat.io.exports`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-import h5py
-import numpy as np
-from tqdm import tqdm
-
-from gcfeat.io.features import FeatureFile, FeatureFileError
-
-INTERACTION_CLASSES: tuple[str, ...] = (
-    "kidney", "bipolar_forceps", "prograsp_forceps", "large_needle_driver",
-    "monopolar_curved_scissors", "ultrasound_probe", "suction", "clip_applier", "stapler",
-    "maryland_dissector", "spatulated_monopolar_cautery",
-)
-#: gcfeat names whose interaction name differs.
-RENAME = {"tissue": "kidney"}
+from gcfeat.errors import GcfeatError
+from gcfeat.io.exports import (ENCODINGS, INTERACTION_CLASSES, export_captioning,  # noqa: F401
+                               export_interaction, interaction_class_map,
+                               pair_spatial_features, vsgat_spatial_features)
 
 
-def interaction_class_map(classes: Sequence[str]) -> np.ndarray:
-    """``(K,)`` int64: interaction index of each gcfeat class, -1 where there is none."""
-    return np.array([INTERACTION_CLASSES.index(RENAME.get(c, c))
-                     if RENAME.get(c, c) in INTERACTION_CLASSES else -1 for c in classes],
-                    dtype=np.int64)
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected sequence numbers such as 1,5,16") \
+            from None
 
 
-def pair_spatial_features(boxes: np.ndarray, frame_size: Sequence[int]) -> np.ndarray:
-    """16-d encoding of every ordered pair of distinct boxes (see the module docstring).
-
-    Args:
-        boxes: ``(N, 4)`` x1, y1, x2, y2 in pixels.
-        frame_size: ``(H, W)``.
-
-    Returns:
-        ``(N * (N - 1), 16)`` float32, pairs ``(i, j)``, ``i != j``, in row-major order.
-    """
-    H, W = float(frame_size[0]), float(frame_size[1])
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    n = b.shape[0]
-    w = np.maximum(b[:, 2] - b[:, 0], 1.0)
-    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
-    nb = b / np.array([W, H, W, H])
-    wn, hn = w / W, h / H
-    geom = np.concatenate([nb, (wn * hn)[:, None]], 1)                  # (N, 5)
-    cx, cy = nb[:, [0, 2]].mean(1), nb[:, [1, 3]].mean(1)
-    i, j = np.nonzero(~np.eye(n, dtype=bool))                          # row-major (i, j)
-    dcx, dcy = cx[j] - cx[i], cy[j] - cy[i]
-    ix1, iy1 = np.maximum(b[i, 0], b[j, 0]), np.maximum(b[i, 1], b[j, 1])
-    ix2, iy2 = np.minimum(b[i, 2], b[j, 2]), np.minimum(b[i, 3], b[j, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    union = area[i] + area[j] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    out = np.concatenate([
-        geom[i], geom[j],
-        np.stack([dcx / wn[i], dcy / hn[i], np.log(w[j] / w[i]), np.log(h[j] / h[i]), iou,
-                  np.sqrt(dcx ** 2 + dcy ** 2)], 1)], 1)
-    return out.astype(np.float32).reshape(-1, 16)
-
-
-def _tissue_first(labels: np.ndarray, tissue: Optional[int]) -> np.ndarray:
-    key = (labels != tissue) if tissue is not None else np.zeros(len(labels), bool)
-    return np.argsort(key, kind="stable")
-
-
-def _check_method(ff: FeatureFile, method: str) -> None:
-    if method not in ff.methods:
-        raise FeatureFileError(f"{ff.path}: no method {method!r}; the file has {ff.methods}")
-
-
-def export_captioning(path: str, method: str, out: str, frame_format: str = "frame{:03d}",
-                      index_name: str = "index.json", progress: bool = True) -> List[dict]:
-    """Write per-frame ``<video>/<frame>_node_features.npy`` and the JSON index; returns it."""
-    index = []
-    with FeatureFile(path) as ff:
-        _check_method(ff, method)
-        classes = ff.classes
-        tissue = classes.index("tissue") if "tissue" in classes else None
-        total = ff.num_frames()
-        with tqdm(total=total, desc=f"captioning {method}", unit="frame",
-                  disable=None if progress else True) as bar:
-            for v in ff:
-                os.makedirs(os.path.join(out, v.name), exist_ok=True)
-                for frame, rows in v.frames(method):
-                    name = frame_format.format(frame)
-                    order = _tissue_first(rows["label"], tissue)
-                    np.save(os.path.join(out, v.name, f"{name}_node_features.npy"),
-                            rows["features"][order].astype(np.float32))
-                    index.append({"id_path": f"{v.name}/{name}", "caption": ""})
-                    bar.update()
-    with open(os.path.join(out, index_name), "w") as f:
-        json.dump(index, f, indent=1)
-    return index
-
-
-def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = None,
-                       frame_format: str = "frame{:03d}", progress: bool = True) -> int:
-    """Write per-frame interaction HDF5 files; returns how many were written."""
-    written = 0
-    with FeatureFile(path) as ff:
-        methods = list(methods or ff.methods)
-        for m in methods:
-            _check_method(ff, m)
-        cmap = interaction_class_map(ff.classes)
-        tissue = ff.classes.index("tissue") if "tissue" in ff.classes else None
-        size = ff.attrs.get("input_size")
-        if not size:
-            raise FeatureFileError(f"{path}: no input_size attribute; the pair encoding needs "
-                                   f"the frame size")
-        if len(size) != 2:
-            raise FeatureFileError(f"{path}: a file of {len(size)}D boxes (task "
-                                   f"{ff.attrs.get('task')}); the interaction model's 16-d pair "
-                                   f"encoding is defined for 2D frames only")
-        with tqdm(total=ff.num_frames() * len(methods), desc="interaction", unit="frame",
-                  disable=None if progress else True) as bar:
-            for v in ff:
-                for m in methods:
-                    d = os.path.join(out, v.name, "vsgat", m)
-                    os.makedirs(d, exist_ok=True)
-                    for frame, rows in v.frames(m):
-                        order = _tissue_first(rows["label"], tissue)
-                        order = order[cmap[rows["label"][order]] >= 0]   # drop unmapped classes
-                        boxes = rows["box"][order].astype(np.float32)
-                        name = frame_format.format(frame)
-                        with h5py.File(os.path.join(d, f"{name}_features.hdf5"), "w") as h:
-                            h["img_name"] = f"{name}.png"
-                            h["node_num"] = np.int64(len(order))
-                            h["classes"] = cmap[rows["label"][order]]
-                            h["boxes"] = boxes
-                            h["node_features"] = rows["features"][order].astype(np.float32)
-                            h["spatial_features"] = pair_spatial_features(boxes, size)
-                        written += 1
-                        bar.update()
-    return written
+def _wh(text: str) -> list[float]:
+    try:
+        a, b = (float(t) for t in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected AxB such as 1024x1280") from None
+    return [a, b]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gcfeat.export",
-        description="Export a gcfeat feature file (python -m gcfeat.extract) for downstream "
-                    "models: per-frame node features for captioning, per-frame graph HDF5 "
-                    "files for the interaction model.")
+        description="Export a gcfeat feature file (python -m gcfeat.extract) in the files the "
+                    "downstream models read: CIDACaptioning (per-frame node features + caption "
+                    "JSON files) and the global-reasoned interaction model (per-frame graph "
+                    "HDF5 files). Both read the dataset's scene-graph XML (seq_N/xml/).")
     sub = p.add_subparsers(dest="target", required=True)
-    c = sub.add_parser("captioning", help="<video>/<frame>_node_features.npy + index.json")
+    c = sub.add_parser("captioning", help="seq_N/<folder>/<frame>_node_features.npy + "
+                                          "annotations/*_{train,val}.json")
     c.add_argument("features", help="feature file written by python -m gcfeat.extract")
     c.add_argument("--method", default="m2", help="which extractor's rows (default m2)")
-    c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--index", default="index.json", help="name of the JSON index in --out")
-    i = sub.add_parser("interaction", help="<video>/vsgat/<method>/<frame>_features.hdf5")
+    c.add_argument("--out", required=True,
+                   help="output folder: pass its ABSOLUTE path as the model's --features_path "
+                        "and <out>/annotations as --annotation_folder")
+    c.add_argument("--folder", default=None,
+                   help="per-sequence feature folder named in id_path (default gcfeat_<method>)")
+    c.add_argument("--val-sequences", type=_ints, default=[1, 5, 16],
+                   help="sequence numbers of the validation split (default 1,5,16: MICCAI 2018)")
+    i = sub.add_parser("interaction", help="seq_N/xml/, left_frames/, annotations/, "
+                                           "vsgat/<method>/<frame>_features.hdf5")
     i.add_argument("features", help="feature file written by python -m gcfeat.extract")
     i.add_argument("--methods", nargs="+", default=None,
                    help="extractors to export (default: all in the file)")
-    i.add_argument("--out", required=True, help="output folder")
+    i.add_argument("--out", required=True,
+                   help="output folder (put or link it where the model expects "
+                        "datasets/instruments18)")
+    i.add_argument("--encoding", choices=ENCODINGS, default="vsgat",
+                   help="16-d pair encoding: vsgat = the authors' calculate_spatial_feats, "
+                        "quirks included (default); gcfeat = gcfeat's own")
+    i.add_argument("--im-wh", type=_wh, default=None,
+                   help="im_wh of the vsgat encoding (default: HxW of the source frames, the "
+                        "authors' 1024x1280 on MICCAI 2018)")
+    i.add_argument("--link", choices=("symlink", "copy", "none"), default="symlink",
+                   help="how left_frames/ and annotations/ PNGs appear under --out "
+                        "(default symlink)")
     for s in (c, i):
+        s.add_argument("--data", required=True,
+                       help="the dataset the features were extracted from (scene graphs in "
+                            "seq_N/xml/, frames, label masks)")
         s.add_argument("--frame-format", default="frame{:03d}",
-                       help="frame name from its number (default frame{:03d} -> frame007)")
+                       help="frame name from its number where a frame has no XML "
+                            "(default frame{:03d} -> frame007)")
     return p
 
 
@@ -215,13 +92,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          f"written by python -m gcfeat.extract")
     try:
         if args.target == "captioning":
-            index = export_captioning(args.features, args.method, args.out, args.frame_format,
-                                      args.index)
-            print(f"wrote {len(index)} frames to {args.out} (index {args.index})")
+            res = export_captioning(args.features, args.method, args.out, args.frame_format,
+                                    data=args.data, folder=args.folder,
+                                    val_sequences=args.val_sequences)
+            print(res.summary())
+            print(f"  --features_path {res.features_path} --annotation_folder "
+                  f"{res.annotation_folder}")
         else:
-            n = export_interaction(args.features, args.out, args.methods, args.frame_format)
-            print(f"wrote {n} frame files to {args.out}")
-    except FeatureFileError as e:
+            res = export_interaction(args.features, args.out, args.methods, args.frame_format,
+                                     data=args.data, encoding=args.encoding, im_wh=args.im_wh,
+                                     link=args.link)
+            print(res.summary())
+            print(f"  {res.out}: seq_N/xml, left_frames, annotations, vsgat/<method>; the "
+                  f"model also needs its dataset/surgicalscene_word2vec.hdf5")
+    except GcfeatError as e:
         raise SystemExit(f"error: {e}")
     return 0
 

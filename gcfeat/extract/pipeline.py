@@ -373,8 +373,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     x = x[sel]
                     videos = [videos[i] for i in sel]
                     frames = [frames[i] for i in sel]
-                    batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
-                             if k in batch}
+                    batch = {k: [batch[k][i] for i in sel]
+                             for k in ("gt_boxes", "gt_labels", "source_size") if k in batch}
                 x = x.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -396,7 +396,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                                                  if activation == "sigmoid" else 0.5,
                                                  classes=res.classes)
                     feats = {e.name: e(x, res, found, probs).float() for e in extractors}
-                writer.write(videos, frames, probs, feats)
+                # source frame size per video: boxes in source pixels (gcfeat.io.features)
+                writer.write(videos, frames, probs, feats, source_sizes=batch.get("source_size"))
                 stats["frames"] += len(videos)
                 for m, f in feats.items():
                     stats["rows"][m] += len(f)
