@@ -199,7 +199,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     summary["exports"] = {"captioning": {"frames": cap.frames, "train": cap.train, "val": cap.val,
                                          "skipped_no_caption": cap.skipped_no_caption},
                           "interaction": {"frames": inter.frames, "edges": inter.edges,
-                                          "skipped_few_nodes": inter.skipped_few_nodes}}
+                                          "skipped_few_nodes": inter.skipped_few_nodes,
+                                          "skipped_no_xml": inter.skipped_no_xml}}
     summary["seconds"]["export"] = done()
 
     # 7. report ----------------------------------------------------------------------------

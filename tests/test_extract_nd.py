@@ -321,7 +321,8 @@ def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread):
                          "--split", "val", "--methods", "m2", "--out", str(out),
                          "--no-progress", "--workers", "0"]) == 0
     with pytest.raises(SystemExit, match="3D boxes .* 2D frames only"):
-        export_main(["interaction", str(out), "--out", str(tmp_path / "i")])
+        export_main(["interaction", str(out), "--data", str(d / "data"),
+                     "--out", str(tmp_path / "i")])
 
 
 @pytest.mark.parametrize("opt", [["--threshold", "1.5"], ["--pred-threshold", "-0.1"],

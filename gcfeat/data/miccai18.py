@@ -187,9 +187,9 @@ class Miccai18Dataset(Dataset):
     with ``with_gt`` and a ground-truth source: ``gt_boxes`` float32 ``(n, 4)`` in input pixels
     (scaled from the frame size, not rounded), ``gt_labels`` int64 ``(n,)``, sorted by class,
     tissue included. Ground truth comes from ``groundtruth/seq_N/*.json`` if that folder
-    exists, else from the scene graphs ``seq_N/xml/*.xml`` (their inclusive boxes made
-    exclusive; kidney -> tissue; names without a gcfeat class left out), else from
-    ``gt_bbox/seq_N.txt``, else the keys are absent. Every item also carries ``source_size``,
+    exists, else from ``gt_bbox/seq_N.txt``, else from the scene graphs ``seq_N/xml/*.xml``
+    (their inclusive boxes made exclusive; kidney -> tissue; names without a gcfeat class left
+    out), else the keys are absent. Every item also carries ``source_size``,
     the ``(H, W)`` of the PNG as read (the feature file keeps it per video).
 
     Args:
@@ -256,10 +256,10 @@ class Miccai18Dataset(Dataset):
             if with_gt:
                 if (self.root / "groundtruth" / seq).is_dir():
                     self._gt_json[seq] = self.root / "groundtruth" / seq
-                elif (self.root / seq / "xml").is_dir():
-                    self._gt_xml[seq] = {f: g for f, (_, g) in read_sequence(self.root, seq).items()}
                 elif (self.root / "gt_bbox" / f"{seq}.txt").is_file():
                     self._gt_boxes[seq] = read_gt_bbox(self.root / "gt_bbox" / f"{seq}.txt")
+                elif (self.root / seq / "xml").is_dir():
+                    self._gt_xml[seq] = {f: g for f, (_, g) in read_sequence(self.root, seq).items()}
         #: All labels, uint8 ``(N, 11)`` (e.g. for class weights or positive counts).
         self.labels = np.concatenate(labels)
         self.sequences = [p.stem for p in files]
