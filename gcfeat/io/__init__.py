@@ -1,7 +1,7 @@
-"""gcfeat.io: the HDF5 feature file (:mod:`gcfeat.io.features`); medical image I/O in
-:mod:`gcfeat.io.medical`."""
+"""gcfeat.io: the HDF5 feature file (:mod:`gcfeat.io.features`), the exports for the downstream
+models (:mod:`gcfeat.io.exports`); medical image I/O in :mod:`gcfeat.io.medical`."""
 from .features import (FeatureFile, FeatureFileError, FeatureWriter, SettingsMismatch,
-                       VideoFeatures, merge_feature_files)
+                       VideoFeatures, box_to_source, merge_feature_files)
 
 __all__ = ["FeatureFile", "FeatureWriter", "FeatureFileError", "SettingsMismatch",
-           "VideoFeatures", "merge_feature_files"]
+           "VideoFeatures", "box_to_source", "merge_feature_files"]
