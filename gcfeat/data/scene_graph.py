@@ -79,7 +79,7 @@ def interaction_name(gcfeat_name: str) -> Optional[str]:
 
 
 def gcfeat_class(name: str, classes: Sequence[str] = SURGICAL_CLASSES) -> Optional[int]:
-    """Scene-graph object name -> index in ``classes`` (``kidney``/``tissue`` -> tissue), or None."""
+    """Scene-graph object name -> index in ``classes`` (``kidney`` -> tissue), or None."""
     back = {v: k for k, v in RENAME.items()}
     name = back.get(name, name)
     return classes.index(name) if name in classes else None

@@ -1,9 +1,9 @@
 """Exports of a feature file for the two downstream models, in exactly the files they read.
 
 Both exports take the feature file and the dataset it was extracted from (``data``: the
-MICCAI 2018 layout with its scene graphs ``seq_N/xml/frameNNN.xml``, :mod:`gcfeat.data.scene_graph`),
-and use boxes in source-frame pixels (``box * source_size / input_size``,
-:func:`gcfeat.io.features.box_to_source`).
+MICCAI 2018 layout with its scene graphs ``seq_N/xml/frameNNN.xml``,
+:mod:`gcfeat.data.scene_graph`), and use boxes in source-frame pixels
+(``box * source_size / input_size``, :func:`gcfeat.io.features.box_to_source`).
 
 Captioning: CIDACaptioning (:func:`export_captioning`)
 ---------------------------------------------------------
@@ -85,9 +85,9 @@ and boxes of zero width or height in the inclusive convention (their encoding di
 takes the log of ``x2 - x1``) are dropped. A frame then left with fewer than 2 nodes, without a
 tissue node, or without a scene-graph XML is skipped (not listed), and the counts are
 returned and printed. Run the model with ``<out>/<method>`` as its ``datasets/instruments18``
-and ``--feature_extractor <method>``. ``edge_labels``: each instrument node takes the interaction of the XML
-object of its class (the one of highest IoU when there are several); an instrument the
-annotation does not have (a false CAM detection) is ``Idle``.
+and ``--feature_extractor <method>``. ``edge_labels``: each instrument node takes the
+interaction of the XML object of its class (the one of highest IoU when there are several);
+an instrument the annotation does not have (a false CAM detection) is ``Idle``.
 
 Spatial encodings (``encoding=``):
 
