@@ -396,28 +396,26 @@ class VideoFeatures:
         v = self.group.attrs.get("source_size")
         return tuple(json.loads(v)) if v is not None else None
 
-    def rows(self, method: str, source_pixels: bool = False) -> Dict[str, np.ndarray]:
-        """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``;
-        ``source_pixels`` adds ``box_source`` (:func:`box_to_source`)."""
-        r = self._rows(method)
-        if source_pixels:
-            r["box_source"] = box_to_source(r["box"], self.input_size, self.source_size,
-                                            where=f"{self.group.file.filename}: {self.name}")
-        return r
-
     @property
     def input_size(self) -> Optional[list]:
+        """The file's model input ``(H, W)`` (root attribute ``input_size``)."""
         v = self.group.file.attrs.get("input_size")
         return json.loads(v) if isinstance(v, (str, bytes)) else v
 
-    def _rows(self, method: str) -> Dict[str, np.ndarray]:
+    def rows(self, method: str, source_pixels: bool = False) -> Dict[str, np.ndarray]:
+        """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``;
+        ``source_pixels`` adds ``box_source`` (:func:`box_to_source`)."""
         if method not in self.group:
             raise FeatureFileError(f"{self.group.file.filename}: video {self.name!r} has no "
                                    f"method {method!r}; it has {self.methods}")
         s = self.group[method]
         frame = s["frame"][:]
         keep = int(np.searchsorted(frame, len(self), side="left"))
-        return {f: s[f][:keep] for f in ROW_FIELDS if f in s}
+        r = {f: s[f][:keep] for f in ROW_FIELDS if f in s}
+        if source_pixels:
+            r["box_source"] = box_to_source(r["box"], self.input_size, self.source_size,
+                                            where=f"{self.group.file.filename}: {self.name}")
+        return r
 
     def frame(self, i: int) -> dict:
         """Row ``i`` of ``frame_index``: ``{"frame_index", "class_prob", <method>: rows}``."""
