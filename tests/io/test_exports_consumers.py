@@ -43,6 +43,8 @@ def exported(tmp_path_factory):
     write_miccai18(data, num_videos=2, num_frames=3, size=SIZE, seed=0, progress=False)
     torch.manual_seed(0)
     model = build_classifier("resnet18", num_classes=len(SURGICAL_CLASSES))
+    with torch.no_grad():          # every class predicted: m3 has a row per class and frame
+        model.fc.bias.fill_(5.0)
     info = SimpleNamespace(classes=list(SURGICAL_CLASSES), arch="resnet18", input_size=INPUT,
                            mean=(0.5,) * 3, std=(0.25,) * 3)
     ds = Miccai18Dataset(data, split="all", size=INPUT)
@@ -298,7 +300,7 @@ def test_interaction_loads_in_surgical_scene_dataset(exported, word2vec, method)
     assert np.mean(ious) >= 0.9
 
 
-def test_skip_counts_m3(exported):
+def test_skip_counts_m3(exported, word2vec):
     """m3 rows of a random model: empty masks (zero boxes) and hook / specimen_bag are dropped;
     frames without a tissue node or with < 2 nodes are skipped; nothing is listed without
     its file."""
@@ -315,7 +317,14 @@ def test_skip_counts_m3(exported):
     assert res.dropped_zero_area["m3"] == (empty & ~unmapped).sum() > 0
     assert res.frames["m3"] + res.skipped_few_nodes["m3"] == total
     listed = glob.glob(os.path.join(res.root("m3"), "seq_*", "xml", "*.xml"))
-    assert len(listed) == res.frames["m3"]
+    assert len(listed) == res.frames["m3"] > 0
+    for d in surgical_scene_items(os.path.join(res.root("m3"), "seq_"), [1, 2], "m3", word2vec):
+        n = int(d["node_num"])
+        edge_list, readout = collect_edge(n, d["roi_labels"])
+        assert len(readout) == d["edge_num"] and d["spatial_feat"].shape == (len(edge_list), 16)
+        assert np.isfinite(d["spatial_feat"]).all()
+        for roi in d["det_boxes"]:
+            assert d["img"][roi[1]:roi[3] + 1, roi[0]:roi[2] + 1].size > 0
 
 
 def test_source_size_and_source_boxes(exported):
