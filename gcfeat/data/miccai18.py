@@ -259,7 +259,8 @@ class Miccai18Dataset(Dataset):
                 elif (self.root / "gt_bbox" / f"{seq}.txt").is_file():
                     self._gt_boxes[seq] = read_gt_bbox(self.root / "gt_bbox" / f"{seq}.txt")
                 elif (self.root / seq / "xml").is_dir():
-                    self._gt_xml[seq] = {f: g for f, (_, g) in read_sequence(self.root, seq).items()}
+                    graphs = read_sequence(self.root, seq)
+                    self._gt_xml[seq] = {f: g for f, (_, g) in graphs.items()}
         #: All labels, uint8 ``(N, 11)`` (e.g. for class weights or positive counts).
         self.labels = np.concatenate(labels)
         self.sequences = [p.stem for p in files]
