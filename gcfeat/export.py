@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--methods", nargs="+", default=None,
                    help="extractors to export (default: all in the file)")
     i.add_argument("--out", required=True,
-                   help="output folder (put or link it where the model expects "
-                        "datasets/instruments18)")
+                   help="output folder: one tree per method, <out>/<method>, to put or link "
+                        "where the model expects datasets/instruments18")
     i.add_argument("--encoding", choices=ENCODINGS, default="vsgat",
                    help="16-d pair encoding: vsgat = the authors' calculate_spatial_feats, "
                         "quirks included (default); gcfeat = gcfeat's own")
@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data", required=True,
                        help="the dataset the features were extracted from (scene graphs in "
                             "seq_N/xml/, frames, label masks)")
-        s.add_argument("--frame-format", default="frame{:03d}",
-                       help="frame name from its number where a frame has no XML "
-                            "(default frame{:03d} -> frame007)")
+    c.add_argument("--frame-format", default="frame{:03d}",
+                   help="frame name from its number where a frame has no XML "
+                        "(default frame{:03d} -> frame007)")
     return p
 
 
@@ -99,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  --features_path {res.features_path} --annotation_folder "
                   f"{res.annotation_folder}")
         else:
-            res = export_interaction(args.features, args.out, args.methods, args.frame_format,
+            res = export_interaction(args.features, args.out, args.methods,
                                      data=args.data, encoding=args.encoding, im_wh=args.im_wh,
                                      link=args.link)
             print(res.summary())

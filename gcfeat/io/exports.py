@@ -463,7 +463,7 @@ def _write_graph(path: str, name: str, g: _Graph, encoding: str, size, im_wh) ->
 
 
 def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = None,
-                       frame_format: str = "frame{:03d}", progress: bool = True, *,
+                       progress: bool = True, *,
                        data: os.PathLike | str | None = None, encoding: str = "vsgat",
                        im_wh: Optional[Sequence[float]] = None,
                        link: str = "symlink") -> InteractionExport:
@@ -471,9 +471,9 @@ def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = N
 
     Args:
         path: the feature file (made by this gcfeat: it records each video's source size).
-        out: the folder that plays ``datasets/instruments18`` (``seq_N/...`` under it).
+        out: output folder; ``out/<method>`` plays the model's ``datasets/instruments18``
+            (frames are named by their XML's stem; a frame without XML is skipped).
         methods: extractors to export (default: all in the file); each to ``vsgat/<method>``.
-        frame_format: unused when every frame has its XML (the XML stem names the frame).
         data: the dataset folder (scene graphs, left frames, label masks); required.
         encoding: ``"vsgat"`` (the authors' 16-d encoding) or ``"gcfeat"``.
         im_wh: the ``im_wh`` of the vsgat encoding (default: ``(H, W)`` of the source frames,
@@ -486,7 +486,6 @@ def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = N
         raise ExportError(f"encoding: got {encoding!r}, expected one of {ENCODINGS}")
     if link not in ("symlink", "copy", "none"):
         raise ExportError(f"link: got {link!r}, expected 'symlink', 'copy' or 'none'")
-    del frame_format  # frames are named by their XML (a frame without one is skipped)
     with FeatureFile(path) as ff:
         methods = list(methods or ff.methods)
         for m in methods:
