@@ -118,7 +118,8 @@ class Cholec80Dataset(IterableDataset):
     """Annotated frames of Cholec80 videos, decoded from the mp4 files.
 
     Items are the sample dicts of docs/DESIGN.md (``image``, ``labels``, ``video``
-    "video01", ``frame_index`` = frame number in the video, and ``gt_boxes``/``gt_labels`` in
+    "video01", ``frame_index`` = frame number in the video, ``source_size`` = the decoded
+    frame's ``(H, W)``, and ``gt_boxes``/``gt_labels`` in
     input pixels when ``groundtruth/videoNN`` exists and ``with_gt``). Frames come video by
     video in frame order; with a ``DataLoader(num_workers=n)`` each worker decodes its own
     share of the videos (balanced by frame count), so use a few workers to prefetch.
@@ -242,6 +243,7 @@ class Cholec80Dataset(IterableDataset):
                     "labels": torch.from_numpy(v["labels"][k].astype(np.float32)),
                     "video": v["name"],
                     "frame_index": f,
+                    "source_size": tuple(image.shape[:2]),
                 }
                 if v["gt_dir"] is not None:
                     gt = read_frame_gt(v["gt_dir"] / f"frame{f:06d}.json", with_masks=False)

@@ -97,7 +97,7 @@ def case_paths(root: str | os.PathLike, case_id: str) -> dict[str, Path]:
 
 def load_case(root: str | os.PathLike, case_id: str, label: int = 0) -> ProstateCase:
     """Read a case's four volumes; checks that shapes and affines agree."""
-    from gcfeat.io.medical import load_nifti
+    from gcfeat.data.medical import load_nifti
 
     vols, affine = {}, None
     for m, path in case_paths(root, case_id).items():
@@ -196,7 +196,7 @@ def paste_slices(heat, z, crop, shape) -> np.ndarray:
 
     ``heat (S, h, w)`` for the slices ``z (S,)`` of one case, ``crop`` ``(x1, y1, x2, y2)``,
     ``shape`` ``(X, Y, Z)`` -> float32 volume ``(X, Y, Z)`` (zero outside the crop), ready for
-    :func:`gcfeat.io.medical.save_nifti` with the case's affine.
+    :func:`gcfeat.data.medical.save_nifti` with the case's affine.
     """
     h = torch.as_tensor(heat, dtype=torch.float32)
     x1, y1, x2, y2 = crop

@@ -528,8 +528,8 @@ class _BatchStep:
             x = x[sel]
             videos = [videos[i] for i in sel]
             frames = [frames[i] for i in sel]
-            batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
-                     if k in batch}
+            batch = {k: [batch[k][i] for i in sel]
+                     for k in ("gt_boxes", "gt_labels", "source_size") if k in batch}
         x = x.to(self.device, non_blocking=True)
         check_finite_frames(x, videos, frames)
         if cfg.channels_last:
@@ -538,7 +538,8 @@ class _BatchStep:
             res = self.cam.explain(x, extra_layers=self.extra_levels)
             probs, found = self._boxes(res, batch)
             feats = {e.name: e(x, res, found, probs).float() for e in self.extractors}
-        writer.write(videos, frames, probs, feats)
+        # source frame size per video: boxes in source pixels (gcfeat.io.features)
+        writer.write(videos, frames, probs, feats, source_sizes=batch.get("source_size"))
         stats["frames"] += len(videos)
         for m, f in feats.items():
             stats["rows"][m] += len(f)

@@ -49,7 +49,7 @@ from gcfeat.io.paths import writable_dir
 from gcfeat.cam import get_method
 from gcfeat.data.prostate import paste_slices
 from gcfeat.data.subsets import balanced_subset
-from gcfeat.io.medical import save_nifti, write_mha
+from gcfeat.data.medical import save_nifti, write_mha
 from gcfeat.metrics.classification import binary_metrics, multiclass_metrics
 from gcfeat.metrics.faithfulness import deletion, gaussian_blur, insertion, random_saliency
 from gcfeat.metrics.pointing import localisation, mask_iou, pointing_game, summary_stats

@@ -377,22 +377,22 @@ CASES = {
         case, keep=[d], also="NaN or inf"))(*_prostate_nan(w, t)),
     # --- export
     "export-features-missing": lambda w, t, m: Case(
-        ["export", "captioning", t / "none.h5", "--method", "m2", "--out", t / "cap"],
+        ["export", "captioning", "--data", w / "miccai", t / "none.h5", "--method", "m2", "--out", t / "cap"],
         "none.h5"),
     "export-features-not-hdf5": lambda w, t, m: Case(
-        ["export", "captioning", w / "ck_trunc.pt", "--method", "m2", "--out", t / "cap"],
+        ["export", "captioning", "--data", w / "miccai", w / "ck_trunc.pt", "--method", "m2", "--out", t / "cap"],
         "ck_trunc.pt", keep=[w / "ck_trunc.pt"]),
     "export-unknown-method": lambda w, t, m: Case(
-        ["export", "captioning", w / "feats_gz_copy.h5", "--method", "m1", "--out", t / "c"],
+        ["export", "captioning", "--data", w / "miccai", w / "feats_gz_copy.h5", "--method", "m1", "--out", t / "c"],
         "m1", keep=[w / "feats_gz_copy.h5"]),
     "export-out-is-file": lambda w, t, m: Case(
-        ["export", "captioning", w / "feats_gz_copy.h5", "--method", "m2", "--out",
+        ["export", "captioning", "--data", w / "miccai", w / "feats_gz_copy.h5", "--method", "m2", "--out",
          w / "ck_empty.pt"], "ck_empty.pt", keep=[w / "ck_empty.pt", w / "feats_gz_copy.h5"]),
     "export-interaction-out-is-file": lambda w, t, m: Case(
-        ["export", "interaction", w / "feats_gz_copy.h5", "--out", w / "ck_empty.pt"],
+        ["export", "interaction", "--data", w / "miccai", w / "feats_gz_copy.h5", "--out", w / "ck_empty.pt"],
         "ck_empty.pt", keep=[w / "ck_empty.pt", w / "feats_gz_copy.h5"]),
     "export-out-readonly": lambda w, t, m: Case(
-        ["export", "captioning", w / "feats_gz_copy.h5", "--method", "m2", "--out",
+        ["export", "captioning", "--data", w / "miccai", w / "feats_gz_copy.h5", "--method", "m2", "--out",
          readonly(t / "ro", m) / "cap"], "ro", keep=[t / "ro", w / "feats_gz_copy.h5"],
         also="not writable"),
     # --- evaluate (MRI checkpoints: passes with the MRI loader of this branch)

@@ -322,7 +322,8 @@ def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread, capsy
                          "--split", "val", "--methods", "m2", "--out", str(out),
                          "--no-progress", "--workers", "0"]) == 0
     capsys.readouterr()
-    assert export_main(["interaction", str(out), "--out", str(tmp_path / "i")]) == 2
+    assert export_main(["interaction", str(out), "--data", str(d / "data"),
+                        "--out", str(tmp_path / "i")]) == 2
     assert re.search("3D boxes .* 2D frames only", capsys.readouterr().err)
 
 
