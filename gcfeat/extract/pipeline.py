@@ -36,7 +36,7 @@ from gcfeat.boxes import Boxes
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
-from .base import Extractor, feature_levels, layer_channels
+from .base import Extractor, feature_levels, layer_channels, level_strides
 from .crop import CropExtractor
 from .heatmap import HeatmapExtractor
 from .pooling import Layout, LayoutError
@@ -61,20 +61,23 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = 0.3,
                      crop_batch_size: int = 64,
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                      single_layer: Optional[str] = None,
-                     selection: str = "threshold") -> List[Extractor]:
+                     selection: str = "threshold",
+                     levels: Optional[Sequence[str]] = None) -> List[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
-    layer2..layer4; a small CNN: its last conv); ``selection`` is M3's class choice
+    layer2..layer4; a small CNN: its last conv; any torchvision / timm backbone: its maps at
+    strides 8 / 16 / 32, or the ``levels`` named); ``selection`` is M3's class choice
     (``"threshold"`` multi-label, ``"top1"`` single-label).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
-    levels = list(feature_levels(model))
+    strides = level_strides(model, levels)
+    levels = list(feature_levels(model, levels))
     make = {
         "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1]),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, strides),
         "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
                                        levels[-1], selection),
     }
@@ -233,7 +236,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
                     skip: Optional[Callable[[str, int], bool]] = None,
                     task: str = "surgical", activation: str = "sigmoid",
-                    boxes: str = "cam", fold_bn: bool = True) -> dict:
+                    boxes: str = "cam", fold_bn: bool = True,
+                    levels: Optional[Sequence[str]] = None) -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -260,6 +264,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         fold_bn: run an inference copy with the batch norms folded into the convs
             (:func:`gcfeat.models.fusion.fuse_conv_bn`; the model itself is untouched): the same
             numbers up to float rounding, fewer passes over memory.
+        levels: module names of the feature maps (increasing stride; the last is the CAM
+            target); default :func:`~gcfeat.extract.base.feature_levels`'s choice.
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
@@ -284,7 +290,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         model = model.to(memory_format=torch.channels_last)
     if fold_bn:
         model, _ = fuse_conv_bn(model, torch.channels_last if channels_last else None)
-    levels = feature_levels(model)
+    level_names = levels
+    levels = feature_levels(model, level_names)
     channels = layer_channels(model, levels)
     if layout == "auto":
         layout = auto_layout(channels)
@@ -294,7 +301,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                                   weighting=weighting, crop_size=crop_size,
                                   crop_batch_size=crop_batch_size,
                                   area_thresholds=area_thresholds, single_layer=single_layer,
-                                  selection=selection)
+                                  selection=selection, levels=level_names)
     check_layout(layout, channels, methods, single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=threshold,

@@ -164,8 +164,8 @@ def _first_conv(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return m
-    raise LevelError(f"{type(model).__name__}: no convolution found to tell the input shape "
-                     f"for the level probe; pass input_shape=(C, H, W)")
+    raise LevelError(f"{type(model).__name__}: no feature levels found: no convolution to "
+                     f"tell the input shape for the level probe; pass input_shape=(C, H, W)")
 
 
 def probe_shape(model: nn.Module) -> tuple[int, ...]:
@@ -306,7 +306,7 @@ def find_levels(model: nn.Module, levels: Optional[Sequence[str]] = None, *,
     if levels is None:
         levels = _auto_names(model, input_shape, strides)
         if not levels:
-            raise LevelError(f"{type(model).__name__}: no feature map at strides "
+            raise LevelError(f"{type(model).__name__}: no feature levels found at strides "
                              f"{tuple(strides)} found for an input {(1, *input_shape)}; name "
                              f"the levels (levels=[...], e.g. 'features.6')")
     named = {n: _submodule(model, n) for n in levels}
