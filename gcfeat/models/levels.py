@@ -170,10 +170,13 @@ def _first_conv(model: nn.Module) -> nn.Module:
 
 def probe_shape(model: nn.Module) -> tuple[int, ...]:
     """A ``(C, *spatial)`` input the model accepts: its image size where fixed (torchvision
-    ViT ``image_size``, timm ``pretrained_cfg["input_size"]``), else 224 (2D) / 32 (3D)."""
+    ViT ``image_size``, timm ``patch_embed.img_size`` or ``pretrained_cfg["input_size"]``),
+    else 224 (2D) / 32 (3D)."""
     conv = _first_conv(model)
     dims = conv.weight.ndim - 2
-    size = getattr(model, "image_size", None)
+    size = getattr(model, "image_size", None)             # torchvision ViT
+    if size is None:                                      # timm models with a fixed size
+        size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if size is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         if "input_size" in cfg:
