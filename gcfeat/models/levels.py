@@ -254,7 +254,7 @@ def _named(model: nn.Module, names: Sequence[str], input_shape, shapes) -> list[
             raise LevelError(f"levels: {name!r} outputs {shapes[name][1]}, not a map "
                              f"(B, C, *spatial) for an input {(1, *input_shape)}")
         out.append(FeatureLevel(name, module, stride, channels, reshape))
-    return sorted(out, key=lambda lv: lv.stride)
+    return sorted(out, key=lambda lv: (lv.stride, shapes[lv.name][0]))   # then forward order
 
 
 def _trunk_levels(model: nn.Module, input_shape, shapes, strides) -> list[str]:
