@@ -136,7 +136,10 @@ def layer_channels(model: nn.Module, levels: Optional[Dict[str, nn.Module]] = No
     """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048), as
     measured by :func:`~gcfeat.models.levels.find_levels` (the ResNet / ``last_conv`` shortcut:
     the last convolution's width)."""
-    info = find_levels(model, None if levels is None else list(levels))
+    auto = {lv.name: lv for lv in find_levels(model)}    # the ResNet shortcut never probes
+    names = list(auto) if levels is None else list(levels)
+    info = [auto[n] for n in names] if all(n in auto for n in names) \
+        else find_levels(model, names)
     return {lv.name: lv.channels if lv.channels is not None else _out_channels(lv.module)
             for lv in info}
 

@@ -211,6 +211,9 @@ def _probe(model: nn.Module, input_shape: Sequence[int], modules: dict[str, nn.M
         model.eval()
         with torch.no_grad():
             model(x)
+    except RuntimeError as e:     # e.g. a flatten head sized for another input
+        raise LevelError(f"{type(model).__name__}: the level probe's forward of an input "
+                         f"{tuple(x.shape)} failed ({e}); pass input_shape=(C, H, W)") from e
     finally:
         model.train(was_training)
         for h in handles:
