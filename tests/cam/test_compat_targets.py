@@ -209,3 +209,23 @@ def test_reshape_transform_given_by_the_user(one_thread):
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(gc.CAMError, match="reshape_transform"):
         gc.GradCAM(model, [model.mix], reshape_transform=None)(xx)
+
+
+def test_closed_form_only_for_logit_targets_without_reshape(resnet, x, one_thread):
+    """The closed form (dS/dA = W / area, no backward) holds for raw logits of a GAP -> linear
+    head on the raw activation: never with a reshape transform or another target."""
+    plain = gc.GradCAM(resnet, [resnet.layer4])
+    assert plain._plan().closed_form
+    swapped = gc.GradCAM(resnet, [resnet.layer4], reshape_transform=lambda t: t.flip(-1))
+    assert not swapped._plan().closed_form
+    general = gc.GradCAM(resnet, [resnet.layer4], closed_form=False)
+    torch.testing.assert_close(swapped(x), general(x).flip(-1), atol=1e-5, rtol=1e-5)
+    soft = [mt.ClassifierOutputSoftmaxTarget(2)] * 2
+    assert not plain._plan(score=soft).closed_form
+    with pytest.raises(gc.CAMError, match="closed_form=True"):
+        gc.GradCAM(resnet, [resnet.layer4], closed_form=True,
+                   reshape_transform=lambda t: t).explain(x)
+    for model in (torchvision.models.swin_t(num_classes=3),
+                  torchvision.models.vit_b_16(image_size=32, num_classes=3)):
+        layer = [m for m in model.modules() if isinstance(m, nn.LayerNorm)][-2]
+        assert not gc.GradCAM(model.eval(), [layer])._plan().closed_form
