@@ -189,7 +189,7 @@ def main(argv=None) -> int:
                         "on a busy shared machine)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: batch 2, 128x160 ResNet50 frames, 64x80 ScoreCAM frames, "
-                        "1 repeat")
+                        "1 repeat, 64x64 backbone frames")
     p.add_argument("--skip-pgc", action="store_true",
                    help="do not time pytorch-grad-cam (ratios against it are then omitted)")
     p.add_argument("--scorecam-only", action="store_true",
@@ -207,6 +207,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.score_size, args.repeats = 2, (128, 160), (64, 80), 1
+        args.backbone_size = (64, 64)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
