@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from gcfeat import cam as _cam
-from gcfeat.cam.base import BaseCAM, CAMError
+from gcfeat.cam.base import BaseCAM
 from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
                                 ClassifierOutputTarget, RawScoresOutputTarget,
                                 SemanticSegmentationTarget, SoftmaxOutputTarget)

@@ -5,9 +5,7 @@ One small model per family (random init, 32-64 px inputs), torchvision and timm.
 """
 import functools
 import math
-import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -191,3 +189,34 @@ def test_cam_boxes_extractors_hdf5(family, tmp_path, one_thread):
     ff = FeatureFile(tmp_path / "f.h5")
     got = sum(len(ff["v"].frame(i)["m2"]["features"]) for i in range(2))
     assert got == len(feats["m2"])
+
+
+@pytest.mark.parametrize("arch,options,size", [("swin_t", {}, 64),
+                                               ("vit_b_16", {"image_size": 32}, 32),
+                                               ("efficientnet_b0", {}, 64)])
+def test_extract_dataset_runs_on_any_backbone(arch, options, size, tmp_path, one_thread):
+    """The dataset -> HDF5 job, unchanged, on a classifier from models.zoo (BN folding on)."""
+    from gcfeat.data import SURGICAL_CLASSES, build_dataset
+    from gcfeat.data.synthetic import write_miccai18
+    from gcfeat.extract.pipeline import extract_dataset
+    from gcfeat.models import CheckpointInfo, build_classifier
+
+    write_miccai18(tmp_path / "d", num_videos=1, num_frames=3, size=(size, size), seed=1,
+                   progress=False)
+    ds = build_dataset(tmp_path / "d", "miccai18", split="all", size=(size, size),
+                       with_gt=False)
+    torch.manual_seed(0)
+    model = build_classifier(arch, len(SURGICAL_CLASSES), **options).eval()
+    if arch.startswith("vit"):    # torchvision zero-inits the ViT head: all maps would be 0
+        torch.nn.init.normal_(model.heads.head.weight, std=0.5)
+    info = CheckpointInfo(path="-", form="test", arch=arch, num_classes=len(SURGICAL_CLASSES),
+                          classes=tuple(SURGICAL_CLASSES), dropout=0.0, input_size=(size, size))
+    out = tmp_path / "f.h5"
+    stats = extract_dataset(ds, model, info, methods=("m1", "m2", "m3"), out=str(out),
+                            threshold=0.5, pred_threshold=0.0, batch_size=3, num_workers=0,
+                            progress=False, layout=LAYOUT, crop_size=(size, size))
+    assert stats["frames"] == 3 and min(stats["rows"].values()) > 0
+    with FeatureFile(out) as ff:
+        rows = sum(len(ff[v].frame(i)["m2"]["features"]) for v in ff.videos
+                   for i in range(3))
+    assert rows == stats["rows"]["m2"]

@@ -214,7 +214,7 @@ def test_memory_usage_in_loop(numpy_image, batch_size, width, height,
     for i in range(20):
         with cam_method(model=model,
                         target_layers=target_layers) as cam:
-            grayscale_cam = cam(input_tensor=input_tensor,
+            grayscale_cam = cam(input_tensor=input_tensor,  # noqa: F841 (as in the original)
                                 targets=targets,
                                 aug_smooth=aug_smooth,
                                 eigen_smooth=eigen_smooth)
