@@ -9,7 +9,8 @@
 Methods: :class:`CAM`, :class:`GradCAM`, :class:`GradCAMPlusPlus`, :class:`XGradCAM`,
 :class:`HiResCAM`, :class:`LayerCAM`, :class:`EigenCAM`, :class:`ScoreCAM`. The semantics
 (ReLU -> min-max -> resize -> mean over layers -> min-max), cost model and hygiene rules are
-documented in :mod:`gcfeat.cam.base`; :mod:`gcfeat.cam.compat` is a drop-in replacement for
+documented in :mod:`gcfeat.cam.base`; target callables in :mod:`gcfeat.cam.targets`, smoothing
+in :mod:`gcfeat.cam.smooth`; :mod:`gcfeat.cam.compat` is a drop-in replacement for
 pytorch-grad-cam's calling convention.
 """
 from gcfeat.cam.base import (BaseCAM, CAMError, CAMResult, GradientCAM, gap_linear_head,
@@ -21,6 +22,10 @@ from gcfeat.cam.grad_cam_plusplus import GradCAMPlusPlus
 from gcfeat.cam.hirescam import HiResCAM
 from gcfeat.cam.layer_cam import LayerCAM
 from gcfeat.cam.score_cam import ScoreCAM
+from gcfeat.cam.smooth import DEFAULT_AUGMENTATIONS, Augmentation, eigen_projection
+from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
+                                ClassifierOutputTarget, RawScoresOutputTarget,
+                                SemanticSegmentationTarget, SoftmaxOutputTarget)
 from gcfeat.cam.xgrad_cam import XGradCAM
 
 #: name -> class, for CLIs and configs (``--method gradcam``).
@@ -47,5 +52,8 @@ def get_method(name: str) -> type[BaseCAM]:
 __all__ = [
     "BaseCAM", "GradientCAM", "CAMError", "CAMResult", "minmax_normalize", "resize_maps",
     "gap_linear_head", "CAM", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
-    "EigenCAM", "ScoreCAM", "METHODS", "get_method",
+    "EigenCAM", "ScoreCAM", "METHODS", "get_method", "Augmentation", "DEFAULT_AUGMENTATIONS",
+    "eigen_projection", "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget",
+    "BinaryClassifierOutputTarget", "RawScoresOutputTarget", "SoftmaxOutputTarget",
+    "SemanticSegmentationTarget",
 ]

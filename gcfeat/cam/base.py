@@ -35,6 +35,23 @@ backward at all. This is detected structurally and then verified numerically on 
 output); any dropout in the head must be inactive (``model.eval()``), otherwise gcfeat uses the
 general path.
 
+Token models: a ``reshape_transform`` turns a target layer's output into ``(B, C, *grid)``
+(pytorch-grad-cam's option; gradients go through the same transform). ``"auto"`` (default)
+takes :func:`gcfeat.models.levels.token_reshape`: torchvision / timm ViT and DeiT (class and
+distillation tokens dropped, tokens laid on the patch grid) and Swin (channels last -> first);
+other layers are used as they are. The closed form is never used with a reshape transform.
+
+Targets: besides class indices, ``explain(x, targets=[...])`` takes pytorch-grad-cam's
+target callables (:mod:`gcfeat.cam.targets`): plain ``ClassifierOutputTarget`` lists are read as
+class indices (all-classes speed, closed form allowed); any other target (softmax, a lambda, a
+segmentation mask) is differentiated as pytorch-grad-cam does, ``sum_i target_i(output_i)`` in
+one backward, and never through the closed form (it holds for raw logits only).
+
+Smoothing (:mod:`gcfeat.cam.smooth`): ``aug_smooth=True`` averages the maps of augmented
+inputs mapped back (pytorch-grad-cam's flips x brightness set by default);
+``eigen_smooth=True`` replaces the channel sum of the weighted activations by their first
+principal component (gradient methods and Score-CAM; Eigen-CAM already is one).
+
 Hygiene: hooks live only for the duration of a call (registered in :meth:`BaseCAM.explain`,
 removed in ``finally``); the model's train/eval mode is left as the user set it (call
 ``model.eval()`` for explanations: in train mode batch norm uses batch statistics and updates
@@ -42,18 +59,21 @@ its running stats, as any forward would); everything returned is detached.
 """
 from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
-
 import functools
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence, Union
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from gcfeat.cam.smooth import DEFAULT_AUGMENTATIONS, eigen_projection
+from gcfeat.cam.targets import plain_classes, target_scores
+from gcfeat.errors import GcfeatError
+from gcfeat.models.levels import token_reshape
 
 __all__ = [
     "BaseCAM",
@@ -70,6 +90,7 @@ EPS = 1e-7
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 Classes = Union[None, int, str, Sequence[int], Tensor]
+Transform = Optional[Callable[[Tensor], Tensor]]
 
 
 class CAMError(GcfeatError):
@@ -235,10 +256,11 @@ class _Recorder:
 @dataclass
 class _Forward:
     logits: Tensor
-    acts: list[Tensor]
+    acts: list[Tensor]            # (B, C, *grid) per target layer (reshaped)
     extra: list[Tensor]
     head_in: Tensor | None
     head_out: Tensor | None
+    leaves: list[Tensor] = field(default_factory=list)   # raw outputs (autograd leaves)
 
 
 @dataclass
@@ -246,6 +268,17 @@ class _Plan:
     grad: bool                    # record a graph from the target layers on
     head: nn.Linear | None        # head Linear to probe (closed form / CAM)
     closed_form: bool
+    score: Optional[Callable[[Tensor], Tensor]] = None   # outputs -> (B,) instead of classes
+    eigen: bool = False           # eigen_smooth
+
+
+def apply_transform(t: Tensor, transform: Transform, lead: int = 1) -> Tensor:
+    """``transform`` on ``t`` whose first ``lead`` dims are batch-like: ``(*lead, *out)``
+    -> ``(*lead, C, *grid)``."""
+    if transform is None:
+        return t
+    out = transform(t.flatten(0, lead - 1) if lead > 1 else t)
+    return out.reshape(*t.shape[:lead], *out.shape[1:]) if lead > 1 else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,13 +294,20 @@ class BaseCAM:
             is explained; maps of several layers are averaged. A module called several times
             per forward is recorded at its last call.
 
+        reshape_transform: ``"auto"`` (known token layouts, see the module docstring), None,
+            a callable ``output -> (B, C, *grid)`` for every target layer, or a list of one
+            callable (or None) per target layer.
+
     Subclasses implement :meth:`_layer_maps` (raw, un-normalised maps per target layer).
     """
 
     #: whether the method needs dS/dA (decides whether the forward records a graph)
     uses_gradients: bool = False
+    #: whether the method explains target callables other than class logits
+    supports_score: bool = False
 
-    def __init__(self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module]):
+    def __init__(self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module], *,
+                 reshape_transform="auto"):
         if not isinstance(model, nn.Module):
             raise CAMError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
         if isinstance(target_layers, nn.Module):
@@ -283,15 +323,34 @@ class BaseCAM:
                                f"of the model")
         self.model = model
         self.target_layers = target_layers
+        self.reshape_transform = reshape_transform
+        self._transforms = self._resolve_transforms(reshape_transform)
+
+    def _resolve_transforms(self, spec) -> list[Transform]:
+        n = len(self.target_layers)
+        if isinstance(spec, str):
+            if spec != "auto":
+                raise CAMError(f"reshape_transform: expected 'auto', None, a callable or a "
+                               f"list of them, found {spec!r}")
+            return [token_reshape(self.model, m) for m in self.target_layers]
+        if spec is None or callable(spec):
+            return [spec] * n
+        spec = list(spec)
+        if len(spec) != n or not all(t is None or callable(t) for t in spec):
+            raise CAMError(f"reshape_transform: expected one callable (or None) per target "
+                           f"layer ({n}), found {spec!r}")
+        return spec
 
     # -- public API ---------------------------------------------------------------------------
 
-    def __call__(self, x: Tensor, classes: Classes = None, *, resize: bool = True) -> Tensor:
+    def __call__(self, x: Tensor, classes: Classes = None, *, resize: bool = True,
+                 **kwargs) -> Tensor:
         """Heatmaps ``(B, K', *x.shape[2:])`` float32 in ``[0, 1]`` (see :meth:`explain`)."""
-        return self.explain(x, classes, resize=resize).heatmap
+        return self.explain(x, classes, resize=resize, **kwargs).heatmap
 
-    def explain(self, x: Tensor, classes: Classes = None, *,
-                extra_layers: Iterable[nn.Module] = (), resize: bool = True) -> CAMResult:
+    def explain(self, x: Tensor, classes: Classes = None, *, targets=None,
+                extra_layers: Iterable = (), resize: bool = True, aug_smooth: bool = False,
+                eigen_smooth: bool = False, augmentations=None) -> CAMResult:
         """One forward (and for gradient methods one batched backward) for all classes.
 
         Args:
@@ -299,30 +358,87 @@ class BaseCAM:
             classes: None (every output), an int, a sequence / ``(K',)`` tensor of class
                 indices (same for every image, in that order), a ``(B, K')`` tensor (per
                 image), or ``"argmax"`` (each image's top class, ``(B, 1)``).
-            extra_layers: modules whose outputs are recorded (detached) from the same forward,
-                e.g. ``(model.layer2, model.layer3)`` for ROI features.
+            targets: instead of ``classes``, one pytorch-grad-cam target callable per image
+                (:mod:`gcfeat.cam.targets`); ``heatmap`` is then ``(B, 1, *spatial)`` and
+                ``classes`` the indices of plain ``ClassifierOutputTarget`` lists, else None.
+            extra_layers: modules (or ``(module, reshape_transform)`` pairs) whose outputs are
+                recorded (detached) from the same forward, e.g. ``(model.layer2,
+                model.layer3)`` for ROI features; a bare module gets the ``"auto"`` reshape
+                when the CAM's ``reshape_transform`` is ``"auto"``.
             resize: False keeps ``heatmap`` at the first target layer's feature resolution.
+            aug_smooth: average over ``augmentations`` (default: pytorch-grad-cam's six
+                flips x brightness); the other fields come from the un-augmented pass,
+                ``layer_heatmaps`` are averaged like ``heatmap``.
+            eigen_smooth: first principal component of the weighted activations instead of
+                their channel sum (see :mod:`gcfeat.cam.smooth`).
+            augmentations: objects with ``augment_image`` / ``deaugment_mask``.
 
         Returns:
             :class:`CAMResult`.
         """
         x = self._check_input(x)
-        extra_layers = list(extra_layers)
-        for i, m in enumerate(extra_layers):
-            if not isinstance(m, nn.Module):
-                raise CAMError(f"extra_layers[{i}]: expected a module, found {type(m).__name__}")
-        plan = self._plan()
+        extras = self._extras(extra_layers)
+        score = None
+        if targets is not None:
+            if classes is not None:
+                raise CAMError("classes and targets: pass one of them, not both")
+            targets = list(targets)
+            if len(targets) != x.shape[0]:
+                raise CAMError(f"targets: expected one target per image ({x.shape[0]}), "
+                               f"found {len(targets)}")
+            cats = plain_classes(targets)
+            if cats is not None:
+                classes = torch.tensor(cats, device=x.device).view(-1, 1)
+            else:
+                score = functools.partial(target_scores, targets)
+        if not aug_smooth:
+            return self._explain_once(x, classes, score, extras, resize, eigen_smooth)
+        runs = [(a, self._explain_once(a.augment_image(x), classes, score, extras, resize,
+                                       eigen_smooth))
+                for a in (DEFAULT_AUGMENTATIONS if augmentations is None else augmentations)]
+        if not runs:
+            raise CAMError("augmentations: expected at least one augmentation")
+        base = next((r for a, r in runs if getattr(a, "identity", False)), runs[0][1])
+        with torch.no_grad():
+            heat = torch.stack([a.deaugment_mask(r.heatmap) for a, r in runs]).mean(0)
+            layers = [torch.stack([a.deaugment_mask(r.layer_heatmaps[i]) for a, r in runs])
+                      .mean(0) for i in range(len(base.layer_heatmaps))]
+        return replace(base, heatmap=heat, layer_heatmaps=layers)
+
+    def _extras(self, extra_layers: Iterable) -> list[tuple[nn.Module, Transform]]:
+        out = []
+        for i, e in enumerate(extra_layers):
+            m, t = (e if isinstance(e, tuple) and len(e) == 2 else (e, "auto"))
+            if not isinstance(m, nn.Module) or not (t is None or t == "auto" or callable(t)):
+                raise CAMError(f"extra_layers[{i}]: expected a module or a (module, "
+                               f"reshape_transform) pair, found {e!r}")
+            if isinstance(t, str):
+                t = token_reshape(self.model, m) if isinstance(self.reshape_transform, str) \
+                    else None
+            out.append((m, t))
+        return out
+
+    def _explain_once(self, x: Tensor, classes: Classes, score, extras, resize: bool,
+                      eigen: bool) -> CAMResult:
+        if score is not None and not self.supports_score:
+            raise CAMError(f"{type(self).__name__} explains class logits only; targets other "
+                           f"than ClassifierOutputTarget need a gradient method (GradCAM ...)")
+        plan = replace(self._plan(score), score=score, eigen=eigen)
         try:
-            fwd = self._forward(x, extra_layers, plan)
+            fwd = self._forward(x, extras, plan)
         except RuntimeError:
             self._check_channels(x)     # the usual cause, said in the caller's terms
             raise
         _check_finite(fwd.logits, "model output (logits)", "the model's weights hold NaN / inf "
                       "or its forward overflows")
         if plan.closed_form and not self._head_matches(fwd, plan.head):
-            plan = self._closed_form_failed()
-            fwd = self._forward(x, extra_layers, plan)
-        sel, classes_out = _select_classes(classes, fwd.logits)
+            plan = replace(self._closed_form_failed(), score=score, eigen=eigen)
+            fwd = self._forward(x, extras, plan)
+        if score is None:
+            sel, classes_out = _select_classes(classes, fwd.logits)
+        else:
+            sel = torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device)
+            classes_out = None
         raw = self._layer_maps(x, fwd, sel, plan)
         with torch.no_grad():
             layer_maps = [minmax_normalize(m.detach().float().clamp_min(0), m.ndim - 2)
@@ -358,7 +474,7 @@ class BaseCAM:
 
     # -- for subclasses -----------------------------------------------------------------------
 
-    def _plan(self) -> _Plan:
+    def _plan(self, score=None) -> _Plan:
         return _Plan(grad=self.uses_gradients, head=None, closed_form=False)
 
     def _closed_form_failed(self) -> _Plan:
@@ -402,17 +518,19 @@ class BaseCAM:
                            f"({_module_name(self.model, conv)}) takes {conv.in_channels} "
                            f"channels in {dims}D; expected ({want})")
 
-    def _forward(self, x: Tensor, extras: list[nn.Module], plan: _Plan) -> _Forward:
+    def _forward(self, x: Tensor, extras: list[tuple[nn.Module, Transform]],
+                 plan: _Plan) -> _Forward:
         if plan.grad and torch.is_inference_mode_enabled():
             raise CAMError(f"{type(self).__name__} needs gradients, which torch.inference_mode()"
                            f" forbids; call it under torch.no_grad() or outside any mode")
-        rec = _Recorder(self.target_layers, extras, plan.grad, plan.head)
+        rec = _Recorder(self.target_layers, [m for m, _ in extras], plan.grad, plan.head)
         try:
             with torch.no_grad():  # the first target hook turns autograd on when needed
                 logits = self.model(x)
         finally:
             rec.remove()
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        if not isinstance(logits, Tensor) or logits.shape[0] != x.shape[0] or (
+                logits.ndim != 2 and plan.score is None):
             found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise CAMError(f"model output: expected logits (B={x.shape[0]}, N), found {found}")
         for i, a in enumerate(rec.acts):
@@ -426,7 +544,24 @@ class BaseCAM:
         if plan.grad and not logits.requires_grad:
             raise CAMError("model output does not depend on the target layers (no gradient "
                            "path); are the target layers part of the forward to the logits?")
-        return _Forward(logits, rec.acts, rec.extra, rec.head_in, rec.head_out)
+        acts = [self._to_grid(a, t, x, f"target_layers[{i}]")
+                for i, (a, t) in enumerate(zip(rec.acts, self._transforms))]
+        extra = [self._to_grid(a, t, x, f"extra_layers[{i}]")
+                 for i, (a, (_, t)) in enumerate(zip(rec.extra, extras))]
+        return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=rec.acts)
+
+    @staticmethod
+    def _to_grid(a: Tensor, transform: Transform, x: Tensor, what: str) -> Tensor:
+        try:
+            g = apply_transform(a, transform)
+        except Exception as e:  # a user's transform on an unexpected layout
+            raise CAMError(f"{what}: reshape_transform failed on an output of shape "
+                           f"{tuple(a.shape)}: {e}") from e
+        if g.ndim != x.ndim or g.shape[0] != x.shape[0]:
+            raise CAMError(f"{what}: output of shape {tuple(g.shape)} is not a map (B, C, "
+                           f"*spatial) like the input {tuple(x.shape)}; pass reshape_transform "
+                           f"(token models: see gcfeat.models.levels.TokenGrid)")
+        return g
 
     @staticmethod
     def _head_matches(fwd: _Forward, head: nn.Linear | None) -> bool:
@@ -501,10 +636,12 @@ class GradientCAM(BaseCAM):
     """
 
     uses_gradients = True
+    supports_score = True
 
     def __init__(self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module], *,
-                 class_chunk: int = 16, closed_form: bool | str = "auto"):
-        super().__init__(model, target_layers)
+                 class_chunk: int = 16, closed_form: bool | str = "auto",
+                 reshape_transform="auto"):
+        super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if not isinstance(class_chunk, int) or class_chunk < 1:
             raise CAMError(f"class_chunk: expected a positive int, found {class_chunk!r}")
         if closed_form not in ("auto", True, False):
@@ -524,10 +661,20 @@ class GradientCAM(BaseCAM):
         """Raw maps ``(B, k, S)`` from ``acts (B, C, S)`` and ``grads (B, k, C, S)``."""
         return torch.einsum("bkc,bcs->bks", self.weights(acts, grads), acts)
 
+    def weighted_activations(self, acts: Tensor, grads: Tensor) -> Tensor:
+        """``(B, k, C, S)`` terms whose channel sum is :meth:`cam_from_grads` (for
+        ``eigen_smooth``)."""
+        return self.weights(acts, grads)[..., None] * acts[:, None]
+
     # -- machinery ----------------------------------------------------------------------------
 
-    def _plan(self) -> _Plan:
+    def _plan(self, score=None) -> _Plan:
         if self.closed_form is False:
+            return _Plan(grad=True, head=None, closed_form=False)
+        if score is not None or any(t is not None for t in self._transforms):
+            if self.closed_form is True:
+                raise CAMError(f"{type(self).__name__}: closed_form=True needs raw-logit class "
+                               f"targets and no reshape_transform")
             return _Plan(grad=True, head=None, closed_form=False)
         heads = [gap_linear_head(self.model, m) for m in self.target_layers]
         if all(h is not None and h is heads[0] for h in heads):
@@ -547,13 +694,19 @@ class GradientCAM(BaseCAM):
         acts = [a.detach() for a in fwd.acts]
         for j in range(0, K, self.class_chunk):
             s = sel[:, j:j + self.class_chunk]
-            if plan.closed_form:
+            if plan.score is not None:
+                grads = self._score_grads(fwd, plan.score)
+            elif plan.closed_form:
                 grads = [self._closed_form_grads(plan.head, a, s) for a in acts]
             else:
                 grads = self._batched_grads(fwd, s)
             with torch.no_grad():
                 for l, (a, g) in enumerate(zip(acts, grads)):
-                    m = self.cam_from_grads(a.flatten(2), g.flatten(3))
+                    if plan.eigen:
+                        m = eigen_projection(self.weighted_activations(a.flatten(2),
+                                                                       g.flatten(3)))
+                    else:
+                        m = self.cam_from_grads(a.flatten(2), g.flatten(3))
                     out[l].append(m.reshape(*m.shape[:2], *a.shape[2:]))
             del grads
         return [torch.cat(o, 1) if len(o) > 1 else o[0] for o in out]
@@ -565,6 +718,18 @@ class GradientCAM(BaseCAM):
         w = head.weight.detach().to(act.dtype)[sel] / area            # (B, k, C)
         return w.reshape(*w.shape, *([1] * (act.ndim - 2))).expand(*w.shape, *act.shape[2:])
 
+    def _score_grads(self, fwd: _Forward, score) -> list[Tensor]:
+        """``dS/dA`` of a target score ``(B,)`` (one backward for the batch) ->
+        ``(B, 1, C, *grid)`` per target layer."""
+        s = score(fwd.logits)
+        if not isinstance(s, Tensor) or s.shape != (fwd.logits.shape[0],):
+            raise CAMError(f"targets: expected one scalar score per image, found "
+                           f"{getattr(s, 'shape', type(s).__name__)}")
+        grads = torch.autograd.grad(s.sum(), fwd.leaves, allow_unused=True)
+        return [torch.zeros_like(a)[:, None] if g is None
+                else apply_transform(g, t)[:, None]
+                for a, g, t in zip(fwd.acts, grads, self._transforms)]
+
     def _batched_grads(self, fwd: _Forward, sel: Tensor) -> list[Tensor]:
         """``dS_k/dA`` for the classes ``sel (B, k)``: one vmapped backward -> ``(B, k, C, *s)``."""
         logits = fwd.logits
@@ -574,17 +739,18 @@ class GradientCAM(BaseCAM):
         grads = None
         if self._batched_ok:
             try:
-                grads = torch.autograd.grad(logits, fwd.acts, onehot, retain_graph=True,
+                grads = torch.autograd.grad(logits, fwd.leaves, onehot, retain_graph=True,
                                             allow_unused=True, is_grads_batched=True)
             except RuntimeError as e:  # an op without a vmap rule: loop over the chunk
                 self._batched_ok = False
                 warnings.warn(f"{type(self).__name__}: batched backward failed ({e}); "
                               f"falling back to one backward per class", RuntimeWarning)
         if grads is None:
-            per_class = [torch.autograd.grad(logits, fwd.acts, onehot[i], retain_graph=True,
+            per_class = [torch.autograd.grad(logits, fwd.leaves, onehot[i], retain_graph=True,
                                              allow_unused=True) for i in range(k)]
             grads = [None if any(g[l] is None for g in per_class)
                      else torch.stack([g[l] for g in per_class])
                      for l in range(len(fwd.acts))]
         return [torch.zeros(B, k, *a.shape[1:], dtype=a.dtype, device=a.device) if g is None
-                else g.movedim(0, 1) for a, g in zip(fwd.acts, grads)]
+                else apply_transform(g.movedim(0, 1), t, lead=2)
+                for a, g, t in zip(fwd.acts, grads, self._transforms)]

@@ -32,13 +32,14 @@ class CAM(BaseCAM):
         >>> heat = cam(torch.rand(8, 3, 256, 320))           # (8, 11, 256, 320)
     """
 
-    def __init__(self, model: nn.Module, target_layers, fc_layer: nn.Linear | None = None):
-        super().__init__(model, target_layers)
+    def __init__(self, model: nn.Module, target_layers, fc_layer: nn.Linear | None = None, *,
+                 reshape_transform="auto"):
+        super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if fc_layer is not None and not isinstance(fc_layer, nn.Linear):
             raise CAMError(f"fc_layer: expected torch.nn.Linear, found {type(fc_layer).__name__}")
         self.fc_layer = fc_layer
 
-    def _plan(self) -> _Plan:
+    def _plan(self, score=None) -> _Plan:
         head = self.fc_layer
         if head is None:
             heads = [gap_linear_head(self.model, m) for m in self.target_layers]

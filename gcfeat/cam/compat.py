@@ -11,13 +11,22 @@ Switch by changing the import::
     # heat: numpy float32 (B, *spatial); targets=None explains each image's top class
 
 Like pytorch-grad-cam, the constructor puts the model in eval mode and the input is moved to
-the model's device. Differences: all images of a batch are explained in one pass (one forward,
-one batched backward, or none for GAP -> linear heads); targets must be classifier outputs
-(``ClassifierOutputTarget`` from here or from pytorch-grad-cam, one per image);
-``reshape_transform``, ``aug_smooth`` and ``eigen_smooth`` are not supported (``CAMError``);
-3D maps are resized trilinearly (pytorch-grad-cam uses a cubic spline ``scipy.ndimage.zoom``);
-EigenCAM's sign is fixed (see :class:`gcfeat.cam.EigenCAM`). ScoreCAM here defaults to
-pytorch-grad-cam's scoring, ``align_corners=True`` masks and ``batch_size = 16``.
+the model's device. Supported as in pytorch-grad-cam: ``reshape_transform`` (None here means
+gcfeat's automatic one for known token layouts: torchvision / timm ViT, DeiT, Swin; see
+:func:`gcfeat.models.levels.token_reshape`), ``aug_smooth`` (``tta_transforms`` as in its
+constructor; default flips x brightness 0.9 / 1 / 1.1), ``eigen_smooth``, target callables
+(:mod:`gcfeat.cam.targets`: ``ClassifierOutputTarget``, ``ClassifierOutputSoftmaxTarget``,
+``BinaryClassifierOutputTarget``, ``RawScoresOutputTarget``, ``SoftmaxOutputTarget``,
+``SemanticSegmentationTarget``, pytorch-grad-cam's own classes, any lambda), one per image.
+
+Differences: all images of a batch are explained in one pass (one forward, one batched
+backward, or none for GAP -> linear heads) when the targets are plain
+``ClassifierOutputTarget`` (gcfeat's or pytorch-grad-cam's class exactly); other targets take
+one backward for the batch, as pytorch-grad-cam. 3D maps are resized trilinearly
+(pytorch-grad-cam uses a cubic spline ``scipy.ndimage.zoom``); EigenCAM's and
+``eigen_smooth``'s SVD sign is fixed (see :mod:`gcfeat.cam.smooth`). ScoreCAM here defaults to
+pytorch-grad-cam's scoring, ``align_corners=True`` masks and ``batch_size = 16``, and explains
+``ClassifierOutputTarget`` lists only.
 """
 from __future__ import annotations
 
@@ -26,68 +35,44 @@ import torch
 import torch.nn as nn
 
 from gcfeat import cam as _cam
-from gcfeat.cam.base import BaseCAM, CAMError
+from gcfeat.cam.base import BaseCAM
+from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
+                                ClassifierOutputTarget, RawScoresOutputTarget,
+                                SemanticSegmentationTarget, SoftmaxOutputTarget)
 
 __all__ = [
-    "ClassifierOutputTarget", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
-    "EigenCAM", "ScoreCAM",
+    "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget", "BinaryClassifierOutputTarget",
+    "RawScoresOutputTarget", "SoftmaxOutputTarget", "SemanticSegmentationTarget",
+    "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "ScoreCAM",
 ]
-
-
-class ClassifierOutputTarget:
-    """The raw logit of ``category`` (same as pytorch-grad-cam's)."""
-
-    def __init__(self, category: int):
-        self.category = category
-
-    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
-        if model_output.ndim == 1:
-            return model_output[self.category]
-        return model_output[:, self.category]
-
-    def __repr__(self) -> str:
-        return f"ClassifierOutputTarget({self.category})"
 
 
 class _CompatCAM:
     _engine: type[BaseCAM]
     _defaults: dict = {}
 
-    def __init__(self, model: nn.Module, target_layers, reshape_transform=None, **kwargs):
-        if reshape_transform is not None:
-            raise CAMError("reshape_transform: not supported by gcfeat.cam.compat; reshape "
-                           "token outputs to (B, C, *spatial) inside the model instead")
+    def __init__(self, model: nn.Module, target_layers, reshape_transform=None,
+                 tta_transforms=None, **kwargs):
         model.eval()  # as pytorch-grad-cam does
         self.model = model
         self.target_layers = target_layers
-        self.cam = self._engine(model, target_layers, **{**self._defaults, **kwargs})
+        self.tta_transforms = tta_transforms
+        transform = "auto" if reshape_transform is None else reshape_transform
+        self.cam = self._engine(model, target_layers,
+                                **{**self._defaults, **kwargs, "reshape_transform": transform})
 
     def __call__(self, input_tensor: torch.Tensor, targets=None, aug_smooth: bool = False,
                  eigen_smooth: bool = False) -> np.ndarray:
-        if aug_smooth or eigen_smooth:
-            raise CAMError("aug_smooth / eigen_smooth: not supported by gcfeat.cam.compat")
         param = next(self.model.parameters(), None)
         if param is not None:
             input_tensor = input_tensor.to(param.device)
-        B = input_tensor.shape[0]
+        kwargs = dict(aug_smooth=bool(aug_smooth), eigen_smooth=bool(eigen_smooth),
+                      augmentations=self.tta_transforms)
         if targets is None:
-            classes = "argmax"
+            res = self.cam.explain(input_tensor, "argmax", **kwargs)
         else:
-            targets = list(targets)
-            if len(targets) != B:
-                raise CAMError(f"targets: expected one target per image ({B}), found "
-                               f"{len(targets)}")
-            cats = []
-            for i, t in enumerate(targets):
-                cat = getattr(t, "category", None)
-                if not isinstance(cat, (int, np.integer)) and not (
-                        isinstance(cat, torch.Tensor) and cat.numel() == 1):
-                    raise CAMError(f"targets[{i}]: expected ClassifierOutputTarget(k), found "
-                                   f"{t!r}")
-                cats.append(int(cat))
-            classes = torch.tensor(cats, device=input_tensor.device).view(B, 1)
-        heat = self.cam(input_tensor, classes=classes)
-        return heat[:, 0].cpu().numpy()
+            res = self.cam.explain(input_tensor, targets=list(targets), **kwargs)
+        return res.heatmap[:, 0].cpu().numpy()
 
     forward = __call__
 

@@ -24,3 +24,6 @@ class HiResCAM(GradientCAM):
 
     def cam_from_grads(self, acts: Tensor, grads: Tensor) -> Tensor:
         return (grads * acts[:, None]).sum(2)
+
+    def weighted_activations(self, acts: Tensor, grads: Tensor) -> Tensor:
+        return grads * acts[:, None]

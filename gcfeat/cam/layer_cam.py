@@ -25,3 +25,6 @@ class LayerCAM(GradientCAM):
 
     def cam_from_grads(self, acts: Tensor, grads: Tensor) -> Tensor:
         return (grads.clamp_min(0) * acts[:, None]).sum(2)
+
+    def weighted_activations(self, acts: Tensor, grads: Tensor) -> Tensor:
+        return grads.clamp_min(0) * acts[:, None]

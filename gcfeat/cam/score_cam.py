@@ -8,6 +8,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gcfeat.cam.base import _INTERP, BaseCAM, CAMError, _Forward, _Plan
+from gcfeat.cam.smooth import eigen_projection
 from gcfeat.models.fusion import fuse_conv_bn
 
 __all__ = ["ScoreCAM", "fuse_conv_bn"]
@@ -63,8 +64,8 @@ class ScoreCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layers, *, scoring: str = "paper",
                  batch_size: int | None = None, align_corners: bool = False,
                  channels_last: bool | None = None, fuse_bn: bool | None = None,
-                 progress: bool | None = None):
-        super().__init__(model, target_layers)
+                 progress: bool | None = None, reshape_transform="auto"):
+        super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if scoring not in _SCORINGS:
             raise CAMError(f"scoring: expected one of {_SCORINGS}, found {scoring!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -81,7 +82,7 @@ class ScoreCAM(BaseCAM):
         if not (x.device.type == "cpu" if self.channels_last is None else self.channels_last):
             fmt = None
         model = self._scoring_model(x, fwd.logits, fmt)
-        return [self._layer_map(model, x, a, sel, fmt) for a in fwd.acts]
+        return [self._layer_map(model, x, a, sel, fmt, plan.eigen) for a in fwd.acts]
 
     @torch.no_grad()
     def _scoring_model(self, x: Tensor, logits: Tensor, fmt) -> nn.Module:
@@ -101,7 +102,7 @@ class ScoreCAM(BaseCAM):
 
     @torch.no_grad()
     def _layer_map(self, model: nn.Module, x: Tensor, act: Tensor, sel: Tensor,
-                   fmt) -> Tensor:
+                   fmt, eigen: bool = False) -> Tensor:
         B, C = act.shape[:2]
         flat = act.flatten(2)
         lo, hi = flat.amin(-1), flat.amax(-1)                       # (B, C)
@@ -133,5 +134,8 @@ class ScoreCAM(BaseCAM):
                 logits = logits.softmax(-1)
             scores[b, c] = logits.gather(1, sel[b])
         weights = scores if paper else scores.softmax(1)                  # (B, C, K)
+        if eigen:
+            m = eigen_projection(weights.transpose(1, 2).to(act.dtype)[..., None] * flat[:, None])
+            return m.reshape(B, -1, *act.shape[2:])
         m = torch.einsum("bck,bcs->bks", weights.to(act.dtype), flat)
         return m.reshape(B, -1, *act.shape[2:])

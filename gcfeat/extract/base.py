@@ -8,10 +8,12 @@ frames again; only :class:`~gcfeat.extract.crop.CropExtractor` (M1) runs it, on 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from gcfeat.models.levels import find_levels
 
 
 @dataclass
@@ -114,22 +116,39 @@ def _out_channels(module: nn.Module) -> int:
     return int(convs[-1].out_channels)
 
 
-def feature_levels(model: nn.Module) -> Dict[str, nn.Module]:
+def feature_levels(model: nn.Module, levels: Optional[Sequence[str]] = None
+                   ) -> Dict[str, nn.Module]:
     """The maps the extractors read, in order of increasing stride; the last is the CAM target.
 
-    torchvision ResNets and :mod:`gcfeat.models.resnet3d`: ``layer2, layer3, layer4`` (M2's
-    area routing); models with a ``last_conv`` (the Alzheimer CNNs): that conv alone.
+    :func:`gcfeat.models.levels.find_levels`: torchvision ResNets and
+    :mod:`gcfeat.models.resnet3d`: ``layer2, layer3, layer4``; models with a ``last_conv``
+    (the Alzheimer CNNs): that conv alone; any other torchvision / timm classifier: its maps
+    at strides 8 / 16 / 32 (ConvNeXt ``features.3 / .5 / .7``, ViT: the last block's norm);
+    ``levels`` names them instead (``["features.5", "features.6", "features.7"]``). Token
+    outputs are reshaped to ``(B, C, *grid)`` by the CAM engine's automatic
+    ``reshape_transform`` (see :func:`gcfeat.models.levels.token_reshape`).
     """
-    if all(hasattr(model, n) for n in ("layer2", "layer3", "layer4")):
-        return {n: getattr(model, n) for n in ("layer2", "layer3", "layer4")}
-    last = getattr(model, "last_conv", None)
-    if isinstance(last, nn.Module):
-        return {"last_conv": last}
-    raise ValueError(f"{type(model).__name__}: no feature levels found; expected a ResNet "
-                     f"(layer2..layer4) or a model with a `last_conv` module")
+    return {lv.name: lv.module for lv in find_levels(model, levels)}
 
 
 def layer_channels(model: nn.Module, levels: Optional[Dict[str, nn.Module]] = None
                    ) -> Dict[str, int]:
-    """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048)."""
-    return {n: _out_channels(m) for n, m in (levels or feature_levels(model)).items()}
+    """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048), as
+    measured by :func:`~gcfeat.models.levels.find_levels` (the ResNet / ``last_conv`` shortcut:
+    the last convolution's width)."""
+    auto = {lv.name: lv for lv in find_levels(model)}    # the ResNet shortcut never probes
+    names = list(auto) if levels is None else list(levels)
+    info = [auto[n] for n in names] if all(n in auto for n in names) \
+        else find_levels(model, names)
+    return {lv.name: lv.channels if lv.channels is not None else _out_channels(lv.module)
+            for lv in info}
+
+
+def level_strides(model: nn.Module, levels: Optional[Sequence[str]] = None
+                  ) -> Optional[Tuple[float, ...]]:
+    """Strides of the feature levels (M2 routes boxes by them), or None for the ResNet /
+    ``last_conv`` shortcut (routed by position, as the original)."""
+    info = find_levels(model, levels)
+    if any(lv.stride is None for lv in info):
+        return None
+    return tuple(float(lv.stride) for lv in info)

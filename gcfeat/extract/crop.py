@@ -28,6 +28,8 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import roi_align
 
+from gcfeat.models.levels import token_reshape
+
 from .base import Extractor, Features, feature_levels, layer_channels
 from .pooling import Layout, layout_dim, pool_to_layout
 from .recipe import Recipe, get_recipe, spatial_first
@@ -135,7 +137,7 @@ def forward_to(model: nn.Module, x: torch.Tensor, module: nn.Module) -> torch.Te
 def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
                   frame: torch.Tensor, out_size: Tuple[int, ...] = (224, 224),
                   layout: Layout = (512, 1, 1), batch_size: int = 64,
-                  layer: "str | nn.Module" = "layer4", *,
+                  layer: "str | nn.Module" = "layer4", reshape=None, *,
                   recipe: "Recipe | str | None" = None) -> torch.Tensor:
     """M1 features: crop, resize to ``out_size``, forward to ``layer``, pool.
 
@@ -148,6 +150,8 @@ def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
         batch_size: crops per backbone forward (memory knob; results do not depend on it).
         layer: the map to pool: a child name of a ResNet (its children run in order, up to
             it) or any submodule (the forward is stopped after it).
+        reshape: turns the layer's output into ``(M, C, *grid)`` (token models, see
+            :func:`gcfeat.models.levels.token_reshape`); None: it already is.
         recipe: ``crop="stretch_pil"`` crops with :func:`stretched_crops` (needs the recipe's
             ``mean`` / ``std``: the frames' normalisation), ``flatten="spatial_first"`` orders
             the features ``(p1, p2, p0)``.
@@ -172,6 +176,8 @@ def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
             crops = crops.contiguous(memory_format=torch.channels_last)
         fmap = backbone_to(model, crops, layer) if isinstance(layer, str) \
             else forward_to(model, crops, layer)
+        if reshape is not None:
+            fmap = reshape(fmap)
         feats.append(pool_to_layout(fmap.float(), layout))
     if not feats:
         return images.new_zeros(0, 0, dtype=torch.float32)
@@ -198,14 +204,16 @@ class CropExtractor(Extractor):
         self.out_size = tuple(int(s) for s in out_size)
         self.layout = layout
         self.batch_size = int(batch_size)
-        levels = feature_levels(model)
-        self.level = level or list(levels)[-1]
-        if self.level not in levels:
-            raise ValueError(f"CropExtractor: level {self.level!r} not among {list(levels)}")
-        self._module = levels[self.level]
+        self.level = level or list(feature_levels(model))[-1]
+        try:
+            self._module = model.get_submodule(self.level)
+        except AttributeError:
+            raise ValueError(f"CropExtractor: level {self.level!r} is not a submodule of "
+                             f"{type(model).__name__}") from None
+        self._reshape = token_reshape(model, self._module)
 
     def output_dim(self, channels: Optional[dict] = None) -> int:
-        channels = channels or layer_channels(self.model)
+        channels = channels or layer_channels(self.model, {self.level: self._module})
         return layout_dim(self.layout, channels[self.level])
 
     def settings(self) -> dict:
@@ -219,7 +227,8 @@ class CropExtractor(Extractor):
             raise ValueError(f"m1: crop size {self.out_size} has {len(self.out_size)} dims, "
                              f"the inputs {images.dim() - 2}; pass a crop size per spatial dim")
         feats = crop_features(self.model, images, boxes.xyxy, boxes.frame, self.out_size,
-                              self.layout, self.batch_size, self._module, recipe=self.recipe)
+                              self.layout, self.batch_size, self._module, self._reshape,
+                              recipe=self.recipe)
         if feats.shape[0] == 0:
             feats = feats.new_zeros(0, self.output_dim())
         return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),

@@ -42,7 +42,7 @@ from gcfeat.errors import ArgumentError
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
-from .base import Extractor, feature_levels, layer_channels
+from .base import Extractor, feature_levels, layer_channels, level_strides
 from .crop import CropExtractor
 from .heatmap import HeatmapExtractor
 from .pooling import Layout, LayoutError
@@ -69,11 +69,13 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
                      area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                      single_layer: Optional[str] = None,
                      selection: str = "threshold", recipe: "Recipe | str | None" = None,
-                     stats_model=None) -> List[Extractor]:
+                     stats_model=None,
+                     levels: Optional[Sequence[str]] = None) -> List[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
-    layer2..layer4; a small CNN: its last conv); ``selection`` is M3's class choice
+    layer2..layer4; a small CNN: its last conv; any torchvision / timm backbone: its maps at
+    strides 8 / 16 / 32, or the ``levels`` named); ``selection`` is M3's class choice
     (``"threshold"`` multi-label, ``"top1"`` single-label). ``recipe`` (see
     :mod:`gcfeat.extract.recipe`); with per-frame BatchNorm maps (``"paper"``) M2 and M3 share
     one :class:`~gcfeat.extract.recipe.FrameStatsMaps` built from ``stats_model`` (the model
@@ -82,7 +84,8 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ArgumentError(f"methods: got {list(methods)}, expected some of {METHODS}")
-    levels = list(feature_levels(model))
+    strides = level_strides(model, levels)
+    levels = list(feature_levels(model, levels))
     recipe = get_recipe(recipe)
     frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
     if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
@@ -91,7 +94,7 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     make = {
         "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1],
                                     recipe=recipe),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, **rkw),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, strides, **rkw),
         "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
                                        levels[-1], selection, **rkw),
     }
@@ -300,6 +303,7 @@ class ExtractConfig:
     boxes: str = "cam"
     fold_bn: bool = True
     recipe: "Recipe | str | None" = None
+    levels: Optional[Sequence[str]] = None
 
     def check(self) -> None:
         """Settings are checked before the output file exists: a bad run leaves nothing."""
@@ -331,7 +335,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     skip: Optional[Callable[[str, int], bool]] = None,
                     task: str = "surgical", activation: str = "sigmoid",
                     boxes: str = "cam", fold_bn: bool = True,
-                    recipe: "Recipe | str | None" = None) -> dict:
+                    recipe: "Recipe | str | None" = None,
+                    levels: Optional[Sequence[str]] = None) -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -362,6 +367,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
             :mod:`gcfeat.extract.recipe`; README "Recipes"). ``"paper"`` expects a dataset
             built with ``**get_recipe("paper").dataset_kwargs()`` (extraction normalisation,
             PIL resizing); a dataset that says otherwise is refused.
+        levels: module names of the feature maps (increasing stride; the last is the CAM
+            target); default :func:`~gcfeat.extract.base.feature_levels`'s choice.
 
     Returns:
         ``{"frames", "rows": {method: n}, "seconds", "frames_per_s", "skipped"}``.
@@ -375,7 +382,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         crop_size=crop_size, crop_batch_size=crop_batch_size, area_thresholds=area_thresholds,
         single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
         checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
-        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe)
+        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe,
+        levels=levels)
     return run_extraction(dataset, model, info, cfg)
 
 
@@ -395,7 +403,7 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                                   area_thresholds=cfg.area_thresholds,
                                   single_layer=cfg.single_layer,
                                   selection="threshold" if cfg.activation == "sigmoid" else "top1",
-                                  recipe=recipe, stats_model=stats_model)
+                                  recipe=recipe, stats_model=stats_model, levels=cfg.levels)
     check_layout(layout, channels, cfg.methods, cfg.single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=cfg.threshold,
@@ -452,7 +460,7 @@ def _inference_model(model, cfg: ExtractConfig, device):
         model = model.to(memory_format=torch.channels_last)
     if cfg.fold_bn:
         model, _ = fuse_conv_bn(model, torch.channels_last if cfg.channels_last else None)
-    levels = feature_levels(model)
+    levels = feature_levels(model, cfg.levels)
     channels = layer_channels(model, levels)
     layout = auto_layout(channels) if cfg.layout == "auto" else cfg.layout
     return model, levels, channels, layout

@@ -54,18 +54,36 @@ def box_bounds(xyxy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     raise ValueError(f"boxes: expected (M, 4) or (M, 6), got {tuple(xyxy.shape)}")
 
 
+#: The strides of the original's layer2 / layer3 / layer4 (the area rule's targets).
+RULE_STRIDES: Tuple[float, float, float] = (8.0, 16.0, 32.0)
+
+
 def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
                area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-               num_levels: int = 3) -> torch.Tensor:
+               num_levels: int = 3, strides: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Level of each box among ``num_levels`` maps (0: layer2, 1: layer3, 2: layer4); ``(M,)``.
 
     ``extent < t0 * s`` -> 0, ``< t1 * s`` -> 1, else 2, with the extent the box's area (3D:
     volume) and ``s = prod(frame_size) / (256 * 320)``. With fewer levels only the first
     ``num_levels - 1`` thresholds are used (one level: every box on it).
+
+    ``strides`` (one per level, increasing): the rule as strides: the box's target stride is
+    8 / 16 / 32 by the same thresholds, and it goes to the level whose stride is nearest in
+    log2 (ties to the finer). ResNets' (8, 16, 32) give the rule above; a ViT's (16,) one map;
+    ConvNeXt at (4, 8, 16, 32) never uses stride 4.
     """
     start, end = box_bounds(xyxy)
     extent = (end - start).float().prod(1)
     scale = math.prod(float(s) for s in frame_size) / REFERENCE_AREA
+    if strides is not None:
+        if len(strides) != num_levels:
+            raise ValueError(f"box_levels: {len(strides)} strides for {num_levels} levels")
+        bounds = torch.tensor([float(t) * scale for t in area_thresholds][:2],
+                              device=xyxy.device)
+        want = torch.tensor(RULE_STRIDES, device=xyxy.device)[
+            torch.bucketize(extent, bounds, right=True)].log2()
+        have = torch.tensor([float(s) for s in strides], device=xyxy.device).log2()
+        return (want[:, None] - have[None]).abs().argmin(1)
     bounds = torch.tensor([float(t) * scale for t in area_thresholds][:max(num_levels - 1, 0)],
                           device=xyxy.device)
     return torch.bucketize(extent, bounds, right=True)
@@ -136,7 +154,8 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
                  frame: torch.Tensor, frame_size: Sequence[int],
                  area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                  single_layer: Optional[str] = None,
-                 layout: Layout = (512, 1, 1), sampling_ratio_3d: int = 2) -> torch.Tensor:
+                 layout: Layout = (512, 1, 1), sampling_ratio_3d: int = 2,
+                 strides: Optional[Sequence[float]] = None) -> torch.Tensor:
     """M2 features of boxes.
 
     Args:
@@ -151,6 +170,7 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
         layout: pooling layout; ``None`` (raw channels) needs one channel count, so mixed
             levels with different widths need ``single_layer``.
         sampling_ratio_3d: samples per bin and axis for volumes (:func:`roi_align_nd`).
+        strides: the maps' strides, for routing by stride (see :func:`box_levels`).
 
     Returns:
         ``(M, D)`` float32.
@@ -163,7 +183,7 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
         names = [single_layer]
     else:
         names = list(feature_maps)
-        levels = box_levels(xyxy, frame_size, area_thresholds, len(names))
+        levels = box_levels(xyxy, frame_size, area_thresholds, len(names), strides)
     grid = (1, 1) if layout is None else (layout[1], layout[2])
     widths = {feature_maps[n].shape[1] for n in names}
     if layout is None and len(widths) > 1:
@@ -297,7 +317,8 @@ class RoiExtractor(Extractor):
 
     def __init__(self, area_thresholds: Sequence[float] = AREA_THRESHOLDS,
                  single_layer: Optional[str] = None, layout: Layout = (512, 1, 1),
-                 levels: Sequence[str] = LEVELS, *, recipe: "Recipe | str | None" = None,
+                 levels: Sequence[str] = LEVELS,
+                 strides: Optional[Sequence[float]] = None, *, recipe: "Recipe | str | None" = None,
                  model=None, frame_maps: Optional[FrameStatsMaps] = None) -> None:
         self.recipe = get_recipe(recipe)
         if self.recipe.bn == "frame" and frame_maps is None:
@@ -308,6 +329,7 @@ class RoiExtractor(Extractor):
         self.frame_maps = frame_maps if self.recipe.bn == "frame" else None
         self.area_thresholds = tuple(float(t) for t in area_thresholds)
         self.levels = tuple(levels)
+        self.strides = None if strides is None else tuple(float(s) for s in strides)
         if single_layer is not None and single_layer not in self.levels:
             raise ValueError(f"single_layer={single_layer!r}: expected one of {self.levels}")
         self.single_layer = single_layer
@@ -324,6 +346,8 @@ class RoiExtractor(Extractor):
             out["levels"] = list(self.levels)
         if not self.recipe.is_default:
             out["recipe"] = self.recipe.name
+        if self.strides is not None and self.strides != RULE_STRIDES:
+            out["strides"] = list(self.strides)
         return out
 
     def feature_maps(self, result) -> Dict[str, torch.Tensor]:
@@ -336,8 +360,9 @@ class RoiExtractor(Extractor):
         maps = self.frame_maps(images) if self.frame_maps is not None \
             else self.feature_maps(result)
         pool = slice_features if self.recipe.m2_pool == "slice" else roi_features
+        kw = {} if self.recipe.m2_pool == "slice" else {"strides": self.strides}
         feats = pool(maps, boxes.xyxy, boxes.frame, tuple(images.shape[2:]),
-                     self.area_thresholds, self.single_layer, self.layout)
+                     self.area_thresholds, self.single_layer, self.layout, **kw)
         if self.recipe.flatten == "spatial_first":
             feats = spatial_first(feats, self.layout)
         return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),

@@ -1,6 +1,8 @@
-"""gcfeat.models: ResNet classifiers and their checkpoints.
+"""gcfeat.models: classifiers (ResNets, any torchvision / timm model), feature levels, checkpoints.
 
-``build_classifier(arch, num_classes, dropout, weights)`` makes the network (never downloads);
+``build_classifier(arch, num_classes, dropout, weights)`` makes the network (never downloads;
+``resnet18/34/50``, torchvision names, ``timm:NAME``: :mod:`gcfeat.models.zoo`);
+``find_levels(model)`` finds its feature maps by stride (:mod:`gcfeat.models.levels`);
 ``save_checkpoint`` / ``load_checkpoint`` keep class names, architecture, input size,
 normalisation and training metadata next to the weights, and read the original forms too.
 """
@@ -15,7 +17,11 @@ from gcfeat.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from gcfeat.models.resnet import ARCHS, build_classifier, head_linear, make_head
+from gcfeat.models.levels import (ChannelsLast, FeatureLevel, LevelError, TokenGrid,
+                                  find_levels, token_reshape)
+from gcfeat.models.resnet import ARCHS, head_linear, make_head
+from gcfeat.models.zoo import (ClassifierSpec, ZooError, build_classifier,
+                               build_classifier_with_spec, find_head)
 
 __all__ = [
     "ARCHS",
@@ -24,6 +30,16 @@ __all__ = [
     "check_dataset_classes",
     "check_finite_state",
     "build_classifier",
+    "build_classifier_with_spec",
+    "ChannelsLast",
+    "ClassifierSpec",
+    "FeatureLevel",
+    "LevelError",
+    "TokenGrid",
+    "ZooError",
+    "find_head",
+    "find_levels",
+    "token_reshape",
     "describe_state_dict",
     "head_linear",
     "infer_arch",
