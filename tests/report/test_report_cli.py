@@ -32,7 +32,8 @@ def test_gcfeat_report_dispatches(tiny_run, tmp_path, capsys):
 def test_gcfeat_report_errors_and_debug(tmp_path, capsys):
     assert gcfeat_main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: run directory") and "no such folder" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: run directory")
+    assert "no such folder" in err[0]
     with pytest.raises(ReportError, match="no such folder"):
         gcfeat_main(["report", str(tmp_path / "nope"), "--debug"])
 
