@@ -3,8 +3,8 @@ or of a feature file (the builders are :mod:`gcfeat.report`)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from gcfeat.cli.common import add_debug, debugging, run
 from gcfeat.report import ReportError, ReportResult, build_feature_report, build_run_report

@@ -254,7 +254,7 @@ class Cholec80Dataset(IterableDataset):
         the annotations, nothing is decoded."""
         return [(v["name"], int(f)) for v in self.videos for f in v["frames"]]
 
-    def decode(self, keys: Iterable[tuple[str, int]]) -> "Cholec80Frames":
+    def decode(self, keys: Iterable[tuple[str, int]]) -> Cholec80Frames:
         """A few items by key, for indexed access (a report's sample of frames): the frames
         ``keys`` (pairs of :meth:`keys`) decoded once from the mp4 files, one sequential pass
         per video that skips the others (:func:`gcfeat.data.video.iter_frames`). Keys not in

@@ -380,7 +380,7 @@ def _feature_gallery(ff: FeatureFile, task, data: Path, method: str | None, *, n
     items: list[GalleryItem] = []
     kw = dict(activation=task.activation,
               mean=m.mean if m else ff.attrs.get("mean"), std=m.std if m else ff.attrs.get("std"))
-    for sp, (ds, hits) in found.items():
+    for ds, hits in found.values():
         ds, idx = _indexed(ds, [j for j, _ in hits])
         rows = [_file_rows(ff, method, v, i) for _, (v, i) in hits]
         if m is not None:

@@ -4,14 +4,13 @@ for a run directory."""
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
 
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset, write_cholec80
 from gcfeat.data.errors import DataError
-from gcfeat.data.video import read_frames
 from gcfeat.data.transforms import to_input
+from gcfeat.data.video import read_frames
 from gcfeat.extract import extract_dataset
 from gcfeat.models import build_classifier, load_checkpoint, save_checkpoint
 from gcfeat.report import build_feature_report, build_run_report

@@ -1,7 +1,7 @@
 """The MRI demo (``python -m gcfeat.demo --task organ3d``) end to end on a tiny configuration."""
 import json
-import re
 import math
+import re
 
 import nibabel as nib
 import numpy as np
