@@ -50,9 +50,11 @@ def html_report_stage(title: str, out: Path, summary: dict[str, Any], *,
               f"{out}; `gcfeat report {out}` retries it", file=sys.stderr, flush=True)
         summary.update(report_html=None, report_html_error=f"{type(e).__name__}: {e}")
     else:
-        print(f"{r.html}: {r.frames} gallery frames, {r.images} images in {r.files_dir}")
-        for k, why in r.skipped.items():
-            print(f"  no {k}: {why}")
+        print(f"{r.html}: {r.frames} gallery frames, {r.images} images in {r.files_dir}; "
+              f"sections {', '.join(r.sections)}")
+        for k in ("gallery", "features"):     # every demo has both: their absence is news
+            if k in r.skipped:
+                print(f"  no {k}: {r.skipped[k]}")
         summary["report_html"] = str(r.html)
     seconds = summary.setdefault("seconds", {})
     seconds["report_html"] = round(done(), 1)
