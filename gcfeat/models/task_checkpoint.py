@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gcfeat.models.checkpoint import CheckpointError, CheckpointInfo
+from gcfeat.models.torch_files import read_torch_file
 
 __all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint",
            "task_checkpoint_info"]
@@ -49,15 +50,14 @@ def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
     task raise :class:`CheckpointError` (a ``ValueError``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"--checkpoint {path} does not exist")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = read_torch_file(path)          # missing / empty / truncated / pickled code: named
     if not is_task_checkpoint(blob):
-        raise CheckpointError(f"{path}: not a gcfeat task checkpoint (expected a dict with "
-                              f"format={FORMAT!r}; surgical checkpoints load with "
+        raise CheckpointError(f"checkpoint {path}: not a gcfeat task checkpoint (expected a "
+                              f"dict with format={FORMAT!r}; surgical checkpoints load with "
                               "gcfeat.models.load_checkpoint)")
-    if task is not None and blob["task"] != task:
-        raise CheckpointError(f"{path}: a {blob['task']!r} checkpoint, expected task {task!r}")
+    if task is not None and blob.get("task") != task:
+        raise CheckpointError(f"checkpoint {path}: a {blob.get('task')!r} checkpoint, expected "
+                              f"task {task!r}")
     return blob
 
 

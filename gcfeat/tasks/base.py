@@ -3,6 +3,7 @@ task) and the registry (:func:`register_task`, :func:`get_task`)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +12,7 @@ from torch import nn
 
 from gcfeat import config
 from gcfeat.errors import GcfeatError
-from gcfeat.models.checkpoint import CheckpointInfo
+from gcfeat.models.checkpoint import CheckpointError, CheckpointInfo, check_finite_state
 from gcfeat.models.task_checkpoint import read_task_checkpoint, task_checkpoint_info
 
 __all__ = ["Task", "TaskError", "register_task", "unregister_task", "get_task", "task_names", "tasks",
@@ -112,11 +113,7 @@ class Task:
         :class:`~gcfeat.models.checkpoint.CheckpointInfo` for every task."""
         if self._load is not None:
             return self._load(path, self, map_location)
-        blob = read_task_checkpoint(path, self.name, map_location=map_location)
-        model = self.build_model(blob["arch"])
-        model.load_state_dict(blob["state_dict"])
-        model.eval()
-        return model, task_checkpoint_info(path, blob)
+        return load_task_checkpoint(path, self, map_location)
 
     @property
     def val_split(self) -> str:
@@ -183,7 +180,25 @@ def load_task_checkpoint(path: str | os.PathLike, task: "str | Task | None" = No
     model is built by the file's task. ``task`` (optional) must match the file's task."""
     name = task.name if isinstance(task, Task) else task
     blob = read_task_checkpoint(path, name, map_location=map_location)
-    model = get_task(blob["task"]).build_model(blob["arch"])
-    model.load_state_dict(blob["state_dict"])
+    try:
+        t = get_task(blob["task"])
+        state = dict(blob["state_dict"])
+        model = t.build_model(blob["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: malformed task checkpoint ({type(e).__name__}: "
+                              f"{e}); expected task, arch and state_dict entries") from None
+    held = [str(c) for c in blob.get("classes") or []]
+    if held and len(held) != t.num_classes:
+        raise CheckpointError(f"checkpoint {path}: {len(held)} classes {held}, but task {t.name} "
+                              f"has {t.num_classes} classes {list(t.classes)}")
+    check_finite_state(state, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        what = f"wrong shape: {', '.join(sizes[:4])}" if sizes else str(e).splitlines()[0][:200]
+        raise CheckpointError(f"checkpoint {path}: weights do not fit a {t.name} {blob['arch']} "
+                              f"with {t.num_classes} classes ({what})") from None
+    model.to(map_location)
     model.eval()
     return model, task_checkpoint_info(path, blob)
