@@ -111,11 +111,7 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     summary["seconds"]["features"] = done()
 
     done = stage("5/6 summary: report.md + summary.json")
-    summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
-    report = out / "report.md"
-    report.write_text(_report_markdown(summary, table))
-    summary["report"] = str(report)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_summary(out, summary, table, t_all)
     summary["seconds"]["report"] = done()
     error = html_report_stage("6/6 report: report.html (settings, figures, gallery, features)",
                               out, summary, started=t_all, progress=progress)
@@ -123,6 +119,15 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     if error is not None:
         raise error
     return summary
+
+
+def _write_summary(out: Path, summary: dict, table: str, t_all: float) -> None:
+    """``<out>/report.md`` and ``<out>/summary.json`` (total time so far included)."""
+    summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
+    report = out / "report.md"
+    report.write_text(_report_markdown(summary, table))
+    summary["report"] = str(report)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 def _data_stage(t: Task, data: Path, n: int, seed: int, summary: dict):
