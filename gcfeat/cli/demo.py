@@ -16,12 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gcfeat.demo",
         description="The main job on synthetic data: generate scenes, train the classifier, "
-                    "study the box threshold, draw one frame, extract features, export, report. "
+                    "study the box threshold, draw one frame, extract features, export, report "
+                    "(report.md, then report.html: gcfeat report). "
                     "Defaults finish within 10 minutes on 2 CPU cores. --task organ3d|prostate|"
                     "alzheimer runs the MRI demo instead: synthetic data in the real format, "
                     "train, Grad-CAM / Score-CAM vs a random map (localisation, deletion / "
-                    "insertion AUC), features of the test split into HDF5, report "
-                    "(gcfeat.workflows.task_demo).")
+                    "insertion AUC), features of the test split into HDF5, report.md and "
+                    "report.html (gcfeat.workflows.task_demo).")
     p.add_argument("--task", default="surgical",
                    choices=("surgical", "organ3d", "prostate", "alzheimer"),
                    help="demo to run (default surgical, the main job)")

@@ -12,6 +12,7 @@ COMMANDS = {
     "extract": ("gcfeat.cli.extract", "bulk object-level feature dump to HDF5"),
     "export": ("gcfeat.cli.export", "export features for captioning / interaction models"),
     "evaluate": ("gcfeat.cli.evaluate", "MRI tasks: metrics, localisation, deletion / insertion AUC"),
+    "report": ("gcfeat.cli.report", "HTML report of a run directory or a feature file"),
     "demo": ("gcfeat.cli.demo", "the main job on synthetic data"),
 }
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN,
                       SURGICAL_STD, TISSUE)
@@ -237,17 +237,60 @@ class Cholec80Dataset(IterableDataset):
             v = self.videos[vi]
             rows = {int(f): k for k, f in enumerate(v["frames"])}
             for f, image in iter_frames(v["path"], v["frames"]):
-                k = rows[f]
-                sample = {
-                    "image": to_input(image, self.size, self.mean, self.std, self.resize),
-                    "labels": torch.from_numpy(v["labels"][k].astype(np.float32)),
-                    "video": v["name"],
-                    "frame_index": f,
-                    "source_size": tuple(image.shape[:2]),
-                }
-                if v["gt_dir"] is not None:
-                    gt = read_frame_gt(v["gt_dir"] / f"frame{f:06d}.json", with_masks=False)
-                    boxes, labels = gt.boxes_array()
-                    sample["gt_boxes"] = torch.from_numpy(scale_boxes(boxes, gt.size, self.size))
-                    sample["gt_labels"] = torch.from_numpy(labels)
-                yield self.transform(sample) if self.transform else sample
+                yield self._sample(v, rows[f], f, image)
+
+    def _sample(self, v: dict, k: int, f: int, image: np.ndarray) -> dict:
+        """The sample dict of frame ``f`` (row ``k`` of the annotations) of video ``v`` from
+        its decoded RGB ``image``."""
+        sample = {
+            "image": to_input(image, self.size, self.mean, self.std, self.resize),
+            "labels": torch.from_numpy(v["labels"][k].astype(np.float32)),
+            "video": v["name"],
+            "frame_index": f,
+            "source_size": tuple(image.shape[:2]),
+        }
+        if v["gt_dir"] is not None:
+            gt = read_frame_gt(v["gt_dir"] / f"frame{f:06d}.json", with_masks=False)
+            boxes, labels = gt.boxes_array()
+            sample["gt_boxes"] = torch.from_numpy(scale_boxes(boxes, gt.size, self.size))
+            sample["gt_labels"] = torch.from_numpy(labels)
+        return self.transform(sample) if self.transform else sample
+
+    def keys(self) -> list[tuple[str, int]]:
+        """``(video, frame_index)`` of every item, in the unshuffled iteration order; read from
+        the annotations, nothing is decoded."""
+        return [(v["name"], int(f)) for v in self.videos for f in v["frames"]]
+
+    def decode(self, keys: Iterable[tuple[str, int]]) -> Cholec80Frames:
+        """A few items by key, for indexed access (a report's sample of frames): the frames
+        ``keys`` (pairs of :meth:`keys`) decoded once from the mp4 files, one sequential pass
+        per video that skips the others (:func:`gcfeat.data.video.iter_frames`). Keys not in
+        the dataset raise :class:`DataError`."""
+        keys = [(str(v), int(f)) for v, f in keys]
+        by_name = {v["name"]: v for v in self.videos}
+        known = set(self.keys())
+        if bad := [k for k in keys if k not in known]:
+            raise DataError(f"{self.root}: no annotated frame {bad[0]} (video, frame_index) in "
+                            f"this split; {len(bad)} of {len(keys)} keys unknown")
+        samples: dict[tuple[str, int], dict] = {}
+        for name in dict.fromkeys(v for v, _ in keys):
+            v = by_name[name]
+            rows = {int(f): k for k, f in enumerate(v["frames"])}
+            for f, image in iter_frames(v["path"], [f for n, f in keys if n == name]):
+                samples[(name, f)] = self._sample(v, rows[f], f, image)
+        return Cholec80Frames([samples[k] for k in keys])
+
+
+class Cholec80Frames(Dataset):
+    """Decoded items of a :class:`Cholec80Dataset` held in memory (:meth:`Cholec80Dataset.decode`):
+    an indexed Dataset whose ``items`` are the ``(video, frame_index)`` of each sample."""
+
+    def __init__(self, samples: Sequence[dict]):
+        self.samples = list(samples)
+        self.items = [(s["video"], int(s["frame_index"])) for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.samples[i]

@@ -98,16 +98,29 @@ def _dataset(task, data: Path, split: str, m: _Model | None, attrs: dict | None 
             ds = task.build_dataset(data, split)
     except ValueError as e:               # a reader's user error (not all are GcfeatError)
         raise ReportError(f"--data {data} split {split!r}: {e}") from None
-    if isinstance(ds, IterableDataset):
-        raise ReportError(f"--data {data}: a streamed dataset (videos decoded in order); the "
-                          "gallery samples frames by index and needs an indexed layout such as "
-                          "MICCAI 2018 or the MRI tasks")
+    if isinstance(ds, IterableDataset) and not callable(getattr(ds, "decode", None)):
+        raise ReportError(f"--data {data}: a streamed dataset that cannot decode chosen frames "
+                          "(no keys() / decode()); the gallery needs an indexed layout such as "
+                          "MICCAI 2018, Cholec80 or the MRI tasks")
     return ds
 
 
+def _indexed(ds, idx: Sequence[int]):
+    """``(dataset, indices)`` that read ``ds[idx]``: a streamed dataset (Cholec80: frames
+    decoded from the mp4 in order) decodes only those frames, once
+    (:meth:`gcfeat.data.Cholec80Dataset.decode`)."""
+    if isinstance(ds, IterableDataset):
+        keys = ds.keys()
+        return ds.decode([keys[i] for i in idx]), list(range(len(idx)))
+    return ds, list(idx)
+
+
 def _frame_table(ds) -> list[tuple[str, int]]:
-    """``(video, frame_index)`` per item: from ``items`` when the dataset lists them (MICCAI
-    2018), else by reading the items (MRI sets are small)."""
+    """``(video, frame_index)`` per item: a streamed dataset's ``keys()`` (from its
+    annotations), ``items`` when the dataset lists them (MICCAI 2018), else by reading the
+    items (MRI sets are small)."""
+    if isinstance(ds, IterableDataset):
+        return ds.keys()
     items = getattr(ds, "items", None)
     if items is not None:
         return [(str(it[0]), int(it[1])) for it in items]
@@ -256,14 +269,15 @@ def _run_gallery(s: dict, run_dir: Path, task, thr: float, files_dir: Path, rel:
     m = _load_model(task, ck, device)
     data = _resolve(s.get("data"), run_dir, s.get("out")) or run_dir / "data"
     sp = split or s.get("split") or ("val" if task.name == "surgical" else "test")
-    ds = _dataset(task, data, sp, m)
-    idx = sample_indices(len(ds), max_frames, seed)
+    full = _dataset(task, data, sp, m)
+    idx = sample_indices(len(full), max_frames, seed)
+    ds, idx = _indexed(full, idx)
     src = cam_pass(m.model, m.target, ds, idx, classes=m.classes, activation=task.activation,
                    threshold=thr, batch_size=batch_size, device=device, progress=progress)
     colors = class_colors(len(m.classes))
     items = _gallery(src, dict(activation=task.activation, mean=m.mean, std=m.std), m.classes,
                      colors, files_dir, rel)
-    note = (f"Split {sp}: {len(idx)} of {len(ds)} frames (seed {seed}); Grad-CAM of each "
+    note = (f"Split {sp}: {len(idx)} of {len(full)} frames (seed {seed}); Grad-CAM of each "
             f"predicted class; boxes at T = {thr:g}.")
     return m.classes, gallery_html(items, m.classes, colors, note), len(items)
 
@@ -366,8 +380,8 @@ def _feature_gallery(ff: FeatureFile, task, data: Path, method: str | None, *, n
     items: list[GalleryItem] = []
     kw = dict(activation=task.activation,
               mean=m.mean if m else ff.attrs.get("mean"), std=m.std if m else ff.attrs.get("std"))
-    for sp, (ds, hits) in found.items():
-        idx = [j for j, _ in hits]
+    for ds, hits in found.values():
+        ds, idx = _indexed(ds, [j for j, _ in hits])
         rows = [_file_rows(ff, method, v, i) for _, (v, i) in hits]
         if m is not None:
             src = cam_pass(m.model, m.target, ds, idx, classes=names, activation=task.activation,

@@ -9,7 +9,10 @@ Stages, each printed with its time:
 4. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
 5. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file;
 6. **export**   the captioning and interaction exports (:mod:`gcfeat.io.exports`);
-7. **report**   `<out>/report.md` and `<out>/summary.json`.
+7. **summary**  `<out>/report.md` (the figures in markdown) and `<out>/summary.json`;
+8. **report**   `<out>/report.html` (:mod:`gcfeat.report`: settings, figures, a gallery of the
+   300 validation frames with heatmaps and boxes, the feature file), last so that a report
+   that fails leaves the run complete.
 
 The defaults are sized to finish in about 6 minutes on 2 CPU cores: 128x160 frames (layer4
 is then 4x5 cells, so boxes are coarser than at the original 256x320), 10 videos x 150 frames
@@ -39,7 +42,7 @@ from gcfeat.io.exports import export_captioning, export_interaction
 from gcfeat.models import build_classifier, load_checkpoint
 from gcfeat.tasks import Task, get_task
 from gcfeat.training import fit
-from gcfeat.workflows.common import stage
+from gcfeat.workflows.common import html_report_stage, stage
 from gcfeat.workflows.inspect import format_frame_boxes, inspect_frame
 from gcfeat.workflows.task_demo import run_task_demo
 from gcfeat.workflows.tune import format_summary, run_tuning
@@ -77,22 +80,27 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
     t_all = time.perf_counter()
     torch.manual_seed(seed)
     for key, title, step in (
-            ("data", "1/7 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
-            ("train", f"2/7 train: {arch} multi-label classifier, {epochs} epochs", run.train),
-            ("tune", "3/7 tune: box quality against ground truth as T varies (val split)",
+            ("data", "1/8 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
+            ("train", f"2/8 train: {arch} multi-label classifier, {epochs} epochs", run.train),
+            ("tune", "3/8 tune: box quality against ground truth as T varies (val split)",
              run.tune),
-            ("bbox", "4/7 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
-            ("extract", f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5",
+            ("bbox", "4/8 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
+            ("extract", f"5/8 extract: {', '.join(methods)} features of the val split -> HDF5",
              run.extract),
-            ("export", "6/7 export: captioning (M2, tissue first) and interaction inputs", run.export)):
+            ("export", "6/8 export: captioning (M2, tissue first) and interaction inputs",
+             run.export)):
         done = stage(title)
         step()
         run.summary["seconds"][key] = done()
-    done = stage("7/7 report")
+    done = stage("7/8 summary: report.md + summary.json")
     run.summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = run.report()
     run.summary["seconds"]["report"] = done()
+    error = html_report_stage("8/8 report: report.html (settings, figures, gallery, features)",
+                              out, run.summary, started=t_all, progress=progress)
     _print_where(run.summary, report)
+    if error is not None:
+        raise error
     return run.summary
 
 
@@ -283,7 +291,9 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
              *([f"- exports: captioning `{s['captioning']}` {s['exports']['captioning']}; "
                 f"interaction `{s['interaction']}` {s['exports']['interaction']}"]
                if s.get("exports") else []),
-             f"- total time {s['seconds']['total']} s", ""]
+             f"- total time {s['seconds']['total']} s",
+             "- the browsable report, with a gallery of the frames (heatmaps, predicted and "
+             "ground-truth boxes): `report.html` beside this file", ""]
     ap = s.get("per_class_ap")
     if ap:
         lines += ["## Per-class AP (validation)", "", "| class | AP |", "|---|---|"]
@@ -307,7 +317,8 @@ def _print_where(s: dict, report: Path) -> None:
             ("threshold study", s["tune_dir"]), ("bbox figure", s["bbox_figure"]),
             ("features (HDF5)", s["features"]), ("captioning export", s["captioning"]),
             ("interaction export", s["interaction"]),
-            ("report", str(report))]
+            ("summary", f"{report}, {Path(s['out']) / 'summary.json'}"),
+            ("report", s.get("report_html") or f"NOT WRITTEN ({s.get('report_html_error')})")]
     for k, v in rows:
         print(f"  {k:<18} {v}")
     miou = s.get("best_mean_iou")

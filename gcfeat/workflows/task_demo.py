@@ -11,7 +11,10 @@ Stages, each printed with its time:
    baseline, figures and exports (``<out>/eval``, samples with a mask first);
 4. **features**  the test split through the extractors m1 / m2 / m3 into the HDF5 layout
    (``<out>/features.h5``; organ3d with 3D boxes), as ``python -m gcfeat.extract --task``;
-5. **report**    ``<out>/report.md`` and ``<out>/summary.json``.
+5. **summary**   ``<out>/report.md`` (the figures in markdown) and ``<out>/summary.json``;
+6. **report**    ``<out>/report.html`` (:mod:`gcfeat.report`: settings, figures, a gallery of
+   the test split with each sample's heatmap, volumes as slice montages, the feature file),
+   last so that a report that fails leaves the run complete.
 
 Defaults (each task's ``Task.demo``) are sized so each task finishes in a few minutes on 2 CPU cores.
 """
@@ -31,7 +34,7 @@ from gcfeat.io import FeatureFile
 from gcfeat.io.paths import writable_dir
 from gcfeat.tasks import Task, get_task, task_names
 from gcfeat.training.single_label import train_classifier
-from gcfeat.workflows.common import stage
+from gcfeat.workflows.common import html_report_stage, stage
 from gcfeat.workflows.evaluate import evaluate, summary_markdown
 
 
@@ -76,11 +79,11 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     t_all = time.perf_counter()
     torch.manual_seed(seed)
 
-    done = stage(f"1/5 data: synthetic {task} data, real file format")
+    done = stage(f"1/6 data: synthetic {task} data, real file format")
     train_set, val_set, test_set, val_split = _data_stage(t, data, n, seed, summary)
     summary["seconds"]["data"] = done()
 
-    done = stage(f"2/5 train: {arch}, {epochs} epochs")
+    done = stage(f"2/6 train: {arch}, {epochs} epochs")
     checkpoint = ckpt_dir / f"{task}_{arch}_best.pt"
     if skip_train and checkpoint.is_file():
         print(f"--skip-train: reusing {checkpoint}")
@@ -95,27 +98,36 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     summary["checkpoint"] = str(checkpoint)
     summary["seconds"]["train"] = done()
 
-    done = stage(f"3/5 evaluate: {', '.join(methods)} + random on {limit} test samples "
+    done = stage(f"3/6 evaluate: {', '.join(methods)} + random on {limit} test samples "
                  "(class-balanced)")
     table = _evaluate_stage(task, data, checkpoint, out / "eval", summary, methods=methods,
                             limit=limit, n_steps=n_steps, exports=exports, seed=seed,
                             progress=progress)
     summary["seconds"]["evaluate"] = done()
 
-    done = stage("4/5 features: test split -> m1 / m2 / m3 -> HDF5")
+    done = stage("4/6 features: test split -> m1 / m2 / m3 -> HDF5")
     summary["features"] = _extract_features(t, checkpoint, test_set, out / "features.h5",
                                             device=device, progress=progress)
     summary["seconds"]["features"] = done()
 
-    done = stage("5/5 report")
+    done = stage("5/6 summary: report.md + summary.json")
+    _write_summary(out, summary, table, t_all)
+    summary["seconds"]["report"] = done()
+    error = html_report_stage("6/6 report: report.html (settings, figures, gallery, features)",
+                              out, summary, started=t_all, progress=progress)
+    _print_where(summary)
+    if error is not None:
+        raise error
+    return summary
+
+
+def _write_summary(out: Path, summary: dict, table: str, t_all: float) -> None:
+    """``<out>/report.md`` and ``<out>/summary.json`` (total time so far included)."""
     summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = out / "report.md"
     report.write_text(_report_markdown(summary, table))
     summary["report"] = str(report)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    summary["seconds"]["report"] = done()
-    _print_where(summary)
-    return summary
 
 
 def _data_stage(t: Task, data: Path, n: int, seed: int, summary: dict):
@@ -184,7 +196,9 @@ def _report_markdown(s: dict, table: str) -> str:
              f"- evaluation: `{s['eval_dir']}` (metrics.json, curves, exports)",
              f"- features: `{s['features']['file']}` ({s['features']['frames']} samples, rows "
              f"{s['features']['rows']}, dims {s['features']['dims']})",
-             f"- total time {s['seconds']['total']} s", ""]
+             f"- total time {s['seconds']['total']} s",
+             "- the browsable report, with a gallery of the test samples (heatmaps, boxes of "
+             "the planted masks): `report.html` beside this file", ""]
     if s.get("history"):
         lines += ["## Training", "", "| epoch | train loss | val loss | val accuracy |",
                   "|---|---|---|---|"]
@@ -198,7 +212,9 @@ def _print_where(s: dict) -> None:
     print("\n=== where everything is ===")
     for k, v in (("dataset", s["data"]), ("checkpoint", s["checkpoint"]),
                  ("evaluation", s["eval_dir"]), ("features", s["features"]["file"]),
-                 ("report", s["report"])):
+                 ("summary", f"{s['report']}, {Path(s['out']) / 'summary.json'}"),
+                 ("report", s.get("report_html")
+                  or f"NOT WRITTEN ({s.get('report_html_error')})")):
         print(f"  {k:<12} {v}")
     c = s["classification"]
     print(f"\n{s['task']}: test accuracy {c['accuracy']:.3f} | "

@@ -25,7 +25,8 @@ LAYERS = {
 }
 #: thin ``python -m`` entry points: 2-3 lines calling gcfeat.cli.<cmd>.main.
 SHIMS = {"gcfeat.__main__", "gcfeat.train", "gcfeat.bbox", "gcfeat.tune", "gcfeat.export",
-         "gcfeat.evaluate", "gcfeat.demo", "gcfeat.tasks.train", "gcfeat.extract.__main__"}
+         "gcfeat.evaluate", "gcfeat.demo", "gcfeat.tasks.train", "gcfeat.extract.__main__",
+         "gcfeat.report.__main__"}
 SHIM_RANK = 8
 
 

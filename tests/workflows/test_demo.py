@@ -1,5 +1,6 @@
 """The main job end to end on a tiny configuration: every stage runs and writes its artefact."""
 import json
+import re
 
 import h5py
 import numpy as np
@@ -53,4 +54,34 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert len(listed) == inter["frames"][m] and \
             inter["frames"][m] + inter["skipped_few_nodes"][m] == 20
     report = (out / "report.md").read_text()
-    assert "validation mAP" in report and "threshold" in report
+    assert "validation mAP" in report and "threshold" in report and "report.html" in report
+
+    # the last stage: report.html with one gallery item per val frame, every image on disk
+    html = (out / "report.html").read_text()
+    assert summary["report_html"] == str(out / "report.html")
+    assert summary["seconds"]["report_html"] > 0 and "8/8 report" in printed
+    assert f"report             {out / 'report.html'}" in printed
+    assert len(re.findall(r'<figure class="item', html)) == 20
+    assert 'id="gallery"' in html and "Split val: 20 of 20 frames" in html
+    refs = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+    assert refs and all((out / r).is_file() for r in refs), refs
+
+
+def test_report_stage_failure_leaves_the_run(tmp_path, monkeypatch, capsys):
+    """A report that breaks (here: a bug inside the builder) is printed and handed back, the
+    run's files stay, summary.json records why; the demo raises it after its table."""
+    from gcfeat.workflows import common
+
+    def broken(*a, **k):
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(common, "build_run_report", broken)
+    (tmp_path / "features.h5").write_bytes(b"x")
+    summary = {"out": str(tmp_path), "seconds": {"data": 1.0}}
+    err = common.html_report_stage("8/8 report", tmp_path, summary, progress=False)
+    assert isinstance(err, RuntimeError) and "renderer bug" in str(err)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["report_html"] is None and "renderer bug" in saved["report_html_error"]
+    assert saved["seconds"]["data"] == 1.0 and "report_html" in saved["seconds"]
+    assert (tmp_path / "features.h5").read_bytes() == b"x"
+    assert "report.html not written" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The MRI demo (``python -m gcfeat.demo --task organ3d``) end to end on a tiny configuration."""
 import json
 import math
+import re
 
 import nibabel as nib
 import numpy as np
@@ -64,6 +65,13 @@ def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
         assert len(m3["label"]) == 11 and ff["test"].rows("m2")["box"].shape[1] == 6
         assert m3["label"].tolist() == ff["test"].class_prob.argmax(1).tolist()
     assert s["features"]["rows"]["m3"] == 11 and "features.h5" in report
+
+    # the last stage: report.html, one montage per test volume, every image on disk
+    html = (out / "report.html").read_text()
+    assert s["report_html"] == str(out / "report.html") and "6/6 report" in printed
+    assert len(re.findall(r'<figure class="item', html)) == 11
+    refs = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+    assert refs and all((out / r).is_file() for r in refs), refs
 
     # a second run reuses the data and, with --skip-train, the checkpoint
     rc = main(["--task", "organ3d", "--out", str(out), "--n", "11", "--skip-train",
