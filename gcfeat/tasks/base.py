@@ -11,8 +11,7 @@ from torch import nn
 
 from gcfeat import config
 from gcfeat.errors import GcfeatError
-from gcfeat.models.checkpoint import CheckpointInfo
-from gcfeat.models.task_checkpoint import read_task_checkpoint, task_checkpoint_info
+from gcfeat.models.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 
 __all__ = ["Task", "TaskError", "register_task", "unregister_task", "get_task", "task_names", "tasks",
            "load_task_checkpoint"]
@@ -106,17 +105,18 @@ class Task:
 
     def load_checkpoint(self, path: str | os.PathLike,
                         map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
-        """``(model in eval mode, info)`` from a checkpoint of this task (any format the task
-        reads: the gcfeat / original surgical forms, or the task checkpoint of
-        :mod:`gcfeat.models.task_checkpoint`); ``info`` is one
-        :class:`~gcfeat.models.checkpoint.CheckpointInfo` for every task."""
+        """``(model in eval mode, info)`` from a checkpoint of this task, through the one loader
+        (:func:`gcfeat.models.checkpoint.load_checkpoint`: the gcfeat format of every task, the
+        old task checkpoints, the original surgical forms; every check). A file written for
+        another task, or with another class count, is a ``CheckpointError``."""
         if self._load is not None:
             return self._load(path, self, map_location)
-        blob = read_task_checkpoint(path, self.name, map_location=map_location)
-        model = self.build_model(blob["arch"])
-        model.load_state_dict(blob["state_dict"])
-        model.eval()
-        return model, task_checkpoint_info(path, blob)
+        return load_checkpoint(path, task=self.name, num_classes=self.num_classes,
+                               build=self._build_for_checkpoint, map_location=map_location)
+
+    def _build_for_checkpoint(self, arch: str, task: str | None) -> nn.Module:
+        """The loader's model builder: a fresh ``arch`` of this task."""
+        return self.build_model(arch)
 
     @property
     def val_split(self) -> str:
@@ -179,11 +179,10 @@ def tasks() -> dict[str, Task]:
 
 def load_task_checkpoint(path: str | os.PathLike, task: "str | Task | None" = None,
                          map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
-    """Read a task checkpoint -> ``(model in eval mode, CheckpointInfo)``; the
-    model is built by the file's task. ``task`` (optional) must match the file's task."""
+    """Load a task's checkpoint -> ``(model in eval mode, CheckpointInfo)``; the model is built
+    by the task the file names. ``task`` (optional) must match the file's task."""
     name = task.name if isinstance(task, Task) else task
-    blob = read_task_checkpoint(path, name, map_location=map_location)
-    model = get_task(blob["task"]).build_model(blob["arch"])
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return model, task_checkpoint_info(path, blob)
+    held = read_checkpoint(path).get("task")
+    if name is not None and held not in (None, name):
+        raise TaskError(f"{path}: a {held!r} checkpoint, expected task {name!r}")
+    return get_task(held or name or "surgical").load_checkpoint(path, map_location=map_location)

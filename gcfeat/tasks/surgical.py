@@ -29,7 +29,8 @@ def _synthetic(out, **kw) -> Path:
 
 def _load(path: str | os.PathLike, task: Task, map_location="cpu"):
     """Every surgical form: gcfeat, bare / ``module.`` / ``fc.1`` state dicts, resume dicts."""
-    model, info = load_checkpoint(path, map_location=map_location)
+    # no class count asked: the original 9-class models (MICCAI18_CLASSES_9) load too
+    model, info = load_checkpoint(path, task=task.name, map_location=map_location)
     return model.eval(), info
 
 
