@@ -64,7 +64,9 @@ def train(task: str | Task, data: str | os.PathLike, *, arch: str | None = None,
 
     ``synthetic``: write the task's synthetic data first when ``data`` is empty (``n`` items).
     ``balance``: prostate only, subsample negative training slices. ``say`` prints the
-    progress lines (what was written, the sample counts) as they happen.
+    progress lines (what was written, the sample counts) as they happen. The generators are
+    seeded from ``seed`` before the model is built, so its initial weights (and the run) depend
+    on ``seed`` only, not on what the process drew before.
     """
     t = get_task(task)
     d = t.defaults
@@ -76,6 +78,7 @@ def train(task: str | Task, data: str | os.PathLike, *, arch: str | None = None,
         say(f"wrote synthetic {t.name} data to {data}")
     if t.kind == "multilabel":
         train_set, val_set = t.build_dataset(data, "train"), t.build_dataset(data, "val")
+        seed_everything(seed)
         r = fit(t.build_model(arch), train_set, val_set, epochs=epochs, lr=lr, batch_size=bs,
                 optimizer=opt, out_dir=out, name=f"{t.name}_{arch}", arch=arch, seed=seed,
                 classes=t.classes, mean=t.mean, std=t.std, task=t.name)
@@ -85,6 +88,7 @@ def train(task: str | Task, data: str | os.PathLike, *, arch: str | None = None,
     train_set = t.build_dataset(data, "train", **extra)
     val_set = t.build_dataset(data, t.val_split)
     say(f"{t.name}: {len(train_set)} training / {len(val_set)} validation samples, model {arch}")
+    seed_everything(seed)
     r = fit(t.build_model(arch), train_set, val_set, **single_label_options(
                 task=t, arch=arch, seed=seed),
             out_dir=out, epochs=epochs, lr=lr, batch_size=bs, optimizer=opt, device="cpu",
