@@ -400,9 +400,6 @@ def _read(path: str | os.PathLike) -> _File:
 def _check_request(path, f: _File, held_arch: str, held_k: int, *, task, arch, num_classes,
                    classes) -> list[str]:
     """Compare the file with what the caller asked for; the class names to use."""
-    if task is not None and f.header.get("task") not in (None, task):
-        raise CheckpointError(f"checkpoint {path}: a {f.header['task']!r} checkpoint, expected "
-                              f"task {task!r}")
     if arch is not None and arch != held_arch:
         raise CheckpointError(f"checkpoint {path}: holds {held_arch} weights, asked for {arch}")
     held_classes = [str(c) for c in f.header.get("classes") or []]
@@ -499,7 +496,8 @@ def _model_from_file(path, f: _File, build: ModelBuilder | None,
             f"checkpoint {path}: holds a {header_arch} model of task {task!r}; load it with "
             f"gcfeat.tasks.get_task({task!r}).load_checkpoint(path)")
     model = build(str(header_arch), task)
-    held_k = len(f.header.get("classes") or []) or int(f.header.get("num_classes") or 0)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    held_k = int(linears[-1].out_features) if linears else len(f.header.get("classes") or [])
     _load_weights(path, model, f.state, str(header_arch), held_k)
     desc = {"in_channels": int(f.header.get("in_channels") or 0),
             "norm": str(f.header.get("norm") or "")}
@@ -546,6 +544,9 @@ def load_checkpoint(
             message says what the file holds and what was asked.
     """
     f = _read(path)
+    if task is not None and f.header.get("task") not in (None, task):
+        raise CheckpointError(f"checkpoint {path}: a {f.header['task']!r} checkpoint, expected "
+                              f"task {task!r}")
     model, held_arch, held_k, desc, dropout = _model_from_file(path, f, build, dropout)
     final_classes = _check_request(path, f, held_arch, held_k, task=task, arch=arch,
                                    num_classes=num_classes, classes=classes)
