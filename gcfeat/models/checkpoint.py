@@ -44,7 +44,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from gcfeat.data.classes import MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
+from gcfeat.data.classes import (MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_INPUT_SIZE,
+                                 SURGICAL_MEAN, SURGICAL_STD)
 from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     FORMAT,
     TASK_FORMAT,
@@ -65,9 +66,6 @@ from gcfeat.models.resnet import (
 )
 
 VERSION = 1
-
-#: Input size the surgical classifier was trained at, (H, W) (facts §1).
-SURGICAL_INPUT_SIZE: tuple[int, int] = (256, 320)
 
 #: Top-level keys :func:`save_checkpoint` writes itself; ``extra`` may not override them.
 _RESERVED = frozenset({
