@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -231,6 +231,7 @@ def _sorted_boxes(job: _Job, m_idx: np.ndarray, xyxy: np.ndarray, scores: np.nda
     if scores is not None:
         score = torch.from_numpy(scores[order].astype(np.float32)).to(device)
     else:
+        assert job.maps is not None  # thresholded on the device: the scores come from the maps
         score = box_mean(job.maps, torch.from_numpy(m_idx[order]).to(device), xyxy_t)
     return Boxes(xyxy_t, torch.from_numpy(frame[order]).to(device),
                  torch.from_numpy(label[order]).to(device), score)

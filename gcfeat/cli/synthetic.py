@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from gcfeat.data.synthetic import write_cholec80, write_miccai18
 from gcfeat.data.transforms import parse_size

@@ -1,9 +1,10 @@
 """`python -m gcfeat.train`: train a task's classifier (``--task``, default ``surgical``).
 
-``--task surgical``: the multi-label surgical instrument classifier, a thin layer over
-:func:`gcfeat.training.fit`. ``--task prostate|organ3d|alzheimer``: the single-label MRI
-classifiers through :func:`gcfeat.workflows.train.train` (cross-entropy, best epoch by
-validation accuracy) with the options of the same names. An option of one side given with the
+Every task trains with the one loop, :func:`gcfeat.training.fit`. ``--task surgical``: the
+multi-label surgical instrument classifier (:func:`gcfeat.workflows.train.train_surgical`,
+every fit option). ``--task prostate|organ3d|alzheimer``: the single-label MRI classifiers
+through :func:`gcfeat.workflows.train.train` (cross-entropy, best epoch by validation accuracy)
+with the options of the same names. An option of one side given with the
 other side's task is an error (exit 2), never silently ignored. Examples::
 
     python -m gcfeat.train --data data/demo --arch resnet50 --size 256x320 --epochs 8 \\

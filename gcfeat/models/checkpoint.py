@@ -36,26 +36,20 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from gcfeat.data.classes import (MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_INPUT_SIZE,
-                                 SURGICAL_MEAN, SURGICAL_STD)
-from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
-    FORMAT,
-    TASK_FORMAT,
-    CheckpointError,
-    _short,
-    _strip_module,
-    infer_arch,
-    NUMPY_SCALAR_DTYPES,
-    read_torch_file,
-    unwrap_state_dict,
+from gcfeat.data.classes import (
+    MICCAI18_CLASSES_9,
+    SURGICAL_CLASSES,
+    SURGICAL_INPUT_SIZE,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
 )
 from gcfeat.models.resnet import (
     ARCHS,
@@ -63,6 +57,17 @@ from gcfeat.models.resnet import (
     _summary,
     build_classifier,
     remap_head_keys,
+)
+from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
+    FORMAT,
+    NUMPY_SCALAR_DTYPES,
+    TASK_FORMAT,
+    CheckpointError,
+    _short,
+    _strip_module,
+    infer_arch,
+    read_torch_file,
+    unwrap_state_dict,
 )
 
 VERSION = 1
@@ -79,11 +84,11 @@ _RESERVED = frozenset({
 class CheckpointInfo:
     """What a checkpoint file holds besides the weights.
 
-    One record for every task. ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original
-    ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch, model_state_dict, ...}``) or
-    ``"task"`` (the single-label task checkpoint, :mod:`gcfeat.models.task_checkpoint`). For the
-    bare forms ``input_size``/``mean``/``std`` are the surgical defaults when K is 11 or 9 (the
-    original's class lists), else ``None``.
+    One record for every task. ``form`` is ``"gcfeat"`` (the one format), ``"state_dict"``
+    (bare, original ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch,
+    model_state_dict, ...}``) or ``"task"`` (the single-label task checkpoint of earlier gcfeat,
+    :mod:`gcfeat.models.task_checkpoint`). For the bare forms ``input_size``/``mean``/``std``
+    are the surgical defaults when K is 11 or 9 (the original's class lists), else ``None``.
     """
 
     path: str
@@ -99,10 +104,10 @@ class CheckpointInfo:
     norm: str = "batch"
     epoch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    #: the task of a task checkpoint (``form`` ``"task"``; :mod:`gcfeat.models.task_checkpoint`)
+    #: the task the file was written for (None: a plain ResNet file of no task)
     task: str | None = None
-    #: the file's own metadata as stored (task checkpoints: format, task, arch, classes,
-    #: input_size, meta), for mapping-style access
+    #: the file's own header as stored (format, task, arch, classes, input_size, meta, ...;
+    #: not the weights or the resume state), for mapping-style access
     stored: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key: str) -> Any:

@@ -3,9 +3,10 @@ task) and the registry (:func:`register_task`, :func:`get_task`)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -158,7 +159,7 @@ def unregister_task(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def get_task(name: "str | Task") -> Task:
+def get_task(name: str | Task) -> Task:
     """The :class:`Task` called ``name`` (a Task is returned as it is)."""
     if isinstance(name, Task):
         return name
@@ -177,7 +178,7 @@ def tasks() -> dict[str, Task]:
     return dict(_REGISTRY)
 
 
-def load_task_checkpoint(path: str | os.PathLike, task: "str | Task | None" = None,
+def load_task_checkpoint(path: str | os.PathLike, task: str | Task | None = None,
                          map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Load a task's checkpoint -> ``(model in eval mode, CheckpointInfo)``; the model is built
     by the task the file names. ``task`` (optional) must match the file's task."""

@@ -33,7 +33,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +53,7 @@ from gcfeat.models.checkpoint import (
 from gcfeat.training.batchnorm import recalibrate_batchnorm
 from gcfeat.training.collate import collate
 from gcfeat.training.objectives import OBJECTIVES, Objective, get_objective
-from gcfeat.training.rng import (SEEDINGS, Seeding, rng_state, seed_everything, set_rng_state,
-                                 worker_init)
+from gcfeat.training.rng import SEEDINGS, Seeding, rng_state, seed_everything, set_rng_state, worker_init
 
 __all__ = ["fit", "TrainResult", "CheckpointWriter", "seed_everything", "OPTIMIZERS",
            "SCHEDULES", "LOSSES", "SEEDINGS", "LOSS_SUMS"]

@@ -73,7 +73,7 @@ SINGLE_LABEL = Objective("ce", "val_accuracy", ("epoch", "train_loss", "val_loss
 OBJECTIVES = {"bce": MULTILABEL, "ce": SINGLE_LABEL}
 
 
-def get_objective(loss: "str | Objective") -> Objective:
+def get_objective(loss: str | Objective) -> Objective:
     """``"bce"`` / ``"ce"`` (or an :class:`Objective`) -> the objective."""
     if isinstance(loss, Objective):
         return loss

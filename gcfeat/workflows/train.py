@@ -9,9 +9,10 @@ checkpoint is the one gcfeat format. Unset options take the task's ``defaults``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from gcfeat import data as data_stage  # attribute lookups at call time (tests patch them)
 from gcfeat.models import build_classifier

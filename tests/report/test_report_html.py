@@ -230,7 +230,7 @@ def test_volume_run_montages(tmp_path):
 
     from gcfeat.data.mri_synthetic import write_organ3d
     from gcfeat.tasks import get_task
-    from gcfeat.tasks.train import save_task_checkpoint
+    from gcfeat.models.task_checkpoint import save_task_checkpoint
 
     task = get_task("organ3d")
     write_organ3d(tmp_path / "data", n_train=2, n_val=2, n_test=3, seed=0)

@@ -56,7 +56,7 @@ def _former_single_label(model, train_set, val_set, *, epochs, lr, batch_size, s
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
                         generator=gen, drop_last=len(train_set) % batch_size == 1)
     history = []
-    for epoch in range(1, epochs + 1):
+    for _ in range(epochs):
         model.train()
         total, count = 0.0, 0
         for batch in tqdm(loader, disable=True):  # the bar is part of the RNG order
