@@ -312,7 +312,13 @@ class BaseCAM:
             if not isinstance(m, nn.Module):
                 raise CAMError(f"extra_layers[{i}]: expected a module, found {type(m).__name__}")
         plan = self._plan()
-        fwd = self._forward(x, extra_layers, plan)
+        try:
+            fwd = self._forward(x, extra_layers, plan)
+        except RuntimeError:
+            self._check_channels(x)     # the usual cause, said in the caller's terms
+            raise
+        _check_finite(fwd.logits, "model output (logits)", "the model's weights hold NaN / inf "
+                      "or its forward overflows")
         if plan.closed_form and not self._head_matches(fwd, plan.head):
             plan = self._closed_form_failed()
             fwd = self._forward(x, extra_layers, plan)
@@ -375,7 +381,26 @@ class BaseCAM:
         if x.ndim not in (3, 4, 5) or not x.is_floating_point():
             raise CAMError(f"x: expected a floating tensor (B, C, H, W) or (B, C, D, H, W), "
                            f"found shape {tuple(x.shape)} dtype {x.dtype}")
+        if x.shape[0] == 0 or 0 in x.shape[2:]:
+            raise CAMError(f"x: empty input of shape {tuple(x.shape)}; expected at least one "
+                           f"image (B >= 1) with non-empty spatial dims")
+        _check_finite(x, "x", "expected finite, normalised inputs")
         return x
+
+    def _check_channels(self, x: Tensor) -> None:
+        """Raise :class:`CAMError` when the model's first convolution does not take ``x``'s
+        channel count or number of spatial dims (checked after a failed forward, so a model
+        whose first registered convolution is not its stem is never refused)."""
+        conv = next((m for m in self.model.modules()
+                     if isinstance(m, nn.modules.conv._ConvNd)), None)
+        if conv is None:
+            return
+        dims = len(conv.kernel_size)
+        if x.ndim - 2 != dims or x.shape[1] != conv.in_channels:
+            want = ", ".join(["B", str(conv.in_channels), *"DHW"[3 - dims:]])
+            raise CAMError(f"x: shape {tuple(x.shape)}, but the model's first convolution "
+                           f"({_module_name(self.model, conv)}) takes {conv.in_channels} "
+                           f"channels in {dims}D; expected ({want})")
 
     def _forward(self, x: Tensor, extras: list[nn.Module], plan: _Plan) -> _Forward:
         if plan.grad and torch.is_inference_mode_enabled():
@@ -417,6 +442,16 @@ class BaseCAM:
             if not torch.allclose(hin, gap, rtol=1e-4, atol=tol):
                 return False
         return True
+
+
+def _check_finite(t: Tensor, name: str, expected: str) -> None:
+    """Raise :class:`CAMError` naming the batch rows of ``t (B, ...)`` that hold NaN or inf."""
+    bad = ~torch.isfinite(t.detach()).flatten(1).all(1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+        raise CAMError(f"{name}: NaN or inf in {len(rows)} of {t.shape[0]} images (batch rows "
+                       f"{shown}); {expected}")
 
 
 def _select_classes(classes: Classes, logits: Tensor) -> tuple[Tensor, Tensor]:

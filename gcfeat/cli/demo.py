@@ -6,6 +6,7 @@ import argparse
 from typing import Sequence
 
 from gcfeat import config
+from gcfeat.cli.common import add_debug, debugging, run
 from gcfeat.data import parse_size
 from gcfeat.tasks import get_task
 from gcfeat.workflows.demo import DEFAULT_CHECKPOINT_DIR, DEFAULT_OUT, demo
@@ -64,14 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse checkpoints/demo_<arch>_best.pt if it exists (MRI: "
                         "<checkpoint-dir>/<task>_<arch>_best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+    return add_debug(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The demo raises its errors (a ValueError names what is wrong) instead of exiting 2:
-    it is a script whose failures should show where they happened."""
+    """User errors print ``error: ...`` and return 2 like every command (``--debug`` shows
+    the traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run(lambda: _demo(parser, args), debugging(args))
+
+
+def _demo(parser, args) -> int:
     if args.task != "surgical":
         demo(args.task, args.out, n=args.n, arch=args.arch, epochs=args.epochs,
              batch_size=args.batch_size, lr=args.lr, limit=args.limit, n_steps=args.n_steps,

@@ -13,6 +13,7 @@ The file layout is documented in :mod:`gcfeat.io.features`; rerunning the same c
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
 import torch
@@ -122,9 +123,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         layout = "auto" if args.pooling == "auto" else parse_layout(args.pooling)
     except ValueError as e:
-        raise SystemExit(f"error: --pooling: {e}")
+        print(f"error: --pooling: {e}", file=sys.stderr)
+        return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: CUDA is not available here")
+        print(f"error: --device {args.device}: CUDA is not available here", file=sys.stderr)
+        return 2
     return run(lambda: _extract(args, layout), debugging(args))
 
 

@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<9} {help_}")
         print("\n`gcfeat <command> --help` explains each one.")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",
+                  file=sys.stderr)
+            return 2
+        return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcfeat.data.errors import DataError
+from gcfeat.data.errors import DataError, read_npz
 
 __all__ = ["ALZHEIMER_CLASSES", "decode_image", "read_alzheimer_parquet", "stratified_holdout",
            "AlzheimerSlices"]
@@ -197,10 +197,10 @@ class AlzheimerSlices(torch.utils.data.Dataset):
         self.masks = None
         mpath = self.root / f"{stem}_masks.npz"
         if masks and mpath.is_file():
-            with np.load(mpath) as npz:
-                if "masks" not in npz.files:
-                    raise DataError(f"{mpath}: no 'masks' key; found {sorted(npz.files)}")
-                m = npz["masks"]
+            npz = read_npz(mpath, "a masks .npz with key 'masks' (one mask per row)")
+            if "masks" not in npz:
+                raise DataError(f"{mpath}: no 'masks' key; found {sorted(npz)}")
+            m = npz["masks"]
             expected = (len(df),) + self.images.shape[1:]
             if m.shape != expected:
                 raise DataError(f"{mpath}: masks have shape {m.shape}, expected {expected} "

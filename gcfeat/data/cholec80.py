@@ -39,7 +39,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN,
                       SURGICAL_STD, TISSUE)
-from .errors import DataError, require_dir, require_file
+from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
 from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 from .video import iter_frames, video_info
@@ -70,7 +70,12 @@ def cholec80_splits(numbers: Iterable[int]) -> dict[str, list[int]]:
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``videoNN-tool.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a Cholec80 tool file (header 'Frame Grasper ... SpecimenBag' + rows)")
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
+                if ln.strip()]               # blank lines are skipped, line numbers kept
+    lines = [ln for _, ln in numbered]
+    if not lines:
+        raise DataError(f"{path}: only blank lines; expected the header 'Frame Grasper ... "
+                        f"SpecimenBag' and one row per annotated frame")
     header = lines[0].split()
     expected = ["Frame", *CHOLEC80_TOOLS]
     if len(header) != len(expected) or {h.lower() for h in header} != {e.lower() for e in expected}:
@@ -82,18 +87,18 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
                for t in CHOLEC80_TOOLS]
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
-    for i, line in enumerate(lines[1:]):
+    for i, (line_no, line) in enumerate(numbered[1:]):
         row = line.split()
         if len(row) != len(header):
-            raise DataError(f"{path}, line {i + 2}: {len(row)} columns, expected {len(header)} "
+            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
                             f"(Frame + 7 tools)")
         try:
             frames[i] = int(row[frame_col])
-            for col, cls in columns:
-                labels[i, cls] = float(row[col]) > 0.5
         except ValueError:
-            raise DataError(f"{path}, line {i + 2}: non-numeric value in {line.strip()!r}; "
-                            f"expected a frame number and 0/1 flags") from None
+            raise DataError(f"{path}, line {line_no}: frame {row[frame_col]!r} in "
+                            f"{line.strip()!r}; expected a frame number") from None
+        flags = presence_flags([row[col] for col, _ in columns], path, line_no, line)
+        labels[i, [cls for _, cls in columns]] = flags
     labels[:, TISSUE] = 1
     return frames, labels
 
@@ -113,7 +118,8 @@ class Cholec80Dataset(IterableDataset):
     """Annotated frames of Cholec80 videos, decoded from the mp4 files.
 
     Items are the sample dicts of docs/DESIGN.md (``image``, ``labels``, ``video``
-    "video01", ``frame_index`` = frame number in the video, and ``gt_boxes``/``gt_labels`` in
+    "video01", ``frame_index`` = frame number in the video, ``source_size`` = the decoded
+    frame's ``(H, W)``, and ``gt_boxes``/``gt_labels`` in
     input pixels when ``groundtruth/videoNN`` exists and ``with_gt``). Frames come video by
     video in frame order; with a ``DataLoader(num_workers=n)`` each worker decodes its own
     share of the videos (balanced by frame count), so use a few workers to prefetch.
@@ -237,6 +243,7 @@ class Cholec80Dataset(IterableDataset):
                     "labels": torch.from_numpy(v["labels"][k].astype(np.float32)),
                     "video": v["name"],
                     "frame_index": f,
+                    "source_size": tuple(image.shape[:2]),
                 }
                 if v["gt_dir"] is not None:
                     gt = read_frame_gt(v["gt_dir"] / f"frame{f:06d}.json", with_masks=False)

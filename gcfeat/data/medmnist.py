@@ -15,12 +15,14 @@ Samples: ``image`` float32 ``(1, S, S, S)`` = uint8 / 255 (so deletion's zero ba
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gcfeat.data.errors import DataError
+from gcfeat.data.errors import DataError, read_npz
 
 __all__ = ["ORGAN3D_CLASSES", "SPLITS", "load_medmnist_npz", "masks_path_for", "MedMNIST3D"]
 
@@ -52,15 +54,21 @@ def load_medmnist_npz(path: str | os.PathLike, split: str,
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise DataError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}); expected a "
+                        f"MedMNIST 3D .npz") from None
     with npz:
         want = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
         missing = [k for k in want if k not in npz.files]
         if missing:
             raise DataError(f"{path}: missing keys {missing}; found {sorted(npz.files)}, expected "
                             f"the MedMNIST keys {want}")
-        images = npz[f"{split}_images"]
-        labels = npz[f"{split}_labels"]
+        try:
+            images = npz[f"{split}_images"]
+            labels = npz[f"{split}_labels"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise DataError(f"{path}: cannot read {split}_images / {split}_labels "
+                            f"({type(exc).__name__}: {exc}); the file is truncated or "
+                            f"corrupt") from None
     if images.ndim != 4 or len(set(images.shape[1:])) != 1 or images.shape[1] not in (28, 64):
         raise DataError(f"{path}: {split}_images has shape {images.shape}, expected (N, 28, 28, 28)"
                         " or (N, 64, 64, 64)")
@@ -81,11 +89,11 @@ def load_medmnist_npz(path: str | os.PathLike, split: str,
 def load_masks(path: str | os.PathLike, split: str, shape: tuple[int, ...]) -> np.ndarray:
     """Read ``<split>_masks`` from a masks npz and check it matches the images' ``shape``."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        key = f"{split}_masks"
-        if key not in npz.files:
-            raise DataError(f"{path}: missing key {key!r}; found {sorted(npz.files)}")
-        masks = npz[key]
+    npz = read_npz(path, f"a MedMNIST masks .npz with key {split}_masks")
+    key = f"{split}_masks"
+    if key not in npz:
+        raise DataError(f"{path}: missing key {key!r}; found {sorted(npz)}")
+    masks = npz[key]
     if masks.shape != tuple(shape):
         raise DataError(f"{path}: {key} has shape {masks.shape}, expected {tuple(shape)} "
                         "(one mask per image)")

@@ -7,6 +7,9 @@ Layout under ``root``::
     annotation_tool/val/seq_N.txt        ... and of the validation sequences (1, 5, 16)
     gt_bbox/seq_N.txt                    optional ground-truth boxes
     groundtruth/seq_N/frameNNN.json      optional per-frame ground truth (gcfeat.data.groundtruth)
+    seq_N/xml/frameNNN.xml               optional scene graphs: objects, interactions, caption
+                                         (gcfeat.data.scene_graph)
+    seq_N/annotations/frameNNN.png       optional label masks (read by the interaction model)
 
 **Tool-presence file** ``annotation_tool/<split>/seq_N.txt``: whitespace (or comma) separated,
 one header line, then one row per frame: the frame (``0``, ``12``, ``frame012`` or
@@ -46,8 +49,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .classes import MICCAI18_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE
-from .errors import DataError, require_dir, require_file
+from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
+from .scene_graph import gcfeat_class, read_sequence
 from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 
 #: EndoVis18 validation sequences.
@@ -86,7 +90,12 @@ def seq_name(seq: int | str) -> str:
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``annotation_tool/<split>/seq_N.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a MICCAI 2018 tool-presence file (header line + one row per frame)")
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
+                if ln.strip()]               # blank lines are skipped, line numbers kept
+    lines = [ln for _, ln in numbered]
+    if not lines:
+        raise DataError(f"{path}: only blank lines; expected a header line ('frame' + tool "
+                        f"names) and one row per frame")
     header = _SEP.split(lines[0].strip())
     names = [h.lower().removeprefix("tool_") for h in header[1:]]
     if names and all(n in SURGICAL_CLASSES for n in names):
@@ -99,17 +108,13 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
                         f"SURGICAL_CLASSES")
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
-    for i, line in enumerate(lines[1:]):
+    for i, (line_no, line) in enumerate(numbered[1:]):
         row = _SEP.split(line.strip())
         if len(row) != len(header):
-            raise DataError(f"{path}, line {i + 2}: {len(row)} columns, expected {len(header)} "
+            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
                             f"(frame + {len(header) - 1} tools, as in the header)")
-        frames[i] = _frame_number(row[0], path, i + 2)
-        try:
-            labels[i, columns] = [float(v) > 0.5 for v in row[1:]]
-        except ValueError:
-            raise DataError(f"{path}, line {i + 2}: non-numeric tool flag in {line.strip()!r}; "
-                            f"expected 0 or 1") from None
+        frames[i] = _frame_number(row[0], path, line_no)
+        labels[i, columns] = presence_flags(row[1:], path, line_no, line)
     labels[:, TISSUE] = 1
     if len(set(frames.tolist())) != len(frames):
         raise DataError(f"{path}: a frame is listed twice")
@@ -189,7 +194,10 @@ class Miccai18Dataset(Dataset):
     with ``with_gt`` and a ground-truth source: ``gt_boxes`` float32 ``(n, 4)`` in input pixels
     (scaled from the frame size, not rounded), ``gt_labels`` int64 ``(n,)``, sorted by class,
     tissue included. Ground truth comes from ``groundtruth/seq_N/*.json`` if that folder
-    exists, else from ``gt_bbox/seq_N.txt``, else the keys are absent.
+    exists, else from ``gt_bbox/seq_N.txt``, else from the scene graphs ``seq_N/xml/*.xml``
+    (their inclusive boxes made exclusive; kidney -> tissue; names without a gcfeat class left
+    out), else the keys are absent. Every item also carries ``source_size``,
+    the ``(H, W)`` of the PNG as read (the feature file keeps it per video).
 
     Args:
         root: dataset folder.
@@ -244,6 +252,7 @@ class Miccai18Dataset(Dataset):
         labels = []
         self._gt_json: dict[str, Path] = {}
         self._gt_boxes: dict[str, dict] = {}
+        self._gt_xml: dict[str, dict] = {}
         for ann in files:
             seq = ann.stem
             frames, seq_labels = read_tool_annotation(ann)
@@ -261,6 +270,9 @@ class Miccai18Dataset(Dataset):
                     self._gt_json[seq] = self.root / "groundtruth" / seq
                 elif (self.root / "gt_bbox" / f"{seq}.txt").is_file():
                     self._gt_boxes[seq] = read_gt_bbox(self.root / "gt_bbox" / f"{seq}.txt")
+                elif (self.root / seq / "xml").is_dir():
+                    graphs = read_sequence(self.root, seq)
+                    self._gt_xml[seq] = {f: g for f, (_, g) in graphs.items()}
         #: All labels, uint8 ``(N, 11)`` (e.g. for class weights or positive counts).
         self.labels = np.concatenate(labels)
         self.sequences = [p.stem for p in files]
@@ -273,6 +285,14 @@ class Miccai18Dataset(Dataset):
             gt = read_frame_gt(self._gt_json[seq] / f"{png.stem}.json", with_masks=False)
             boxes, labels = gt.boxes_array()
             return scale_boxes(boxes, gt.size, self.size), labels
+        if seq in self._gt_xml:
+            graph = self._gt_xml[seq].get(f)
+            found = [] if graph is None else [(gcfeat_class(o.name), o.box_exclusive)
+                                               for o in graph.objects]
+            found = sorted(((c, b) for c, b in found if c is not None), key=lambda cb: cb[0])
+            boxes = np.array([b for _, b in found], np.float32).reshape(-1, 4)
+            return (scale_boxes(boxes, frame_size, self.size),
+                    np.array([c for c, _ in found], np.int64))
         if seq in self._gt_boxes:
             per_class = self._gt_boxes[seq].get(f, {})
             keys = sorted(per_class)
@@ -288,6 +308,7 @@ class Miccai18Dataset(Dataset):
             "labels": torch.from_numpy(self.labels[i].astype(np.float32)),
             "video": seq,
             "frame_index": f,
+            "source_size": tuple(image.shape[:2]),
         }
         if self.with_gt:
             gt = self._ground_truth(seq, f, png, image.shape[:2])

@@ -152,7 +152,7 @@ def write_prostate(out: str | os.PathLike, *, n_cases: int = 40, positive_fracti
                    shape=(96, 96, 16), val_fraction: float = 0.15, test_fraction: float = 0.25,
                    seed: int = 0) -> Path:
     """Write PI-CAI-like NIfTI cases and ``labels.csv`` under ``out``; returns ``out``."""
-    from gcfeat.io.medical import save_nifti
+    from gcfeat.data.medical import save_nifti
 
     rng = np.random.default_rng(seed)
     out = Path(out)

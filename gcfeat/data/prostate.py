@@ -22,7 +22,10 @@ Pipeline (``case_slices``):
    percentiles 1 / 99 -> [0, 1], clipped);
 3. each slice resized to ``size`` (bilinear for images, nearest for masks), channels
    ``[gland, ADC, T2W]``;
-4. slice label = 1 when the slice contains lesion and the case is csPCa (label 1), else 0.
+4. slice label = 1 when the slice contains lesion and the case is csPCa (label 1), else 0. A
+   csPCa case whose lesion mask is empty is used with all slices 0: a counted
+   :class:`gcfeat.errors.GcfeatWarning` per dataset names those cases
+   (``ProstateSlices.positive_without_lesion``).
 
 ``ProstateSlices`` (a Dataset) subsamples negative slices to the number of positives when
 ``balance=True`` (seeded). Samples: ``image`` float32 ``(3, S, S)``, ``label`` int64,
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from gcfeat.data.errors import DataError
+from gcfeat.errors import GcfeatWarning
 
 __all__ = [
     "PROSTATE_CLASSES", "MODALITIES", "ProstateCase", "read_labels", "case_paths", "load_case",
@@ -92,7 +97,7 @@ def case_paths(root: str | os.PathLike, case_id: str) -> dict[str, Path]:
 
 def load_case(root: str | os.PathLike, case_id: str, label: int = 0) -> ProstateCase:
     """Read a case's four volumes; checks that shapes and affines agree."""
-    from gcfeat.io.medical import load_nifti
+    from gcfeat.data.medical import load_nifti
 
     vols, affine = {}, None
     for m, path in case_paths(root, case_id).items():
@@ -191,7 +196,7 @@ def paste_slices(heat, z, crop, shape) -> np.ndarray:
 
     ``heat (S, h, w)`` for the slices ``z (S,)`` of one case, ``crop`` ``(x1, y1, x2, y2)``,
     ``shape`` ``(X, Y, Z)`` -> float32 volume ``(X, Y, Z)`` (zero outside the crop), ready for
-    :func:`gcfeat.io.medical.save_nifti` with the case's affine.
+    :func:`gcfeat.data.medical.save_nifti` with the case's affine.
     """
     h = torch.as_tensor(heat, dtype=torch.float32)
     x1, y1, x2, y2 = crop
@@ -225,14 +230,25 @@ class ProstateSlices(torch.utils.data.Dataset):
         images, lesions, labels, cases, zs, crops = [], [], [], [], [], []
         self.affines: dict[str, np.ndarray] = {}   # case_id -> NIfTI affine (for exports)
         self.shapes: dict[str, tuple] = {}         # case_id -> (X, Y, Z)
+        self.positive_without_lesion: list[str] = []   # csPCa cases whose lesion mask is empty
         for r in rows:
             case = load_case(root, r["case_id"], r["label"])
+            if case.label == 1 and not np.any(case.lesion):
+                self.positive_without_lesion.append(r["case_id"])
             self.affines[r["case_id"]], self.shapes[r["case_id"]] = case.affine, case.t2w.shape
             s = case_slices(case, size, margin, lower, upper)
             images.append(s["image"]), lesions.append(s["lesion"]), labels.append(s["label"])
             cases += [r["case_id"]] * len(s["label"])
             zs.append(s["z"])
             crops += [s["crop"]] * len(s["label"])
+        if self.positive_without_lesion:
+            warnings.warn(GcfeatWarning(
+                f"{self.root / 'labels.csv'}: {len(self.positive_without_lesion)} of {len(rows)} "
+                f"{split!r} cases labelled 1 (csPCa) have an empty lesion mask "
+                f"({', '.join(self.positive_without_lesion[:5])}"
+                f"{', ...' if len(self.positive_without_lesion) > 5 else ''}): their slices are "
+                f"labelled 0 (no slice shows a lesion) and have no localisation ground truth"),
+                stacklevel=2)
         self.images = torch.cat(images)
         self.lesions = torch.cat(lesions)
         self.labels = torch.cat(labels)

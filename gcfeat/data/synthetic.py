@@ -42,10 +42,17 @@ Layouts written (``python -m gcfeat.data.synthetic --help``):
     annotation_tool/<split>/seq_N.txt     tool presence: header + one row per frame
     gt_bbox/seq_N.txt                     boxes: frame name + x1,y1,x2,y2 per class (all 11)
     groundtruth/seq_N/frameNNN.json       per-frame labels, boxes and RLE masks
+    seq_N/xml/frameNNN.xml                scene graph: objects (kidney = tissue first, boxes
+                                          inclusive), 13-action interactions, caption
+    seq_N/annotations/frameNNN.png        label mask, uint8: 0 tissue, c + 1 instrument c
 
   Sequences 1, 5 and 16 are validation, the others training (the EndoVis18 split); when none
   of them exists the last sequence is validation. File formats: :mod:`gcfeat.data.miccai18`
-  and :mod:`gcfeat.data.groundtruth`.
+  and :mod:`gcfeat.data.groundtruth`. The scene graphs (:mod:`gcfeat.data.scene_graph`) are
+  templated from the exact ground truth (:func:`~gcfeat.data.scene_graph.template_scene_graph`):
+  hook and specimen_bag, which the real format has no name for, are left out of them; frames
+  where no tool acts get no caption. They and the label masks are additions: frames, labels and
+  boxes are the same as without them.
 
 * **Cholec80** (:func:`write_cholec80`; reader :class:`gcfeat.data.Cholec80Dataset`)::
 
@@ -76,7 +83,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import (CHOLEC80_TO_SURGICAL, INSTRUMENTS, SURGICAL_CLASSES, TISSUE)
+from .errors import make_dir
 from .groundtruth import mask_box, write_frame_gt
+from .scene_graph import template_scene_graph, write_scene_graph
 from .transforms import parse_size
 
 GENERATOR_VERSION = 1
@@ -603,8 +612,21 @@ def dataset_videos(layout: str, num_videos: int, num_frames: int,
 # Writers
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+    """RGB ``(H, W, 3)`` or single-channel ``(H, W)`` uint8; creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image[..., ::-1] if image.ndim == 3 else image,
+                       [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"{path}: could not write the PNG")
+
+
+def label_mask(frame: SceneFrame) -> np.ndarray:
+    """uint8 ``(H, W)`` segmentation labels of a frame: 0 tissue, ``c + 1`` where instrument
+    ``c`` is visible (the masks do not overlap: each holds the visible pixels)."""
+    out = np.zeros(frame.image.shape[:2], np.uint8)
+    for c, m in frame.masks.items():
+        if c != TISSUE:
+            out[m] = c + 1
+    return out
 
 
 def _write_dataset_json(root: Path, doc: dict) -> None:
@@ -639,6 +661,7 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
     bar = tqdm(total=num_videos * num_frames, desc="miccai18", unit="frame",
                disable=None if progress else True)
     videos = dataset_videos("miccai18", num_videos, num_frames, size, seed, classes, **scene_kwargs)
+    make_dir(root, "the output folder")
     for split in ("train", "val"):         # both exist even when one holds no sequence
         (root / "annotation_tool" / split).mkdir(parents=True, exist_ok=True)
     for n, (seq, video) in zip(numbers, videos):
@@ -651,6 +674,9 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
             write_frame_gt(root / "groundtruth" / seq / f"{name}.json", labels=frame.labels,
                            boxes=frame.boxes, masks=frame.masks, size=size, video=seq,
                            frame_index=f, image=f"{seq}/left_frames/{name}.png")
+            write_scene_graph(root / seq / "xml" / f"{name}.xml",
+                              template_scene_graph(frame.boxes, f, size, f"{name}.png"))
+            _write_png(root / seq / "annotations" / f"{name}.png", label_mask(frame))
             labels.append(frame.labels)
             box_rows.append((f"{name}.png", frame.boxes))
             counts.update(np.flatnonzero(frame.labels).tolist())
@@ -689,6 +715,7 @@ def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
         raise ValueError(f"num_videos={num_videos}, num_frames={num_frames}: expected >= 1 each")
     numbers = list(range(1, num_videos + 1))
     names = [f"video{n:02d}" for n in numbers]
+    make_dir(root, "the output folder")
     (root / "videos").mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     n_annotated = 0

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gcfeat.errors import ArgumentError
+
 from .classes import SURGICAL_MEAN, SURGICAL_STD
 
 
@@ -23,13 +25,13 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
         try:
             size = tuple(int(p) for p in parts)
         except ValueError:
-            raise ValueError(f"size {text!r}: expected HxW such as 256x320") from None
+            raise ArgumentError(f"size {text!r}: expected HxW such as 256x320") from None
     else:
         size = tuple(int(p) for p in text)
     if len(size) == 1:
         size = size * 2
     if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"size {text!r}: expected two positive integers H x W such as 256x320")
+        raise ArgumentError(f"size {text!r}: expected two positive integers H x W such as 256x320")
     return size  # type: ignore[return-value]
 
 

@@ -37,6 +37,8 @@ from gcfeat import config
 from gcfeat.boxes import Boxes, heatmap_to_boxes
 from gcfeat.cam import GradCAM
 from gcfeat.data import make_loader
+from gcfeat.data.errors import DataError
+from gcfeat.errors import ArgumentError
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
 
@@ -79,7 +81,7 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"methods: got {list(methods)}, expected some of {METHODS}")
+        raise ArgumentError(f"methods: got {list(methods)}, expected some of {METHODS}")
     levels = list(feature_levels(model))
     recipe = get_recipe(recipe)
     frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
@@ -135,7 +137,7 @@ def gt_boxes(batch: dict, device) -> Boxes:
     """The annotated boxes of a batch (``gt_boxes`` / ``gt_labels`` per sample, input pixels)
     as :class:`~gcfeat.boxes.Boxes` with score 1."""
     if "gt_boxes" not in batch or "gt_labels" not in batch:
-        raise ValueError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
+        raise ArgumentError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
                          "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
                          "ground truth, and the dataset must be built with with_gt=True")
     xyxy = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in batch["gt_boxes"]]
@@ -241,6 +243,29 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     }
 
 
+@contextlib.contextmanager
+def _workers_shut_down(batches):
+    """Shut the DataLoader's workers down when the loop ends. After an error raised in a worker
+    the iterator sits in a reference cycle with the traceback, and torch's shutdown from a later
+    garbage collection waits out its join timeouts (about 5 s per worker)."""
+    try:
+        yield batches
+    finally:
+        getattr(batches, "_shutdown_workers", lambda: None)()
+
+
+def check_finite_frames(x: torch.Tensor, videos: Sequence[str], frames: Sequence[int]) -> None:
+    """Raise :class:`DataError` naming the video and frame of every image of ``x (B, C, *S)``
+    holding NaN or inf (a float volume with NaN voxels, a zero ``std``), before the CAM pass."""
+    bad = (~torch.isfinite(x).flatten(1).all(1)).nonzero().flatten().tolist()
+    if bad:
+        where = ", ".join(f"{videos[i]} frame {frames[i]}" for i in bad[:4])
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise DataError(f"{where}{more}: the input image holds NaN or inf after decoding and "
+                        f"normalisation; expected finite values (check the source file and "
+                        f"the checkpoint's mean / std)")
+
+
 @dataclass
 class ExtractConfig:
     """The settings of one extraction run: :func:`extract_dataset`'s keywords as one record
@@ -281,14 +306,14 @@ class ExtractConfig:
         for name, value in (("threshold", self.threshold),
                             ("pred_threshold", self.pred_threshold)):
             if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name}: expected a number in [0, 1], got {value}")
+                raise ArgumentError(f"{name}: expected a number in [0, 1], got {value}")
         if self.min_area < 0:
-            raise ValueError(f"min_area: expected >= 0, got {self.min_area}")
+            raise ArgumentError(f"min_area: expected >= 0, got {self.min_area}")
         if self.activation not in ("sigmoid", "softmax"):
-            raise ValueError(f"activation: got {self.activation!r}, expected 'sigmoid' or "
+            raise ArgumentError(f"activation: got {self.activation!r}, expected 'sigmoid' or "
                              "'softmax'")
         if self.boxes not in BOX_SOURCES:
-            raise ValueError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
+            raise ArgumentError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
 
 
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
@@ -381,7 +406,7 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     classes = list(info.classes)
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     if cfg.amp not in (None, "bf16"):
-        raise ValueError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
+        raise ArgumentError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
 
     open_writer = lambda resume_: FeatureWriter(cfg.out, attrs, dims, len(classes),  # noqa: E731
                                                 compression=cfg.compression, resume=resume_,
@@ -404,7 +429,7 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
     writer = current["writer"] = open_writer(True)
-    with writer:
+    with writer, _workers_shut_down(batches):
         *extra_levels, target = levels.values()
         step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
                           _class_modes(classes))
@@ -503,16 +528,18 @@ class _BatchStep:
             x = x[sel]
             videos = [videos[i] for i in sel]
             frames = [frames[i] for i in sel]
-            batch = {k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels")
-                     if k in batch}
+            batch = {k: [batch[k][i] for i in sel]
+                     for k in ("gt_boxes", "gt_labels", "source_size") if k in batch}
         x = x.to(self.device, non_blocking=True)
+        check_finite_frames(x, videos, frames)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.amp_ctx():
             res = self.cam.explain(x, extra_layers=self.extra_levels)
             probs, found = self._boxes(res, batch)
             feats = {e.name: e(x, res, found, probs).float() for e in self.extractors}
-        writer.write(videos, frames, probs, feats)
+        # source frame size per video: boxes in source pixels (gcfeat.io.features)
+        writer.write(videos, frames, probs, feats, source_sizes=batch.get("source_size"))
         stats["frames"] += len(videos)
         for m, f in feats.items():
             stats["rows"][m] += len(f)

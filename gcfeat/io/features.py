@@ -12,6 +12,13 @@ Layout (one group per video)::
     /<video>/<method>/score    (R,)    float32  box confidence (M1/M2), class score (M3)
     /<video>/<method>/features (R, D)  float32
     /<video>/<method>/empty    (R,)    bool     region empty (M3 mask below T): zero features
+    /<video> attribute source_size  [H, W] (JSON) size of the source frames, when the dataset
+                                    tells it (surgical frames); absent in older files
+
+Boxes in source-frame pixels are a conversion, not a dataset: ``box * (source_size /
+input_size)`` per axis (x by W ratio, y by H ratio), exclusive end, float
+(:func:`box_to_source`, ``VideoFeatures.rows(m, source_pixels=True)``). Exports round them to
+what each consumer expects (:mod:`gcfeat.io.exports`).
 
 Root attributes (JSON text): ``classes``, ``thresholds``, ``architecture``,
 ``checkpoint_sha256``, ``input_size``, ``mean``, ``std``, ``layout`` (pooling), ``methods``
@@ -40,6 +47,7 @@ writer at random moments repeatedly and reopen the file.
 from __future__ import annotations
 
 from gcfeat.errors import GcfeatError
+from gcfeat.io.paths import writable_file
 
 import json
 import os
@@ -147,23 +155,31 @@ class FeatureWriter:
             raise FeatureFileError(f"box_dim: got {box_dim}, expected 4 (2D) or 6 (3D)")
         self.box_dim = int(box_dim)
         attrs = dict(attrs)
+        writable_file(self.path)      # a folder, or a read-only place: named before any work
         exists = os.path.exists(self.path)
         if exists and not resume:
             raise FeatureFileError(f"{self.path}: exists; pass resume=True (CLI: drop "
                                    f"--no-resume) to append, or choose another --out")
         if exists:
+            # settings are compared on a read-only open first: a file the run refuses to
+            # append to is never opened for writing (nor repacked), so it stays byte-identical
+            try:
+                with h5py.File(self.path, "r") as h5:
+                    held = read_attrs(h5)
+            except OSError as e:
+                raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
+                                       f"it is not a readable HDF5 file") from None
+            diffs = settings_diff(attrs, held)
+            if diffs:
+                raise SettingsMismatch(f"{self.path}: made with different settings, refusing "
+                                       f"to append:\n  " + "\n  ".join(diffs))
             try:
                 if _is_compressed(self.path):
                     repack(self.path, None)
                 self.h5 = h5py.File(self.path, "a")
             except OSError as e:
                 raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
-                                       f"it is not a readable HDF5 file") from e
-            diffs = settings_diff(attrs, read_attrs(self.h5))
-            if diffs:
-                self.h5.close()
-                raise SettingsMismatch(f"{self.path}: made with different settings, refusing "
-                                       f"to append:\n  " + "\n  ".join(diffs))
+                                       f"is it read-only or locked by another run?") from None
             self._trim()
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -235,7 +251,8 @@ class FeatureWriter:
         ds[n:] = values
 
     # ----------------------------------------------------------------- write
-    def write(self, videos: Sequence[str], frame_index, class_prob, features: Mapping) -> None:
+    def write(self, videos: Sequence[str], frame_index, class_prob, features: Mapping,
+              source_sizes: Optional[Sequence] = None) -> None:
         """Append one batch and commit it.
 
         Args:
@@ -244,6 +261,8 @@ class FeatureWriter:
             class_prob: ``(B, K)`` sigmoid scores.
             features: ``{method: Features}`` whose ``frame`` is the row in this batch (tensors
                 or numpy arrays).
+            source_sizes: optional ``(B,)`` ``(H, W)`` of each source frame; the first one of a
+                video becomes its ``source_size`` attribute.
         """
         frame_index = np.asarray(_np(frame_index), dtype=np.int64).reshape(-1)
         class_prob = np.asarray(_np(class_prob), dtype=np.float32)
@@ -268,6 +287,8 @@ class FeatureWriter:
                 raise FeatureFileError(f"{self.path}: video {video!r} frames {dup or 'repeated'}"
                                        f" already written; a frame is written once")
             g = self._group(video)
+            if source_sizes is not None and "source_size" not in g.attrs:
+                g.attrs["source_size"] = _encode([int(v) for v in source_sizes[int(idx[0])]])
             n = g["frame_index"].shape[0]
             to_row = np.full(len(videos), -1, np.int64)
             to_row[idx] = n + np.arange(idx.size)
@@ -378,15 +399,32 @@ class VideoFeatures:
     def __len__(self) -> int:
         return int(self.group["frame_index"].shape[0])
 
-    def rows(self, method: str) -> Dict[str, np.ndarray]:
-        """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``."""
+    @property
+    def source_size(self) -> Optional[tuple]:
+        """``(H, W)`` of the source frames, or None when the file does not record it."""
+        v = self.group.attrs.get("source_size")
+        return tuple(json.loads(v)) if v is not None else None
+
+    @property
+    def input_size(self) -> Optional[list]:
+        """The file's model input ``(H, W)`` (root attribute ``input_size``)."""
+        v = self.group.file.attrs.get("input_size")
+        return json.loads(v) if isinstance(v, (str, bytes)) else v
+
+    def rows(self, method: str, source_pixels: bool = False) -> Dict[str, np.ndarray]:
+        """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``;
+        ``source_pixels`` adds ``box_source`` (:func:`box_to_source`)."""
         if method not in self.group:
             raise FeatureFileError(f"{self.group.file.filename}: video {self.name!r} has no "
                                    f"method {method!r}; it has {self.methods}")
         s = self.group[method]
         frame = s["frame"][:]
         keep = int(np.searchsorted(frame, len(self), side="left"))
-        return {f: s[f][:keep] for f in ROW_FIELDS if f in s}
+        r = {f: s[f][:keep] for f in ROW_FIELDS if f in s}
+        if source_pixels:
+            r["box_source"] = box_to_source(r["box"], self.input_size, self.source_size,
+                                            where=f"{self.group.file.filename}: {self.name}")
+        return r
 
     def frame(self, i: int) -> dict:
         """Row ``i`` of ``frame_index``: ``{"frame_index", "class_prob", <method>: rows}``."""
@@ -401,14 +439,35 @@ class VideoFeatures:
             out[m] = {f: s[f][a:b] for f in ROW_FIELDS if f in s and f != "frame"}
         return out
 
-    def frames(self, method: str) -> Iterable[tuple]:
-        """Yield ``(frame_number, rows)`` for every committed frame (rows of ``method``)."""
-        r = self.rows(method)
+    def frames(self, method: str, source_pixels: bool = False) -> Iterable[tuple]:
+        """Yield ``(frame_number, rows)`` for every committed frame (rows of ``method``;
+        ``source_pixels``: with ``box_source``)."""
+        r = self.rows(method, source_pixels)
         fi = self.frame_index
         bounds = np.searchsorted(r["frame"], np.arange(len(fi) + 1))
         for i, f in enumerate(fi):
             a, b = bounds[i], bounds[i + 1]
             yield int(f), {k: v[a:b] for k, v in r.items() if k != "frame"}
+
+
+def box_to_source(box: np.ndarray, input_size: Optional[Sequence[int]],
+                  source_size: Optional[Sequence[int]], where: str = "") -> np.ndarray:
+    """Boxes in model-input pixels -> source-frame pixels.
+
+    Args:
+        box: ``(R, 4)`` x1, y1, x2, y2 (exclusive end) in input pixels (``input_size`` = (H, W)).
+        source_size: ``(H, W)`` of the source frames.
+
+    Returns:
+        ``(R, 4)`` float64, exclusive end: ``x * W_src / W_in``, ``y * H_src / H_in``.
+    """
+    if not input_size or not source_size or len(input_size) != 2:
+        raise FeatureFileError(f"{where}: no source frame size (video attribute source_size) "
+                               f"or no 2D input_size; boxes cannot be given in source pixels. "
+                               f"Re-extract with this gcfeat version (it records source_size)")
+    sy = source_size[0] / input_size[0]
+    sx = source_size[1] / input_size[1]
+    return np.asarray(box, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
 
 
 class FeatureFile:
@@ -560,7 +619,9 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                             part["frame"] = part["frame"] - a
                             part.setdefault("empty", np.zeros(hi - lo, bool))
                             feats[m] = SimpleNamespace(**part)
-                        writer.write([v] * (b - a), fi[a:b], cp[a:b], feats)
+                        size = view.source_size
+                        writer.write([v] * (b - a), fi[a:b], cp[a:b], feats,
+                                     None if size is None else [size] * (b - a))
     finally:
         if writer is not None:
             writer.close()

@@ -7,6 +7,8 @@ normalisation and training metadata next to the weights, and read the original f
 from gcfeat.models.checkpoint import (
     CheckpointError,
     CheckpointInfo,
+    check_dataset_classes,
+    check_finite_state,
     describe_state_dict,
     infer_arch,
     load_checkpoint,
@@ -19,6 +21,8 @@ __all__ = [
     "ARCHS",
     "CheckpointError",
     "CheckpointInfo",
+    "check_dataset_classes",
+    "check_finite_state",
     "build_classifier",
     "describe_state_dict",
     "head_linear",

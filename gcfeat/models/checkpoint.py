@@ -34,6 +34,7 @@ that any other dtype is refused), and its values come back as Python floats.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -392,11 +393,7 @@ def _read(path: str | os.PathLike) -> _File:
             f"checkpoint {path}: format version {raw['version']} was written by a newer gcfeat; "
             f"this one reads version <= {VERSION}"
         )
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if nonfinite:
-        raise CheckpointError(
-            f"checkpoint {path}: {_summary('non-finite (NaN / inf)', nonfinite)}; expected "
-            "finite weights (a diverged run?)")
+    check_finite_state(state, path)
     return _File(raw, state, form, header)
 
 
@@ -567,6 +564,7 @@ def _info(path, f: _File, arch: str, k: int, classes, desc: dict, dropout: float
     input_size = h.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical else None)
     mean = h.get("mean") or (list(SURGICAL_MEAN) if surgical else None)
     std = h.get("std") or (list(SURGICAL_STD) if surgical else None)
+    _check_normalisation(mean, std, path)
     if f.form == "resume":
         meta = {key: _numpy_to_python(f.raw[key]) for key in ("epoch", "best_epoch", "best_mAP")
                 if key in f.raw}
@@ -590,3 +588,55 @@ def _names(names: Sequence[str] | None, show: int = 12) -> str:
         return ""
     more = ", ..." if len(names) > show else ""
     return " [" + ", ".join(names[:show]) + more + "]"
+
+
+# --------------------------------------------------------------------------------- checks
+
+
+def check_finite_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` naming the file and the tensors that hold NaN or inf.
+
+    A diverged training run saves such weights; loading them would only surface later as NaN
+    heatmaps (or a crash inside the CAM's checks), far from the cause.
+    """
+    bad = []
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad.append(f"{name} ({n} of {t.numel()} values)")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"checkpoint {path}: non-finite weights (NaN or inf) in "
+                              f"{', '.join(bad[:3])}{more}; expected finite numbers (was the "
+                              f"training diverging?)")
+
+
+def _check_normalisation(mean, std, path) -> None:
+    """A ``std`` of zero (or NaN / inf anywhere) would turn every normalised frame into inf."""
+    try:
+        m = [float(v) for v in mean or ()]
+        sd = [float(v) for v in std or ()]
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {path}: mean {mean!r} / std {std!r} are not "
+                              f"numbers; expected one per channel") from None
+    if not all(math.isfinite(v) for v in m + sd) or any(v <= 0 for v in sd):
+        raise CheckpointError(f"checkpoint {path}: normalisation mean {m} / std {sd}; expected "
+                              f"finite values and std > 0 for every channel")
+
+
+def check_dataset_classes(held: Sequence[str], wanted: Sequence[str], path: str | os.PathLike,
+                          data: str | os.PathLike, job: str) -> None:
+    """Raise :class:`CheckpointError` when a checkpoint's classes are not the dataset's.
+
+    Jobs that score the model against labels (``tune``, ``evaluate``, a resumed ``train``) need
+    output k to mean the dataset's class k; a different count (or names, when the checkpoint
+    lists them) is an error naming the checkpoint, the dataset and both class lists.
+    """
+    held, wanted = [str(c) for c in held], [str(c) for c in wanted]
+    generic = all(re.fullmatch(r"class_\d+", c) for c in held)
+    if len(held) != len(wanted) or (not generic and held != wanted):
+        raise CheckpointError(
+            f"checkpoint {path}: {len(held)} classes{_names(held)}, but the {job} data {data} "
+            f"has {len(wanted)} classes{_names(wanted)}; expected a checkpoint trained on the "
+            f"same classes")

@@ -366,8 +366,9 @@ def _resume(last_path: Path, model, opt, sched, state: _Progress, o: FitOptions,
     classes, arch = fields["classes"], fields["arch"]
     if list(raw.get("classes") or []) != list(classes) or raw.get("arch") != arch:
         raise CheckpointError(
-            f"resume: {last_path} holds {raw.get('arch')} with classes {raw.get('classes')}, "
-            f"this run is {arch} with classes {list(classes)}"
+            f"resume: {last_path} holds {raw.get('arch')} with "
+            f"{len(raw.get('classes') or [])} classes {raw.get('classes')}, this run "
+            f"(data) is {arch} with {len(classes)} classes {list(classes)}"
         )
     try:
         model.load_state_dict(raw["state_dict"])

@@ -8,7 +8,7 @@ Stages, each printed with its time:
 3. **tune**     the threshold study on the validation split (box IoU vs T, best T);
 4. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
 5. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file;
-6. **export**   the captioning export (per-frame ``*_node_features.npy`` + JSON index);
+6. **export**   the captioning and interaction exports (:mod:`gcfeat.io.exports`);
 7. **report**   `<out>/report.md` and `<out>/summary.json`.
 
 The defaults are sized to finish in about 6 minutes on 2 CPU cores: 128x160 frames (layer4
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from gcfeat import config
+from gcfeat.io.paths import writable_dir
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, TISSUE, build_dataset
 from gcfeat.data.synthetic import write_miccai18
 from gcfeat.extract.pipeline import extract_dataset
 from gcfeat.io import FeatureFile
-from gcfeat.io.exports import export_captioning
+from gcfeat.io.exports import export_captioning, export_interaction
 from gcfeat.models import build_classifier, load_checkpoint
 from gcfeat.tasks import Task, get_task
 from gcfeat.training import fit
@@ -56,6 +57,7 @@ def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int]
     except (OSError, ValueError):
         return False
     return (d.get("layout") == "miccai18" and d.get("seed") == seed
+            and (root / "seq_1" / "xml").is_dir()        # older data: no scene graphs
             and list(d.get("size", [])) == list(size)
             and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames)
 
@@ -67,8 +69,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
              thresholds: str = config.THRESHOLD_SWEEP, device: str = "cpu", skip_train: bool = False,
              workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run every stage; returns the summary that is also written to ``<out>/summary.json``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)             # a file or a read-only folder: an OutputError now
     size = (int(size[0]), int(size[1]))
     run = _SurgicalDemo(out, videos, frames, size, arch, epochs, batch_size, lr, seed,
                         Path(checkpoint_dir), list(methods), thresholds, device, skip_train,
@@ -83,7 +84,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
             ("bbox", "4/7 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
             ("extract", f"5/7 extract: {', '.join(methods)} features of the val split -> HDF5",
              run.extract),
-            ("export", "6/7 export: captioning inputs (M2, tissue first)", run.export)):
+            ("export", "6/7 export: captioning (M2, tissue first) and interaction inputs", run.export)):
         done = stage(title)
         step()
         run.summary["seconds"][key] = done()
@@ -224,12 +225,22 @@ class _SurgicalDemo:
         self.summary["extract_frames_per_s"] = stats.get("frames_per_s")
 
     def export(self) -> None:
-        cap_dir = self.out / "captioning"
-        methods = self.methods
-        index = export_captioning(self.summary["features"], "m2" if "m2" in methods else methods[0],
-                                  str(cap_dir), progress=self.progress)
-        print(f"{cap_dir}: {len(index)} frames of *_node_features.npy + index.json")
+        cap_dir, int_dir = self.out / "captioning", self.out / "interaction"
+        methods, data = self.methods, self.summary["data"]
+        cap = export_captioning(self.summary["features"], "m2" if "m2" in methods else methods[0],
+                                str(cap_dir), progress=self.progress, data=data)
+        print(cap.summary())
+        inter = export_interaction(self.summary["features"], str(int_dir), methods,
+                                   progress=self.progress, data=data)
+        print(inter.summary())
         self.summary["captioning"] = str(cap_dir)
+        self.summary["interaction"] = str(int_dir)
+        self.summary["exports"] = {
+            "captioning": {"frames": cap.frames, "train": cap.train, "val": cap.val,
+                           "skipped_no_caption": cap.skipped_no_caption},
+            "interaction": {"frames": inter.frames, "edges": inter.edges,
+                            "skipped_few_nodes": inter.skipped_few_nodes,
+                            "skipped_no_xml": inter.skipped_no_xml}}
 
     def report(self) -> Path:
         tuning = self.state["tuning"]
@@ -269,6 +280,9 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
              "- threshold study: no ground truth",
              f"- features: `{s['features']}` rows per method {s['feature_rows']}",
              f"- figure: `{s['bbox_figure']}`; threshold plots in `{s['tune_dir']}`",
+             *([f"- exports: captioning `{s['captioning']}` {s['exports']['captioning']}; "
+                f"interaction `{s['interaction']}` {s['exports']['interaction']}"]
+               if s.get("exports") else []),
              f"- total time {s['seconds']['total']} s", ""]
     ap = s.get("per_class_ap")
     if ap:
@@ -292,6 +306,7 @@ def _print_where(s: dict, report: Path) -> None:
             ("training log", s.get("train_log", "(reused checkpoint)")),
             ("threshold study", s["tune_dir"]), ("bbox figure", s["bbox_figure"]),
             ("features (HDF5)", s["features"]), ("captioning export", s["captioning"]),
+            ("interaction export", s["interaction"]),
             ("report", str(report))]
     for k, v in rows:
         print(f"  {k:<18} {v}")

@@ -45,10 +45,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from gcfeat.io.paths import writable_dir
 from gcfeat.cam import get_method
 from gcfeat.data.prostate import paste_slices
 from gcfeat.data.subsets import balanced_subset
-from gcfeat.io.medical import save_nifti, write_mha
+from gcfeat.data.medical import save_nifti, write_mha
 from gcfeat.metrics.classification import binary_metrics, multiclass_metrics
 from gcfeat.metrics.faithfulness import deletion, gaussian_blur, insertion, random_saliency
 from gcfeat.metrics.pointing import localisation, mask_iou, pointing_game, summary_stats
@@ -145,8 +146,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     target layer).
     """
     task = get_task(task_name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)
     model, info = task.load_checkpoint(checkpoint)
     model.eval()
     ds = task.build_dataset(data, split)

@@ -28,6 +28,7 @@ import torch
 from gcfeat.extract import extract_dataset
 from gcfeat.extract.pipeline import file_sha256
 from gcfeat.io import FeatureFile
+from gcfeat.io.paths import writable_dir
 from gcfeat.tasks import Task, get_task, task_names
 from gcfeat.training.single_label import train_classifier
 from gcfeat.workflows.common import stage
@@ -66,8 +67,7 @@ def run_task_demo(task: str | Task, out: str | Path | None = None, *, n: int | N
     n_steps = d["n_steps"] if n_steps is None else n_steps
     if arch not in t.archs:  # before any data is written
         raise ValueError(f"--arch {arch!r} is not a {task} model; expected one of {list(t.archs)}")
-    out = Path(out or f"runs/demo_{task}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out or f"runs/demo_{task}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out
     data = out / "data"
     summary: dict[str, Any] = {"task": task, "out": str(out), "data": str(data), "arch": arch,

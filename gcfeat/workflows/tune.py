@@ -53,11 +53,12 @@ from gcfeat.boxes.evaluate import ThresholdSweep, parse_thresholds, recommend_th
 from gcfeat.boxes.masks import mask_boxes
 from gcfeat.cam import get_method
 from gcfeat.config import METHOD_NAMES
-from gcfeat.data import SURGICAL_MEAN, SURGICAL_STD, build_dataset, make_loader
+from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset, make_loader
 from gcfeat.data.subsets import balanced_subset
 from gcfeat.errors import GcfeatError
 from gcfeat.metrics.pointing import pointing_game
-from gcfeat.models import load_checkpoint
+from gcfeat.io.paths import writable_dir
+from gcfeat.models import check_dataset_classes, load_checkpoint
 from gcfeat.tasks import Task, get_task
 from gcfeat.training.single_label import collate
 from gcfeat.viz.plots import plot_class_curves, plot_threshold_curves
@@ -214,9 +215,13 @@ def run_tuning(
         ``{"metric", "per_class", "overall", "settings", "files"}``.
     """
     ts = parse_thresholds(thresholds)
+    if out is not None:
+        writable_dir(out, create=False)     # a file or a read-only folder: said now
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     dataset = load_dataset(data, info, layout=layout, split=split)
+    check_dataset_classes(classes, getattr(dataset, "classes", SURGICAL_CLASSES), checkpoint,
+                          data, "tune")
     try:
         n_total = len(dataset)
     except TypeError:  # an iterable dataset without a length
@@ -409,6 +414,8 @@ def run_task_tuning(
     data = paths["data"] if data is None else data
     checkpoint = paths["checkpoint"] if checkpoint is None else checkpoint
     ts = parse_thresholds(thresholds)
+    if out is not None:
+        writable_dir(out, create=False)     # a file or a read-only folder: said now
     model, info = load_task_model(t, checkpoint, device)
     ds = load_task_dataset(t, data, info, split)
     if limit is None:

@@ -116,6 +116,10 @@ def test_gt_from_gt_bbox_file_when_no_json(written, tmp_path):
         assert a["gt_labels"].tolist() == b["gt_labels"].tolist()
         torch.testing.assert_close(a["gt_boxes"], b["gt_boxes"])
     shutil.rmtree(copy / "gt_bbox")
+    s = Miccai18Dataset(copy, "all", (32, 40))[0]          # now from the scene graphs
+    assert s["gt_labels"].tolist()[-1] == SURGICAL_CLASSES.index("tissue")
+    for seq in ("seq_1", "seq_2"):
+        shutil.rmtree(copy / seq / "xml")
     s = Miccai18Dataset(copy, "all", (32, 40))[0]
     assert "gt_boxes" not in s and "gt_labels" not in s
     assert "gt_boxes" not in Miccai18Dataset(root, "all", SIZE, with_gt=False)[0]

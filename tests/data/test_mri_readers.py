@@ -14,7 +14,7 @@ from gcfeat.data.mri_synthetic import (ORGAN3D_LAYOUT, write_alzheimer, write_or
                                        write_prostate)
 from gcfeat.data.prostate import (ProstateSlices, case_slices, gland_bbox, load_case,
                                   read_labels, scale_intensity_range_percentiles)
-from gcfeat.io.medical import MedicalIOError, load_nifti
+from gcfeat.data.medical import MedicalIOError, load_nifti
 
 
 # ------------------------------------------------------------------------------ percentiles

@@ -1,6 +1,7 @@
 """Extractors beyond 2D ResNets: ROI align in 3D, volumes and small CNNs, single-label class
 choice, the MRI tasks through ``python -m gcfeat.extract --task``, and annotated boxes."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -312,7 +313,7 @@ def test_extract_gt_boxes(tmp_path, one_thread):
         assert stats["rows"]["m1"] == n > 0
 
 
-def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread):
+def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread, capsys):
     from gcfeat.cli.export import main as export_main
 
     d, ck = organ3d
@@ -320,8 +321,10 @@ def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread):
     assert extract_main(["--task", "organ3d", "--data", str(d / "data"), "--checkpoint", str(ck),
                          "--split", "val", "--methods", "m2", "--out", str(out),
                          "--no-progress", "--workers", "0"]) == 0
-    with pytest.raises(SystemExit, match="3D boxes .* 2D frames only"):
-        export_main(["interaction", str(out), "--out", str(tmp_path / "i")])
+    capsys.readouterr()
+    assert export_main(["interaction", str(out), "--data", str(d / "data"),
+                        "--out", str(tmp_path / "i")]) == 2
+    assert re.search("3D boxes .* 2D frames only", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("opt", [["--threshold", "1.5"], ["--pred-threshold", "-0.1"],

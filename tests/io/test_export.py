@@ -32,46 +32,66 @@ def feats(tmp_path):
             m3 = SimpleNamespace(frame=np.array([1]), label=np.array([10]),
                                  box=np.array([[0, 0, 320, 256]]), score=np.ones(1),
                                  features=np.ones((1, 512)), empty=np.zeros(1, bool))
-            w.write([video] * 3, fi, np.full((3, 11), 0.5), {"m2": m2, "m3": m3})
+            w.write([video] * 3, fi, np.full((3, 11), 0.5), {"m2": m2, "m3": m3},
+                    source_sizes=[(1024, 1280)] * 3)
     return p
 
 
-def test_captioning_export(feats, tmp_path):
+@pytest.fixture()
+def data(tmp_path):
+    """Scene graphs of those frames: kidney + prograsp_forceps (Grasping); no caption at 4."""
+    from gcfeat.data.scene_graph import SceneGraph, SceneObject, write_scene_graph
+    root = tmp_path / "data"
+    for video in ("seq_1", "seq_3"):
+        for f in (2, 4, 6):
+            g = SceneGraph([SceneObject("kidney", (0, 0, 1279, 1023)),
+                            SceneObject("prograsp_forceps", (40, 80, 199, 239), "Grasping")],
+                           None if f == 4 else f"prograsp forceps grasping tissue {f}")
+            write_scene_graph(root / video / "xml" / f"frame{f:03d}.xml", g)
+    return root
+
+
+def test_captioning_export(feats, data, tmp_path):
     out = tmp_path / "cap"
-    assert main(["captioning", str(feats), "--method", "m2", "--out", str(out)]) == 0
-    index = json.load(open(out / "index.json"))
-    assert len(index) == 6 and index[0] == {"id_path": "seq_1/frame002", "caption": ""}
-    for e in index:
-        x = np.load(out / f"{e['id_path']}_node_features.npy")
-        assert x.shape == (3, 512) and x.dtype == np.float32
-    x = np.load(out / "seq_3/frame004_node_features.npy")
+    assert main(["captioning", str(feats), "--data", str(data), "--method", "m2",
+                 "--out", str(out)]) == 0
+    ann = out / "annotations"
+    caps = {s: json.load(open(ann / f"captions_{s}.json")) for s in ("train", "val")}
+    ids = {s: json.load(open(ann / f"WithCaption_id_path_{s}.json")) for s in ("train", "val")}
+    assert [e["id_path"] for e in caps["val"]] == ids["val"] == [
+        "seq_1/gcfeat_m2/frame002_node_features.npy", "seq_1/gcfeat_m2/frame006_node_features.npy"]
+    assert caps["val"][1]["caption"] == "prograsp forceps grasping tissue 6"
+    assert len(ids["train"]) == 2 and ids["train"][0].startswith("seq_3/")
+    for s_ in ("train", "val"):
+        for i in ids[s_]:
+            x = np.load(out / i)
+            assert x.shape == (3, 512) and x.dtype == np.float32
+    x = np.load(out / "seq_3/gcfeat_m2/frame004_node_features.npy")   # written, not listed
     src = np.arange(9 * 512).reshape(9, 512)[3:6] / 7.0              # rows of frame 4: 1, 8, 10
     np.testing.assert_allclose(x, src[[2, 0, 1]], rtol=1e-6)         # tissue first
-    # the captioning loader pads / truncates to 6 rows
-    padded = np.zeros((6, 512), np.float32)
-    padded[:len(x)] = x[:6]
-    assert padded.shape == (6, 512)
 
 
-def test_interaction_export(feats, tmp_path):
+def test_interaction_export(feats, data, tmp_path, capsys):
     out = tmp_path / "int"
-    assert main(["interaction", str(feats), "--out", str(out)]) == 0
-    f = out / "seq_1/vsgat/m2/frame006_features.hdf5"
+    assert main(["interaction", str(feats), "--data", str(data), "--out", str(out)]) == 0
+    f = out / "m2/seq_1/vsgat/m2/frame006_features.hdf5"
     with h5py.File(f, "r") as h:
-        assert set(h.keys()) == {"img_name", "node_num", "classes", "boxes", "node_features",
-                                 "spatial_features"}
-        assert h["img_name"][()].decode() == "frame006.png"
+        assert set(h.keys()) == {"img_name", "node_num", "classes", "boxes", "edge_labels",
+                                 "node_features", "spatial_features"}
+        assert h["img_name"][()].decode() == "frame006"
         n = int(h["node_num"][()])
         assert n == 2                                          # hook has no counterpart
         assert h["classes"][:].tolist() == [INTERACTION_CLASSES.index("kidney"),
                                             INTERACTION_CLASSES.index("prograsp_forceps")]
-        assert h["boxes"].shape == (2, 4) and h["node_features"].shape == (2, 512)
-        assert h["node_features"].dtype == np.float32
+        # input (256, 320) -> source (1024, 1280): x4, inclusive end
+        assert h["boxes"][:].tolist() == [[0, 0, 1279, 1023], [40, 80, 199, 239]]
+        assert h["edge_labels"][:].tolist() == [[0, 1] + [0] * 11]        # Grasping
+        assert h["node_features"].shape == (2, 512)
         assert h["spatial_features"].shape == (n * (n - 1), 16)
-    with h5py.File(out / "seq_3/vsgat/m3/frame004_features.hdf5", "r") as h:
-        assert int(h["node_num"][()]) == 1 and h["spatial_features"].shape == (0, 16)
-    with h5py.File(out / "seq_3/vsgat/m3/frame002_features.hdf5", "r") as h:
-        assert int(h["node_num"][()]) == 0 and h["node_features"].shape == (0, 512)
+    assert (out / "m2/seq_1/xml/frame006.xml").is_file()
+    # m3 holds one node (tissue) at frame 4 and none elsewhere: every frame skipped, none listed
+    assert not (out / "m3/seq_3/xml").exists() or not list((out / "m3/seq_3/xml").iterdir())
+    assert "m3: 0 frames" in capsys.readouterr().out
 
 
 def test_class_map():
@@ -113,6 +133,7 @@ def test_pair_encoding_matches_loop():
     assert np.isfinite(got).all()
 
 
-def test_missing_method_is_a_clear_error(feats, tmp_path):
-    with pytest.raises(SystemExit, match="no method 'm1'"):
-        main(["captioning", str(feats), "--method", "m1", "--out", str(tmp_path / "x")])
+def test_missing_method_is_a_clear_error(feats, tmp_path, capsys):
+    assert main(["captioning", str(feats), "--data", str(tmp_path), "--method", "m1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "no method 'm1'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcfeat.io.medical import (MedicalIOError, load_nifti, nifti_to_mha_geometry, read_mha,
+from gcfeat.data.medical import (MedicalIOError, load_nifti, nifti_to_mha_geometry, read_mha,
                                save_mha_like_nifti, save_nifti, write_mha)
 from gcfeat.viz.montage import batch_grid, overlay, plot_curve, plot_curves, slice_montage
 from gcfeat.viz.volume import write_volume_html

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gcfeat"
 #: rank of each top-level part of the package (higher imports lower).
 LAYERS = {
     "cli": 7, "workflows": 6, "report": 5.5, "tasks": 5, "extract": 4, "training": 4,
-    "metrics": 3.5, "cam": 3, "boxes": 3, "viz": 3, "models": 2, "data": 1, "io": 0,
+    "metrics": 3.5, "cam": 3, "boxes": 3, "viz": 3, "models": 2, "io": 1.5, "data": 1,
     "config": -1, "errors": -1, "": -1,
 }
 #: thin ``python -m`` entry points: 2-3 lines calling gcfeat.cli.<cmd>.main.

@@ -41,7 +41,16 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
             for m in ("m1", "m2", "m3"):
                 feats = f[v][m]["features"][...]
                 assert feats.shape[1] == 512 and np.isfinite(feats).all()
-    cap = json.loads((out / "captioning" / "index.json").read_text())
-    assert len(cap) == 20
+    ann = out / "captioning" / "annotations"
+    val = json.loads((ann / "WithCaption_id_path_val.json").read_text())
+    exports = summary["exports"]
+    assert len(val) == exports["captioning"]["val"]
+    assert exports["captioning"]["val"] + exports["captioning"]["skipped_no_caption"] == 20
+    assert (out / "captioning" / val[0]).is_file()
+    inter = exports["interaction"]
+    for m in ("m1", "m2", "m3"):
+        listed = list((out / "interaction" / m).glob("seq_*/xml/*.xml"))
+        assert len(listed) == inter["frames"][m] and \
+            inter["frames"][m] + inter["skipped_few_nodes"][m] == 20
     report = (out / "report.md").read_text()
     assert "validation mAP" in report and "threshold" in report

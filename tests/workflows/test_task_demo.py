@@ -74,10 +74,10 @@ def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
     assert "reusing" in printed and "--skip-train: reusing" in printed
 
 
-def test_task_demo_rejects_unknown_arch(tmp_path):
-    with pytest.raises(ValueError, match="not a organ3d model"):
-        main(["--task", "organ3d", "--out", str(tmp_path / "x"), "--arch", "resnet50",
-              "--no-progress"])
+def test_task_demo_rejects_unknown_arch(tmp_path, capsys):
+    assert main(["--task", "organ3d", "--out", str(tmp_path / "x"), "--arch", "resnet50",
+                 "--no-progress"]) == 2
+    assert "not a organ3d model" in capsys.readouterr().err
     assert not (tmp_path / "x" / "data").exists()  # rejected before any data is written
     with pytest.raises(SystemExit):
         main(["--arch", "resnet3d_18_slim", "--out", str(tmp_path)])

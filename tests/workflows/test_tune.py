@@ -100,5 +100,7 @@ def test_tune_errors(tiny, capsys):
         shutil.copytree(tiny / "data", no_gt)
         shutil.rmtree(no_gt / "groundtruth")
         shutil.rmtree(no_gt / "gt_bbox")
+        for xml in no_gt.glob("seq_*/xml"):       # scene graphs carry boxes too
+            shutil.rmtree(xml)
     rc = tune.main(["--data", str(no_gt), "--checkpoint", str(tiny / "ck.pt"), "--out", str(tiny / "o")])
     assert rc == 2 and "ground-truth boxes" in capsys.readouterr().err
