@@ -7,7 +7,7 @@ def make_tiny_surgical(root, *, frames: int, seed: int, model_seed: int):
     """A tiny synthetic MICCAI set (2 videos at 64x80) and a random ResNet18 checkpoint under
     ``root``: ``root/data`` (data ``seed``) and ``root/ck.pt`` (weights from ``model_seed``)."""
     from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
-    from gcfeat.data.synthetic import main as synth
+    from gcfeat.cli.synthetic import main as synth
     from gcfeat.models import build_classifier, save_checkpoint
 
     assert synth(["--layout", "miccai18", "--out", str(root / "data"), "--videos", "2",

@@ -34,6 +34,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from gcfeat import config
+
 from .ops import pairwise_box_iou, points_in_boxes
 from .threshold import HeatmapError, heatmap_to_boxes
 
@@ -96,9 +98,9 @@ class ThresholdSweep:
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         mode: str = "components",
         class_modes: Mapping[int, str] | None = None,
-        min_area: float = 25,
-        pred_threshold: float = 0.5,
-        iou_threshold: float = 0.5,
+        min_area: float = config.MIN_AREA,
+        pred_threshold: float = config.PRED_THRESHOLD,
+        iou_threshold: float = config.IOU_HIT,
         aggregate: Mapping[str, Sequence[int]] | None = None,
         workers: int | None = None,
     ):

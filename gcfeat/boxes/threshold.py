@@ -26,17 +26,18 @@ on a 16-core machine) and, for heatmaps on a GPU, from moving a uint8 mask inste
 """
 from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
-
 import math
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from gcfeat import config
+from gcfeat.errors import GcfeatError
 
 from .structures import Boxes
 
@@ -57,13 +58,13 @@ class HeatmapError(GcfeatError):
 
 def heatmap_to_boxes(
     heat: Tensor,
-    threshold: float | Tensor | Sequence[float] = 0.3,
+    threshold: float | Tensor | Sequence[float] = config.BOX_THRESHOLD,
     *,
-    mode: str = "components",
-    min_area: float = 25,
+    mode: str = config.BOX_MODE,
+    min_area: float = config.MIN_AREA,
     class_modes: Mapping[int, str] | None = None,
     probs: Tensor | None = None,
-    pred_threshold: float = 0.5,
+    pred_threshold: float = config.PRED_THRESHOLD,
     classes: Sequence[int] | Tensor | None = None,
     workers: int | None = None,
     contours: str = "outer",
@@ -131,9 +132,7 @@ def heatmap_to_boxes(
     if contours == "list" and heat.ndim != 4:
         raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape "
                            f"{tuple(heat.shape)}")
-    holes = contours == "list"
     d = heat.ndim - 2
-    device = heat.device
     per_class = isinstance(threshold, Tensor)  # _check made a (K,) tensor of a sequence
     if per_class:
         sel = sel & (threshold < 1).to(sel.device)[None]  # nothing can be strictly above 1
@@ -141,69 +140,99 @@ def heatmap_to_boxes(
         threshold = float(threshold)
     b_idx, k_idx = sel.nonzero(as_tuple=True)
     if b_idx.numel() == 0 or (not per_class and threshold >= 1):
-        return Boxes.empty(d, device)
+        return Boxes.empty(d, heat.device)
     B, K = heat.shape[:2]
-    spatial = tuple(heat.shape[2:])
-    flat = heat.detach().reshape(B * K, *spatial)  # a view for contiguous input
-    rows = (b_idx * K + k_idx).cpu().numpy()  # selected maps, ascending
-    map_modes = mode_of_channel[k_idx.cpu()].numpy()
-    n = len(rows)
-    step = max(1, _CHUNK_PIXELS // math.prod(spatial))
-    chunks = [(s, min(s + step, n)) for s in range(0, n, step)]
+    flat = heat.detach().reshape(B * K, *heat.shape[2:])  # a view for contiguous input
+    job = _Job(flat, (b_idx * K + k_idx).cpu().numpy(), mode_of_channel[k_idx.cpu()].numpy(),
+               threshold.to(torch.float32).numpy()[k_idx.cpu().numpy()] if per_class else threshold,
+               float(min_area), contours == "list")
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    parts = job.run(workers)
+    m_idx = np.concatenate([p[0] for p in parts])
+    if len(m_idx) == 0:
+        return Boxes.empty(d, heat.device)
+    xyxy = np.concatenate([p[1] for p in parts]).reshape(-1, 2 * d)
+    scores = np.concatenate([p[2] for p in parts]) if parts[0][2] is not None else None
+    return _sorted_boxes(job, m_idx, xyxy, scores, b_idx.cpu().numpy(),
+                         labels_of_channel.numpy()[k_idx.cpu().numpy()])
 
-    if per_class:  # one T per selected map, in the maps' dtype: the scalar path compares so
-        thr_np = threshold.to(torch.float32).numpy()[k_idx.cpu().numpy()]
-    if d == 2 and device.type == "cpu" and _CPU_FAST_2D:
-        hn = flat.float().contiguous().numpy()
+
+class _Job:
+    """The selected maps of one :func:`heatmap_to_boxes` call, traced in cache-sized chunks.
+
+    ``rows``: the selected maps' rows of ``flat (B*K, *spatial)``, ascending; ``modes``: their
+    box mode codes; ``threshold``: a float, or one T per selected map (the maps' dtype, as the
+    scalar path compares). ``maps`` is set when the maps were thresholded on their device (the
+    scores then come from :func:`box_mean`)."""
+
+    def __init__(self, flat: Tensor, rows: np.ndarray, modes: np.ndarray,
+                 threshold: float | np.ndarray, min_area: float, holes: bool):
+        self.flat, self.rows, self.modes = flat, rows, modes
+        self.threshold, self.min_area, self.holes = threshold, min_area, holes
+        self.d = flat.ndim - 1
+        self.maps: Tensor | None = None
+        step = max(1, _CHUNK_PIXELS // math.prod(flat.shape[1:]))
+        self.chunks = [(s, min(s + step, len(rows))) for s in range(0, len(rows), step)]
+
+    def run(self, workers: int) -> list[tuple]:
+        """``[(map index, xyxy, scores or None), ...]`` per chunk (threads when > 1 chunk)."""
+        task = self._cpu_task() if (self.d == 2 and self.flat.device.type == "cpu"
+                                    and _CPU_FAST_2D) else self._device_task()
+        try:
+            if workers == 1 or len(self.chunks) == 1:
+                return [task(c) for c in self.chunks]
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(task, self.chunks))
+        except _NonFinite:
+            raise _nonfinite_error(self.flat[torch.from_numpy(self.rows)]) from None
+
+    def _cpu_task(self):
+        hn, rows, per_class = self.flat.float().contiguous().numpy(), self.rows, \
+            isinstance(self.threshold, np.ndarray)
 
         def task(c):  # threshold, trace, reduce, score: all in one cache-sized chunk
             s, e = c
             r = rows[s:e]
             h = hn[r[0]:r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
-            t = thr_np[s:e, None, None] if per_class else threshold
-            return _chunk_2d_cpu(h, t, map_modes[s:e], min_area, s, holes)
-    else:
+            t = self.threshold[s:e, None, None] if per_class else self.threshold
+            return _chunk_2d_cpu(h, t, self.modes[s:e], self.min_area, s, self.holes)
+        return task
+
+    def _device_task(self):
         # Threshold on the device; only a uint8 mask with one zero row (slice) per map leaves it.
-        maps = flat[torch.from_numpy(rows).to(device)]
+        d, device = self.d, self.flat.device
+        maps = self.maps = self.flat[torch.from_numpy(self.rows).to(device)]
         if not bool(torch.isfinite(maps.sum())):
             raise _nonfinite_error(maps)
-        if per_class:
-            t = torch.from_numpy(thr_np).to(device=device, dtype=maps.dtype)
+        if isinstance(self.threshold, np.ndarray):
+            t = torch.from_numpy(self.threshold).to(device=device, dtype=maps.dtype)
             on = (maps > t.reshape(-1, *([1] * d))).to(torch.uint8)
         else:
-            on = (maps > threshold).to(torch.uint8)
+            on = (maps > self.threshold).to(torch.uint8)
         mask = torch.nn.functional.pad(on, (0, 0) * (d - 1) + (0, 1)).cpu().numpy()
 
         def task(c):
             s, e = c
-            m_idx, xyxy = _trace_2d(mask[s:e], holes) if d == 2 else _trace_3d(mask[s:e])
-            m_idx, xyxy = _reduce_modes(m_idx, xyxy, map_modes[s:e], min_area)
+            m_idx, xyxy = _trace_2d(mask[s:e], self.holes) if d == 2 else _trace_3d(mask[s:e])
+            m_idx, xyxy = _reduce_modes(m_idx, xyxy, self.modes[s:e], self.min_area)
             return m_idx + s, xyxy, None
+        return task
 
-    try:
-        if workers == 1 or len(chunks) == 1:
-            parts = [task(c) for c in chunks]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(task, chunks))
-    except _NonFinite:
-        raise _nonfinite_error(flat[torch.from_numpy(rows)]) from None
 
-    m_idx = np.concatenate([p[0] for p in parts])
-    xyxy = np.concatenate([p[1] for p in parts]).reshape(-1, 2 * d)
-    if len(m_idx) == 0:
-        return Boxes.empty(d, device)
+def _sorted_boxes(job: _Job, m_idx: np.ndarray, xyxy: np.ndarray, scores: np.ndarray | None,
+                  frame_of_map: np.ndarray, label_of_map: np.ndarray) -> Boxes:
+    """The traced boxes as :class:`Boxes`, sorted by frame, label, then coordinates."""
+    device, d = job.flat.device, job.d
     # bookkeeping in numpy (tiny arrays; torch CPU ops here would wake its thread pool)
-    frame = b_idx.cpu().numpy()[m_idx]
-    label = labels_of_channel.numpy()[k_idx.cpu().numpy()[m_idx]]
+    frame, label = frame_of_map[m_idx], label_of_map[m_idx]
     keys = [xyxy[:, j] for j in reversed(range(2 * d))]  # lexsort: the last key is primary
     order = np.lexsort(keys + [label, frame])
     xyxy_t = torch.from_numpy(xyxy[order].astype(np.float32)).to(device)
-    if parts[0][2] is not None:
-        score = torch.from_numpy(np.concatenate([p[2] for p in parts])[order].astype(np.float32)).to(device)
+    if scores is not None:
+        score = torch.from_numpy(scores[order].astype(np.float32)).to(device)
     else:
-        score = box_mean(maps, torch.from_numpy(m_idx[order]).to(device), xyxy_t)
+        assert job.maps is not None  # thresholded on the device: the scores come from the maps
+        score = box_mean(job.maps, torch.from_numpy(m_idx[order]).to(device), xyxy_t)
     return Boxes(xyxy_t, torch.from_numpy(frame[order]).to(device),
                  torch.from_numpy(label[order]).to(device), score)
 

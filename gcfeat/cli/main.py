@@ -5,7 +5,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "synth": ("gcfeat.data.synthetic", "write a synthetic surgical dataset in a real layout"),
+    "synth": ("gcfeat.cli.synthetic", "write a synthetic surgical dataset in a real layout"),
+    "mri-synth": ("gcfeat.cli.mri_synthetic", "write a synthetic MRI / CT dataset (--task)"),
     "train": ("gcfeat.cli.train", "train a task's classifier (--task, default surgical)"),
     "bbox": ("gcfeat.cli.bbox", "one frame, one class: heatmap + boxes figure"),
     "tune": ("gcfeat.cli.tune", "box quality against ground truth as the threshold T varies"),
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: gcfeat <command> [options]\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
-            print(f"  {name:<8} {help_}")
+            print(f"  {name:<9} {help_}")
         print("\n`gcfeat <command> --help` explains each one.")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",

@@ -14,8 +14,9 @@ from gcfeat.workflows.train import train
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gcfeat.tasks.train",
-        description="Train a task's classifier (single-label MRI tasks: cross-entropy, best "
-                    "epoch by validation accuracy; surgical: gcfeat.training.fit).")
+        description="Train a task's classifier with the one training loop, "
+                    "gcfeat.training.fit (single-label MRI tasks: cross-entropy, BatchNorm "
+                    "recalibration, best epoch by validation accuracy; surgical: BCE, mAP).")
     p.add_argument("--task", required=True, choices=TASK_NAMES)
     p.add_argument("--data", required=True, help="dataset folder (organ3d: folder or .npz)")
     p.add_argument("--synthetic", action="store_true",

@@ -1,9 +1,10 @@
 """`python -m gcfeat.train`: train a task's classifier (``--task``, default ``surgical``).
 
-``--task surgical``: the multi-label surgical instrument classifier, a thin layer over
-:func:`gcfeat.training.fit`. ``--task prostate|organ3d|alzheimer``: the single-label MRI
-classifiers through :func:`gcfeat.workflows.train.train` (cross-entropy, best epoch by
-validation accuracy) with the options of the same names. An option of one side given with the
+Every task trains with the one loop, :func:`gcfeat.training.fit`. ``--task surgical``: the
+multi-label surgical instrument classifier (:func:`gcfeat.workflows.train.train_surgical`,
+every fit option). ``--task prostate|organ3d|alzheimer``: the single-label MRI classifiers
+through :func:`gcfeat.workflows.train.train` (cross-entropy, best epoch by validation accuracy)
+with the options of the same names. An option of one side given with the
 other side's task is an error (exit 2), never silently ignored. Examples::
 
     python -m gcfeat.train --data data/demo --arch resnet50 --size 256x320 --epochs 8 \\
@@ -17,23 +18,23 @@ import argparse
 
 import torch
 
-from gcfeat.cli.common import add_debug, apply_task_options, debugging, run, task_flag
-from gcfeat.data.classes import SURGICAL_MEAN, SURGICAL_STD
+from gcfeat.cli.common import add_debug, apply_task_options, debugging, run
 from gcfeat.models.resnet import ARCHS
 from gcfeat.tasks import TASK_NAMES, get_task
+from gcfeat.tasks.surgical import SURGICAL
 from gcfeat.training import OPTIMIZERS, SCHEDULES
 from gcfeat.workflows.train import surgical_datasets, train, train_surgical
 
 #: ``{dest: default}`` of the options each side takes (see :func:`gcfeat.cli.apply_task_options`).
 TRAIN_SURGICAL = {
-    "data": None, "layout": "auto", "arch": "resnet50", "size": (256, 320), "epochs": 10,
+    "data": None, "layout": "auto", "arch": "resnet50", "size": SURGICAL.input_size, "epochs": 10,
     "batch_size": 16, "lr": 1e-3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4,
     "schedule": "plateau", "augment_flip": False, "dropout": 0.0, "weights": None,
-    "mean": SURGICAL_MEAN, "std": SURGICAL_STD, "workers": 2, "seed": 0, "out": "checkpoints",
+    "mean": SURGICAL.mean, "std": SURGICAL.std, "workers": 2, "seed": 0, "out": "checkpoints",
     "name": None, "log": None, "resume": False, "device": "auto", "channels_last": False,
     "quiet": False, "threads": None,
 }
-#: MRI options, all passed on to ``python -m gcfeat.tasks.train`` (None: the task's default).
+#: MRI options, all handed to :func:`gcfeat.workflows.train.train` (None: the task's default).
 TRAIN_MRI = {
     "data": None, "arch": None, "epochs": None, "lr": None, "batch_size": None,
     "optimizer": None, "seed": 0, "out": "checkpoints", "threads": None, "synthetic": False,
@@ -120,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local ImageNet state dict to start from (torchvision's .pth); "
                    "nothing is ever downloaded")
     s.add_argument("--mean", type=_floats3, default=S, metavar="R,G,B",
-                   help=f"input normalisation mean (default {','.join(map(str, SURGICAL_MEAN))})")
+                   help=f"input normalisation mean (default {','.join(map(str, SURGICAL.mean))})")
     s.add_argument("--std", type=_floats3, default=S, metavar="R,G,B",
-                   help=f"input normalisation std (default {','.join(map(str, SURGICAL_STD))})")
+                   help=f"input normalisation std (default {','.join(map(str, SURGICAL.std))})")
     s.add_argument("--workers", type=int, default=S, help="DataLoader worker processes (default 2)")
     s.add_argument("--name", default=S,
                    help="checkpoint name prefix (default: <layout>_<arch>)")
@@ -164,19 +165,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.n is not None and not args.synthetic:
         p.error("--n: sets the size of the --synthetic data; give --synthetic too")
     return args
-
-
-def mri_train_argv(args: argparse.Namespace) -> list[str]:
-    """The equivalent ``python -m gcfeat.tasks.train`` arguments of an MRI ``args`` (options
-    left unset are left out, so the task's defaults apply)."""
-    argv = ["--task", args.task]
-    for dest in ("data", "arch", "epochs", "lr", "batch_size", "optimizer", "seed", "out",
-                 "threads", "n"):
-        value = getattr(args, dest)
-        if value is not None:
-            argv += [task_flag(dest), str(value)]
-    argv += [task_flag(dest) for dest in ("synthetic", "balance") if getattr(args, dest)]
-    return argv
 
 
 def main(argv: list[str] | None = None) -> int:

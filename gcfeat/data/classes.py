@@ -44,6 +44,8 @@ CHOLEC80_TO_SURGICAL: dict[str, str] = {
 }
 SURGICAL_TO_CHOLEC80: dict[str, str] = {v: k for k, v in CHOLEC80_TO_SURGICAL.items()}
 
+#: Input size (H, W) the original surgical classifier was trained at (facts §1).
+SURGICAL_INPUT_SIZE: tuple[int, int] = (256, 320)
 #: Input normalisation of the surgical classifier (facts §1).
 SURGICAL_MEAN: tuple[float, float, float] = (0.4664, 0.3421, 0.3651)
 SURGICAL_STD: tuple[float, float, float] = (0.2030, 0.1825, 0.1965)

@@ -18,11 +18,11 @@ marks exactly the region that determines the label (so a CAM's localisation can 
   classes; the class sets the ventricle size (atrophy, T2-like contrast: CSF bright). Side files
   ``<split>_masks.npz`` (key ``masks``, uint8 ``(N, 128, 128)``, row-aligned) hold the ventricles.
 
-CLI: ``python -m gcfeat.data.mri_synthetic --task organ3d --out data/organ3d`` (see ``--help``).
+CLI: ``python -m gcfeat.data.mri_synthetic --task organ3d --out data/organ3d`` (see ``--help``;
+:mod:`gcfeat.cli.mri_synthetic`).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_organ3d", "write_prostate", "write_alzheimer", "ORGAN3D_LAYOUT", "main"]
+__all__ = ["write_organ3d", "write_prostate", "write_alzheimer", "ORGAN3D_LAYOUT"]
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -238,32 +238,6 @@ def write_alzheimer(out: str | os.PathLike, *, n_train: int = 400, n_test: int =
     return out
 
 
-# ---------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m gcfeat.data.mri_synthetic",
-        description="Write a synthetic MRI/CT dataset in a real file format with a planted, "
-                    "known cause of the label (and its ground-truth mask).")
-    p.add_argument("--task", required=True, choices=("organ3d", "prostate", "alzheimer"))
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=None,
-                   help="size: organ3d training volumes (val/test = n/6, n/3), prostate cases, "
-                        "alzheimer training rows (test = n/4)")
-    p.add_argument("--size", type=int, default=28, help="organ3d side: 28 or 64 (default 28)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.task == "organ3d":
-        n = a.n or 330
-        path = write_organ3d(a.out, n_train=n, n_val=max(n // 6, 11), n_test=max(n // 3, 11),
-                             size=a.size, seed=a.seed)
-    elif a.task == "prostate":
-        path = write_prostate(a.out, n_cases=a.n or 40, seed=a.seed)
-    else:
-        n = a.n or 400
-        path = write_alzheimer(a.out, n_train=n, n_test=max(n // 4, 4), seed=a.seed)
-    print(f"wrote {a.task} synthetic data to {path}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m gcfeat.data.mri_synthetic`: the CLI is gcfeat.cli.mri_synthetic
+    from gcfeat.cli.mri_synthetic import main
     raise SystemExit(main())

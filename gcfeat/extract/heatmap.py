@@ -33,6 +33,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from gcfeat import config
+
 from .base import Extractor, Features
 from .pooling import Layout, channel_group_mean, layout_dim, pooling_matrix
 from .recipe import FrameStatsMaps, Recipe, get_recipe
@@ -49,7 +51,7 @@ def heatmap_weights(heat: torch.Tensor, threshold: float, weighting: str = "heat
 
 
 def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch.Tensor,
-                     label: torch.Tensor, threshold: float = 0.3, weighting: str = "heat",
+                     label: torch.Tensor, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
                      layout: Layout = (512, 1, 1)) -> Tuple[torch.Tensor, torch.Tensor]:
     """Heatmap-weighted features of (frame, class) pairs.
 
@@ -122,7 +124,7 @@ SELECTIONS = ("threshold", "top1")
 
 
 def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str = "threshold",
-                     pred_threshold: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor]:
+                     pred_threshold: float = config.PRED_THRESHOLD) -> Tuple[torch.Tensor, torch.Tensor]:
     """The (frame, heat channel) pairs that get a heatmap row: ``(R,)`` each, sorted by frame.
 
     ``selection="threshold"`` (multi-label): every class with ``probs > pred_threshold``;
@@ -152,8 +154,8 @@ class HeatmapExtractor(Extractor):
 
     name = "m3"
 
-    def __init__(self, threshold: float = 0.3, weighting: str = "heat",
-                 pred_threshold: float = 0.5, layout: Layout = (512, 1, 1),
+    def __init__(self, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
+                 pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
                  level: str = "layer4", selection: str = "threshold", *,
                  recipe: "Recipe | str | None" = None, model=None,
                  frame_maps: Optional[FrameStatsMaps] = None) -> None:

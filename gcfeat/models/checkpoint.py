@@ -1,10 +1,11 @@
 """Classifier checkpoints: save with their metadata, load every form safely.
 
 A gcfeat checkpoint is a plain dict (tensors, str, numbers, lists, dicts only, so that
-``torch.load(path, weights_only=True)`` reads it)::
+``torch.load(path, weights_only=True)`` reads it), the same for every task::
 
     {"format": "gcfeat-checkpoint", "version": 1,
      "state_dict": {...},                      # keys as the model has them (fc.1.* with dropout)
+     "task": "surgical" | "organ3d" | ... | None,  # the task whose builder makes the model
      "arch": "resnet50", "num_classes": 11, "classes": ["bipolar_forceps", ...],
      "input_size": [256, 320], "mean": [...], "std": [...], "dropout": 0.0,
      "in_channels": 3, "norm": "batch",
@@ -15,7 +16,11 @@ A gcfeat checkpoint is a plain dict (tensors, str, numbers, lists, dicts only, s
 :func:`load_checkpoint` also reads the original system's forms: a bare state dict (often with
 ``module.`` prefixes from DataParallel, and ``fc.1.*`` keys for the dropout head) and the
 resume dict ``{epoch, model_state_dict, optimizer_state_dict, best_epoch, best_mAP, info_list}``.
-For those the architecture and class count are inferred from the keys and shapes; 11 outputs
+The single-label task checkpoints written before the one format
+(``{"format": "gcfeat-task-checkpoint", "task", "arch", "classes", "input_size", "state_dict",
+"meta"}``) load too. Models that are not torchvision ResNets (3D ResNets, the small CNNs) are
+built by their task (``build``; :meth:`gcfeat.tasks.Task.load_checkpoint`).
+For bare forms the architecture and class count are inferred from the keys and shapes; 11 outputs
 get :data:`~gcfeat.data.classes.SURGICAL_CLASSES`, 9 outputs (the original GC-A / GC-B models)
 :data:`~gcfeat.data.classes.MICCAI18_CLASSES_9` (8 tools, tissue at index 8).
 
@@ -32,7 +37,7 @@ import datetime as _dt
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,16 +45,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gcfeat.data.classes import MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
-from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
-    FORMAT,
-    CheckpointError,
-    _short,
-    _strip_module,
-    infer_arch,
-    NUMPY_SCALAR_DTYPES,
-    read_torch_file,
-    unwrap_state_dict,
+from gcfeat.data.classes import (
+    MICCAI18_CLASSES_9,
+    SURGICAL_CLASSES,
+    SURGICAL_INPUT_SIZE,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
 )
 from gcfeat.models.resnet import (
     ARCHS,
@@ -58,15 +59,23 @@ from gcfeat.models.resnet import (
     build_classifier,
     remap_head_keys,
 )
+from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
+    FORMAT,
+    NUMPY_SCALAR_DTYPES,
+    TASK_FORMAT,
+    CheckpointError,
+    _short,
+    _strip_module,
+    infer_arch,
+    read_torch_file,
+    unwrap_state_dict,
+)
 
 VERSION = 1
 
-#: Input size the surgical classifier was trained at, (H, W) (facts §1).
-SURGICAL_INPUT_SIZE: tuple[int, int] = (256, 320)
-
 #: Top-level keys :func:`save_checkpoint` writes itself; ``extra`` may not override them.
 _RESERVED = frozenset({
-    "format", "version", "state_dict", "arch", "num_classes", "classes", "input_size", "mean",
+    "format", "version", "state_dict", "task", "arch", "num_classes", "classes", "input_size", "mean",
     "std", "dropout", "in_channels", "norm", "meta", "epoch", "optimizer_state_dict",
     "scheduler_state_dict",
 })
@@ -76,11 +85,11 @@ _RESERVED = frozenset({
 class CheckpointInfo:
     """What a checkpoint file holds besides the weights.
 
-    One record for every task. ``form`` is ``"gcfeat"``, ``"state_dict"`` (bare, original
-    ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch, model_state_dict, ...}``) or
-    ``"task"`` (the single-label task checkpoint, :mod:`gcfeat.models.task_checkpoint`). For the
-    bare forms ``input_size``/``mean``/``std`` are the surgical defaults when K is 11 or 9 (the
-    original's class lists), else ``None``.
+    One record for every task. ``form`` is ``"gcfeat"`` (the one format), ``"state_dict"``
+    (bare, original ``*_best_checkpoint.pth.tar``), ``"resume"`` (original ``{epoch,
+    model_state_dict, ...}``) or ``"task"`` (the single-label task checkpoint of earlier gcfeat,
+    :mod:`gcfeat.models.task_checkpoint`). For the bare forms ``input_size``/``mean``/``std``
+    are the surgical defaults when K is 11 or 9 (the original's class lists), else ``None``.
     """
 
     path: str
@@ -96,10 +105,10 @@ class CheckpointInfo:
     norm: str = "batch"
     epoch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    #: the task of a task checkpoint (``form`` ``"task"``; :mod:`gcfeat.models.task_checkpoint`)
+    #: the task the file was written for (None: a plain ResNet file of no task)
     task: str | None = None
-    #: the file's own metadata as stored (task checkpoints: format, task, arch, classes,
-    #: input_size, meta), for mapping-style access
+    #: the file's own header as stored (format, task, arch, classes, input_size, meta, ...;
+    #: not the weights or the resume state), for mapping-style access
     stored: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key: str) -> Any:
@@ -225,22 +234,26 @@ def save_checkpoint(
     std: Sequence[float] | None,
     dropout: float = 0.0,
     meta: Mapping[str, Any] | None = None,
+    task: str | None = None,
     optimizer: torch.optim.Optimizer | Mapping | None = None,
     scheduler: Any = None,
     epoch: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s weights and metadata as a gcfeat checkpoint, atomically.
+    """Write ``model``'s weights and metadata as a gcfeat checkpoint, atomically (every task).
 
     Args:
         path: destination (``.pt``); parent folders are created.
         model: the classifier (a ``DataParallel`` wrapper is unwrapped).
         classes: K class names, in output order.
-        arch: ``"resnet50"`` / ``"resnet18"`` / ``"resnet34"``; checked against the weights.
-        input_size: (H, W) the model was trained at; mean/std: the input normalisation.
+        arch: the model name (``"resnet50"``, ``"resnet3d_18_slim"``, ``"baseline_cnn"``, ...);
+            checked against the weights when they are a torchvision ResNet's.
+        input_size: spatial size the model was trained at; mean/std: the input normalisation
+            (``None`` when the reader scales intensities itself).
         dropout: the head's dropout rate.
-        meta: training metadata (epochs, best mAP, seed, data path, ...); ``gcfeat_version``
+        meta: training metadata (epochs, best score, seed, data path, ...); ``gcfeat_version``
             and ``time`` are added.
+        task: the task that builds the model (``"organ3d"``; None for a plain ResNet file).
         optimizer, scheduler, epoch: resume state (``optimizer_state_dict``,
             ``scheduler_state_dict``, ``epoch``), optional.
         extra: further top-level entries (plain types), e.g. RNG states.
@@ -248,13 +261,44 @@ def save_checkpoint(
     Returns:
         the path written.
     """
-    from gcfeat import __version__
-
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
     state = _strip_module({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    desc = describe_state_dict(state, path)
-    if desc["arch"] != arch:
+    ckpt = _header(path, model, state, classes=classes, arch=arch, input_size=input_size,
+                   mean=mean, std=std, dropout=dropout, meta=meta, task=task)
+    ckpt.update(_resume_entries(optimizer, scheduler, epoch, extra))
+    return _write_atomic(Path(path), ckpt)
+
+
+def is_resnet2d(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` holds a torchvision (2D) ResNet (3D ResNets share its key names)."""
+    conv1 = state.get("conv1.weight")
+    return infer_arch(state) is not None and (conv1 is None or conv1.dim() == 4)
+
+
+def _describe_model(model: nn.Module, state: Mapping[str, torch.Tensor], path) -> dict[str, Any]:
+    """:func:`describe_state_dict` for torchvision ResNets; for any other model the arch is
+    the caller's and K the out_features of its last ``Linear``."""
+    if is_resnet2d(state):
+        return describe_state_dict(state, path)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not linears:
+        raise CheckpointError(f"save_checkpoint {path}: the model has no Linear head")
+    norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return {"arch": None, "num_classes": int(linears[-1].out_features), "dropout_head": False,
+            "in_channels": int(convs[0].in_channels) if convs else 0,
+            "norm": "batch" if norm else "none"}
+
+
+def _header(path, model, state, *, classes, arch, input_size, mean, std, dropout, meta,
+            task) -> dict[str, Any]:
+    """The checkpoint dict without the resume entries (layout in the module docstring)."""
+    from gcfeat import __version__
+
+    desc = _describe_model(model, state, path)
+    # a task's own arch names (prostate's "resnet18_nobn") are the task's to check
+    if desc["arch"] is not None and arch in ARCHS and desc["arch"] != arch:
         raise CheckpointError(f"save_checkpoint {path}: arch={arch!r} but the model is a {desc['arch']}")
     classes = [str(c) for c in classes]
     if len(classes) != desc["num_classes"]:
@@ -268,11 +312,12 @@ def save_checkpoint(
         "time": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     info_meta.update(meta or {})
-    ckpt: dict[str, Any] = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "state_dict": state,
-        "arch": arch,
+        "task": None if task is None else str(task),
+        "arch": str(arch),
         "num_classes": desc["num_classes"],
         "classes": classes,
         "input_size": [int(s) for s in input_size] if input_size is not None else None,
@@ -283,19 +328,26 @@ def save_checkpoint(
         "norm": desc["norm"],
         "meta": _plain(info_meta, "meta"),
     }
+
+
+def _resume_entries(optimizer, scheduler, epoch, extra) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if epoch is not None:
-        ckpt["epoch"] = int(epoch)
+        out["epoch"] = int(epoch)
     if optimizer is not None:
         sd = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
-        ckpt["optimizer_state_dict"] = _plain(sd, "optimizer")
+        out["optimizer_state_dict"] = _plain(sd, "optimizer")
     if scheduler is not None:
         sd = scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler
-        ckpt["scheduler_state_dict"] = _plain(sd, "scheduler")
+        out["scheduler_state_dict"] = _plain(sd, "scheduler")
     for key, value in (extra or {}).items():
         if key in _RESERVED:
             raise CheckpointError(f"save_checkpoint: extra key {key!r} is reserved")
-        ckpt[key] = _plain(value, key)
-    path = Path(path)
+        out[key] = _plain(value, key)
+    return out
+
+
+def _write_atomic(path: Path, ckpt: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -309,54 +361,48 @@ def save_checkpoint(
 
 # --------------------------------------------------------------------------------- loading
 
+#: ``(arch, task) -> fresh model`` for weights that are not a torchvision ResNet's (the task's
+#: model builder; :meth:`gcfeat.tasks.Task.load_checkpoint` passes it).
+ModelBuilder = Callable[[str, "str | None"], nn.Module]
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    *,
-    classes: Sequence[str] | None = None,
-    arch: str | None = None,
-    num_classes: int | None = None,
-    dropout: float | None = None,
-    map_location: str | torch.device = "cpu",
-) -> tuple[nn.Module, CheckpointInfo]:
-    """Build the classifier a checkpoint holds and load its weights (model in eval mode).
 
-    Args:
-        path: a gcfeat checkpoint, a bare state dict (``module.`` prefixes and ``fc.1.*``
-            dropout-head keys accepted) or an original resume dict (``model_state_dict``).
-        classes: expected class names; a different count (or, for gcfeat files, different
-            names) is an error. For bare files they name the outputs.
-        arch: expected architecture; a different one is an error.
-        num_classes: expected K; a different one is an error.
-        dropout: head dropout; ``None`` keeps the file's head form. ``0.0`` on a ``fc.1.*``
-            file gives a plain ``Linear`` head (same weights), ``> 0`` on a plain head wraps it.
-        map_location: device the model is moved to.
+@dataclass
+class _File:
+    """A read checkpoint: its weights, form and metadata header (empty for bare forms)."""
 
-    Returns:
-        ``(model, info)``.
+    raw: Any
+    state: dict[str, torch.Tensor]
+    form: str
+    header: dict[str, Any]
 
-    Raises:
-        CheckpointError: missing/corrupt/unsafe file, or a mismatch; the message says what the
-            file holds and what was asked.
-    """
+
+def _read(path: str | os.PathLike) -> _File:
+    """Safe read (missing / empty / truncated / pickled-code files refused) -> :class:`_File`;
+    the old task checkpoint (``gcfeat-task-checkpoint``) is form ``"task"``."""
     raw = read_torch_file(path)
-    state, form = unwrap_state_dict(raw, path)
-    desc = describe_state_dict(state, path)
-    held_arch, held_k = desc["arch"], desc["num_classes"]
-    header = raw if form == "gcfeat" else {}
+    if isinstance(raw, Mapping) and raw.get("format") == TASK_FORMAT:
+        state = raw.get("state_dict")
+        if not isinstance(state, Mapping) or not state:
+            raise CheckpointError(f"checkpoint {path}: the task form holds no state dict")
+        state, form = unwrap_state_dict({"state_dict": state}, path)[0], "task"
+    else:
+        state, form = unwrap_state_dict(raw, path)
+    header = {k: v for k, v in raw.items() if k != "state_dict"} if form in ("gcfeat", "task") else {}
     if form == "gcfeat" and int(raw.get("version", 0)) > VERSION:
         raise CheckpointError(
             f"checkpoint {path}: format version {raw['version']} was written by a newer gcfeat; "
             f"this one reads version <= {VERSION}"
         )
-    if form == "gcfeat" and header.get("arch") not in (None, held_arch):
-        raise CheckpointError(
-            f"checkpoint {path}: header says {header['arch']} but the weights are {held_arch}"
-        )
+    check_finite_state(state, path)
+    return _File(raw, state, form, header)
 
+
+def _check_request(path, f: _File, held_arch: str, held_k: int, *, task, arch, num_classes,
+                   classes) -> list[str]:
+    """Compare the file with what the caller asked for; the class names to use."""
     if arch is not None and arch != held_arch:
         raise CheckpointError(f"checkpoint {path}: holds {held_arch} weights, asked for {arch}")
-    held_classes = [str(c) for c in header.get("classes") or []]
+    held_classes = [str(c) for c in f.header.get("classes") or []]
     if held_classes and len(held_classes) != held_k:
         raise CheckpointError(
             f"checkpoint {path}: lists {len(held_classes)} classes but its head has {held_k} outputs"
@@ -380,32 +426,15 @@ def load_checkpoint(
                 "(same count, different names or order)"
             )
     if held_classes:
-        final_classes = held_classes
-    elif classes is not None:
-        final_classes = classes
-    elif original:
-        final_classes = list(original)
-    else:
-        final_classes = [f"class_{i}" for i in range(held_k)]
+        return held_classes
+    if classes is not None:
+        return classes
+    return list(original) if original else [f"class_{i}" for i in range(held_k)]
 
-    if dropout is None:
-        if desc["dropout_head"]:
-            dropout = float(header.get("dropout") or 0.0) or DEFAULT_HEAD_DROPOUT
-        else:
-            dropout = 0.0
-    # Built on the meta device (no random init: every value comes from the file), then
-    # materialised on the CPU; whatever the file lacks is an error below.
-    with torch.device("meta"):
-        model = build_classifier(
-            held_arch, held_k, dropout=dropout, in_channels=desc["in_channels"], norm=desc["norm"]
-        )
-    model.to_empty(device="cpu")
-    with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
-        for name, buf in model.named_buffers():
-            if name.endswith("num_batches_tracked"):
-                buf.zero_()
-    check_finite_state(state, path)
-    state = remap_head_keys(state, dropout > 0)
+
+def _load_weights(path, model: nn.Module, state, held_arch: str, held_k: int) -> None:
+    """``model.load_state_dict(state)``; missing / unexpected / mis-shaped keys are summarised in
+    a :class:`CheckpointError` (BatchNorm step counters may be missing: very old files)."""
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -422,37 +451,136 @@ def load_checkpoint(
             f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
             + "; ".join(parts)
         )
+
+
+def _resnet_from_file(path, f: _File, desc: dict, dropout: float | None) -> tuple[nn.Module, float]:
+    """The torchvision ResNet of ``f`` (weights loaded; head form per ``dropout``)."""
+    if dropout is None:
+        if desc["dropout_head"]:
+            dropout = float(f.header.get("dropout") or 0.0) or DEFAULT_HEAD_DROPOUT
+        else:
+            dropout = 0.0
+    # Built on the meta device (no random init: every value comes from the file), then
+    # materialised on the CPU; whatever the file lacks is an error below.
+    with torch.device("meta"):
+        model = build_classifier(desc["arch"], desc["num_classes"], dropout=dropout,
+                                 in_channels=desc["in_channels"], norm=desc["norm"])
+    model.to_empty(device="cpu")
+    with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
+        for name, buf in model.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buf.zero_()
+    state = remap_head_keys(f.state, dropout > 0)
+    _load_weights(path, model, state, desc["arch"], desc["num_classes"])
+    return model, float(dropout)
+
+
+def _model_from_file(path, f: _File, build: ModelBuilder | None,
+                     dropout: float | None) -> tuple[nn.Module, str, int, dict, float]:
+    """``(model, arch, K, description, dropout)``: a torchvision ResNet whose file names no other
+    arch is rebuilt from its keys; anything else by ``build(arch, task)``."""
+    header_arch = f.header.get("arch")
+    resnet = is_resnet2d(f.state) and header_arch in (None, *ARCHS)
+    if resnet:
+        desc = describe_state_dict(f.state, path)
+        if header_arch not in (None, desc["arch"]):
+            raise CheckpointError(
+                f"checkpoint {path}: header says {header_arch} but the weights are {desc['arch']}")
+        model, dropout = _resnet_from_file(path, f, desc, dropout)
+        return model, desc["arch"], desc["num_classes"], desc, dropout
+    if header_arch is None:
+        describe_state_dict(f.state, path)  # raises: not ResNet weights
+    task = f.header.get("task")
+    if build is None:
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {header_arch} model of task {task!r}; load it with "
+            f"gcfeat.tasks.get_task({task!r}).load_checkpoint(path)")
+    model = build(str(header_arch), task)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    held_k = int(linears[-1].out_features) if linears else len(f.header.get("classes") or [])
+    _load_weights(path, model, f.state, str(header_arch), held_k)
+    desc = {"in_channels": int(f.header.get("in_channels") or 0),
+            "norm": str(f.header.get("norm") or "")}
+    return model, str(header_arch), held_k, desc, 0.0
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    dropout: float | None = None,
+    task: str | None = None,
+    build: ModelBuilder | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, CheckpointInfo]:
+    """Build the classifier a checkpoint holds and load its weights (model in eval mode).
+
+    One loader for every task and every form: the gcfeat checkpoint (any task), the old
+    single-label task checkpoint (``gcfeat-task-checkpoint``), a bare state dict (``module.``
+    prefixes and ``fc.1.*`` dropout-head keys accepted) and the original resume dict
+    (``model_state_dict``). Every file goes through the same checks: safe read (missing, empty,
+    truncated and pickled-code files are refused), finite weights, task, arch and class count.
+
+    Args:
+        path: the checkpoint file.
+        classes: expected class names; a different count (or, for files that list names,
+            different names) is an error. For bare files they name the outputs.
+        arch: expected architecture; a different one is an error.
+        num_classes: expected K; a different one is an error.
+        dropout: ResNet head dropout; ``None`` keeps the file's head form. ``0.0`` on a
+            ``fc.1.*`` file gives a plain ``Linear`` head (same weights), ``> 0`` wraps a plain one.
+        task: expected task; a file written for another task is an error.
+        build: ``(arch, task) -> model`` for models that are not torchvision ResNets (the
+            task's builder; :meth:`gcfeat.tasks.Task.load_checkpoint` passes it).
+        map_location: device the model is moved to.
+
+    Returns:
+        ``(model, info)``.
+
+    Raises:
+        CheckpointError: missing/corrupt/unsafe file, non-finite weights, or a mismatch; the
+            message says what the file holds and what was asked.
+    """
+    f = _read(path)
+    if task is not None and f.header.get("task") not in (None, task):
+        raise CheckpointError(f"checkpoint {path}: a {f.header['task']!r} checkpoint, expected "
+                              f"task {task!r}")
+    model, held_arch, held_k, desc, dropout = _model_from_file(path, f, build, dropout)
+    final_classes = _check_request(path, f, held_arch, held_k, task=task, arch=arch,
+                                   num_classes=num_classes, classes=classes)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     model.eval()
+    return model, _info(path, f, held_arch, held_k, final_classes, desc, dropout)
 
-    surgical = held_k in ORIGINAL_CLASSES
-    input_size = header.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical and form != "gcfeat" else None)
-    mean = header.get("mean") or (list(SURGICAL_MEAN) if surgical and form != "gcfeat" else None)
-    std = header.get("std") or (list(SURGICAL_STD) if surgical and form != "gcfeat" else None)
+
+def _info(path, f: _File, arch: str, k: int, classes, desc: dict, dropout: float) -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of a loaded file (the bare surgical forms get the original
+    input size and normalisation)."""
+    h, bare = f.header, f.form in ("state_dict", "resume")
+    surgical = bare and k in ORIGINAL_CLASSES
+    input_size = h.get("input_size") or (list(SURGICAL_INPUT_SIZE) if surgical else None)
+    mean = h.get("mean") or (list(SURGICAL_MEAN) if surgical else None)
+    std = h.get("std") or (list(SURGICAL_STD) if surgical else None)
     _check_normalisation(mean, std, path)
-    if form == "resume":
-        meta = {k: _numpy_to_python(raw[k]) for k in ("epoch", "best_epoch", "best_mAP")
-                if k in raw}
+    if f.form == "resume":
+        meta = {key: _numpy_to_python(f.raw[key]) for key in ("epoch", "best_epoch", "best_mAP")
+                if key in f.raw}
     else:
-        meta = dict(header.get("meta") or {})
-    epoch = raw.get("epoch") if isinstance(raw.get("epoch"), int) else None
-    info = CheckpointInfo(
-        path=str(path),
-        form=form,
-        arch=held_arch,
-        num_classes=held_k,
-        classes=tuple(final_classes),
+        meta = dict(h.get("meta") or {})
+    epoch = f.raw.get("epoch") if isinstance(f.raw.get("epoch"), int) else meta.get("epoch")
+    stored = {key: v for key, v in h.items()
+              if key not in ("optimizer_state_dict", "scheduler_state_dict", "train_state", "rng")}
+    return CheckpointInfo(
+        path=str(path), form=f.form, arch=arch, num_classes=k, classes=tuple(classes),
         dropout=float(dropout),
         input_size=tuple(int(s) for s in input_size) if input_size else None,
         mean=tuple(float(m) for m in mean) if mean else None,
         std=tuple(float(s) for s in std) if std else None,
-        in_channels=desc["in_channels"],
-        norm=desc["norm"],
-        epoch=epoch,
-        meta=meta,
-    )
-    return model, info
+        in_channels=desc["in_channels"], norm=desc["norm"], epoch=epoch, meta=meta,
+        task=h.get("task"), stored=stored)
 
 
 def _names(names: Sequence[str] | None, show: int = 12) -> str:

@@ -1,80 +1,53 @@
-"""The task checkpoint of the single-label tasks (prostate, organ3d, alzheimer).
+"""The single-label task checkpoint of gcfeat before there was one format (read only).
 
-Written by :func:`save_task_checkpoint` (``<out>/<task>_<arch>_best.pt``), read with
-``torch.load(weights_only=True)``::
+Older runs of prostate / organ3d / alzheimer wrote ``<out>/<task>_<arch>_best.pt`` as::
 
     {"format": "gcfeat-task-checkpoint", "task": "organ3d", "arch": "resnet3d_18",
      "classes": [...], "input_size": [28, 28, 28], "state_dict": {...}, "meta": {...}}
 
-Building the model from ``arch`` is the task's job (:meth:`gcfeat.tasks.Task.load_checkpoint`);
-this module only reads and writes the file.
+Every task now writes the gcfeat checkpoint (:func:`gcfeat.models.checkpoint.save_checkpoint`
+with ``task=``), and :func:`gcfeat.models.checkpoint.load_checkpoint` reads both forms.
+:func:`save_task_checkpoint` is kept for callers of the old name: it writes the one format.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from gcfeat.models.checkpoint import CheckpointError, CheckpointInfo
-from gcfeat.models.torch_files import read_torch_file
+from gcfeat.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from gcfeat.models.torch_files import FORMAT as GCFEAT_FORMAT
+from gcfeat.models.torch_files import TASK_FORMAT as FORMAT
 
-__all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint",
-           "task_checkpoint_info"]
-
-FORMAT = "gcfeat-task-checkpoint"
+__all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint"]
 
 
 def save_task_checkpoint(path: str | os.PathLike, model: nn.Module, task, arch: str,
                          meta: dict | None = None, input_size=None) -> Path:
-    """Write a task checkpoint (format in the module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    blob = {"format": FORMAT, "task": task.name, "arch": arch, "classes": list(task.classes),
-            "input_size": list(input_size or task.input_size), "state_dict": state,
-            "meta": json.loads(json.dumps(meta or {}, default=str))}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``model`` of ``task`` as a gcfeat checkpoint (the one format, ``task`` set)."""
+    return save_checkpoint(path, model, classes=task.classes, arch=arch,
+                           input_size=input_size or task.input_size, mean=task.mean,
+                           std=task.std, meta=meta, task=task.name)
 
 
 def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
                          map_location="cpu") -> dict:
-    """The task checkpoint at ``path`` as a dict (weights under ``state_dict``).
+    """The raw dict of a task's checkpoint (either form; weights under ``state_dict``).
 
-    ``task`` (optional) must match the file's task; a missing file, another format or another
-    task raise :class:`CheckpointError` (a ``ValueError``).
+    ``task`` (optional) must match the file's task; a missing file, a file of no task or
+    another task raise :class:`CheckpointError` (a ``ValueError``).
     """
-    path = Path(path)
-    blob = read_torch_file(path)          # missing / empty / truncated / pickled code: named
+    blob = read_checkpoint(path)
     if not is_task_checkpoint(blob):
-        raise CheckpointError(f"checkpoint {path}: not a gcfeat task checkpoint (expected a "
-                              f"dict with format={FORMAT!r}; surgical checkpoints load with "
-                              "gcfeat.models.load_checkpoint)")
-    if task is not None and blob.get("task") != task:
-        raise CheckpointError(f"checkpoint {path}: a {blob.get('task')!r} checkpoint, expected "
-                              f"task {task!r}")
+        raise CheckpointError(f"{path}: not a gcfeat checkpoint of a task (expected a dict with "
+                              f"format {FORMAT!r} or {GCFEAT_FORMAT!r} and a task name)")
+    if task is not None and blob["task"] != task:
+        raise CheckpointError(f"{path}: a {blob['task']!r} checkpoint, expected task {task!r}")
     return blob
 
 
 def is_task_checkpoint(blob) -> bool:
-    """Whether a loaded file is a task checkpoint."""
-    return isinstance(blob, dict) and blob.get("format") == FORMAT
-
-
-def task_checkpoint_info(path: str | os.PathLike, blob: dict) -> CheckpointInfo:
-    """The :class:`~gcfeat.models.checkpoint.CheckpointInfo` of a read task checkpoint; the
-    file's keys stay reachable as ``info["arch"]``, ``info["meta"]``, ..."""
-    stored = {k: v for k, v in blob.items() if k != "state_dict"}
-    meta = dict(stored.get("meta") or {})
-    size = stored.get("input_size")
-    return CheckpointInfo(path=str(path), form="task", arch=stored["arch"],
-                          num_classes=len(stored["classes"]),
-                          classes=tuple(stored["classes"]), dropout=0.0,
-                          input_size=None if size is None else tuple(size),
-                          in_channels=0, norm="", epoch=meta.get("epoch"), meta=meta,
-                          task=stored["task"], stored=stored)
+    """Whether a loaded file names its task (the old task form or a gcfeat file with ``task``)."""
+    return (isinstance(blob, dict) and blob.get("format") in (FORMAT, GCFEAT_FORMAT)
+            and bool(blob.get("task")))

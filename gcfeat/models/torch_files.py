@@ -15,9 +15,11 @@ import torch
 
 from gcfeat.errors import GcfeatError
 
-__all__ = ["CheckpointError", "FORMAT", "read_torch_file", "unwrap_state_dict", "infer_arch"]
+__all__ = ["CheckpointError", "FORMAT", "TASK_FORMAT", "read_torch_file", "unwrap_state_dict", "infer_arch"]
 
 FORMAT = "gcfeat-checkpoint"
+#: The single-label task checkpoint written before there was one format (read, never written).
+TASK_FORMAT = "gcfeat-task-checkpoint"
 
 
 class CheckpointError(GcfeatError):

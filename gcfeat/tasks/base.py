@@ -3,17 +3,16 @@ task) and the registry (:func:`register_task`, :func:`get_task`)."""
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from gcfeat import config
 from gcfeat.errors import GcfeatError
-from gcfeat.models.checkpoint import CheckpointError, CheckpointInfo, check_finite_state
-from gcfeat.models.task_checkpoint import read_task_checkpoint, task_checkpoint_info
+from gcfeat.models.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 
 __all__ = ["Task", "TaskError", "register_task", "unregister_task", "get_task", "task_names", "tasks",
            "load_task_checkpoint"]
@@ -107,13 +106,18 @@ class Task:
 
     def load_checkpoint(self, path: str | os.PathLike,
                         map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
-        """``(model in eval mode, info)`` from a checkpoint of this task (any format the task
-        reads: the gcfeat / original surgical forms, or the task checkpoint of
-        :mod:`gcfeat.models.task_checkpoint`); ``info`` is one
-        :class:`~gcfeat.models.checkpoint.CheckpointInfo` for every task."""
+        """``(model in eval mode, info)`` from a checkpoint of this task, through the one loader
+        (:func:`gcfeat.models.checkpoint.load_checkpoint`: the gcfeat format of every task, the
+        old task checkpoints, the original surgical forms; every check). A file written for
+        another task, or with another class count, is a ``CheckpointError``."""
         if self._load is not None:
             return self._load(path, self, map_location)
-        return load_task_checkpoint(path, self, map_location)
+        return load_checkpoint(path, task=self.name, num_classes=self.num_classes,
+                               build=self._build_for_checkpoint, map_location=map_location)
+
+    def _build_for_checkpoint(self, arch: str, task: str | None) -> nn.Module:
+        """The loader's model builder: a fresh ``arch`` of this task."""
+        return self.build_model(arch)
 
     @property
     def val_split(self) -> str:
@@ -155,7 +159,7 @@ def unregister_task(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def get_task(name: "str | Task") -> Task:
+def get_task(name: str | Task) -> Task:
     """The :class:`Task` called ``name`` (a Task is returned as it is)."""
     if isinstance(name, Task):
         return name
@@ -174,31 +178,12 @@ def tasks() -> dict[str, Task]:
     return dict(_REGISTRY)
 
 
-def load_task_checkpoint(path: str | os.PathLike, task: "str | Task | None" = None,
+def load_task_checkpoint(path: str | os.PathLike, task: str | Task | None = None,
                          map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
-    """Read a task checkpoint -> ``(model in eval mode, CheckpointInfo)``; the
-    model is built by the file's task. ``task`` (optional) must match the file's task."""
+    """Load a task's checkpoint -> ``(model in eval mode, CheckpointInfo)``; the model is built
+    by the task the file names. ``task`` (optional) must match the file's task."""
     name = task.name if isinstance(task, Task) else task
-    blob = read_task_checkpoint(path, name, map_location=map_location)
-    try:
-        t = get_task(blob["task"])
-        state = dict(blob["state_dict"])
-        model = t.build_model(blob["arch"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: malformed task checkpoint ({type(e).__name__}: "
-                              f"{e}); expected task, arch and state_dict entries") from None
-    held = [str(c) for c in blob.get("classes") or []]
-    if held and len(held) != t.num_classes:
-        raise CheckpointError(f"checkpoint {path}: {len(held)} classes {held}, but task {t.name} "
-                              f"has {t.num_classes} classes {list(t.classes)}")
-    check_finite_state(state, path)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
-        what = f"wrong shape: {', '.join(sizes[:4])}" if sizes else str(e).splitlines()[0][:200]
-        raise CheckpointError(f"checkpoint {path}: weights do not fit a {t.name} {blob['arch']} "
-                              f"with {t.num_classes} classes ({what})") from None
-    model.to(map_location)
-    model.eval()
-    return model, task_checkpoint_info(path, blob)
+    held = read_checkpoint(path).get("task")
+    if name is not None and held not in (None, name):
+        raise TaskError(f"{path}: a {held!r} checkpoint, expected task {name!r}")
+    return get_task(held or name or "surgical").load_checkpoint(path, map_location=map_location)

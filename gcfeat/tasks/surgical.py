@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from gcfeat.data import build_dataset
-from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
+from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_INPUT_SIZE, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.data.synthetic import write_miccai18
 from gcfeat.models import build_classifier, load_checkpoint
 from gcfeat.tasks.base import Task
@@ -29,12 +29,13 @@ def _synthetic(out, **kw) -> Path:
 
 def _load(path: str | os.PathLike, task: Task, map_location="cpu"):
     """Every surgical form: gcfeat, bare / ``module.`` / ``fc.1`` state dicts, resume dicts."""
-    model, info = load_checkpoint(path, map_location=map_location)
+    # no class count asked: the original 9-class models (MICCAI18_CLASSES_9) load too
+    model, info = load_checkpoint(path, task=task.name, map_location=map_location)
     return model.eval(), info
 
 
 SURGICAL = Task(
-    "surgical", SURGICAL_CLASSES, "multilabel", 2, (256, 320), 3, "resnet50",
+    "surgical", SURGICAL_CLASSES, "multilabel", 2, SURGICAL_INPUT_SIZE, 3, "resnet50",
     ("resnet50", "resnet18", "resnet34"), SURGICAL_MEAN, SURGICAL_STD,
     "RGB / 255 then mean/std normalisation", ("train", "val"),
     _model, _dataset, lambda m: m.layer4[-1], _synthetic,

@@ -1,22 +1,24 @@
 """Train a task's classifier (``gcfeat train``, ``python -m gcfeat.tasks.train``).
 
-Multi-label tasks (surgical) train with :func:`gcfeat.training.fit` (BCE, mAP, resumable
-checkpoints in the gcfeat format); single-label tasks with
-:func:`gcfeat.training.train_classifier` (cross-entropy, BatchNorm recalibration, best epoch by
-validation accuracy, a task checkpoint). Unset options take the task's ``defaults``.
+Every task trains with the one loop, :func:`gcfeat.training.fit`: multi-label tasks (surgical)
+with its multi-label objective (BCE, mAP, re-seeded every epoch, resumable), single-label tasks
+with the single-label recipe (:func:`gcfeat.training.single_label_options`: cross-entropy,
+BatchNorm recalibration, seeded once, best epoch by validation accuracy). Every task's
+checkpoint is the one gcfeat format. Unset options take the task's ``defaults``.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from gcfeat import data as data_stage  # attribute lookups at call time (tests patch them)
-from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.models import build_classifier
 from gcfeat.tasks import Task, get_task
-from gcfeat.training import fit, seed_everything, train_classifier
+from gcfeat.tasks.surgical import SURGICAL
+from gcfeat.training import fit, seed_everything, single_label_options
 
 __all__ = ["TrainOutcome", "write_synthetic_if_missing", "train", "surgical_datasets",
            "train_surgical"]
@@ -63,7 +65,9 @@ def train(task: str | Task, data: str | os.PathLike, *, arch: str | None = None,
 
     ``synthetic``: write the task's synthetic data first when ``data`` is empty (``n`` items).
     ``balance``: prostate only, subsample negative training slices. ``say`` prints the
-    progress lines (what was written, the sample counts) as they happen.
+    progress lines (what was written, the sample counts) as they happen. The generators are
+    seeded from ``seed`` before the model is built, so its initial weights (and the run) depend
+    on ``seed`` only, not on what the process drew before.
     """
     t = get_task(task)
     d = t.defaults
@@ -75,24 +79,27 @@ def train(task: str | Task, data: str | os.PathLike, *, arch: str | None = None,
         say(f"wrote synthetic {t.name} data to {data}")
     if t.kind == "multilabel":
         train_set, val_set = t.build_dataset(data, "train"), t.build_dataset(data, "val")
+        seed_everything(seed)
         r = fit(t.build_model(arch), train_set, val_set, epochs=epochs, lr=lr, batch_size=bs,
                 optimizer=opt, out_dir=out, name=f"{t.name}_{arch}", arch=arch, seed=seed,
-                classes=t.classes, mean=t.mean, std=t.std)
-        return TrainOutcome(t.name, arch, r.checkpoint, "mAP", r.best_map, r.history,
+                classes=t.classes, mean=t.mean, std=t.std, task=t.name)
+        return TrainOutcome(t.name, arch, r.checkpoint, "mAP", r.best_score, r.history,
                             len(train_set), len(val_set), wrote)
     extra = {"balance": True, "seed": seed} if balance else {}
     train_set = t.build_dataset(data, "train", **extra)
     val_set = t.build_dataset(data, t.val_split)
     say(f"{t.name}: {len(train_set)} training / {len(val_set)} validation samples, model {arch}")
-    r = train_classifier(t.build_model(arch), train_set, val_set, task=t, arch=arch,
-                         out_dir=out, epochs=epochs, lr=lr, batch_size=bs, optimizer=opt,
-                         seed=seed, progress=progress)
-    return TrainOutcome(t.name, arch, r["checkpoint"], "accuracy", r["best_accuracy"],
-                        r["history"], len(train_set), len(val_set), wrote)
+    seed_everything(seed)
+    r = fit(t.build_model(arch), train_set, val_set, **single_label_options(
+                task=t, arch=arch, seed=seed),
+            out_dir=out, epochs=epochs, lr=lr, batch_size=bs, optimizer=opt, device="cpu",
+            progress=progress)
+    return TrainOutcome(t.name, arch, r.checkpoint, "accuracy", r.best_score, r.history,
+                        len(train_set), len(val_set), wrote)
 
 
 def surgical_datasets(data: str | os.PathLike, layout: str = "auto",
-                      size: Sequence[int] = (256, 320), mean=SURGICAL_MEAN, std=SURGICAL_STD):
+                      size: Sequence[int] = SURGICAL.input_size, mean=SURGICAL.mean, std=SURGICAL.std):
     """``(layout, train_set, val_set)`` of a surgical folder (layout detected when ``auto``)."""
     layout = data_stage.detect_layout(data) if layout == "auto" else layout
     kw = dict(size=size, mean=mean, std=std)
@@ -101,7 +108,7 @@ def surgical_datasets(data: str | os.PathLike, layout: str = "auto",
 
 
 def train_surgical(train_set, val_set, *, arch: str = "resnet50",
-                   size: Sequence[int] = (256, 320), mean=SURGICAL_MEAN, std=SURGICAL_STD,
+                   size: Sequence[int] = SURGICAL.input_size, mean=SURGICAL.mean, std=SURGICAL.std,
                    dropout: float = 0.0, weights: str | None = None, seed: int = 0,
                    name: str = "model", log: str | None = None, workers: int = 2,
                    quiet: bool = False, meta: dict | None = None, **fit_options):
@@ -109,8 +116,8 @@ def train_surgical(train_set, val_set, *, arch: str = "resnet50",
     :func:`gcfeat.training.fit` with every option it takes (schedule, momentum, resume, ...);
     returns its :class:`~gcfeat.training.TrainResult`."""
     seed_everything(seed)
-    model = build_classifier(arch, num_classes=len(SURGICAL_CLASSES), dropout=dropout,
+    model = build_classifier(arch, num_classes=SURGICAL.num_classes, dropout=dropout,
                              weights=weights)
     return fit(model, train_set, val_set, num_workers=workers, seed=seed, name=name,
-               classes=SURGICAL_CLASSES, arch=arch, input_size=size, mean=mean, std=std,
+               classes=SURGICAL.classes, task=SURGICAL.name, arch=arch, input_size=size, mean=mean, std=std,
                meta=meta, log_csv=log, progress=not quiet, verbose=not quiet, **fit_options)

@@ -102,19 +102,47 @@ def test_train_task_organ3d_writes_a_checkpoint_that_loads(organ, tmp_path, caps
     assert model(torch.rand(1, 1, 28, 28, 28)).shape == (1, 11)
 
 
-def test_train_task_options_are_handed_over_by_name():
-    args = train.parse_args(["--task", "prostate", "--data", "d", "--arch", "resnet34_nobn",
-                             "--epochs", "2", "--lr", "0.01", "--batch-size", "4", "--optimizer",
-                             "sgd", "--out", "o", "--threads", "1", "--synthetic", "--n", "6",
-                             "--balance"])
-    assert train.mri_train_argv(args) == [
-        "--task", "prostate", "--data", "d", "--arch", "resnet34_nobn", "--epochs", "2",
-        "--lr", "0.01", "--batch-size", "4", "--optimizer", "sgd", "--seed", "0", "--out", "o",
-        "--threads", "1", "--n", "6", "--synthetic", "--balance"]
-    # unset options stay unset: the task's defaults apply in gcfeat.tasks.train
-    args = train.parse_args(["--task", "alzheimer", "--data", "d"])
-    assert train.mri_train_argv(args) == ["--task", "alzheimer", "--data", "d", "--seed", "0",
-                                          "--out", "checkpoints"]
+def test_train_task_options_are_handed_over_by_name(monkeypatch, tmp_path, capsys):
+    """`gcfeat.train --task <MRI>` hands its options to the one training loop with the
+    single-label recipe; unset options take the task's defaults."""
+    from types import SimpleNamespace
+
+    from gcfeat.tasks import Task
+    from gcfeat.workflows import train as train_workflow
+
+    calls, datasets = [], []
+
+    def fake_fit(model, train_set, val_set, **options):
+        calls.append((model, options))
+        return SimpleNamespace(checkpoint=tmp_path / "ck.pt", best_score=0.5, history=[])
+
+    def fake_dataset(self, root, split, **kw):
+        datasets.append((self.name, split, kw))
+        return [None] * 4
+
+    monkeypatch.setattr(train_workflow, "fit", fake_fit)
+    monkeypatch.setattr(Task, "build_dataset", fake_dataset)
+    threads = torch.get_num_threads()
+    rc = train.main(["--task", "prostate", "--data", str(tmp_path), "--arch", "resnet34_nobn",
+                     "--epochs", "2", "--lr", "0.01", "--batch-size", "4", "--optimizer", "sgd",
+                     "--out", str(tmp_path / "o"), "--threads", "1", "--balance"])
+    torch.set_num_threads(threads)
+    assert rc == 0 and "best validation accuracy 0.5000" in capsys.readouterr().out
+    model, o = calls[-1]
+    assert {k: o[k] for k in ("epochs", "lr", "batch_size", "optimizer", "out_dir", "seed",
+                              "arch", "task")} == {
+        "epochs": 2, "lr": 0.01, "batch_size": 4, "optimizer": "sgd",
+        "out_dir": str(tmp_path / "o"), "seed": 0, "arch": "resnet34_nobn", "task": "prostate"}
+    assert (o["loss"], o["recalibrate_bn"], o["seeding"]) == ("ce", True, "once")
+    assert len(model.layer3) == 6 and not any(isinstance(m, torch.nn.BatchNorm2d)
+                                              for m in model.modules())   # resnet34, no BN
+    assert datasets[0] == ("prostate", "train", {"balance": True, "seed": 0})
+    # unset options stay unset: the task's defaults apply
+    assert train.main(["--task", "alzheimer", "--data", str(tmp_path)]) == 0
+    d = get_task("alzheimer").defaults
+    assert {k: calls[-1][1][k] for k in ("epochs", "lr", "batch_size", "optimizer")} == {
+        k: d[k] for k in ("epochs", "lr", "batch_size", "optimizer")}
+    assert calls[-1][1]["out_dir"] == "checkpoints" and calls[-1][1]["arch"] == "baseline_cnn"
 
 
 def test_train_surgical_defaults_unchanged():

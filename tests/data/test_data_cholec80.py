@@ -11,7 +11,8 @@ from gcfeat.data import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES,
                          Cholec80Dataset, DataError, build_dataset, cholec80_splits,
                          detect_layout, make_loader, read_frames, write_cholec80)
 from gcfeat.data.cholec80 import read_tool_annotation
-from gcfeat.data.synthetic import CHOLEC80_CLASSES, dataset_videos, main
+from gcfeat.cli.synthetic import main
+from gcfeat.data.synthetic import CHOLEC80_CLASSES, dataset_videos
 from gcfeat.data.video import iter_frames
 
 SIZE = (64, 80)

@@ -12,7 +12,8 @@ from gcfeat.data import (MICCAI18_TOOLS, SURGICAL_CLASSES, TISSUE, DataError, Mi
                          RandomHorizontalFlip, build_dataset, collate, detect_layout, generate_video,
                          make_loader, miccai18_splits, write_miccai18)
 from gcfeat.data.miccai18 import read_gt_bbox, read_tool_annotation
-from gcfeat.data.synthetic import dataset_videos, main
+from gcfeat.cli.synthetic import main
+from gcfeat.data.synthetic import dataset_videos
 from gcfeat.data.transforms import hflip_sample
 
 SIZE = (64, 80)

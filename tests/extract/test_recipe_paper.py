@@ -522,7 +522,7 @@ def test_paper_refuses_frames_prepared_for_the_default(setup, tmp_path):
 
 def test_cli_recipe_paper(tmp_path):
     """``--recipe paper``: frames prepared with the extraction constants and PIL; MRI refused."""
-    from gcfeat.data.synthetic import main as synth
+    from gcfeat.cli.synthetic import main as synth
     from gcfeat.extract.__main__ import main as extract
     from gcfeat.models import save_checkpoint
 

@@ -28,6 +28,10 @@ SHIMS = {"gcfeat.__main__", "gcfeat.train", "gcfeat.bbox", "gcfeat.tune", "gcfea
          "gcfeat.evaluate", "gcfeat.demo", "gcfeat.tasks.train", "gcfeat.extract.__main__",
          "gcfeat.report.__main__"}
 SHIM_RANK = 8
+#: library modules that are also `python -m` entry points: their ``if __name__ == "__main__":``
+#: guard (run only as the entry point, never on import) may import this one CLI module.
+ENTRY_GUARDS = {"gcfeat.data.synthetic": "gcfeat.cli.synthetic",
+                "gcfeat.data.mri_synthetic": "gcfeat.cli.mri_synthetic"}
 
 
 def module_name(path: Path) -> str:
@@ -44,7 +48,11 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     ``if TYPE_CHECKING:`` too, an upward type import is still an upward dependency)."""
     is_pkg = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    guarded = {id(n) for g in entry_guards(tree) for n in ast.walk(g)} if name in ENTRY_GUARDS else set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue  # checked by test_entry_guards_call_their_cli_only
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -65,6 +73,14 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if t.startswith("gcfeat") and t != name:
                 found.add(t)
     return found
+
+
+def entry_guards(tree: ast.Module) -> list[ast.If]:
+    """The module's top-level ``if __name__ == "__main__":`` blocks."""
+    return [n for n in tree.body if isinstance(n, ast.If) and isinstance(n.test, ast.Compare)
+            and isinstance(n.test.left, ast.Name) and n.test.left.id == "__name__"
+            and isinstance(n.test.comparators[0], ast.Constant)
+            and n.test.comparators[0].value == "__main__"]
 
 
 def graph() -> dict[str, set[str]]:
@@ -134,6 +150,18 @@ def test_shims_are_thin():
                 if line.strip() and not line.lstrip().startswith(("#", '"""', "`"))]
         assert len(code) <= 4, f"{path}: a shim holds {len(code)} lines of code"
         assert imports_of(shim, path, modules) <= {m for m in modules if m.startswith("gcfeat.cli")}
+
+
+def test_entry_guards_call_their_cli_only():
+    """`python -m gcfeat.data.synthetic` (and mri_synthetic): the guard imports its CLI's
+    ``main`` and calls it, nothing else."""
+    modules = all_modules()
+    for module, cli in ENTRY_GUARDS.items():
+        guards = entry_guards(ast.parse(modules[module].read_text()))
+        assert len(guards) == 1 and len(guards[0].body) == 2, module
+        imp = guards[0].body[0]
+        assert isinstance(imp, ast.ImportFrom) and imp.module == cli, module
+        assert [a.name for a in imp.names] == ["main"], module
 
 
 def test_the_checker_sees_an_upward_and_a_cyclic_import(tmp_path):
