@@ -217,13 +217,22 @@ def calibration_from_table(df: pd.DataFrame, *, objective: str = "mean_iou", mod
     if g_T is None:
         raise ThresholdFileError(f"table: the aggregate {overall!r} has no GT box (objective NaN at every T)")
     cls_rows = df[df["class_id"] >= 0]
-    ids, cnames, Ts, scores, sources, n_gt = [], [], [], [], [], []
+    ids: list[int] = []
+    cnames: list[str] = []
+    Ts: list[float] = []
+    scores: list[float | None] = []
+    sources: list[str] = []
+    n_gt: list[int] = []
     for cid, sub in cls_rows.groupby("class_id", sort=True):
         T, score = _best(sub, objective)
         n = int(sub["n_gt"].iloc[0])
         use = T is not None and n >= min_gt
-        ids.append(int(cid)), cnames.append(str(sub["class_name"].iloc[0])), n_gt.append(n)
-        Ts.append(T if use else g_T), scores.append(score), sources.append("class" if use else "global")
+        ids.append(int(cid))
+        cnames.append(str(sub["class_name"].iloc[0]))
+        n_gt.append(n)
+        Ts.append(T if use and T is not None else g_T)
+        scores.append(score)
+        sources.append("class" if use else "global")
     grid = sorted(float(t) for t in df["threshold"].unique())
     return ThresholdCalibration(ids, cnames, Ts, scores, sources, n_gt, g_T, g_score, objective, mode,
                                 grid, dict(meta or {}))

@@ -27,7 +27,7 @@ GT boxes, hit rate / precision / recall from the pooled counts, pointing game ov
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,7 +116,7 @@ class ThresholdSweep:
             missing = [int(i) for i in ids if int(i) not in self.col]
             if missing:
                 raise HeatmapError(f"aggregate {name!r}: class ids {missing} are not among {self.classes}")
-        self.box_kwargs = dict(mode=mode, class_modes=class_modes, min_area=min_area,
+        self.box_kwargs: dict[str, Any] = dict(mode=mode, class_modes=class_modes, min_area=min_area,
                                pred_threshold=pred_threshold, workers=workers)
         self.iou_threshold = float(iou_threshold)
         T, C = len(self.thresholds), len(self.classes)
@@ -278,7 +278,8 @@ def recommend_thresholds(df: pd.DataFrame, metric: str = "mean_iou", overall: st
         if sub.empty:
             return None
         row = sub.loc[sub[metric].idxmax()]
-        out = {"class_id": int(row["class_id"]), "threshold": float(row["threshold"])}
+        out: dict[str, float | None] = {"class_id": int(row["class_id"]),
+                                        "threshold": float(row["threshold"])}
         out.update({m: (None if pd.isna(row[m]) else float(row[m])) for m in METRICS})
         return out
 

@@ -99,7 +99,10 @@ class Boxes:
             sc = torch.ones(n) if sc is None else torch.as_tensor(np.asarray(sc, dtype=np.float32)).reshape(-1)
             if lab.shape[0] != n or sc.shape[0] != n:
                 raise ValueError(f"Boxes.from_list: frame {f} has {n} boxes, {lab.shape[0]} labels, {sc.shape[0]} scores")
-            xyxy.append(b), frame.append(torch.full((n,), f, dtype=torch.int64)), label.append(lab), score.append(sc)
+            xyxy.append(b)
+            frame.append(torch.full((n,), f, dtype=torch.int64))
+            label.append(lab)
+            score.append(sc)
         if not xyxy:
             return cls.empty(ndim or 2, device)
         if ndim is not None and xyxy[0].shape[1] != 2 * ndim:

@@ -125,7 +125,7 @@ def heatmap_to_boxes(
         >>> b.xyxy.tolist(), b.label.tolist()
         ([[30.0, 10.0, 45.0, 20.0]], [1])
     """
-    heat, sel, labels_of_channel, mode_of_channel, threshold = _check(
+    heat, sel, labels_of_channel, mode_of_channel, thr = _check(
         heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes)
     if contours not in CONTOUR_MODES:
         raise HeatmapError(f"contours: expected one of {CONTOUR_MODES}, got {contours!r}")
@@ -133,18 +133,16 @@ def heatmap_to_boxes(
         raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape "
                            f"{tuple(heat.shape)}")
     d = heat.ndim - 2
-    per_class = isinstance(threshold, Tensor)  # _check made a (K,) tensor of a sequence
-    if per_class:
-        sel = sel & (threshold < 1).to(sel.device)[None]  # nothing can be strictly above 1
-    else:
-        threshold = float(threshold)
+    # _check made a (K,) tensor of a sequence; nothing can be strictly above 1
+    if isinstance(thr, Tensor):
+        sel = sel & (thr < 1).to(sel.device)[None]
     b_idx, k_idx = sel.nonzero(as_tuple=True)
-    if b_idx.numel() == 0 or (not per_class and threshold >= 1):
+    if b_idx.numel() == 0 or (not isinstance(thr, Tensor) and thr >= 1):
         return Boxes.empty(d, heat.device)
     B, K = heat.shape[:2]
     flat = heat.detach().reshape(B * K, *heat.shape[2:])  # a view for contiguous input
     job = _Job(flat, (b_idx * K + k_idx).cpu().numpy(), mode_of_channel[k_idx.cpu()].numpy(),
-               threshold.to(torch.float32).numpy()[k_idx.cpu().numpy()] if per_class else threshold,
+               thr.to(torch.float32).numpy()[k_idx.cpu().numpy()] if isinstance(thr, Tensor) else thr,
                float(min_area), contours == "list")
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     parts = job.run(workers)
@@ -293,12 +291,12 @@ def _check_threshold(threshold, K: int) -> float | Tensor:
                 raise HeatmapError(f"threshold: expected values in [0, 1], got {t.tolist()}")
             return t
     try:
-        t = float(threshold)
+        scalar = float(threshold)
     except (TypeError, ValueError):
         raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}") from None
-    if not (0.0 <= t <= 1.0):  # also catches NaN
+    if not (0.0 <= scalar <= 1.0):  # also catches NaN
         raise HeatmapError(f"threshold: expected a number in [0, 1], got {threshold!r}")
-    return threshold
+    return scalar
 
 
 def _nonfinite_error(maps: Tensor) -> HeatmapError:
@@ -396,7 +394,8 @@ def _reduce_modes(m_idx: np.ndarray, xyxy: np.ndarray, modes: np.ndarray, min_ar
         keys = [xyxy[lg, j] for j in reversed(range(2 * d))]
         order = lg[np.lexsort(keys + [-area[lg], m_idx[lg]])]
         first = np.concatenate([[True], m_idx[order][1:] != m_idx[order][:-1]])
-        out_m.append(m_idx[order[first]]), out_b.append(xyxy[order[first]])
+        out_m.append(m_idx[order[first]])
+        out_b.append(xyxy[order[first]])
     un = np.flatnonzero(code == 2)
     if len(un):  # per map the box around all kept blobs
         maps, inv = np.unique(m_idx[un], return_inverse=True)
@@ -404,7 +403,8 @@ def _reduce_modes(m_idx: np.ndarray, xyxy: np.ndarray, modes: np.ndarray, min_ar
         hi = np.full((len(maps), d), np.iinfo(np.int64).min)
         np.minimum.at(lo, inv, xyxy[un, :d])
         np.maximum.at(hi, inv, xyxy[un, d:])
-        out_m.append(maps), out_b.append(np.concatenate([lo, hi], 1))
+        out_m.append(maps)
+        out_b.append(np.concatenate([lo, hi], 1))
     return np.concatenate(out_m), np.concatenate(out_b)
 
 

@@ -10,6 +10,11 @@ from gcfeat.data.mri_synthetic import write_alzheimer
 from gcfeat.models.small_cnn import SMALL_CNNS, build_small_cnn
 from gcfeat.tasks.base import Task
 
+def _last_conv(model: nn.Module) -> nn.Module:
+    """The CAM target: the CNN's last convolution."""
+    return model.get_submodule("last_conv")
+
+
 __all__ = ["ALZHEIMER"]
 
 
@@ -29,7 +34,7 @@ ALZHEIMER = Task(
     "alzheimer", ALZHEIMER_CLASSES, "multiclass", 2, (128, 128), 1, "baseline_cnn",
     tuple(SMALL_CNNS), None, None, "grayscale uint8 / 255",
     ("train", "val", "test"),  # val: a stratified holdout of train.parquet (no val file)
-    _model, _dataset, lambda m: m.last_conv, _synthetic,
+    _model, _dataset, _last_conv, _synthetic,
     {"epochs": 6, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw"},
     gt_name="ventricles",
     demo={"n": 200, "arch": "baseline_cnn", "epochs": 4, "batch_size": 32, "lr": 1e-3,

@@ -12,6 +12,11 @@ from gcfeat.data.mri_synthetic import write_organ3d
 from gcfeat.models.resnet3d import resnet3d_18
 from gcfeat.tasks.base import Task
 
+def _last_block(model: nn.Module) -> nn.Module:
+    """The CAM target: the last residual block of ``layer4``."""
+    return model.get_submodule("layer4")[-1]  # type: ignore[index]  # a Sequential of blocks
+
+
 __all__ = ["ORGAN3D", "ORGAN3D_ARCHS", "data_file"]
 
 #: organ3d models: the 3D ResNet-18 (widths 64..512) and a slim one (widths 16..128, same
@@ -56,7 +61,7 @@ def _synthetic_kwargs(n: int, seed: int) -> dict:
 ORGAN3D = Task(
     "organ3d", ORGAN3D_CLASSES, "multiclass", 3, (28, 28, 28), 1, "resnet3d_18",
     tuple(ORGAN3D_ARCHS), None, None, "uint8 / 255", ("train", "val", "test"),
-    _model, _dataset, lambda m: m.layer4[-1], _synthetic,
+    _model, _dataset, _last_block, _synthetic,
     {"epochs": 6, "lr": 1e-3, "batch_size": 16, "optimizer": "adamw"},
     gt_name="organ",
     # 3D convolutions are slow on CPU (the slim ResNet: ~0.75 s per volume per training step,

@@ -10,6 +10,11 @@ from gcfeat.data.prostate import PROSTATE_CLASSES, ProstateSlices
 from gcfeat.models import build_classifier
 from gcfeat.tasks.base import Task
 
+def _last_block(model: nn.Module) -> nn.Module:
+    """The CAM target: the last residual block of ``layer4``."""
+    return model.get_submodule("layer4")[-1]  # type: ignore[index]  # a Sequential of blocks
+
+
 __all__ = ["PROSTATE", "PROSTATE_ARCHS"]
 
 #: prostate arch names: resnet18 / resnet34, optional suffixes ``_nobn`` and ``_dropout``.
@@ -36,7 +41,7 @@ PROSTATE = Task(
     "prostate", PROSTATE_CLASSES, "binary", 2, (128, 128), 3, "resnet18", PROSTATE_ARCHS,
     None, None, "per-image percentiles 1/99 -> [0, 1] (MONAI semantics); gland 0/1",
     ("train", "val", "test"),
-    _model, _dataset, lambda m: m.layer4[-1], _synthetic,
+    _model, _dataset, _last_block, _synthetic,
     {"epochs": 6, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw"},
     gt_name="lesion", display_channel=2, deletion_baseline="mean",
     # 24 cases -> 67 test slices, 17 with a lesion: 16 balanced samples put 8 lesion slices
