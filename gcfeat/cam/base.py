@@ -166,6 +166,8 @@ def gap_linear_head(model: nn.Module, layer: nn.Module) -> nn.Linear | None:
     pool, fc = getattr(model, "avgpool", None), getattr(model, "fc", None)
     if not isinstance(pool, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
         return None
+    if not isinstance(fc, nn.Module):
+        return None
     out = pool.output_size
     if any(o != 1 for o in (out if isinstance(out, (tuple, list)) else (out,))):
         return None
@@ -533,22 +535,26 @@ class BaseCAM:
                 logits.ndim != 2 and plan.score is None):
             found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise CAMError(f"model output: expected logits (B={x.shape[0]}, N), found {found}")
+        leaves: list[Tensor] = []
         for i, a in enumerate(rec.acts):
             if a is None:
                 name = _module_name(self.model, self.target_layers[i])
                 raise CAMError(f"target_layers[{i}] ({name}) was not called during the forward "
                                f"pass")
+            leaves.append(a)
+        extra_raw: list[Tensor] = []
         for i, a in enumerate(rec.extra):
             if a is None:
                 raise CAMError(f"extra_layers[{i}] was not called during the forward pass")
+            extra_raw.append(a)
         if plan.grad and not logits.requires_grad:
             raise CAMError("model output does not depend on the target layers (no gradient "
                            "path); are the target layers part of the forward to the logits?")
         acts = [self._to_grid(a, t, x, f"target_layers[{i}]")
-                for i, (a, t) in enumerate(zip(rec.acts, self._transforms))]
+                for i, (a, t) in enumerate(zip(leaves, self._transforms))]
         extra = [self._to_grid(a, t, x, f"extra_layers[{i}]")
-                 for i, (a, (_, t)) in enumerate(zip(rec.extra, extras))]
-        return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=rec.acts)
+                 for i, (a, (_, t)) in enumerate(zip(extra_raw, extras))]
+        return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=leaves)
 
     @staticmethod
     def _to_grid(a: Tensor, transform: Transform, x: Tensor, what: str) -> Tensor:
@@ -697,7 +703,9 @@ class GradientCAM(BaseCAM):
             if plan.score is not None:
                 grads = self._score_grads(fwd, plan.score)
             elif plan.closed_form:
-                grads = [self._closed_form_grads(plan.head, a, s) for a in acts]
+                head = plan.head
+                assert head is not None  # _plan builds a closed-form plan only with its head
+                grads = [self._closed_form_grads(head, a, s) for a in acts]
             else:
                 grads = self._batched_grads(fwd, s)
             with torch.no_grad():
@@ -736,7 +744,7 @@ class GradientCAM(BaseCAM):
         B, k = sel.shape
         onehot = torch.zeros(k, *logits.shape, dtype=logits.dtype, device=logits.device)
         onehot.scatter_(2, sel.t().unsqueeze(-1), 1.0)
-        grads = None
+        grads: Sequence[Tensor | None] | None = None
         if self._batched_ok:
             try:
                 grads = torch.autograd.grad(logits, fwd.leaves, onehot, retain_graph=True,
