@@ -318,7 +318,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     """
     root = _require_data(data, "captioning")
     folder = folder or f"gcfeat_{method}"
-    val_sequences = {int(v) for v in val_sequences}
+    val_seqs = {int(v) for v in val_sequences}
     res = CaptioningExport(os.path.abspath(out), os.path.abspath(os.path.join(out, annotations)),
                            entries={"train": [], "val": []})
     with FeatureFile(path) as ff:
@@ -329,7 +329,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
                   disable=None if progress else True) as bar:
             for v in ff:
                 graphs = _annotations(root, v.name)
-                split = "val" if _seq_number(v.name) in val_sequences else "train"
+                split = "val" if _seq_number(v.name) in val_seqs else "train"
                 d = os.path.join(out, v.name, folder)
                 os.makedirs(d, exist_ok=True)
                 for frame, rows in v.frames(method):

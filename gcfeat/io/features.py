@@ -225,7 +225,7 @@ class FeatureWriter:
         if video in self.h5:
             return self.h5[video]
         g = self.h5.create_group(video)
-        kw = {}                       # uncompressed while appending (see "Crash safety")
+        kw: dict[str, object] = {}    # uncompressed while appending (see "Crash safety")
         c = self.chunk_rows
         g.create_dataset("frame_index", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
         g.create_dataset("class_prob", (0, self.num_classes), "f4",
@@ -499,7 +499,7 @@ class FeatureFile:
             return list(m)
         if isinstance(m, list):
             return list(m)
-        found = set()
+        found: set[str] = set()
         for g in self.h5.values():
             found.update(k for k in g.keys() if isinstance(g[k], h5py.Group))
         return sorted(found)
@@ -590,15 +590,16 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                 attrs["format"] = src.attrs.get("format", FORMAT)
                 videos = list(src)
                 if writer is None:
-                    dims, k, box_dim = {}, None, 4
+                    if not videos:
+                        continue
+                    dims: dict[str, int] = {}
+                    box_dim = 4
                     for v in videos:
-                        k = src[v]["class_prob"].shape[1]
                         for m, g in src[v].items():
                             if isinstance(g, h5py.Group):
                                 dims[m] = g["features"].shape[1]
                                 box_dim = g["box"].shape[1]
-                    if not videos:
-                        continue
+                    k = src[videos[-1]]["class_prob"].shape[1]
                     writer = FeatureWriter(out, attrs, dims, k, compression=compression,
                                            box_dim=box_dim)
                 else:
