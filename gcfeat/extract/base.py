@@ -107,13 +107,14 @@ class Extractor:
 def _out_channels(module: nn.Module) -> int:
     """Channels a module outputs: its own ``out_channels`` or that of its last conv."""
     if hasattr(module, "out_channels"):
-        return int(module.out_channels)
+        # torch types every Module attribute as Tensor | Module; this one is an int
+        return int(module.out_channels)  # type: ignore[arg-type]
     convs = [m for m in module.modules() if hasattr(m, "out_channels")]
     if not convs:
         raise ValueError(f"cannot tell the output channels of {type(module).__name__}: it holds "
                          f"no convolution")
     # the last block's last conv (a downsample conv, registered after it, has the same width)
-    return int(convs[-1].out_channels)
+    return int(convs[-1].out_channels)  # type: ignore[arg-type]  # an int (see above)
 
 
 def feature_levels(model: nn.Module, levels: Optional[Sequence[str]] = None
@@ -149,6 +150,5 @@ def level_strides(model: nn.Module, levels: Optional[Sequence[str]] = None
     """Strides of the feature levels (M2 routes boxes by them), or None for the ResNet /
     ``last_conv`` shortcut (routed by position, as the original)."""
     info = find_levels(model, levels)
-    if any(lv.stride is None for lv in info):
-        return None
-    return tuple(float(lv.stride) for lv in info)
+    strides = tuple(float(lv.stride) for lv in info if lv.stride is not None)
+    return strides if len(strides) == len(info) else None

@@ -92,7 +92,7 @@ def stretched_crops(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tenso
     for i, ((x1, y1, x2, y2), f) in enumerate(zip(boxes, rows)):
         crop = np.ascontiguousarray(frames[f, y1:y2, x1:x2])
         out[i] = np.asarray(Image.fromarray(crop).resize((out_size[1], out_size[0]),
-                                                         Image.BILINEAR))
+                                                         Image.Resampling.BILINEAR))
     crops = torch.from_numpy(out).to(images.device).permute(0, 3, 1, 2)
     return crops.float() / 255
 
@@ -160,15 +160,18 @@ def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
         ``(M, D)`` float32.
     """
     recipe = get_recipe(recipe)
-    if recipe.crop == "stretch_pil" and (recipe.mean is None or images.dim() != 4):
-        raise ValueError(f"crop_features: recipe {recipe.name!r} crops stretched uint8 frames; "
-                         f"it needs 2D RGB frames and the recipe's mean / std")
+    stretch = None                        # (mean, std) of the frames for stretched crops
+    if recipe.crop == "stretch_pil":
+        if recipe.mean is None or recipe.std is None or images.dim() != 4:
+            raise ValueError(f"crop_features: recipe {recipe.name!r} crops stretched uint8 "
+                             f"frames; it needs 2D RGB frames and the recipe's mean / std")
+        stretch = (recipe.mean, recipe.std)
     feats = []
     for start in range(0, xyxy.shape[0], batch_size):
-        if recipe.crop == "stretch_pil":
+        if stretch is not None:
             crops = stretched_crops(images, xyxy[start:start + batch_size],
-                                    frame[start:start + batch_size], recipe.mean, recipe.std,
-                                    tuple(out_size))
+                                    frame[start:start + batch_size], stretch[0], stretch[1],
+                                    (out_size[0], out_size[1]))
         else:
             crops = crop_boxes(images, xyxy[start:start + batch_size],
                                frame[start:start + batch_size], out_size)

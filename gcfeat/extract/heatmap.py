@@ -130,7 +130,8 @@ def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str 
     """
     p = probs[:, classes]                                               # (B, K')
     if selection == "threshold":
-        return (p > pred_threshold).nonzero(as_tuple=True)
+        frames, channels = (p > pred_threshold).nonzero(as_tuple=True)
+        return frames, channels
     if selection == "top1":
         return torch.arange(p.shape[0], device=p.device), p.argmax(1)
     raise ValueError(f"selection: got {selection!r}, expected one of {SELECTIONS}")

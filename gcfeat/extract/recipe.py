@@ -114,7 +114,7 @@ class Recipe:
         """Keyword arguments that prepare a surgical Dataset for this recipe (``resize``, and
         ``mean`` / ``std`` when the recipe fixes them)."""
         kw: dict = {"resize": self.resize}
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:   # given together (__post_init__)
             kw.update(mean=tuple(self.mean), std=tuple(self.std))
         return kw
 

@@ -340,7 +340,7 @@ class RoiExtractor(Extractor):
         return layout_dim(self.layout, max(channels[n] for n in names))
 
     def settings(self) -> dict:
-        out = {"area_thresholds": list(self.area_thresholds),
+        out: dict[str, object] = {"area_thresholds": list(self.area_thresholds),
                "single_layer": self.single_layer or "", "layout": self.layout}
         if self.levels != LEVELS:     # files of ResNet runs keep their original settings
             out["levels"] = list(self.levels)
