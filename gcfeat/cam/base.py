@@ -62,8 +62,8 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -89,8 +89,8 @@ __all__ = [
 EPS = 1e-7
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
-Classes = Union[None, int, str, Sequence[int], Tensor]
-Transform = Optional[Callable[[Tensor], Tensor]]
+Classes = None | int | str | Sequence[int] | Tensor
+Transform = Callable[[Tensor], Tensor] | None
 
 
 class CAMError(GcfeatError):
@@ -270,7 +270,7 @@ class _Plan:
     grad: bool                    # record a graph from the target layers on
     head: nn.Linear | None        # head Linear to probe (closed form / CAM)
     closed_form: bool
-    score: Optional[Callable[[Tensor], Tensor]] = None   # outputs -> (B,) instead of classes
+    score: Callable[[Tensor], Tensor] | None = None   # outputs -> (B,) instead of classes
     eigen: bool = False           # eigen_smooth
 
 
@@ -709,13 +709,13 @@ class GradientCAM(BaseCAM):
             else:
                 grads = self._batched_grads(fwd, s)
             with torch.no_grad():
-                for l, (a, g) in enumerate(zip(acts, grads)):
+                for li, (a, g) in enumerate(zip(acts, grads)):
                     if plan.eigen:
                         m = eigen_projection(self.weighted_activations(a.flatten(2),
                                                                        g.flatten(3)))
                     else:
                         m = self.cam_from_grads(a.flatten(2), g.flatten(3))
-                    out[l].append(m.reshape(*m.shape[:2], *a.shape[2:]))
+                    out[li].append(m.reshape(*m.shape[:2], *a.shape[2:]))
             del grads
         return [torch.cat(o, 1) if len(o) > 1 else o[0] for o in out]
 
@@ -756,9 +756,9 @@ class GradientCAM(BaseCAM):
         if grads is None:
             per_class = [torch.autograd.grad(logits, fwd.leaves, onehot[i], retain_graph=True,
                                              allow_unused=True) for i in range(k)]
-            grads = [None if any(g[l] is None for g in per_class)
-                     else torch.stack([g[l] for g in per_class])
-                     for l in range(len(fwd.acts))]
+            grads = [None if any(g[li] is None for g in per_class)
+                     else torch.stack([g[li] for g in per_class])
+                     for li in range(len(fwd.acts))]
         return [torch.zeros(B, k, *a.shape[1:], dtype=a.dtype, device=a.device) if g is None
                 else apply_transform(g.movedim(0, 1), t, lead=2)
                 for a, g, t in zip(fwd.acts, grads, self._transforms)]

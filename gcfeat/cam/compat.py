@@ -36,9 +36,14 @@ import torch.nn as nn
 
 from gcfeat import cam as _cam
 from gcfeat.cam.base import BaseCAM
-from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
-                                ClassifierOutputTarget, RawScoresOutputTarget,
-                                SemanticSegmentationTarget, SoftmaxOutputTarget)
+from gcfeat.cam.targets import (
+    BinaryClassifierOutputTarget,
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+    RawScoresOutputTarget,
+    SemanticSegmentationTarget,
+    SoftmaxOutputTarget,
+)
 
 __all__ = [
     "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget", "BinaryClassifierOutputTarget",

@@ -82,7 +82,7 @@ class LocalizationError(GcfeatError):
 
 def gt_boxes(boxes_per_frame: Sequence, labels_per_frame: Sequence, ndim: int = 2) -> Boxes:
     """Per-frame GT lists (``(n, 2d)`` boxes, ``(n,)`` labels) -> one flat :class:`Boxes`."""
-    return Boxes.from_list([{"boxes": b, "labels": l} for b, l in zip(boxes_per_frame, labels_per_frame)],
+    return Boxes.from_list([{"boxes": b, "labels": lab} for b, lab in zip(boxes_per_frame, labels_per_frame)],
                            ndim=ndim)
 
 

@@ -121,7 +121,7 @@ class LocalizationStudy(ThresholdSweep):
         replaces the GT box regions for PxAP and the pointing games."""
         self._report = None
         d = heatmaps.ndim - 2
-        gt = Boxes.from_list([{"boxes": b, "labels": l} for b, l in zip(gt_boxes, gt_labels)], ndim=d)
+        gt = Boxes.from_list([{"boxes": b, "labels": lab} for b, lab in zip(gt_boxes, gt_labels)], ndim=d)
         col = self._col_of[gt.label.clamp(max=len(self._col_of) - 1)]
         keep = (gt.label < len(self._col_of)) & (col >= 0)
         self._gt = Boxes(gt.xyxy[keep], gt.frame[keep], col[keep], gt.score[keep]).to(heatmaps.device)

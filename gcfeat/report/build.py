@@ -6,9 +6,10 @@ import datetime as _dt
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -22,11 +23,26 @@ from gcfeat.models.fusion import fuse_conv_bn
 from gcfeat.tasks import get_task
 
 from .features import features_html, frame_rows_html, summarise_features
-from .gallery import (GalleryItem, cam_pass, class_colors, frame_views, gallery_html,
-                      render_item, sample_indices)
+from .gallery import (
+    GalleryItem,
+    cam_pass,
+    class_colors,
+    frame_views,
+    gallery_html,
+    render_item,
+    sample_indices,
+)
 from .page import esc, page
-from .sections import (box_metrics_html, classification_html, faithfulness_html, figures_html,
-                       read_json, settings_html, training_html, tune_html)
+from .sections import (
+    box_metrics_html,
+    classification_html,
+    faithfulness_html,
+    figures_html,
+    read_json,
+    settings_html,
+    training_html,
+    tune_html,
+)
 
 __all__ = ["ReportError", "ReportResult", "build_run_report", "build_feature_report"]
 
