@@ -13,8 +13,15 @@ documented in :mod:`gcfeat.cam.base`; target callables in :mod:`gcfeat.cam.targe
 in :mod:`gcfeat.cam.smooth`; :mod:`gcfeat.cam.compat` is a drop-in replacement for
 pytorch-grad-cam's calling convention.
 """
-from gcfeat.cam.base import (BaseCAM, CAMError, CAMResult, GradientCAM, gap_linear_head,
-                             minmax_normalize, resize_maps)
+from gcfeat.cam.base import (
+    BaseCAM,
+    CAMError,
+    CAMResult,
+    GradientCAM,
+    gap_linear_head,
+    minmax_normalize,
+    resize_maps,
+)
 from gcfeat.cam.cam import CAM
 from gcfeat.cam.eigen_cam import EigenCAM
 from gcfeat.cam.grad_cam import GradCAM
@@ -23,9 +30,14 @@ from gcfeat.cam.hirescam import HiResCAM
 from gcfeat.cam.layer_cam import LayerCAM
 from gcfeat.cam.score_cam import ScoreCAM
 from gcfeat.cam.smooth import DEFAULT_AUGMENTATIONS, Augmentation, eigen_projection
-from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
-                                ClassifierOutputTarget, RawScoresOutputTarget,
-                                SemanticSegmentationTarget, SoftmaxOutputTarget)
+from gcfeat.cam.targets import (
+    BinaryClassifierOutputTarget,
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+    RawScoresOutputTarget,
+    SemanticSegmentationTarget,
+    SoftmaxOutputTarget,
+)
 from gcfeat.cam.xgrad_cam import XGradCAM
 
 #: name -> class, for CLIs and configs (``--method gradcam``).

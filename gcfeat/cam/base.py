@@ -62,8 +62,8 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -89,8 +89,8 @@ __all__ = [
 EPS = 1e-7
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
-Classes = Union[None, int, str, Sequence[int], Tensor]
-Transform = Optional[Callable[[Tensor], Tensor]]
+Classes = None | int | str | Sequence[int] | Tensor
+Transform = Callable[[Tensor], Tensor] | None
 
 
 class CAMError(GcfeatError):
@@ -165,6 +165,8 @@ def gap_linear_head(model: nn.Module, layer: nn.Module) -> nn.Linear | None:
     """
     pool, fc = getattr(model, "avgpool", None), getattr(model, "fc", None)
     if not isinstance(pool, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        return None
+    if not isinstance(fc, nn.Module):
         return None
     out = pool.output_size
     if any(o != 1 for o in (out if isinstance(out, (tuple, list)) else (out,))):
@@ -268,7 +270,7 @@ class _Plan:
     grad: bool                    # record a graph from the target layers on
     head: nn.Linear | None        # head Linear to probe (closed form / CAM)
     closed_form: bool
-    score: Optional[Callable[[Tensor], Tensor]] = None   # outputs -> (B,) instead of classes
+    score: Callable[[Tensor], Tensor] | None = None   # outputs -> (B,) instead of classes
     eigen: bool = False           # eigen_smooth
 
 
@@ -533,22 +535,26 @@ class BaseCAM:
                 logits.ndim != 2 and plan.score is None):
             found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise CAMError(f"model output: expected logits (B={x.shape[0]}, N), found {found}")
+        leaves: list[Tensor] = []
         for i, a in enumerate(rec.acts):
             if a is None:
                 name = _module_name(self.model, self.target_layers[i])
                 raise CAMError(f"target_layers[{i}] ({name}) was not called during the forward "
                                f"pass")
+            leaves.append(a)
+        extra_raw: list[Tensor] = []
         for i, a in enumerate(rec.extra):
             if a is None:
                 raise CAMError(f"extra_layers[{i}] was not called during the forward pass")
+            extra_raw.append(a)
         if plan.grad and not logits.requires_grad:
             raise CAMError("model output does not depend on the target layers (no gradient "
                            "path); are the target layers part of the forward to the logits?")
         acts = [self._to_grid(a, t, x, f"target_layers[{i}]")
-                for i, (a, t) in enumerate(zip(rec.acts, self._transforms))]
+                for i, (a, t) in enumerate(zip(leaves, self._transforms))]
         extra = [self._to_grid(a, t, x, f"extra_layers[{i}]")
-                 for i, (a, (_, t)) in enumerate(zip(rec.extra, extras))]
-        return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=rec.acts)
+                 for i, (a, (_, t)) in enumerate(zip(extra_raw, extras))]
+        return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=leaves)
 
     @staticmethod
     def _to_grid(a: Tensor, transform: Transform, x: Tensor, what: str) -> Tensor:
@@ -697,17 +703,19 @@ class GradientCAM(BaseCAM):
             if plan.score is not None:
                 grads = self._score_grads(fwd, plan.score)
             elif plan.closed_form:
-                grads = [self._closed_form_grads(plan.head, a, s) for a in acts]
+                head = plan.head
+                assert head is not None  # _plan builds a closed-form plan only with its head
+                grads = [self._closed_form_grads(head, a, s) for a in acts]
             else:
                 grads = self._batched_grads(fwd, s)
             with torch.no_grad():
-                for l, (a, g) in enumerate(zip(acts, grads)):
+                for li, (a, g) in enumerate(zip(acts, grads)):
                     if plan.eigen:
                         m = eigen_projection(self.weighted_activations(a.flatten(2),
                                                                        g.flatten(3)))
                     else:
                         m = self.cam_from_grads(a.flatten(2), g.flatten(3))
-                    out[l].append(m.reshape(*m.shape[:2], *a.shape[2:]))
+                    out[li].append(m.reshape(*m.shape[:2], *a.shape[2:]))
             del grads
         return [torch.cat(o, 1) if len(o) > 1 else o[0] for o in out]
 
@@ -736,7 +744,7 @@ class GradientCAM(BaseCAM):
         B, k = sel.shape
         onehot = torch.zeros(k, *logits.shape, dtype=logits.dtype, device=logits.device)
         onehot.scatter_(2, sel.t().unsqueeze(-1), 1.0)
-        grads = None
+        grads: Sequence[Tensor | None] | None = None
         if self._batched_ok:
             try:
                 grads = torch.autograd.grad(logits, fwd.leaves, onehot, retain_graph=True,
@@ -748,9 +756,9 @@ class GradientCAM(BaseCAM):
         if grads is None:
             per_class = [torch.autograd.grad(logits, fwd.leaves, onehot[i], retain_graph=True,
                                              allow_unused=True) for i in range(k)]
-            grads = [None if any(g[l] is None for g in per_class)
-                     else torch.stack([g[l] for g in per_class])
-                     for l in range(len(fwd.acts))]
+            grads = [None if any(g[li] is None for g in per_class)
+                     else torch.stack([g[li] for g in per_class])
+                     for li in range(len(fwd.acts))]
         return [torch.zeros(B, k, *a.shape[1:], dtype=a.dtype, device=a.device) if g is None
                 else apply_transform(g.movedim(0, 1), t, lead=2)
                 for a, g, t in zip(fwd.acts, grads, self._transforms)]

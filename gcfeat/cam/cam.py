@@ -45,14 +45,16 @@ class CAM(BaseCAM):
             heads = [gap_linear_head(self.model, m) for m in self.target_layers]
             head = heads[0] if all(h is not None and h is heads[0] for h in heads) else None
         if head is None:
-            self._closed_form_failed()
+            return self._closed_form_failed()  # raises: CAM has no gradient fallback
         return _Plan(grad=False, head=head, closed_form=True)
 
     def _layer_maps(self, x: Tensor, fwd: _Forward, sel: Tensor, plan: _Plan) -> list[Tensor]:
+        head = plan.head
+        assert head is not None  # _plan refuses a model without a GAP -> linear head
         out = []
         with torch.no_grad():
             for a in fwd.acts:
-                w = plan.head.weight.detach().to(a.dtype)[sel]             # (B, K, C)
+                w = head.weight.detach().to(a.dtype)[sel]                  # (B, K, C)
                 m = torch.einsum("bkc,bcs->bks", w, a.flatten(2))
                 out.append(m.reshape(*m.shape[:2], *a.shape[2:]))
         return out

@@ -36,9 +36,14 @@ import torch.nn as nn
 
 from gcfeat import cam as _cam
 from gcfeat.cam.base import BaseCAM
-from gcfeat.cam.targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
-                                ClassifierOutputTarget, RawScoresOutputTarget,
-                                SemanticSegmentationTarget, SoftmaxOutputTarget)
+from gcfeat.cam.targets import (
+    BinaryClassifierOutputTarget,
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+    RawScoresOutputTarget,
+    SemanticSegmentationTarget,
+    SoftmaxOutputTarget,
+)
 
 __all__ = [
     "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget", "BinaryClassifierOutputTarget",
@@ -57,6 +62,7 @@ class _CompatCAM:
         self.model = model
         self.target_layers = target_layers
         self.tta_transforms = tta_transforms
+        self._batch_size: int | None = None  # kept for the engines that take no batch size
         transform = "auto" if reshape_transform is None else reshape_transform
         self.cam = self._engine(model, target_layers,
                                 **{**self._defaults, **kwargs, "reshape_transform": transform})
@@ -78,11 +84,18 @@ class _CompatCAM:
 
     @property
     def batch_size(self) -> int | None:
-        return getattr(self.cam, "batch_size", None)
+        """Masked inputs per forward of a Score-CAM engine; the other engines take no batch
+        size and only keep the value (settable on every class, as in pytorch-grad-cam)."""
+        if isinstance(self.cam, _cam.ScoreCAM):
+            return self.cam.batch_size
+        return self._batch_size
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        self.cam.batch_size = int(value)
+        if isinstance(self.cam, _cam.ScoreCAM):
+            self.cam.batch_size = int(value)
+        else:
+            self._batch_size = int(value)
 
     def release(self) -> None:
         self.cam.close()

@@ -12,7 +12,7 @@ as a logit target gave the logit map (the bug this module fixes).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ def _plain_types() -> tuple[type, ...]:
     return types
 
 
-def _index(category) -> Optional[int]:
+def _index(category) -> int | None:
     if isinstance(category, (int, np.integer)) and not isinstance(category, bool):
         return int(category)
     if isinstance(category, Tensor) and category.numel() == 1 and not (
@@ -106,7 +106,7 @@ def _index(category) -> Optional[int]:
     return None
 
 
-def plain_classes(targets: Sequence[Callable]) -> Optional[list[int]]:
+def plain_classes(targets: Sequence[Callable]) -> list[int] | None:
     """The class indices when every target is exactly a ``ClassifierOutputTarget`` with an
     integer category (no subclass: it may override ``__call__``), else None."""
     types = _plain_types()

@@ -5,8 +5,7 @@ and :mod:`gcfeat.io.features`).
 """
 from .base import Extractor, Features, feature_levels, layer_channels
 from .crop import CropExtractor, backbone_to, crop_boxes, crop_features, forward_to
-from .heatmap import (HeatmapExtractor, heatmap_features, heatmap_weights, selected_classes,
-                      union_boxes)
+from .heatmap import HeatmapExtractor, heatmap_features, heatmap_weights, selected_classes, union_boxes
 from .pooling import LAYOUTS, parse_layout, pool_to_layout
 from .recipe import DEFAULT, PAPER, RECIPES, Recipe, get_recipe
 from .roi import RoiExtractor, box_bounds, box_levels, roi_align_nd, roi_features, slice_features

@@ -7,8 +7,8 @@ frames again; only :class:`~gcfeat.extract.crop.CropExtractor` (M1) runs it, on 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ class Features:
     box: torch.Tensor
     score: torch.Tensor
     features: torch.Tensor
-    empty: Optional[torch.Tensor] = None
+    empty: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.empty is None:
@@ -50,26 +50,26 @@ class Features:
     def dim(self) -> int:
         return int(self.features.shape[1])
 
-    def to(self, device) -> "Features":
+    def to(self, device) -> Features:
         return Features(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
-    def float(self) -> "Features":
+    def float(self) -> Features:
         """``features`` / ``box`` / ``score`` as float32 (after autocast)."""
         return Features(self.frame, self.label, self.box.float(), self.score.float(),
                         self.features.float(), self.empty)
 
-    def select(self, index: torch.Tensor) -> "Features":
+    def select(self, index: torch.Tensor) -> Features:
         return Features(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @staticmethod
-    def cat(parts: Sequence["Features"]) -> "Features":
+    def cat(parts: Sequence[Features]) -> Features:
         if not parts:
             raise ValueError("Features.cat: got an empty list, expected at least one part")
         return Features(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
                            for f in fields(Features)})
 
     @staticmethod
-    def empty_like(dim: int, device=None, box_dim: int = 4) -> "Features":
+    def empty_like(dim: int, device=None, box_dim: int = 4) -> Features:
         z = torch.zeros(0, dtype=torch.int64, device=device)
         return Features(z, z.clone(), torch.zeros(0, box_dim, device=device),
                         torch.zeros(0, device=device), torch.zeros(0, dim, device=device))
@@ -107,17 +107,18 @@ class Extractor:
 def _out_channels(module: nn.Module) -> int:
     """Channels a module outputs: its own ``out_channels`` or that of its last conv."""
     if hasattr(module, "out_channels"):
-        return int(module.out_channels)
+        # torch types every Module attribute as Tensor | Module; this one is an int
+        return int(module.out_channels)  # type: ignore[arg-type]
     convs = [m for m in module.modules() if hasattr(m, "out_channels")]
     if not convs:
         raise ValueError(f"cannot tell the output channels of {type(module).__name__}: it holds "
                          f"no convolution")
     # the last block's last conv (a downsample conv, registered after it, has the same width)
-    return int(convs[-1].out_channels)
+    return int(convs[-1].out_channels)  # type: ignore[arg-type]  # an int (see above)
 
 
-def feature_levels(model: nn.Module, levels: Optional[Sequence[str]] = None
-                   ) -> Dict[str, nn.Module]:
+def feature_levels(model: nn.Module, levels: Sequence[str] | None = None
+                   ) -> dict[str, nn.Module]:
     """The maps the extractors read, in order of increasing stride; the last is the CAM target.
 
     :func:`gcfeat.models.levels.find_levels`: torchvision ResNets and
@@ -131,8 +132,8 @@ def feature_levels(model: nn.Module, levels: Optional[Sequence[str]] = None
     return {lv.name: lv.module for lv in find_levels(model, levels)}
 
 
-def layer_channels(model: nn.Module, levels: Optional[Dict[str, nn.Module]] = None
-                   ) -> Dict[str, int]:
+def layer_channels(model: nn.Module, levels: dict[str, nn.Module] | None = None
+                   ) -> dict[str, int]:
     """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048), as
     measured by :func:`~gcfeat.models.levels.find_levels` (the ResNet / ``last_conv`` shortcut:
     the last convolution's width)."""
@@ -144,11 +145,10 @@ def layer_channels(model: nn.Module, levels: Optional[Dict[str, nn.Module]] = No
             for lv in info}
 
 
-def level_strides(model: nn.Module, levels: Optional[Sequence[str]] = None
-                  ) -> Optional[Tuple[float, ...]]:
+def level_strides(model: nn.Module, levels: Sequence[str] | None = None
+                  ) -> tuple[float, ...] | None:
     """Strides of the feature levels (M2 routes boxes by them), or None for the ResNet /
     ``last_conv`` shortcut (routed by position, as the original)."""
     info = find_levels(model, levels)
-    if any(lv.stride is None for lv in info):
-        return None
-    return tuple(float(lv.stride) for lv in info)
+    strides = tuple(float(lv.stride) for lv in info if lv.stride is not None)
+    return strides if len(strides) == len(info) else None

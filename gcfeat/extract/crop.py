@@ -20,7 +20,7 @@ first (``(p1, p2, p0)``). :func:`stretched_crops` and ``recipe="paper"`` reprodu
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from .roi import box_bounds, roi_align_nd
 
 
 def crop_boxes(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
-               out_size: Tuple[int, ...] = (224, 224)) -> torch.Tensor:
+               out_size: tuple[int, ...] = (224, 224)) -> torch.Tensor:
     """Bilinear (3D: trilinear) crops of boxes from an image batch.
 
     Args:
@@ -60,7 +60,7 @@ def crop_boxes(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
 
 def stretched_crops(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
                     mean: Sequence[float], std: Sequence[float],
-                    out_size: Tuple[int, int] = (224, 224)) -> torch.Tensor:
+                    out_size: tuple[int, int] = (224, 224)) -> torch.Tensor:
     """The original's M1 crops: stretched uint8 frame, integer crop, PIL bilinear resize.
 
     Per frame: undo the normalisation and recover the 8-bit values ``k`` (the frames are
@@ -92,7 +92,7 @@ def stretched_crops(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tenso
     for i, ((x1, y1, x2, y2), f) in enumerate(zip(boxes, rows)):
         crop = np.ascontiguousarray(frames[f, y1:y2, x1:x2])
         out[i] = np.asarray(Image.fromarray(crop).resize((out_size[1], out_size[0]),
-                                                         Image.BILINEAR))
+                                                         Image.Resampling.BILINEAR))
     crops = torch.from_numpy(out).to(images.device).permute(0, 3, 1, 2)
     return crops.float() / 255
 
@@ -135,10 +135,10 @@ def forward_to(model: nn.Module, x: torch.Tensor, module: nn.Module) -> torch.Te
 
 @torch.no_grad()
 def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
-                  frame: torch.Tensor, out_size: Tuple[int, ...] = (224, 224),
+                  frame: torch.Tensor, out_size: tuple[int, ...] = (224, 224),
                   layout: Layout = (512, 1, 1), batch_size: int = 64,
-                  layer: "str | nn.Module" = "layer4", reshape=None, *,
-                  recipe: "Recipe | str | None" = None) -> torch.Tensor:
+                  layer: str | nn.Module = "layer4", reshape=None, *,
+                  recipe: Recipe | str | None = None) -> torch.Tensor:
     """M1 features: crop, resize to ``out_size``, forward to ``layer``, pool.
 
     Args:
@@ -160,15 +160,18 @@ def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
         ``(M, D)`` float32.
     """
     recipe = get_recipe(recipe)
-    if recipe.crop == "stretch_pil" and (recipe.mean is None or images.dim() != 4):
-        raise ValueError(f"crop_features: recipe {recipe.name!r} crops stretched uint8 frames; "
-                         f"it needs 2D RGB frames and the recipe's mean / std")
+    stretch = None                        # (mean, std) of the frames for stretched crops
+    if recipe.crop == "stretch_pil":
+        if recipe.mean is None or recipe.std is None or images.dim() != 4:
+            raise ValueError(f"crop_features: recipe {recipe.name!r} crops stretched uint8 "
+                             f"frames; it needs 2D RGB frames and the recipe's mean / std")
+        stretch = (recipe.mean, recipe.std)
     feats = []
     for start in range(0, xyxy.shape[0], batch_size):
-        if recipe.crop == "stretch_pil":
+        if stretch is not None:
             crops = stretched_crops(images, xyxy[start:start + batch_size],
-                                    frame[start:start + batch_size], recipe.mean, recipe.std,
-                                    tuple(out_size))
+                                    frame[start:start + batch_size], stretch[0], stretch[1],
+                                    (out_size[0], out_size[1]))
         else:
             crops = crop_boxes(images, xyxy[start:start + batch_size],
                                frame[start:start + batch_size], out_size)
@@ -196,9 +199,9 @@ class CropExtractor(Extractor):
 
     name = "m1"
 
-    def __init__(self, model: nn.Module, out_size: Tuple[int, ...] = (224, 224),
+    def __init__(self, model: nn.Module, out_size: tuple[int, ...] = (224, 224),
                  layout: Layout = (512, 1, 1), batch_size: int = 64,
-                 level: Optional[str] = None, *, recipe: "Recipe | str | None" = None) -> None:
+                 level: str | None = None, *, recipe: Recipe | str | None = None) -> None:
         self.recipe = get_recipe(recipe)
         self.model = model
         self.out_size = tuple(int(s) for s in out_size)
@@ -212,7 +215,7 @@ class CropExtractor(Extractor):
                              f"{type(model).__name__}") from None
         self._reshape = token_reshape(model, self._module)
 
-    def output_dim(self, channels: Optional[dict] = None) -> int:
+    def output_dim(self, channels: dict | None = None) -> int:
         channels = channels or layer_channels(self.model, {self.level: self._module})
         return layout_dim(self.layout, channels[self.level])
 

@@ -29,8 +29,6 @@ mode (per-frame BatchNorm statistics). ``recipe="paper"`` reproduces all three
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 
 from gcfeat import config
@@ -52,7 +50,7 @@ def heatmap_weights(heat: torch.Tensor, threshold: float, weighting: str = "heat
 
 def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch.Tensor,
                      label: torch.Tensor, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
-                     layout: Layout = (512, 1, 1)) -> Tuple[torch.Tensor, torch.Tensor]:
+                     layout: Layout = (512, 1, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmap-weighted features of (frame, class) pairs.
 
     Args:
@@ -102,7 +100,7 @@ def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch
     return out, empty
 
 
-def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> Tuple[torch.Tensor,
+def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
     """Union box per key: ``(num_keys, 4)`` (3D boxes: ``(num_keys, 6)``) and ``found
     (num_keys,)``; zeros where none."""
@@ -124,7 +122,7 @@ SELECTIONS = ("threshold", "top1")
 
 
 def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str = "threshold",
-                     pred_threshold: float = config.PRED_THRESHOLD) -> Tuple[torch.Tensor, torch.Tensor]:
+                     pred_threshold: float = config.PRED_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
     """The (frame, heat channel) pairs that get a heatmap row: ``(R,)`` each, sorted by frame.
 
     ``selection="threshold"`` (multi-label): every class with ``probs > pred_threshold``;
@@ -132,7 +130,8 @@ def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str 
     """
     p = probs[:, classes]                                               # (B, K')
     if selection == "threshold":
-        return (p > pred_threshold).nonzero(as_tuple=True)
+        frames, channels = (p > pred_threshold).nonzero(as_tuple=True)
+        return frames, channels
     if selection == "top1":
         return torch.arange(p.shape[0], device=p.device), p.argmax(1)
     raise ValueError(f"selection: got {selection!r}, expected one of {SELECTIONS}")
@@ -157,8 +156,8 @@ class HeatmapExtractor(Extractor):
     def __init__(self, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
                  pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
                  level: str = "layer4", selection: str = "threshold", *,
-                 recipe: "Recipe | str | None" = None, model=None,
-                 frame_maps: Optional[FrameStatsMaps] = None) -> None:
+                 recipe: Recipe | str | None = None, model=None,
+                 frame_maps: FrameStatsMaps | None = None) -> None:
         self.recipe = get_recipe(recipe)
         weighting = self.recipe.m3_weighting or weighting
         if self.recipe.bn == "frame" and frame_maps is None:
@@ -190,7 +189,7 @@ class HeatmapExtractor(Extractor):
             out["recipe"] = self.recipe.name
         return out
 
-    def __call__(self, images, result, boxes, probs: Optional[torch.Tensor] = None) -> Features:
+    def __call__(self, images, result, boxes, probs: torch.Tensor | None = None) -> Features:
         classes = result.classes.to(result.logits.device).long()       # (K',) heat axis -> class
         if probs is None:
             probs = torch.sigmoid(result.logits.float())

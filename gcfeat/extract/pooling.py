@@ -22,14 +22,14 @@ Example::
 """
 from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
-
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-Layout = Optional[Tuple[int, int, int]]
+from gcfeat.errors import GcfeatError
+
+Layout = tuple[int, int, int] | None
 
 #: The original layouts, by the name used on the command line.
 LAYOUTS: dict[str, Layout] = {
@@ -44,7 +44,7 @@ class LayoutError(GcfeatError):
     """A pooling layout that does not fit the feature map."""
 
 
-def parse_layout(layout: Union[str, Sequence[int], None]) -> Layout:
+def parse_layout(layout: str | Sequence[int] | None) -> Layout:
     """``"128x2x2"`` / ``(128, 2, 2)`` / ``"raw"`` / ``None`` -> a layout tuple or ``None``."""
     if layout is None:
         return None
@@ -68,7 +68,7 @@ def layout_dim(layout: Layout, channels: int) -> int:
     return channels if layout is None else layout[0] * layout[1] * layout[2]
 
 
-def spatial_pool(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def spatial_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Adaptive average pool of ``(R, C, *s)`` to ``(R, C, p1, p2)``; 3D depth averaged."""
     if x.dim() == 4:
         return F.adaptive_avg_pool2d(x, size)
@@ -107,7 +107,7 @@ def pool_to_layout(x: torch.Tensor, layout: Layout = (512, 1, 1)) -> torch.Tenso
     return channel_group_mean(pooled, p0).flatten(1)      # (R, p0 * p1 * p2)
 
 
-def pooling_matrix(spatial: Sequence[int], size: Tuple[int, int], *,
+def pooling_matrix(spatial: Sequence[int], size: tuple[int, int], *,
                    device=None, dtype=torch.float32) -> torch.Tensor:
     """The adaptive average pool over ``spatial`` as a matrix ``(n, p1 * p2)``.
 

@@ -37,8 +37,8 @@ Example::
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,8 @@ from torch import nn
 from gcfeat.errors import GcfeatError
 
 #: Normalisation of the original's extraction scripts (their training used other constants).
-PAPER_MEAN: Tuple[float, float, float] = (0.4084945, 0.25513682, 0.25353566)
-PAPER_STD: Tuple[float, float, float] = (0.22662906, 0.20201652, 0.1962526)
+PAPER_MEAN: tuple[float, float, float] = (0.4084945, 0.25513682, 0.25353566)
+PAPER_STD: tuple[float, float, float] = (0.22662906, 0.20201652, 0.1962526)
 
 
 class RecipeError(GcfeatError):
@@ -76,15 +76,15 @@ class Recipe:
 
     name: str = "default"
     bn: str = "eval"
-    mean: Optional[Tuple[float, ...]] = None
-    std: Optional[Tuple[float, ...]] = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     resize: str = "area"
     contours: str = "outer"
     crop: str = "roi_align"
     m2_pool: str = "roi_align"
     flatten: str = "channels_first"
     m3: str = "pooled"
-    m3_weighting: Optional[str] = None
+    m3_weighting: str | None = None
 
     def __post_init__(self) -> None:
         allowed = {"bn": ("eval", "frame"), "resize": ("area", "pil"),
@@ -114,7 +114,7 @@ class Recipe:
         """Keyword arguments that prepare a surgical Dataset for this recipe (``resize``, and
         ``mean`` / ``std`` when the recipe fixes them)."""
         kw: dict = {"resize": self.resize}
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:   # given together (__post_init__)
             kw.update(mean=tuple(self.mean), std=tuple(self.std))
         return kw
 
@@ -123,10 +123,10 @@ DEFAULT = Recipe()
 PAPER = Recipe(name="paper", bn="frame", mean=PAPER_MEAN, std=PAPER_STD, resize="pil",
                contours="list", crop="stretch_pil", m2_pool="slice", flatten="spatial_first",
                m3="broadcast", m3_weighting="mask")
-RECIPES: Dict[str, Recipe] = {"default": DEFAULT, "paper": PAPER}
+RECIPES: dict[str, Recipe] = {"default": DEFAULT, "paper": PAPER}
 
 
-def get_recipe(recipe: Union[str, Recipe, None]) -> Recipe:
+def get_recipe(recipe: str | Recipe | None) -> Recipe:
     """``"default"`` / ``"paper"`` / a :class:`Recipe` / ``None`` (default) -> a Recipe."""
     if recipe is None:
         return DEFAULT
@@ -207,16 +207,16 @@ class FrameStatsMaps:
         if missing:
             raise RecipeError(f"per-frame BatchNorm maps: the model has no {missing}")
         self._modules = [mods[n] for n in self.levels]
-        self._last: Optional[Tuple[torch.Tensor, Dict[str, torch.Tensor]]] = None
+        self._last: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._last is not None and self._last[0] is images:
             return self._last[1]
         dev = images.device
         if next(self.model.parameters()).device != dev:
             self.model.to(dev)
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
 
         def hook(name):
             def fn(_m, _i, output):

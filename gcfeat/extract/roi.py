@@ -25,7 +25,7 @@ left in train mode, so BatchNorm normalised with each frame's own statistics (se
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +35,13 @@ from .base import Extractor, Features
 from .pooling import Layout, LayoutError, channel_group_mean, layout_dim
 from .recipe import FrameStatsMaps, Recipe, get_recipe, spatial_first
 
-LEVELS: Tuple[str, str, str] = ("layer2", "layer3", "layer4")
+LEVELS: tuple[str, str, str] = ("layer2", "layer3", "layer4")
 #: The original's area thresholds, in pixels of a 256x320 (HxW) frame.
-AREA_THRESHOLDS: Tuple[float, float] = (5120.0, 20480.0)
+AREA_THRESHOLDS: tuple[float, float] = (5120.0, 20480.0)
 REFERENCE_AREA: float = 256.0 * 320.0
 
 
-def box_bounds(xyxy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def box_bounds(xyxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(start, end)`` of boxes per spatial dim in tensor order, each ``(M, D)``.
 
     2D boxes are ``x1, y1, x2, y2`` -> ``start = (y1, x1)``; 3D boxes are already in tensor
@@ -55,12 +55,12 @@ def box_bounds(xyxy: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 #: The strides of the original's layer2 / layer3 / layer4 (the area rule's targets).
-RULE_STRIDES: Tuple[float, float, float] = (8.0, 16.0, 32.0)
+RULE_STRIDES: tuple[float, float, float] = (8.0, 16.0, 32.0)
 
 
 def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
                area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-               num_levels: int = 3, strides: Optional[Sequence[float]] = None) -> torch.Tensor:
+               num_levels: int = 3, strides: Sequence[float] | None = None) -> torch.Tensor:
     """Level of each box among ``num_levels`` maps (0: layer2, 1: layer3, 2: layer4); ``(M,)``.
 
     ``extent < t0 * s`` -> 0, ``< t1 * s`` -> 1, else 2, with the extent the box's area (3D:
@@ -150,12 +150,12 @@ def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Te
     return out
 
 
-def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
+def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
                  frame: torch.Tensor, frame_size: Sequence[int],
                  area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                 single_layer: Optional[str] = None,
+                 single_layer: str | None = None,
                  layout: Layout = (512, 1, 1), sampling_ratio_3d: int = 2,
-                 strides: Optional[Sequence[float]] = None) -> torch.Tensor:
+                 strides: Sequence[float] | None = None) -> torch.Tensor:
     """M2 features of boxes.
 
     Args:
@@ -217,7 +217,7 @@ def roi_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
 
 
 def round_to_cells(lo: torch.Tensor, hi: torch.Tensor, size: int, extent: float
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The original's ``scale_bbox`` along one axis: frame pixels ``[lo, hi)`` of a frame of
     ``extent`` pixels -> integer cells of a map of ``size`` cells.
 
@@ -247,10 +247,10 @@ def _adaptive_rows(start: torch.Tensor, stop: torch.Tensor, bins: int, size: int
     return w / w.sum(-1, keepdim=True).clamp_min(1)
 
 
-def slice_features(feature_maps: Dict[str, torch.Tensor], xyxy: torch.Tensor,
+def slice_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
                    frame: torch.Tensor, frame_size: Sequence[int],
                    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                   single_layer: Optional[str] = None,
+                   single_layer: str | None = None,
                    layout: Layout = (512, 1, 1)) -> torch.Tensor:
     """M2 features by the original's rule: round the box to cells, slice, adaptive pool.
 
@@ -316,10 +316,10 @@ class RoiExtractor(Extractor):
     name = "m2"
 
     def __init__(self, area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                 single_layer: Optional[str] = None, layout: Layout = (512, 1, 1),
+                 single_layer: str | None = None, layout: Layout = (512, 1, 1),
                  levels: Sequence[str] = LEVELS,
-                 strides: Optional[Sequence[float]] = None, *, recipe: "Recipe | str | None" = None,
-                 model=None, frame_maps: Optional[FrameStatsMaps] = None) -> None:
+                 strides: Sequence[float] | None = None, *, recipe: Recipe | str | None = None,
+                 model=None, frame_maps: FrameStatsMaps | None = None) -> None:
         self.recipe = get_recipe(recipe)
         if self.recipe.bn == "frame" and frame_maps is None:
             if model is None:
@@ -340,7 +340,7 @@ class RoiExtractor(Extractor):
         return layout_dim(self.layout, max(channels[n] for n in names))
 
     def settings(self) -> dict:
-        out = {"area_thresholds": list(self.area_thresholds),
+        out: dict[str, object] = {"area_thresholds": list(self.area_thresholds),
                "single_layer": self.single_layer or "", "layout": self.layout}
         if self.levels != LEVELS:     # files of ResNet runs keep their original settings
             out["levels"] = list(self.levels)
@@ -350,7 +350,7 @@ class RoiExtractor(Extractor):
             out["strides"] = list(self.strides)
         return out
 
-    def feature_maps(self, result) -> Dict[str, torch.Tensor]:
+    def feature_maps(self, result) -> dict[str, torch.Tensor]:
         """``{level: map}`` of a CAMResult run with ``extra_layers`` = all levels but the last
         and the last level as the target."""
         maps = [*result.extra[:len(self.levels) - 1], result.activations[0]]

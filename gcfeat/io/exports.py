@@ -125,17 +125,16 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from gcfeat.data.miccai18 import MICCAI18_VAL_SEQUENCES
-from gcfeat.data.scene_graph import (ACTION_CLASSES, INTERACTION_CLASSES, RENAME, SceneGraph,
-                                     read_sequence)
+from gcfeat.data.scene_graph import ACTION_CLASSES, INTERACTION_CLASSES, RENAME, SceneGraph, read_sequence
 from gcfeat.errors import GcfeatError
 from gcfeat.io.features import FeatureFile, FeatureFileError
 from gcfeat.io.paths import writable_dir
@@ -249,7 +248,7 @@ def inclusive_boxes(box_source: np.ndarray, source_size: Sequence[int]) -> np.nd
 
 
 # ------------------------------------------------------------------------- helpers
-def _tissue_first(labels: np.ndarray, tissue: Optional[int]) -> np.ndarray:
+def _tissue_first(labels: np.ndarray, tissue: int | None) -> np.ndarray:
     key = (labels != tissue) if tissue is not None else np.zeros(len(labels), bool)
     return np.argsort(key, kind="stable")
 
@@ -259,12 +258,12 @@ def _check_method(ff: FeatureFile, method: str) -> None:
         raise FeatureFileError(f"{ff.path}: no method {method!r}; the file has {ff.methods}")
 
 
-def _seq_number(video: str) -> Optional[int]:
+def _seq_number(video: str) -> int | None:
     m = re.search(r"(\d+)$", video)
     return int(m.group(1)) if m else None
 
 
-def _annotations(data: Optional[os.PathLike | str], video: str) -> Dict[int, tuple]:
+def _annotations(data: os.PathLike | str | None, video: str) -> dict[int, tuple]:
     """``{frame number: (xml path, SceneGraph)}`` of a video ({} without data or XML)."""
     return read_sequence(data, video) if data is not None else {}
 
@@ -293,7 +292,7 @@ class CaptioningExport:
     val: int = 0
     skipped_no_caption: int = 0
     skipped_no_xml: int = 0
-    entries: Dict[str, List[dict]] = field(default_factory=dict)
+    entries: dict[str, list[dict]] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"captioning: {self.frames} frames of *_node_features.npy; captions train "
@@ -303,7 +302,7 @@ class CaptioningExport:
 
 def export_captioning(path: str, method: str, out: str, frame_format: str = "frame{:03d}",
                       progress: bool = True, *, data: os.PathLike | str | None = None,
-                      folder: Optional[str] = None,
+                      folder: str | None = None,
                       val_sequences: Sequence[int] = MICCAI18_VAL_SEQUENCES,
                       annotations: str = "annotations") -> CaptioningExport:
     """Write what CIDACaptioning's ``COCO`` / ``ImageDetectionsField`` read (module docstring).
@@ -318,7 +317,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     """
     root = _require_data(data, "captioning")
     folder = folder or f"gcfeat_{method}"
-    val_sequences = {int(v) for v in val_sequences}
+    val_seqs = {int(v) for v in val_sequences}
     res = CaptioningExport(os.path.abspath(out), os.path.abspath(os.path.join(out, annotations)),
                            entries={"train": [], "val": []})
     with FeatureFile(path) as ff:
@@ -329,7 +328,7 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
                   disable=None if progress else True) as bar:
             for v in ff:
                 graphs = _annotations(root, v.name)
-                split = "val" if _seq_number(v.name) in val_sequences else "train"
+                split = "val" if _seq_number(v.name) in val_seqs else "train"
                 d = os.path.join(out, v.name, folder)
                 os.makedirs(d, exist_ok=True)
                 for frame, rows in v.frames(method):
@@ -363,15 +362,15 @@ class InteractionExport:
     """What :func:`export_interaction` wrote and why frames / nodes were left out."""
 
     out: str
-    methods: List[str]
+    methods: list[str]
     skipped_no_xml: int = 0                                    # frames (the same for every method)
     # per method:
-    frames: Dict[str, int] = field(default_factory=dict)
-    nodes: Dict[str, int] = field(default_factory=dict)
-    edges: Dict[str, int] = field(default_factory=dict)
-    skipped_few_nodes: Dict[str, int] = field(default_factory=dict)  # < 2 nodes or no tissue
-    dropped_zero_area: Dict[str, int] = field(default_factory=dict)  # incl. empty M3 rows
-    dropped_unmapped: Dict[str, int] = field(default_factory=dict)   # hook, specimen_bag
+    frames: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
+    edges: dict[str, int] = field(default_factory=dict)
+    skipped_few_nodes: dict[str, int] = field(default_factory=dict)  # < 2 nodes or no tissue
+    dropped_zero_area: dict[str, int] = field(default_factory=dict)  # incl. empty M3 rows
+    dropped_unmapped: dict[str, int] = field(default_factory=dict)   # hook, specimen_bag
 
     def root(self, method: str) -> str:
         """The folder that plays ``datasets/instruments18`` for ``method``."""
@@ -416,8 +415,8 @@ def _edge_rows(classes: np.ndarray, boxes: np.ndarray, graph: SceneGraph) -> np.
     return out
 
 
-def _frame_graph(rows: dict, cmap: np.ndarray, tissue: Optional[int], size, graph: SceneGraph,
-                 res: InteractionExport, method: str) -> Optional[_Graph]:
+def _frame_graph(rows: dict, cmap: np.ndarray, tissue: int | None, size, graph: SceneGraph,
+                 res: InteractionExport, method: str) -> _Graph | None:
     order = _tissue_first(rows["label"], tissue)
     keep = cmap[rows["label"][order]] >= 0
     res.dropped_unmapped[method] += int((~keep).sum())
@@ -464,10 +463,10 @@ def _write_graph(path: str, name: str, g: _Graph, encoding: str, size, im_wh) ->
         h.create_dataset("spatial_features", data=spatial)
 
 
-def export_interaction(path: str, out: str, methods: Optional[Sequence[str]] = None,
+def export_interaction(path: str, out: str, methods: Sequence[str] | None = None,
                        progress: bool = True, *,
                        data: os.PathLike | str | None = None, encoding: str = "vsgat",
-                       im_wh: Optional[Sequence[float]] = None,
+                       im_wh: Sequence[float] | None = None,
                        link: str = "symlink") -> InteractionExport:
     """Write what the interaction model's ``SurgicalSceneDataset`` reads (module docstring).
 

@@ -46,17 +46,17 @@ writer at random moments repeatedly and reopen the file.
 """
 from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
-from gcfeat.io.paths import writable_file
-
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
+
+from gcfeat.errors import GcfeatError
+from gcfeat.io.paths import writable_file
 
 FORMAT = __doc__.split("Crash safety.")[0].strip()
 
@@ -108,7 +108,7 @@ def read_attrs(h5: h5py.File) -> dict:
     return out
 
 
-def settings_diff(expected: Mapping, found: Mapping) -> List[str]:
+def settings_diff(expected: Mapping, found: Mapping) -> list[str]:
     """Human-readable differences between two attribute dicts (volatile keys ignored)."""
     keys = sorted((set(expected) | set(found)) - set(VOLATILE_ATTRS))
     diffs = []
@@ -141,7 +141,7 @@ class FeatureWriter:
     """
 
     def __init__(self, path: str | os.PathLike, attrs: Mapping, dims: Mapping[str, int],
-                 num_classes: int, compression: Optional[str] = None, resume: bool = True,
+                 num_classes: int, compression: str | None = None, resume: bool = True,
                  chunk_rows: int = 256, box_dim: int = 4) -> None:
         if compression not in (None, "gzip", "lzf"):
             raise FeatureFileError(f"compression: got {compression!r}, expected None, 'gzip' "
@@ -194,12 +194,12 @@ class FeatureWriter:
             for k, v in attrs.items():
                 self.h5.attrs[k] = v if k == "format" else _encode(v)
             self.h5.flush()
-        self._done: Dict[str, set] = {}
+        self._done: dict[str, set] = {}
 
     # ----------------------------------------------------------------- state
     def _trim(self) -> None:
         """Drop rows written after the last committed ``frame_index`` (a killed batch)."""
-        for video, g in self.h5.items():
+        for g in self.h5.values():
             n = g["frame_index"].shape[0]
             if g["class_prob"].shape[0] != n:
                 g["class_prob"].resize(n, 0)
@@ -225,7 +225,7 @@ class FeatureWriter:
         if video in self.h5:
             return self.h5[video]
         g = self.h5.create_group(video)
-        kw = {}                       # uncompressed while appending (see "Crash safety")
+        kw: dict[str, object] = {}    # uncompressed while appending (see "Crash safety")
         c = self.chunk_rows
         g.create_dataset("frame_index", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
         g.create_dataset("class_prob", (0, self.num_classes), "f4",
@@ -252,7 +252,7 @@ class FeatureWriter:
 
     # ----------------------------------------------------------------- write
     def write(self, videos: Sequence[str], frame_index, class_prob, features: Mapping,
-              source_sizes: Optional[Sequence] = None) -> None:
+              source_sizes: Sequence | None = None) -> None:
         """Append one batch and commit it.
 
         Args:
@@ -320,7 +320,7 @@ class FeatureWriter:
             if finalize and self.compression:
                 repack(self.path, self.compression)
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -339,8 +339,8 @@ def _is_compressed(path: str) -> bool:
     return bool(found)
 
 
-def repack(path: str | os.PathLike, compression: Optional[str],
-           out: Optional[str | os.PathLike] = None, rows: int = 65536) -> str:
+def repack(path: str | os.PathLike, compression: str | None,
+           out: str | os.PathLike | None = None, rows: int = 65536) -> str:
     """Copy a feature file with every dataset (re)compressed (``None``: uncompressed).
 
     Writes ``<out>.tmp`` then renames it over ``out`` (default: ``path`` itself), so a kill
@@ -382,7 +382,7 @@ class VideoFeatures:
     """Per-video view of a feature file: ``frame_index``, ``class_prob`` and per-frame rows."""
 
     group: h5py.Group
-    methods: List[str]
+    methods: list[str]
 
     @property
     def name(self) -> str:
@@ -400,18 +400,18 @@ class VideoFeatures:
         return int(self.group["frame_index"].shape[0])
 
     @property
-    def source_size(self) -> Optional[tuple]:
+    def source_size(self) -> tuple | None:
         """``(H, W)`` of the source frames, or None when the file does not record it."""
         v = self.group.attrs.get("source_size")
         return tuple(json.loads(v)) if v is not None else None
 
     @property
-    def input_size(self) -> Optional[list]:
+    def input_size(self) -> list | None:
         """The file's model input ``(H, W)`` (root attribute ``input_size``)."""
         v = self.group.file.attrs.get("input_size")
         return json.loads(v) if isinstance(v, (str, bytes)) else v
 
-    def rows(self, method: str, source_pixels: bool = False) -> Dict[str, np.ndarray]:
+    def rows(self, method: str, source_pixels: bool = False) -> dict[str, np.ndarray]:
         """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``;
         ``source_pixels`` adds ``box_source`` (:func:`box_to_source`)."""
         if method not in self.group:
@@ -450,8 +450,8 @@ class VideoFeatures:
             yield int(f), {k: v[a:b] for k, v in r.items() if k != "frame"}
 
 
-def box_to_source(box: np.ndarray, input_size: Optional[Sequence[int]],
-                  source_size: Optional[Sequence[int]], where: str = "") -> np.ndarray:
+def box_to_source(box: np.ndarray, input_size: Sequence[int] | None,
+                  source_size: Sequence[int] | None, where: str = "") -> np.ndarray:
     """Boxes in model-input pixels -> source-frame pixels.
 
     Args:
@@ -489,23 +489,23 @@ class FeatureFile:
         self.attrs = read_attrs(self.h5)
 
     @property
-    def videos(self) -> List[str]:
+    def videos(self) -> list[str]:
         return list(self.h5.keys())
 
     @property
-    def methods(self) -> List[str]:
+    def methods(self) -> list[str]:
         m = self.attrs.get("methods")
         if isinstance(m, dict):
             return list(m)
         if isinstance(m, list):
             return list(m)
-        found = set()
+        found: set[str] = set()
         for g in self.h5.values():
             found.update(k for k in g.keys() if isinstance(g[k], h5py.Group))
         return sorted(found)
 
     @property
-    def classes(self) -> List[str]:
+    def classes(self) -> list[str]:
         return list(self.attrs.get("classes", []))
 
     def __getitem__(self, video: str) -> VideoFeatures:
@@ -522,7 +522,7 @@ class FeatureFile:
     def num_frames(self) -> int:
         return sum(len(v) for v in self)
 
-    def to_dataframe(self, method: Optional[str] = None, features: bool = False):
+    def to_dataframe(self, method: str | None = None, features: bool = False):
         """One row per object: video, frame_index, method, label, class, score, x1..y2 (volumes:
         z1, y1, x1, z2, y2, x2), empty (+ ``f0 .. f{D-1}`` with ``features=True``)."""
         import pandas as pd
@@ -563,7 +563,7 @@ class FeatureFile:
     def close(self) -> None:
         self.h5.close()
 
-    def __enter__(self) -> "FeatureFile":
+    def __enter__(self) -> FeatureFile:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -571,7 +571,7 @@ class FeatureFile:
 
 
 def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
-                        compression: Optional[str] = None, chunk_frames: int = 1024) -> str:
+                        compression: str | None = None, chunk_frames: int = 1024) -> str:
     """Join shard files (equal settings) into ``out`` by copying their rows.
 
     A copy through :class:`FeatureWriter` (not HDF5 virtual datasets), so the result is one
@@ -590,15 +590,16 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                 attrs["format"] = src.attrs.get("format", FORMAT)
                 videos = list(src)
                 if writer is None:
-                    dims, k, box_dim = {}, None, 4
+                    if not videos:
+                        continue
+                    dims: dict[str, int] = {}
+                    box_dim = 4
                     for v in videos:
-                        k = src[v]["class_prob"].shape[1]
                         for m, g in src[v].items():
                             if isinstance(g, h5py.Group):
                                 dims[m] = g["features"].shape[1]
                                 box_dim = g["box"].shape[1]
-                    if not videos:
-                        continue
+                    k = src[videos[-1]]["class_prob"].shape[1]
                     writer = FeatureWriter(out, attrs, dims, k, compression=compression,
                                            box_dim=box_dim)
                 else:

@@ -346,9 +346,13 @@ def _impute_direct(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
             diag[src] += w
             known = k[qi]
             rhs[src[known]] += w * xf[:, qi[known]].T
-            rows.append(src[~known]), cols.append(vidx[qi[~known]]), vals.append(np.full(int((~known).sum()), -w))
+            rows.append(src[~known])
+            cols.append(vidx[qi[~known]])
+            vals.append(np.full(int((~known).sum()), -w))
         n = len(unk)
-        rows.append(np.arange(n)), cols.append(np.arange(n)), vals.append(diag)
+        rows.append(np.arange(n))
+        cols.append(np.arange(n))
+        vals.append(diag)
         A = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         y = spsolve(A, rhs)
         xf[:, unk] = y.reshape(n, C).T
@@ -369,20 +373,27 @@ class RoadResult:
     morf: torch.Tensor | None
     lerf: torch.Tensor | None
 
+    def _order(self, name: str) -> torch.Tensor:
+        scores = getattr(self, name)
+        if scores is None:   # an AttributeError, as reading the mean of a missing order was
+            raise AttributeError(f"RoadResult.{name} was not computed; pass "
+                                 f"orders=(..., {name!r}) to road()")
+        return scores
+
     @property
     def morf_mean(self) -> torch.Tensor:
         """``(B,)`` mean MoRF score over the fractions (lower = more faithful)."""
-        return self.morf.mean(1)
+        return self._order("morf").mean(1)
 
     @property
     def lerf_mean(self) -> torch.Tensor:
         """``(B,)`` mean LeRF score over the fractions (higher = more faithful)."""
-        return self.lerf.mean(1)
+        return self._order("lerf").mean(1)
 
     @property
     def combined(self) -> torch.Tensor:
         """``(B,)`` ``mean_p (LeRF_p - MoRF_p) / 2`` (pytorch-grad-cam's ``ROADCombined``)."""
-        return ((self.lerf - self.morf) / 2).mean(1)
+        return ((self._order("lerf") - self._order("morf")) / 2).mean(1)
 
 
 @torch.no_grad()

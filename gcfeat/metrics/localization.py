@@ -82,7 +82,7 @@ class LocalizationError(GcfeatError):
 
 def gt_boxes(boxes_per_frame: Sequence, labels_per_frame: Sequence, ndim: int = 2) -> Boxes:
     """Per-frame GT lists (``(n, 2d)`` boxes, ``(n,)`` labels) -> one flat :class:`Boxes`."""
-    return Boxes.from_list([{"boxes": b, "labels": l} for b, l in zip(boxes_per_frame, labels_per_frame)],
+    return Boxes.from_list([{"boxes": b, "labels": lab} for b, lab in zip(boxes_per_frame, labels_per_frame)],
                            ndim=ndim)
 
 
@@ -109,7 +109,7 @@ class DetectionMatches:
     def cat(cls, parts: Sequence[DetectionMatches]) -> DetectionMatches:
         """Join batches (their frames must come in order: COCO breaks score ties by frame)."""
         return cls(torch.cat([p.score for p in parts]), torch.cat([p.label for p in parts]),
-                   torch.cat([p.matched for p in parts], 1), sum(p.n_gt for p in parts),
+                   torch.cat([p.matched for p in parts], 1), torch.stack([p.n_gt for p in parts]).sum(0),
                    parts[0].iou_thresholds)
 
 
@@ -304,12 +304,12 @@ def region_masks(gt: Boxes, spatial: Sequence[int], num_classes: int) -> tuple[T
     dev = gt.device
     # box columns in array-axis order: 2D (y, x), 3D (z, y, x)
     axes = [1, 0] if d == 2 else [0, 1, 2]
-    inside = None
+    inside = torch.ones((), dtype=torch.bool, device=dev)   # broadcasts to the first axis' mask
     for j, col in enumerate(axes):
         c = torch.arange(spatial[j], device=dev)
         lo, hi = gt.xyxy[:, col, None], gt.xyxy[:, col + d, None]
         m = ((c >= lo) & (c < hi)).reshape(len(gt), *[spatial[j] if i == j else 1 for i in range(d)])
-        inside = m if inside is None else inside & m
+        inside = inside & m
     mask = torch.zeros(len(frame), *spatial, dtype=torch.bool, device=dev)
     if len(gt):
         mask.index_put_((inv,), inside.expand(len(gt), *spatial), accumulate=True)

@@ -102,8 +102,9 @@ def _reinit(module: nn.Module, seed: int) -> None:
     """Re-initialise every submodule with ``reset_parameters`` (PyTorch's default init)."""
     torch.manual_seed(seed)
     for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 @dataclass
@@ -187,7 +188,8 @@ def cascading_randomization(model: nn.Module, images: Tensor, classes, map_fn: M
         for s, name in enumerate(layers):
             _reinit(copy_.get_submodule(name), seed + s)
             m = _maps(map_fn, copy_, images, classes)
-            sp.append(spearman(ref, m)), ss.append(ssim(ref, m))
+            sp.append(spearman(ref, m))
+            ss.append(ssim(ref, m))
     finally:
         torch.random.set_rng_state(rng_state)  # the caller's random stream is left as it was
     return RandomizationResult(layers, torch.stack(sp), torch.stack(ss))

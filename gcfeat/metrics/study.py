@@ -34,6 +34,7 @@ from .localization import (
     COCO_IOU_THRESHOLDS,
     DetectionAP,
     DetectionMatches,
+    LocalizationError,
     MaxBoxAcc,
     PxAP,
     average_precision,
@@ -53,24 +54,33 @@ class LocalizationReport:
     """Split-level figures that do not depend on T (or choose their own).
 
     Attributes:
-        ap: one :class:`DetectionAP` per threshold T of the study;
-        max_box_acc: MaxBoxAccV2 counts (GT-known); pxap: pixel AP vs the GT regions;
+        ap: one :class:`DetectionAP` per threshold T of the study (None before any batch);
+        max_box_acc: MaxBoxAccV2 counts (GT-known; None for 3D maps or before any batch);
+        pxap: pixel AP vs the GT regions (None before any batch);
         energy: ``(K,)`` mean energy-based pointing game per class (NaN without GT);
         pointing: ``(K,)`` pointing game with ``tolerance`` per class; tolerance: in pixels;
         thresholds: the study's T values; classes: class id per column.
     """
-    ap: list[DetectionAP]
-    max_box_acc: MaxBoxAcc
-    pxap: PxAP
+    ap: list[DetectionAP | None]
+    max_box_acc: MaxBoxAcc | None
+    pxap: PxAP | None
     energy: Tensor
     pointing: Tensor
     tolerance: float
     thresholds: list[float]
     classes: list[int]
 
+    def ap_at(self, i: int) -> DetectionAP:
+        """The :class:`DetectionAP` of threshold index ``i``; an error before any batch."""
+        a = self.ap[i]
+        if a is None:
+            raise LocalizationError("LocalizationStudy: no batch scored yet; call update() "
+                                    "before result() / best_ap50()")
+        return a
+
     def best_ap50(self) -> tuple[float, float]:
         """(T, mAP50) at the T with the best mAP50 (an oracle on this split)."""
-        vals = [a.map50 for a in self.ap]
+        vals = [self.ap_at(i).map50 for i in range(len(self.ap))]
         i = int(np.nanargmax(vals))
         return self.thresholds[i], vals[i]
 
@@ -111,27 +121,31 @@ class LocalizationStudy(ThresholdSweep):
         replaces the GT box regions for PxAP and the pointing games."""
         self._report = None
         d = heatmaps.ndim - 2
-        gt = Boxes.from_list([{"boxes": b, "labels": l} for b, l in zip(gt_boxes, gt_labels)], ndim=d)
+        gt = Boxes.from_list([{"boxes": b, "labels": lab} for b, lab in zip(gt_boxes, gt_labels)], ndim=d)
         col = self._col_of[gt.label.clamp(max=len(self._col_of) - 1)]
         keep = (gt.label < len(self._col_of)) & (col >= 0)
         self._gt = Boxes(gt.xyxy[keep], gt.frame[keep], col[keep], gt.score[keep]).to(heatmaps.device)
         super().update(heatmaps, probs, gt_boxes, gt_labels)   # calls _on_boxes per T
-        self._map_metrics(heatmaps, gt_masks)
+        self._map_metrics(heatmaps, self._gt, gt_masks)
         self._gt = None
 
     def _on_boxes(self, t: int, boxes: Boxes) -> None:
         cols = self._col_of.to(boxes.label.device)[boxes.label]
         b = Boxes(boxes.xyxy, boxes.frame, cols, boxes.score)
+        assert self._gt is not None  # set by update() around the sweep that calls this
         self._matches[t].append(match_detections(b, self._gt, len(self.classes),
                                                  iou_thresholds=self.iou_thresholds,
                                                  max_dets=self.max_dets))
 
-    def _map_metrics(self, heatmaps: Tensor, gt_masks: Tensor | None) -> None:
+    def _map_metrics(self, heatmaps: Tensor, gt: Boxes, gt_masks: Tensor | None) -> None:
         K = len(self.classes)
         if heatmaps.ndim == 4:
-            mba = max_box_acc(heatmaps, self._gt, taus=self.taus, workers=self.box_kwargs["workers"])
+            # box_kwargs (boxes.evaluate.ThresholdSweep) is an unannotated mixed dict; workers
+            # is the sweep's ``int | None`` argument
+            workers = self.box_kwargs["workers"]
+            mba = max_box_acc(heatmaps, gt, taus=self.taus, workers=workers)  # type: ignore[arg-type]
             self._mba = mba if self._mba is None else self._mba + mba
-        frame, label, masks = region_masks(self._gt, heatmaps.shape[2:], K)
+        frame, label, masks = region_masks(gt, heatmaps.shape[2:], K)
         if gt_masks is not None:
             masks = gt_masks.to(heatmaps.device)[frame, label].bool()
         maps = heatmaps[frame, label]
@@ -163,9 +177,9 @@ class LocalizationStudy(ThresholdSweep):
         df = super().result()
         rep = self.report()
         col = {c: i for i, c in enumerate(self.classes)}
-        extra = {"ap": [], "ap50": [], "ap75": []}
+        extra: dict[str, list[float]] = {"ap": [], "ap50": [], "ap75": []}
         for _, row in df.iterrows():
-            a = rep.ap[self.thresholds.index(row["threshold"])]
+            a = rep.ap_at(self.thresholds.index(row["threshold"]))
             cols = ([col[int(row["class_id"])]] if row["class_id"] >= 0 else
                     [col[int(c)] for c in self.aggregate[row["class_name"]]])
             for name, v in (("ap", a.per_class), ("ap50", a.ap50), ("ap75", a.ap75)):

@@ -6,9 +6,10 @@ import datetime as _dt
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -22,11 +23,26 @@ from gcfeat.models.fusion import fuse_conv_bn
 from gcfeat.tasks import get_task
 
 from .features import features_html, frame_rows_html, summarise_features
-from .gallery import (GalleryItem, cam_pass, class_colors, frame_views, gallery_html,
-                      render_item, sample_indices)
+from .gallery import (
+    GalleryItem,
+    cam_pass,
+    class_colors,
+    frame_views,
+    gallery_html,
+    render_item,
+    sample_indices,
+)
 from .page import esc, page
-from .sections import (box_metrics_html, classification_html, faithfulness_html, figures_html,
-                       read_json, settings_html, training_html, tune_html)
+from .sections import (
+    box_metrics_html,
+    classification_html,
+    faithfulness_html,
+    figures_html,
+    read_json,
+    settings_html,
+    training_html,
+    tune_html,
+)
 
 __all__ = ["ReportError", "ReportResult", "build_run_report", "build_feature_report"]
 
@@ -84,16 +100,29 @@ def _load_model(task, checkpoint: Path, device: str) -> _Model:
                   get("input_size") or task.input_size)
 
 
+class _Streamed(Protocol):
+    """A streamed dataset the gallery can index (:class:`gcfeat.data.Cholec80Dataset`)."""
+
+    def keys(self) -> list[tuple[str, int]]: ...
+
+    def decode(self, keys: Iterable[tuple[str, int]]) -> Any: ...
+
+
 def _dataset(task, data: Path, split: str, m: _Model | None, attrs: dict | None = None):
-    """The split's Dataset at the model's (or the feature file's) input size / normalisation."""
+    """The split's Dataset at the model's (or, without a model, the feature file's ``attrs``)
+    input size / normalisation."""
     if not data.exists():
         raise ReportError(f"--data {data}: no such folder")
     try:
         if task.name == "surgical":
-            size = tuple(m.input_size if m else attrs.get("input_size") or task.input_size)
-            mean = (m.mean if m else attrs.get("mean")) or task.mean
-            std = (m.std if m else attrs.get("std")) or task.std
-            ds = task.build_dataset(data, split, size=size, mean=mean, std=std)
+            if m is not None:
+                size, mean, std = m.input_size, m.mean, m.std
+            else:
+                a = attrs or {}
+                size = a.get("input_size") or task.input_size
+                mean, std = a.get("mean"), a.get("std")
+            ds = task.build_dataset(data, split, size=tuple(size), mean=mean or task.mean,
+                                    std=std or task.std)
         else:
             ds = task.build_dataset(data, split)
     except ValueError as e:               # a reader's user error (not all are GcfeatError)
@@ -110,8 +139,9 @@ def _indexed(ds, idx: Sequence[int]):
     decoded from the mp4 in order) decodes only those frames, once
     (:meth:`gcfeat.data.Cholec80Dataset.decode`)."""
     if isinstance(ds, IterableDataset):
-        keys = ds.keys()
-        return ds.decode([keys[i] for i in idx]), list(range(len(idx)))
+        streamed = cast(_Streamed, ds)    # _dataset refused a streamed set without decode()
+        keys = streamed.keys()
+        return streamed.decode([keys[i] for i in idx]), list(range(len(idx)))
     return ds, list(idx)
 
 
@@ -120,7 +150,7 @@ def _frame_table(ds) -> list[tuple[str, int]]:
     annotations), ``items`` when the dataset lists them (MICCAI 2018), else by reading the
     items (MRI sets are small)."""
     if isinstance(ds, IterableDataset):
-        return ds.keys()
+        return cast(_Streamed, ds).keys()
     items = getattr(ds, "items", None)
     if items is not None:
         return [(str(it[0]), int(it[1])) for it in items]

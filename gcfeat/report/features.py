@@ -3,8 +3,8 @@ boxes per frame, settings) and, for a few frames, the rows a downstream model re
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

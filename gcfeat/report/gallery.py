@@ -13,9 +13,9 @@ per class, ``name:iou`` pairs: a class filter sorts by that class's IoU) and ``d
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -352,7 +352,7 @@ def render_item(order: int, v: FrameView, files_dir: Path, rel: str, names: Sequ
     ious = best_ious(v.gt_boxes[gkeep], v.gt_labels[gkeep], v.boxes, v.labels)
     iou = float(ious.mean()) if len(ious) else None
     classes = sorted({names[int(k)] for k in list(v.shown) + v.gt_labels.tolist()})
-    gt_txt = ", ".join(f"{names[int(l)]} {s:.2f}" for l, s in zip(v.gt_labels[gkeep], ious))
+    gt_txt = ", ".join(f"{names[int(lab)]} {s:.2f}" for lab, s in zip(v.gt_labels[gkeep], ious))
     iou_txt = ("no ground-truth box" if iou is None else
                f'IoU <span class="{"iou-bad" if iou < 0.5 else "iou-ok"}">{iou:.2f}</span>')
     miss = " miss" if iou is not None and iou < 0.5 else ""

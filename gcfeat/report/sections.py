@@ -18,8 +18,9 @@ import csv
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .page import esc, fmt, table
 

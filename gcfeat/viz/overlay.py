@@ -2,8 +2,9 @@
 no global backend change, safe in threads and on headless machines)."""
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -70,8 +71,10 @@ def class_color(label: int) -> tuple[float, float, float]:
 
     label = int(label)
     if label < 10:
-        return tuple(colormaps["tab10"](label)[:3])
-    return tuple(colormaps["tab20"]((2 * (label - 10) + 1) % 20)[:3])
+        r, g, b = colormaps["tab10"](label)[:3]
+    else:
+        r, g, b = colormaps["tab20"]((2 * (label - 10) + 1) % 20)[:3]
+    return r, g, b
 
 
 def draw_boxes(ax, boxes, labels=None, scores=None, *, class_names: Sequence[str] | None = None,
@@ -92,7 +95,7 @@ def draw_boxes(ax, boxes, labels=None, scores=None, *, class_names: Sequence[str
     b = _np(boxes).reshape(-1, 4).astype(float)
     lab = None if labels is None else _np(labels).reshape(-1).astype(int)
     sc = None if scores is None else _np(scores).reshape(-1).astype(float)
-    used: dict[tuple[int, int], int] = getattr(ax, "_gcfeat_label_slots", {})
+    used: dict[tuple[int, int, bool], int] = getattr(ax, "_gcfeat_label_slots", {})
     ax._gcfeat_label_slots = used  # labels sharing a corner are stacked, not overprinted
     for i, (x1, y1, x2, y2) in enumerate(b):
         c = color if color is not None else class_color(lab[i] if lab is not None else 0)
@@ -127,7 +130,7 @@ def new_figure(width: float, height: float, dpi: int = 100):
     return fig
 
 
-def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` (parent folders created) and release it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,8 @@
 """Threshold-study plots: box quality vs threshold T per class, best T marked."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
 
 from .overlay import class_color, new_figure, save_figure
 
@@ -78,7 +77,7 @@ def plot_class_curves(df, out_dir: str | Path, metrics: Sequence[str] = ("mean_i
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for (cid, name), sub in df.groupby(["class_id", "class_name"], sort=False):
+    for (_cid, name), sub in df.groupby(["class_id", "class_name"], sort=False):
         sub = sub.sort_values("threshold")
         if all(sub[m].isna().all() for m in metrics):
             continue

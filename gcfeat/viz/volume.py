@@ -113,7 +113,7 @@ def write_volume_html(path: str | os.PathLike, volume, heat, *, title: str = "CA
     if upscale is None:
         upscale = max(1, int(np.ceil(128 / max(vol.shape))))
     axes = {"axial": 0, "coronal": 1, "sagittal": 2}
-    data = {"views": []}
+    data: dict[str, list[dict[str, object]]] = {"views": []}
     for name in views:
         g, c = slice_pngs(grey, hm, fg, axes[name], upscale)
         data["views"].append({"name": name, "grey": g, "cam": c})
