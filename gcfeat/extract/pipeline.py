@@ -6,7 +6,12 @@ Per batch of frames (decoded by DataLoader workers):
    heatmaps (input and layer4 resolution), layer4 activations, layer2 / layer3 maps. For a
    ResNet head Grad-CAM is CAM (closed form), so this is one forward and no backward;
 2. boxes: ``heatmap_to_boxes(heatmap, T, probs=sigmoid(logits), pred_threshold, tissue:
-   "union")``;
+   "union")``; T is one number or, with ``class_thresholds`` (``extract --thresholds FILE``,
+   the per-class T that ``tune --calibrate-split`` writes), one T per class. With
+   ``box_maps="fused"`` the CAM pass targets every feature level (layer2..layer4: one forward
+   and one batched backward) and the boxes of M1 / M2 come from the product of the levels' maps
+   (:func:`gcfeat.cam.fusion.fuse_maps`), while M2 / M3 keep the target level's maps and
+   heatmap, exactly as without it (M3 thresholds them at the scalar T);
 3. extractors (M1 crops re-run the backbone on all crops of the batch at once; M2 / M3 reuse
    the maps);
 4. :class:`~gcfeat.io.features.FeatureWriter` appends and commits the batch.
@@ -35,7 +40,8 @@ from tqdm import tqdm
 
 from gcfeat import config
 from gcfeat.boxes import Boxes, heatmap_to_boxes
-from gcfeat.cam import GradCAM
+from gcfeat.cam import CAMResult, GradCAM
+from gcfeat.cam.fusion import fuse_maps
 from gcfeat.data import make_loader
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
@@ -50,6 +56,10 @@ from .roi import AREA_THRESHOLDS, RoiExtractor
 METHODS = ("m1", "m2", "m3")
 #: where the boxes of M1 / M2 come from: the CAM heatmaps, or the dataset's annotated boxes
 BOX_SOURCES = ("cam", "gt")
+#: which maps the CAM boxes are cut from: the target level's heatmap, or the fusion of every
+#: feature level's map (the product: the rule that localised best, gcfeat.cam.fusion)
+BOX_MAPS = ("cam", "fused")
+BOX_FUSION = "product"
 
 
 def file_sha256(path: str, block: int = 1 << 20) -> str:
@@ -210,11 +220,16 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      pred_threshold: float, layout: Layout, min_area: float,
                      checkpoint_sha256: str = "", fps: Optional[float] = None,
                      task: str = "surgical", activation: str = "sigmoid",
-                     boxes: str = "cam", recipe: "Recipe | None" = None) -> dict:
+                     boxes: str = "cam", recipe: "Recipe | None" = None,
+                     class_thresholds: Optional[Sequence[float]] = None,
+                     box_maps: str = "cam", levels: Sequence[str] = ()) -> dict:
     """Root attributes (the settings a resumed run must match). Surgical files made with CAM
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
-    ``spatial_dims``, other box sources ``boxes``."""
+    ``spatial_dims``, other box sources ``boxes``; per-class T adds ``thresholds.box_per_class``,
+    fused box maps ``box_maps`` (``{"maps", "fusion", "levels"}``)."""
     extra = {}
+    if box_maps != "cam":
+        extra["box_maps"] = {"maps": box_maps, "fusion": BOX_FUSION, "levels": list(levels)}
     if task != "surgical" or activation != "sigmoid":
         extra.update(task=task, activation=activation,
                      spatial_dims=len(info.input_size) if info.input_size else 2)
@@ -229,7 +244,9 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     return {**extra,
         "classes": list(info.classes),
         "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
-                       "min_area": float(min_area)},
+                       "min_area": float(min_area),
+                       **({} if class_thresholds is None else
+                          {"box_per_class": [float(t) for t in class_thresholds]})},
         "architecture": getattr(info, "arch", ""),
         "checkpoint_sha256": checkpoint_sha256,
         "input_size": list(info.input_size) if info.input_size else None,
@@ -275,6 +292,8 @@ class ExtractConfig:
     boxes: str = "cam"
     fold_bn: bool = True
     recipe: "Recipe | str | None" = None
+    class_thresholds: Optional[Sequence[float]] = None
+    box_maps: str = "cam"
 
     def check(self) -> None:
         """Settings are checked before the output file exists: a bad run leaves nothing."""
@@ -289,6 +308,11 @@ class ExtractConfig:
                              "'softmax'")
         if self.boxes not in BOX_SOURCES:
             raise ValueError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
+        if self.box_maps not in BOX_MAPS:
+            raise ValueError(f"box_maps: got {self.box_maps!r}, expected one of {BOX_MAPS}")
+        bad = [t for t in (self.class_thresholds or ()) if not 0.0 <= float(t) <= 1.0]
+        if bad:
+            raise ValueError(f"class_thresholds: {bad} outside [0, 1]")
 
 
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
@@ -306,7 +330,9 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     skip: Optional[Callable[[str, int], bool]] = None,
                     task: str = "surgical", activation: str = "sigmoid",
                     boxes: str = "cam", fold_bn: bool = True,
-                    recipe: "Recipe | str | None" = None) -> dict:
+                    recipe: "Recipe | str | None" = None,
+                    class_thresholds: Optional[Sequence[float]] = None,
+                    box_maps: str = "cam") -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -318,6 +344,11 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
             (``classes``, ``arch``, ``input_size``, ``mean``, ``std``).
         methods: some of ``"m1"``, ``"m2"``, ``"m3"``.
         threshold: box / mask threshold T; ``pred_threshold``: class score needed for a map.
+        class_thresholds: one box T per class (``(K,)``, in the checkpoint's class order;
+            e.g. :meth:`gcfeat.boxes.calibration.ThresholdCalibration.per_channel`) for the
+            boxes of M1 / M2; M3 keeps ``threshold``. Written to the attributes.
+        box_maps: ``"cam"`` (boxes from the target level's heatmap) or ``"fused"`` (from the
+            product of every feature level's map; M2 / M3 keep their maps). In the attributes.
         out: the HDF5 file (created or resumed).
         fps: recorded in the attributes (sampling is the dataset's option).
         compression: ``None`` / ``"gzip"`` / ``"lzf"`` (applied when the run completes).
@@ -350,7 +381,8 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         crop_size=crop_size, crop_batch_size=crop_batch_size, area_thresholds=area_thresholds,
         single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
         checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
-        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe)
+        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe,
+        class_thresholds=class_thresholds, box_maps=box_maps)
     return run_extraction(dataset, model, info, cfg)
 
 
@@ -377,8 +409,13 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                              pred_threshold=cfg.pred_threshold, layout=layout,
                              min_area=cfg.min_area, checkpoint_sha256=cfg.checkpoint_sha256,
                              fps=cfg.fps, task=cfg.task, activation=cfg.activation,
-                             boxes=cfg.boxes, recipe=recipe)
+                             boxes=cfg.boxes, recipe=recipe,
+                             class_thresholds=cfg.class_thresholds, box_maps=cfg.box_maps,
+                             levels=list(levels))
     classes = list(info.classes)
+    if cfg.class_thresholds is not None and len(cfg.class_thresholds) != len(classes):
+        raise ValueError(f"class_thresholds: {len(cfg.class_thresholds)} values, expected one per "
+                         f"class ({len(classes)}: {classes})")
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     if cfg.amp not in (None, "bf16"):
         raise ValueError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
@@ -406,8 +443,8 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     writer = current["writer"] = open_writer(True)
     with writer:
         *extra_levels, target = levels.values()
-        step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
-                          _class_modes(classes))
+        cam = GradCAM(model, [*extra_levels, target] if cfg.box_maps == "fused" else [target])
+        step = _BatchStep(cam, extra_levels, extractors, cfg, device, _class_modes(classes))
         bar = tqdm(total=plan.total, unit="frame",
                    desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
                    disable=None if cfg.progress else True, dynamic_ncols=True)
@@ -509,8 +546,8 @@ class _BatchStep:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.amp_ctx():
-            res = self.cam.explain(x, extra_layers=self.extra_levels)
-            probs, found = self._boxes(res, batch)
+            res, box_heat = self._explain(x)
+            probs, found = self._boxes(res, batch, box_heat)
             feats = {e.name: e(x, res, found, probs).float() for e in self.extractors}
         writer.write(videos, frames, probs, feats)
         stats["frames"] += len(videos)
@@ -518,7 +555,21 @@ class _BatchStep:
             stats["rows"][m] += len(f)
         return len(videos)
 
-    def _boxes(self, res, batch):
+    def _explain(self, x):
+        """``(result, box heatmap)``: the extractors' view (the target level's heatmap,
+        activations and the other levels as ``extra``) and the maps the boxes are cut from."""
+        if self.cfg.box_maps == "cam":
+            res = self.cam.explain(x, extra_layers=self.extra_levels)
+            return res, res.heatmap
+        full = self.cam.explain(x)             # every level a target: their maps, one pass
+        size = x.shape[2:]
+        res = CAMResult(heatmap=fuse_maps(full.layer_heatmaps[-1:], size, "mean"),
+                        layer_heatmaps=full.layer_heatmaps[-1:], logits=full.logits,
+                        activations=full.activations[-1:], extra=full.activations[:-1],
+                        classes=full.classes)
+        return res, fuse_maps(full.layer_heatmaps, size, BOX_FUSION)
+
+    def _boxes(self, res, batch, box_heat):
         """``(probs (B, K), boxes)``: multi-label boxes for every class above
         ``pred_threshold``, single-label ones for each image's top class only."""
         cfg = self.cfg
@@ -531,7 +582,10 @@ class _BatchStep:
             gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
         if cfg.boxes == "gt":
             return probs, gt_boxes(batch, self.device)
-        return probs, heatmap_to_boxes(res.heatmap.float(), cfg.threshold,
+        T = cfg.threshold
+        if cfg.class_thresholds is not None:   # one T per heatmap channel (its class)
+            T = torch.as_tensor(cfg.class_thresholds, dtype=torch.float64)[res.classes.cpu().reshape(-1)]
+        return probs, heatmap_to_boxes(box_heat.float(), T,
                                        min_area=cfg.min_area, class_modes=self.class_modes,
                                        probs=gate, pred_threshold=cfg.pred_threshold
                                        if cfg.activation == "sigmoid" else 0.5,
