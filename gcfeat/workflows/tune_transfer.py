@@ -173,13 +173,22 @@ class _MapMaker:
         return maps, probs
 
 
+class _BoxStudy(LocalizationStudy):
+    """The study without its map-level figures (MaxBoxAccV2, PxAP, pointing games): they do
+    not depend on the mode, so the GT-known study reads them from the pred study's report."""
+
+    def _map_metrics(self, heatmaps, gt_masks) -> None:
+        return None
+
+
 def _studies(sources, thresholds, classes, *, fixed=("otsu", "max20"), **kw):
     """``{(source, mode): LocalizationStudy}``; the fixed-rule baselines at T = 0 only."""
     out = {}
     for s in sources:
         ts = [0.0] if s in fixed else thresholds
         for mode in MODES:
-            out[s, mode] = LocalizationStudy(ts, range(len(classes)), class_names=classes, **kw)
+            cls = LocalizationStudy if mode == "pred" else _BoxStudy
+            out[s, mode] = cls(ts, range(len(classes)), class_names=classes, **kw)
     return out
 
 
@@ -223,10 +232,14 @@ def _map_figures(study: LocalizationStudy, cols: Sequence[int]) -> dict[str, flo
     return {"pointing_game_tol": mean(rep.pointing[c]), "energy_pointing_game": mean(rep.energy[c])}
 
 
-def _rows(source, cal_study, score_study, cal, agg_name, cols, mode) -> tuple[list[dict], pd.Series]:
+def _rows(source, cal_study, score_study, cal, agg_name, cols, mode, maps_cal=None,
+          maps_score=None) -> tuple[list[dict], pd.Series]:
     """The transfer / per-class / oracle rows of one source and mode, and the per-class
-    transferred mean IoU."""
+    transferred mean IoU (``maps_cal`` / ``maps_score``: the studies whose map-level figures
+    count, default the same studies)."""
     score = score_study.result()
+    cal_study = maps_cal or cal_study
+    score_study = maps_score or score_study
     agg = score[score["class_name"] == agg_name].set_index("threshold")
     per = score[score["class_id"].isin(cols)]
     method, layer = parse_source(source) if "/" in source else (source, "")
@@ -335,7 +348,10 @@ def run_transfer(
                                                    "layer": layer, "box_maps": _box_maps(layer),
                                                    "fusion": FUSION if layer == FUSED else None,
                                                    "mode": m, "thresholds": ts})
-            r, pc = _rows(s, cal_study, sc, cal, agg_name, cols, m)
+            fixed = s in ("otsu", "max20")
+            maps = (runs[score_split][s, "pred"] if fixed else runs[calibrate_split][s, "pred"],
+                    runs[score_split][s, "pred"])
+            r, pc = _rows(s, cal_study, sc, cal, agg_name, cols, m, *maps)
             rows += r
             if m == "pred":
                 per_class[s] = pc
