@@ -45,3 +45,18 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     assert len(cap) == 20
     report = (out / "report.md").read_text()
     assert "validation mAP" in report and "threshold" in report
+
+    # the transfer stage: 2 held-out test videos, T calibrated on val, used by extract
+    assert summary["test_frames"] == 20
+    tr = summary["transfer"]
+    assert tr["chosen"] in ("gradcam/layer4", "gradcam/fused") and tr["box_maps"] in ("cam", "fused")
+    assert {(r["source"], r["mode"], r["protocol"]) for r in tr["rows"]} >= {
+        ("gradcam/layer4", "pred", "transfer"), ("gradcam/fused", "gt_known", "oracle"),
+        ("otsu", "pred", "transfer"), ("max20", "pred", "transfer"), ("random", "pred", "oracle")}
+    T = list(tr["per_class_thresholds"].values())
+    from gcfeat.io import FeatureFile
+
+    with FeatureFile(out / "features.h5") as ff:
+        assert ff.attrs["thresholds"]["box_per_class"] == pytest.approx(T)
+        assert ff.attrs.get("box_maps", {"maps": "cam"})["maps"] == tr["box_maps"]
+    assert "T calibrated on val" in report and "per-class T calibrated on val" in printed
