@@ -7,7 +7,7 @@ from typing import Sequence
 
 from .overlay import class_color, new_figure, save_figure
 
-__all__ = ["plot_threshold_curves", "plot_class_curves", "plot_transfer", "METRIC_LABELS"]
+__all__ = ["plot_threshold_curves", "plot_class_curves", "plot_transfer", "plot_map_checks", "METRIC_LABELS"]
 
 METRIC_LABELS = {
     "mean_iou": "mean IoU", "hit_rate": "hit rate (IoU >= 0.5)", "precision": "box precision",
@@ -170,5 +170,43 @@ def plot_transfer(table, curves, per_class, calibrated: dict, chosen: str, path:
     ax3.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi)
+
+
+def plot_map_checks(road: dict, sanity: dict, path: str | Path, dpi: int = 100) -> Path:
+    """Two panels: ROAD MoRF (solid) / LeRF (dashed) class probability vs the fraction removed,
+    a line pair per map; cascading randomisation, mean Spearman of the maps with the trained
+    model's per step (layers re-initialised from the top), a line per method, the 0.5 line
+    above which the maps did not change.
+
+    Args:
+        road: ``{map: {"fractions", "morf_curve", "lerf_curve"}}``; sanity: ``{method:
+            {"steps", "spearman"}}`` (may be empty).
+    """
+    fig = new_figure(11.0, 4.2, dpi)
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (name, r) in enumerate(road.items()):
+        colour = "grey" if name == "random" else class_color(i)
+        ax1.plot(r["fractions"], r["morf_curve"], "-o", color=colour, ms=3, label=f"{name} MoRF")
+        ax1.plot(r["fractions"], r["lerf_curve"], "--", color=colour, label=f"{name} LeRF")
+    ax1.set_xlabel("fraction of pixels removed (noisy linear imputation)")
+    ax1.set_ylabel("class probability")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    ax1.set_title("ROAD: MoRF low / LeRF high = faithful", fontsize=9)
+    for i, (name, s) in enumerate(sanity.items()):
+        ax2.plot(range(len(s["steps"])), s["spearman"], "-o", color=class_color(i), label=name)
+        ax2.set_xticks(range(len(s["steps"])))
+        ax2.set_xticklabels([f"+{n}" for n in s["steps"]], rotation=30, fontsize=7)
+    ax2.axhline(0.5, color="red", lw=1, ls=":")
+    ax2.set_ylim(-1.02, 1.02)
+    ax2.set_ylabel("Spearman with the trained model's maps")
+    ax2.set_xlabel("layers re-initialised (cumulative, from the top)")
+    ax2.grid(alpha=0.3)
+    if sanity:
+        ax2.legend(fontsize=7)
+    ax2.set_title("sanity: above the red line = maps did not change", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi)
