@@ -25,9 +25,10 @@ curves, sanity curves).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -201,7 +202,7 @@ def write_map_checks(result: MapChecks, out: str | Path) -> dict[str, str]:
 def surgical_samples(dataset, model, n: int, device: str = "cpu", seed: int = 0):
     """``(images (n, 3, H, W), classes (n,))``: frames with an instrument, each with its
     highest-scoring ground-truth instrument (the class explained), seeded choice of frames."""
-    labels = torch.as_tensor(getattr(dataset, "labels"))[:, :TISSUE]
+    labels = torch.as_tensor(dataset.labels)[:, :TISSUE]
     rows = torch.nonzero(labels.sum(1) > 0).flatten()
     if len(rows) == 0:
         raise MapCheckError("data: no frame with an instrument in this split")

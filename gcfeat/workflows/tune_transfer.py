@@ -46,9 +46,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,7 @@ from gcfeat.data import make_loader
 from gcfeat.metrics.localization import MaxBoxAcc
 from gcfeat.metrics.study import LocalizationStudy
 from gcfeat.viz.plots import plot_transfer
-from gcfeat.workflows.tune import (TuneError, aggregate_for, class_modes_for, load_dataset,
-                                   load_model)
+from gcfeat.workflows.tune import TuneError, aggregate_for, class_modes_for, load_dataset, load_model
 
 __all__ = ["FUSED", "BASELINES", "TransferResult", "run_transfer", "parse_source"]
 

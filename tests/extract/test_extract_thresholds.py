@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from gcfeat.boxes import heatmap_to_boxes
 from gcfeat.boxes.calibration import ThresholdCalibration
 from gcfeat.cam import GradCAM
 from gcfeat.cam.fusion import fuse_maps
-from gcfeat.boxes import heatmap_to_boxes
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset, write_miccai18
 from gcfeat.extract.pipeline import extract_dataset
 from gcfeat.io import FeatureFile, SettingsMismatch

@@ -5,9 +5,8 @@ import json
 
 import pytest
 import torch
-from torch import nn
-
 from helpers import make_tiny_surgical
+from torch import nn
 
 from gcfeat.cam import GradCAM
 from gcfeat.cli.evaluate import main as evaluate_main

@@ -4,8 +4,6 @@ import math
 
 import pandas as pd
 import pytest
-import torch
-
 from helpers import make_tiny_surgical
 
 from gcfeat.boxes import heatmap_to_boxes
