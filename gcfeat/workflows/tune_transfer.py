@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from gcfeat import config
 from gcfeat.boxes.calibration import ThresholdCalibration, calibration_from_table, gt_known_probs
-from gcfeat.boxes.evaluate import parse_thresholds
+from gcfeat.boxes.evaluate import ThresholdSweep, parse_thresholds
 from gcfeat.cam import get_method
 from gcfeat.cam.baselines import fraction_of_max_maps, otsu_maps, random_maps
 from gcfeat.cam.fusion import fuse_maps
@@ -152,17 +152,32 @@ class _MapMaker:
         self.sources = self.cam_sources + list(BASELINES)
         self._batch = 0
 
-    def __call__(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``({source: (B, K, H, W)}, probs (B, K))`` for one normalised batch."""
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` sigmoid scores (one forward, no gradients)."""
+        with torch.no_grad():
+            return torch.sigmoid(self.model(images).float())
+
+    def __call__(self, images: torch.Tensor, needed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{source: (B, K, H, W)}`` for one normalised batch. Only the maps of ``needed``
+        ``(B, K)`` bool (the predicted and the GT classes: every map a box, AP, MaxBoxAcc or
+        pointing figure reads) are computed, per image (the batched backward costs one pass
+        per explained class); the others are zeros, which give no box."""
         size = images.shape[2:]
-        maps, probs, grid = {}, None, None
+        B, K = needed.shape
+        k = max(1, int(needed.sum(1).max()))
+        # per image its needed classes first (padded with its first one: computed twice)
+        order = torch.sort((~needed).to(torch.int8), dim=1, stable=True).indices[:, :k]
+        sel = torch.where(needed.gather(1, order), order, order[:, :1])
+        maps, grid = {}, None
         for m, cam in self.cams.items():
-            res = cam.explain(images)
-            probs = torch.sigmoid(res.logits.float()) if probs is None else probs
+            res = cam.explain(images, sel)
             by_layer = dict(zip(self.targets, res.layer_heatmaps))
             for ly in self.layers:
                 parts = [by_layer[x] for x in FUSED_LAYERS] if ly == FUSED else [by_layer[ly]]
-                maps[f"{m}/{ly}"] = fuse_maps(parts, size, FUSION if ly == FUSED else "mean")
+                some = fuse_maps(parts, size, FUSION if ly == FUSED else "mean")   # (B, k, H, W)
+                full = some.new_zeros((B, K, *size))
+                full.scatter_(1, sel.to(some.device)[:, :, None, None].expand_as(some), some)
+                maps[f"{m}/{ly}"] = full
                 grid = grid or tuple(by_layer[ly if ly != FUSED else FUSED_LAYERS[-1]].shape[2:])
         first = maps[self.cam_sources[0]]
         maps["otsu"] = otsu_maps(first)
@@ -170,7 +185,7 @@ class _MapMaker:
         maps["random"] = random_maps(first.shape, seed=self.seed * 100003 + self._batch,
                                      cells=grid, device=first.device)
         self._batch += 1
-        return maps, probs
+        return maps
 
 
 class _BoxStudy(LocalizationStudy):
@@ -181,19 +196,34 @@ class _BoxStudy(LocalizationStudy):
         return None
 
 
-def _studies(sources, thresholds, classes, *, fixed=("otsu", "max20"), **kw):
-    """``{(source, mode): LocalizationStudy}``; the fixed-rule baselines at T = 0 only."""
+class _CalibrationStudy(LocalizationStudy):
+    """The calibration split's study: the sweep and the map-level figures (MaxBoxAccV2's tau is
+    chosen there), no COCO AP (nothing reads it on that split)."""
+
+    def _on_boxes(self, t, boxes) -> None:
+        return None
+
+    def result(self) -> pd.DataFrame:
+        return ThresholdSweep.result(self)
+
+
+def _studies(sources, thresholds, classes, *, fixed=("otsu", "max20"), calibration=False, **kw):
+    """``{(source, mode): study}``; the fixed-rule baselines at T = 0 only. The pred study
+    carries the map-level figures; on the calibration split no AP is ranked."""
     out = {}
     for s in sources:
         ts = [0.0] if s in fixed else thresholds
         for mode in MODES:
-            cls = LocalizationStudy if mode == "pred" else _BoxStudy
+            if calibration:
+                cls = _CalibrationStudy if mode == "pred" else ThresholdSweep
+            else:
+                cls = LocalizationStudy if mode == "pred" else _BoxStudy
             out[s, mode] = cls(ts, range(len(classes)), class_names=classes, **kw)
     return out
 
 
 def _run_split(maker: _MapMaker, dataset, studies, *, batch_size, num_workers, device, desc,
-               progress, max_frames=None) -> int:
+               progress, pred_threshold, max_frames=None) -> int:
     """One pass over a split: every source's maps into its studies (both modes)."""
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     n_total = len(dataset) if max_frames is None else min(len(dataset), int(max_frames))
@@ -208,8 +238,9 @@ def _run_split(maker: _MapMaker, dataset, studies, *, batch_size, num_workers, d
                 break
             images = batch["image"][:keep].to(device)
             gtb, gtl = batch["gt_boxes"][:keep], batch["gt_labels"][:keep]
-            maps, probs = maker(images)
+            probs = maker.probs(images)
             known = gt_known_probs(gtl, range(probs.shape[1]), probs.device)
+            maps = maker(images, (probs > pred_threshold) | (known > 0))
             for (s, mode), st in studies.items():
                 st.update(maps[s], probs if mode == "pred" else known, gtb, gtl)
             seen += len(gtb)
@@ -328,10 +359,12 @@ def run_transfer(
         ds = load_dataset(data, info, layout=layout, split=split)
         fixed = () if split == calibrate_split else ("otsu", "max20")
         srcs = [s for s in maker.sources if split == score_split or s not in ("otsu", "max20")]
-        runs[split] = _studies(srcs, ts, classes, fixed=fixed, **kw)
+        runs[split] = _studies(srcs, ts, classes, fixed=fixed,
+                               calibration=split == calibrate_split, **kw)
         frames[split] = _run_split(maker, ds, runs[split], batch_size=batch_size,
                                    num_workers=num_workers, device=device, progress=progress,
                                    desc=f"tune {split} ({len(srcs)} map sources)",
+                                   pred_threshold=pred_threshold,
                                    max_frames=max_frames)
     meta = dict(checkpoint=str(checkpoint), split=calibrate_split, arch=info.arch)
     rows, per_class, cals, curves = [], {}, {}, {}
