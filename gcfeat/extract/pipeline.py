@@ -9,9 +9,10 @@ Per batch of frames (decoded by DataLoader workers):
    "union")``; T is one number or, with ``class_thresholds`` (``extract --thresholds FILE``,
    the per-class T that ``tune --calibrate-split`` writes), one T per class. With
    ``box_maps="fused"`` the CAM pass targets every feature level (layer2..layer4: one forward
-   and one batched backward) and the boxes of M1 / M2 come from the product of the levels' maps
-   (:func:`gcfeat.cam.fusion.fuse_maps`), while M2 / M3 keep the target level's maps and
-   heatmap, exactly as without it (M3 thresholds them at the scalar T);
+   and one batched backward, for the classes that get boxes only) and the boxes of M1 / M2 come
+   from the product of the levels' maps (:func:`gcfeat.cam.fusion.fuse_maps`), while M2 / M3
+   keep the target level's maps and heatmap, exactly as without it (M3 thresholds them at the
+   scalar T);
 3. extractors (M1 crops re-run the backbone on all crops of the batch at once; M2 / M3 reuse
    the maps);
 4. :class:`~gcfeat.io.features.FeatureWriter` appends and commits the batch.
@@ -40,8 +41,8 @@ from tqdm import tqdm
 
 from gcfeat import config
 from gcfeat.boxes import Boxes, heatmap_to_boxes
-from gcfeat.cam import CAMResult, GradCAM
-from gcfeat.cam.fusion import fuse_maps
+from gcfeat.cam import GradCAM
+from gcfeat.cam.fusion import fuse_maps, needed_classes, scatter_classes
 from gcfeat.data import make_loader
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
@@ -443,8 +444,10 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     writer = current["writer"] = open_writer(True)
     with writer:
         *extra_levels, target = levels.values()
-        cam = GradCAM(model, [*extra_levels, target] if cfg.box_maps == "fused" else [target])
-        step = _BatchStep(cam, extra_levels, extractors, cfg, device, _class_modes(classes))
+        step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
+                          _class_modes(classes))
+        if cfg.box_maps == "fused":
+            step.fused_cam = GradCAM(model, [*extra_levels, target])
         bar = tqdm(total=plan.total, unit="frame",
                    desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
                    disable=None if cfg.progress else True, dynamic_ncols=True)
@@ -523,6 +526,7 @@ class _BatchStep:
 
     def __init__(self, cam, extra_levels, extractors, cfg: ExtractConfig, device, class_modes):
         self.cam, self.extra_levels, self.extractors = cam, extra_levels, extractors
+        self.fused_cam = None   # every level a target (box_maps="fused"), set by the caller
         self.cfg, self.device, self.class_modes = cfg, device, class_modes
         self.amp_ctx = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
                         if cfg.amp == "bf16" else contextlib.nullcontext)
@@ -557,29 +561,35 @@ class _BatchStep:
 
     def _explain(self, x):
         """``(result, box heatmap)``: the extractors' view (the target level's heatmap,
-        activations and the other levels as ``extra``) and the maps the boxes are cut from."""
+        activations and the other levels as ``extra``: the same pass with or without fused
+        boxes) and the maps the boxes are cut from. Fused: a second call with every level a
+        target, for the classes that get boxes only (the others' maps are zeros)."""
+        res = self.cam.explain(x, extra_layers=self.extra_levels)
         if self.cfg.box_maps == "cam":
-            res = self.cam.explain(x, extra_layers=self.extra_levels)
             return res, res.heatmap
-        full = self.cam.explain(x)             # every level a target: their maps, one pass
-        size = x.shape[2:]
-        res = CAMResult(heatmap=fuse_maps(full.layer_heatmaps[-1:], size, "mean"),
-                        layer_heatmaps=full.layer_heatmaps[-1:], logits=full.logits,
-                        activations=full.activations[-1:], extra=full.activations[:-1],
-                        classes=full.classes)
-        return res, fuse_maps(full.layer_heatmaps, size, BOX_FUSION)
+        probs, gate = self._gate(res)
+        thr = self.cfg.pred_threshold if self.cfg.activation == "sigmoid" else 0.5
+        needed = gate > thr
+        sel = res.classes.reshape(-1)[needed_classes(needed.cpu())]
+        full = self.fused_cam.explain(x, sel.to(x.device))
+        heat = fuse_maps(full.layer_heatmaps, x.shape[2:], BOX_FUSION)
+        return res, scatter_classes(heat, needed_classes(needed.cpu()), needed.shape[1])
+
+    def _gate(self, res):
+        """``(probs, gate)`` ``(B, K)``: sigmoid scores (gate = them) or softmax scores (gate =
+        one-hot top class)."""
+        logits = res.logits.float()
+        if self.cfg.activation == "sigmoid":
+            probs = logits.sigmoid()
+            return probs, probs
+        probs = logits.softmax(1)
+        return probs, torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
 
     def _boxes(self, res, batch, box_heat):
         """``(probs (B, K), boxes)``: multi-label boxes for every class above
         ``pred_threshold``, single-label ones for each image's top class only."""
         cfg = self.cfg
-        logits = res.logits.float()
-        if cfg.activation == "sigmoid":
-            probs = logits.sigmoid()
-            gate = probs
-        else:
-            probs = logits.softmax(1)
-            gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
+        probs, gate = self._gate(res)
         if cfg.boxes == "gt":
             return probs, gt_boxes(batch, self.device)
         T = cfg.threshold

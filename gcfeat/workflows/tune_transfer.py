@@ -61,7 +61,7 @@ from gcfeat.boxes.calibration import ThresholdCalibration, calibration_from_tabl
 from gcfeat.boxes.evaluate import ThresholdSweep, parse_thresholds
 from gcfeat.cam import get_method
 from gcfeat.cam.baselines import fraction_of_max_maps, otsu_maps, random_maps
-from gcfeat.cam.fusion import fuse_maps
+from gcfeat.cam.fusion import fuse_maps, needed_classes, scatter_classes
 from gcfeat.config import METHOD_NAMES
 from gcfeat.data import make_loader
 from gcfeat.metrics.localization import MaxBoxAcc
@@ -163,11 +163,7 @@ class _MapMaker:
         pointing figure reads) are computed, per image (the batched backward costs one pass
         per explained class); the others are zeros, which give no box."""
         size = images.shape[2:]
-        B, K = needed.shape
-        k = max(1, int(needed.sum(1).max()))
-        # per image its needed classes first (padded with its first one: computed twice)
-        order = torch.sort((~needed).to(torch.int8), dim=1, stable=True).indices[:, :k]
-        sel = torch.where(needed.gather(1, order), order, order[:, :1])
+        sel = needed_classes(needed)
         maps, grid = {}, None
         for m, cam in self.cams.items():
             res = cam.explain(images, sel)
@@ -175,9 +171,7 @@ class _MapMaker:
             for ly in self.layers:
                 parts = [by_layer[x] for x in FUSED_LAYERS] if ly == FUSED else [by_layer[ly]]
                 some = fuse_maps(parts, size, FUSION if ly == FUSED else "mean")   # (B, k, H, W)
-                full = some.new_zeros((B, K, *size))
-                full.scatter_(1, sel.to(some.device)[:, :, None, None].expand_as(some), some)
-                maps[f"{m}/{ly}"] = full
+                maps[f"{m}/{ly}"] = scatter_classes(some, sel, needed.shape[1])
                 grid = grid or tuple(by_layer[ly if ly != FUSED else FUSED_LAYERS[-1]].shape[2:])
         first = maps[self.cam_sources[0]]
         maps["otsu"] = otsu_maps(first)
