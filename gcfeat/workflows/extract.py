@@ -88,6 +88,9 @@ def class_thresholds_from_file(path, classes, box_maps: str | None = None) -> tu
         raise ExtractError(f"--thresholds {path}: classes {cal.class_names}, expected the "
                            f"checkpoint's {classes}")
     made_on = cal.meta.get("box_maps", "cam")
+    if made_on not in ("cam", "fused"):
+        raise ExtractError(f"--thresholds {path}: calibrated on the {made_on!r} maps "
+                           f"(meta.box_maps); extract cuts boxes from 'cam' or 'fused' maps only")
     if box_maps is not None and box_maps != made_on:
         raise ExtractError(f"--thresholds {path}: calibrated on the {made_on!r} maps "
                            f"(meta.box_maps), --box-maps {box_maps!r} asks for other maps; "

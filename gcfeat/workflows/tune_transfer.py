@@ -115,9 +115,11 @@ class TransferResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``tune_transfer.json``."""
+        nan_free = lambda d: {k: (None if isinstance(v, float) and v != v else v)  # noqa: E731
+                              for k, v in d.items()}    # strict JSON: null, not NaN
         return {"chosen": self.chosen, "settings": self.settings, "files": self.files,
-                "rows": self.table.to_dict("records"),
-                "per_class_transfer_mean_iou": self.per_class.to_dict(),
+                "rows": [nan_free(r) for r in self.table.to_dict("records")],
+                "per_class_transfer_mean_iou": {s: nan_free(v) for s, v in self.per_class.to_dict().items()},
                 "thresholds": {s: c.per_class for s, c in self.calibrations.items()}}
 
 

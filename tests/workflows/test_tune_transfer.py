@@ -40,7 +40,10 @@ def test_table_has_every_source_mode_protocol_and_files(result, tiny):
     assert result.chosen in ("gradcam/layer4", "gradcam/fused")
     csv = pd.read_csv(tiny / "out" / "tune_transfer.csv")
     assert len(csv) == len(t) and list(csv.columns) == list(t.columns)
-    doc = json.loads((tiny / "out" / "tune_transfer.json").read_text())
+    def strict(c):
+        raise AssertionError(f"{c} in tune_transfer.json: not strict JSON")
+
+    doc = json.loads((tiny / "out" / "tune_transfer.json").read_text(), parse_constant=strict)
     assert doc["chosen"] == result.chosen and len(doc["rows"]) == len(t)
     import matplotlib.image as mpimg
 
