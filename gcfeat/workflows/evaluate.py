@@ -315,11 +315,12 @@ def map_checks_markdown(mc: dict | None) -> list[str]:
         c = mc["confidence"][name]
         lines.append(f"| {name} | {r['morf']:.3f} | {r['lerf']:.3f} | {r['combined']:.3f} | "
                      f"{c['average_drop']:.1f} | {c['increase_in_confidence']:.1f} |")
+    f2 = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"  # noqa: E731
     for m, s in mc["sanity"].items():
-        steps = ", ".join(f"+{a}: {b:.2f}" for a, b in zip(s["steps"], s["spearman"]))
+        steps = ", ".join(f"+{a}: {f2(b)}" for a, b in zip(s["steps"], s["spearman"]))
         lines += ["", f"Sanity, {m} (layer {st['target_layer']}): {s['verdict']}. Mean Spearman "
                   f"per randomisation step: {steps}; random-logit test Spearman "
-                  f"{s['random_logit_spearman']:.2f}."]
+                  f"{f2(s['random_logit_spearman'])}."]
     return lines
 
 

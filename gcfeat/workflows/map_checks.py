@@ -78,7 +78,8 @@ class MapChecks:
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """Plain data, NaN as None (strict JSON)."""
+        return _nan_to_none({k: getattr(self, k) for k in self.__dataclass_fields__})
 
     def table(self) -> pd.DataFrame:
         """One row per map: ROAD, confidence and the sanity verdict (NaN where not run)."""
@@ -97,6 +98,14 @@ class MapChecks:
     def verdicts(self) -> list[str]:
         """One plain sentence per sanity-checked method."""
         return [f"{m}: {s['verdict']}" for m, s in self.sanity.items()]
+
+
+def _nan_to_none(o):
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    return None if isinstance(o, float) and o != o else o
 
 
 def module_name(model, module) -> str:
