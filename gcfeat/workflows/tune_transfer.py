@@ -362,32 +362,9 @@ def run_transfer(
                                    desc=f"tune {split} ({len(srcs)} map sources)",
                                    pred_threshold=pred_threshold,
                                    max_frames=max_frames)
-    meta = dict(checkpoint=str(checkpoint), split=calibrate_split, arch=info.arch)
-    rows, per_class, cals, curves = [], {}, {}, {}
-    for s in maker.sources:
-        for m in MODES:
-            sc = runs[score_split][s, m]
-            if s in ("otsu", "max20"):
-                cal_study, cal = sc, calibration_from_table(sc.result(), mode=m, min_gt=min_gt)
-            else:
-                cal_study = runs[calibrate_split][s, m]
-                method, layer = parse_source(s) if "/" in s else (s, "")
-                cal = calibration_from_table(cal_study.result(), mode=m, min_gt=min_gt,
-                                             meta={**meta, "source": s, "method": method,
-                                                   "layer": layer, "box_maps": _box_maps(layer),
-                                                   "fusion": FUSION if layer == FUSED else None,
-                                                   "mode": m, "thresholds": ts})
-            fixed = s in ("otsu", "max20")
-            maps = (runs[score_split][s, "pred"] if fixed else runs[calibrate_split][s, "pred"],
-                    runs[score_split][s, "pred"])
-            r, pc = _rows(s, cal_study, sc, cal, agg_name, cols, m, *maps)
-            rows += r
-            if m == "pred":
-                per_class[s] = pc
-                res = sc.result()
-                curves[s] = res[res["class_name"] == agg_name].set_index("threshold")["mean_iou"]
-                if s in maker.cam_sources or s == "random":
-                    cals[s] = cal
+    meta = dict(checkpoint=str(checkpoint), split=calibrate_split, arch=info.arch, thresholds=ts)
+    rows, per_class, cals, curves = _collect(maker.sources, maker.cam_sources, runs[calibrate_split],
+                                             runs[score_split], agg_name, cols, min_gt, meta)
     table = pd.DataFrame(rows)
     chosen = max(maker.cam_sources, key=lambda s: cals[s].global_score or -1.0)
     result = TransferResult(table, chosen, cals, pd.DataFrame(per_class), pd.DataFrame(curves))
@@ -401,6 +378,38 @@ def run_transfer(
     if out is not None:
         result.files = write_transfer(result, out)
     return result
+
+
+def _collect(sources, cam_sources, cal_runs, score_runs, agg_name, cols, min_gt, meta):
+    """Per source and mode: the calibration (from the calibration split; the fixed-rule
+    baselines from the scored one: they have one T), the rows, the per-class transferred mean
+    IoU and the scored split's mean IoU curve (pred mode)."""
+    rows, per_class, cals, curves = [], {}, {}, {}
+    for s in sources:
+        for m in MODES:
+            sc = score_runs[s, m]
+            if s in ("otsu", "max20"):
+                cal_study, cal = sc, calibration_from_table(sc.result(), mode=m, min_gt=min_gt)
+            else:
+                cal_study = cal_runs[s, m]
+                method, layer = parse_source(s) if "/" in s else (s, "")
+                cal = calibration_from_table(cal_study.result(), mode=m, min_gt=min_gt,
+                                             meta={**meta, "source": s, "method": method,
+                                                   "layer": layer, "box_maps": _box_maps(layer),
+                                                   "fusion": FUSION if layer == FUSED else None,
+                                                   "mode": m})
+            fixed = s in ("otsu", "max20")
+            maps = (score_runs[s, "pred"] if fixed else cal_runs[s, "pred"],
+                    score_runs[s, "pred"])
+            r, pc = _rows(s, cal_study, sc, cal, agg_name, cols, m, *maps)
+            rows += r
+            if m == "pred":
+                per_class[s] = pc
+                res = sc.result()
+                curves[s] = res[res["class_name"] == agg_name].set_index("threshold")["mean_iou"]
+                if s in cam_sources or s == "random":
+                    cals[s] = cal
+    return rows, per_class, cals, curves
 
 
 def _box_maps(layer: str) -> str:
