@@ -47,7 +47,7 @@ from torch import Tensor
 
 from gcfeat.cam.base import BaseCAM, CAMError, CAMResult, minmax_normalize, resize_maps
 
-__all__ = ["FUSIONS", "explain_fused", "fuse_maps", "fuse_result"]
+__all__ = ["FUSIONS", "explain_fused", "fuse_maps", "fuse_result", "needed_classes", "scatter_classes"]
 
 #: Fusion rules over layers.
 FUSIONS: tuple[str, ...] = ("mean", "max", "product", "geomean")
@@ -94,3 +94,23 @@ def explain_fused(cam: BaseCAM, x: Tensor, how: str = "mean", classes=None, *,
     """One CAM call over ``cam.target_layers`` (e.g. layer2..layer4) with the maps fused by
     ``how``; ``heatmap (B, K', *x.shape[2:])``, the rest as :meth:`BaseCAM.explain`."""
     return fuse_result(cam.explain(x, classes, extra_layers=extra_layers), how, x.shape[2:])
+
+
+def needed_classes(needed: Tensor) -> Tensor:
+    """``sel (B, k)`` int64 class indices per image for ``explain(x, sel)`` from a ``(B, K)``
+    bool mask of the classes each image needs (k = the most any image needs, at least 1; an
+    image needing fewer repeats its first one). A fused map needs the batched backward, whose
+    cost grows with the classes explained: explaining only the predicted (or ground-truth)
+    classes of each image saves most of it."""
+    k = max(1, int(needed.sum(1).max())) if needed.numel() else 1
+    order = torch.sort((~needed).to(torch.int8), dim=1, stable=True).indices[:, :k]
+    return torch.where(needed.gather(1, order), order, order[:, :1])
+
+
+def scatter_classes(maps: Tensor, sel: Tensor, num_classes: int) -> Tensor:
+    """``(B, K, *S)`` zeros with ``maps (B, k, *S)`` written at the channels ``sel (B, k)``
+    (the inverse of explaining ``sel``: the other classes' maps are zeros, which give no box)."""
+    B, k, *S = maps.shape
+    out = maps.new_zeros((B, num_classes, *S))
+    idx = sel.to(maps.device).reshape(B, k, *([1] * len(S))).expand_as(maps)
+    return out.scatter_(1, idx, maps)

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse checkpoints/demo_<arch>_best.pt if it exists (MRI: "
                         "<checkpoint-dir>/<task>_<arch>_best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--test-videos", type=int, default=2,
+                   help="surgical: held-out test videos after --videos (default 2; the train / "
+                        "val videos are the same with or without them): T is calibrated on val "
+                        "and scored on them; 0 skips the transfer stage")
     return add_debug(p)
 
 
@@ -95,5 +99,6 @@ def _demo(parser, args) -> int:
          batch_size=args.batch_size or d["batch_size"], lr=args.lr or d["lr"],
          seed=args.seed, checkpoint_dir=args.checkpoint_dir or DEFAULT_CHECKPOINT_DIR,
          methods=args.methods, thresholds=args.thresholds, device=args.device,
-         skip_train=args.skip_train, workers=args.workers, progress=not args.no_progress)
+         skip_train=args.skip_train, workers=args.workers, progress=not args.no_progress,
+         test_videos=args.test_videos)
     return 0

@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--methods", nargs="+", default=["m2", "m3"], choices=("m1", "m2", "m3"),
                    help="extractors")
     m.add_argument("--threshold", type=float, default=config.BOX_THRESHOLD, help="box / mask threshold T")
+    m.add_argument("--thresholds", default=None, metavar="FILE",
+                   help="per-class box T from a thresholds JSON file (thresholds.json written by "
+                        "`gcfeat tune --calibrate-split val --score-split test`) for the boxes "
+                        "of m1 / m2; m3 keeps --threshold; the file's box maps are used unless "
+                        "--box-maps says otherwise (then an error)")
+    m.add_argument("--box-maps", default=None, choices=("cam", "fused"),
+                   help="maps the boxes of m1 / m2 are cut from: cam (the target layer's "
+                        "heatmap, default) or fused (product of the layer2..layer4 maps: one "
+                        "backward more per batch); m2 / m3 keep their maps")
     m.add_argument("--pred-threshold", type=float, default=config.PRED_THRESHOLD,
                    help="sigmoid score a class needs to get a heatmap, boxes and an m3 row "
                         "(multi-label; single-label tasks use each image's top class)")
@@ -141,7 +150,8 @@ def _extract(args: argparse.Namespace, layout) -> int:
         weighting=args.weighting, crop_batch_size=args.crop_batch_size,
         area_thresholds=args.area_thresholds, single_layer=args.single_layer,
         min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
-        fold_bn=not args.no_fold_bn, recipe=args.recipe)
+        fold_bn=not args.no_fold_bn, recipe=args.recipe, thresholds_file=args.thresholds,
+        box_maps=args.box_maps)
     stats = r.stats
     rows = ", ".join(f"{m}: {n}" for m, n in stats["rows"].items())
     prefix = f"[rank {r.rank}] " if r.world > 1 else ""

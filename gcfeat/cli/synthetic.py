@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames per sequence/video (default 100; Cholec80 annotates every 25th)")
     parser.add_argument("--size", default="256x320", help="frame size HxW (default 256x320)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--test-videos", type=int, default=0,
+                        help="miccai18: held-out test sequences after the --videos ones "
+                             "(annotation_tool/test/; the others are unchanged; default 0)")
     return parser
 
 
@@ -32,8 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         size = parse_size(args.size)
-        writer = write_miccai18 if args.layout == "miccai18" else write_cholec80
-        summary = writer(args.out, args.videos, args.frames, size, args.seed)
+        if args.layout == "miccai18":
+            summary = write_miccai18(args.out, args.videos, args.frames, size, args.seed,
+                                     test_videos=args.test_videos)
+        elif args.test_videos:
+            raise ValueError("--test-videos: only the miccai18 layout has a test split here")
+        else:
+            summary = write_cholec80(args.out, args.videos, args.frames, size, args.seed)
     except (ValueError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     print(f"wrote {args.layout} layout to {summary['root']}: {args.videos} videos x "

@@ -10,6 +10,7 @@ from gcfeat.config import METHOD_NAMES
 from gcfeat.tasks import TASK_NAMES
 from gcfeat.workflows.tune import (DEFAULT_CHECKPOINT, DEFAULT_DATA, DEFAULT_OUT, format_summary,
                                    task_demo_paths, tune)
+from gcfeat.workflows.tune_transfer import FUSED, format_transfer, run_transfer
 
 
 #: ``{dest: default}`` per side of ``python -m gcfeat.tune`` (see :func:`apply_task_options`).
@@ -19,7 +20,8 @@ _COMMON = {"thresholds": config.THRESHOLD_SWEEP, "batch_size": config.CAM_BATCH_
 TUNE_SURGICAL = {"data": DEFAULT_DATA, "checkpoint": DEFAULT_CHECKPOINT, "out": DEFAULT_OUT,
                  "split": "val", "layer": "layer4", **_COMMON, "layout": "auto",
                  "num_workers": 0, "pred_threshold": config.PRED_THRESHOLD,
-                 "max_frames": None}
+                 "max_frames": None, "calibrate_split": None, "score_split": None,
+                 "layers": None, "methods": None, "min_gt": 10}
 TUNE_MRI = {"data": lambda t: task_demo_paths(t)["data"],
             "checkpoint": lambda t: task_demo_paths(t)["checkpoint"],
             "out": lambda t: task_demo_paths(t)["out"] + "/tune",
@@ -39,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "box around each sample's gt_mask (lesion / organ / ventricles; samples "
                     "without one are skipped), one CAM per sample (the true class, or --target "
                     "pred), 3D boxes for organ3d; pointing game = arg-max inside the mask.",
-        epilog="Options of one side only give an error with the other side's --task.")
+        epilog="Options of one side only give an error with the other side's --task. "
+               "The protocol (surgical): --calibrate-split val --score-split test chooses T on "
+               "val and scores the boxes on test beside the oracle T of test, for every "
+               "--methods x --layers map source and the baselines (Otsu, 20%% of max, random), "
+               "predicted classes and GT-known; writes tune_transfer.csv / .json / .png and "
+               "thresholds.json (per-class T of the source chosen on val) for extract "
+               "--thresholds.")
     p.add_argument("--task", default="surgical", choices=TASK_NAMES,
                    help="surgical (default) or an MRI task")
     g = p.add_argument_group("all tasks")
@@ -79,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred-threshold", type=float, default=S,
                    help="classes whose sigmoid score exceeds this get boxes (default 0.5)")
     s.add_argument("--max-frames", type=int, default=S, help="only the first N frames (= --limit)")
+    s.add_argument("--calibrate-split", default=S,
+                   help="the protocol: choose T on this split (e.g. val; needs --score-split)")
+    s.add_argument("--score-split", default=S,
+                   help="the protocol: score the calibrated T on this split (e.g. test)")
+    s.add_argument("--layers", nargs="+", default=S,
+                   help=f"the protocol's layer sweep: module names and/or {FUSED!r} (the "
+                        "product of the layer2..layer4 maps); default: --layer")
+    s.add_argument("--methods", nargs="+", default=S, choices=sorted(METHOD_NAMES),
+                   help="the protocol's method sweep (default: --method)")
+    s.add_argument("--min-gt", type=int, default=S,
+                   help="the protocol: classes with fewer calibration GT boxes take the global "
+                        "T (default 10)")
     m = p.add_argument_group("MRI tasks only (prostate, organ3d, alzheimer)")
     m.add_argument("--target", default=S, choices=("true", "pred"),
                    help="class whose CAM is scored: the true label (default) or the prediction")
@@ -94,6 +114,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.max_frames is not None and args.max_frames != args.limit:
             p.error(f"--limit {args.limit} and --max-frames {args.max_frames}: give one")
         args.max_frames = args.limit
+    if args.task == "surgical":
+        protocol = args.calibrate_split is not None or args.score_split is not None
+        if protocol and (args.calibrate_split is None or args.score_split is None):
+            p.error("--calibrate-split and --score-split: give both (the protocol) or neither")
+        if not protocol and (args.layers is not None or args.methods is not None):
+            p.error("--layers / --methods sweep the protocol: add --calibrate-split and "
+                    "--score-split")
     return args
 
 
@@ -103,6 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    if args.task == "surgical" and args.score_split is not None:
+        result = run_transfer(
+            args.data, args.checkpoint, args.thresholds, calibrate_split=args.calibrate_split,
+            score_split=args.score_split, methods=args.methods or [args.method],
+            layers=args.layers or [args.layer], layout=args.layout, out=args.out,
+            batch_size=args.batch_size, pred_threshold=args.pred_threshold, mode=args.mode,
+            min_area=args.min_area, min_gt=args.min_gt, device=args.device,
+            num_workers=args.num_workers, max_frames=args.max_frames)
+        print(format_transfer(result))
+        f = result.files
+        print(f"wrote {f['csv']}, {f['json']}, {f['figure']}, {f['thresholds']}")
+        return 0
     if args.task == "surgical":
         table, rec = tune(
             args.task, args.data, args.checkpoint, args.thresholds, split=args.split,

@@ -44,7 +44,7 @@ from .groundtruth import read_frame_gt
 from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 from .video import iter_frames, video_info
 
-_SPLITS = ("train", "val", "all")
+_SPLITS = ("train", "val", "test", "all")
 
 
 def video_name(video: int | str) -> str:
@@ -206,6 +206,9 @@ class Cholec80Dataset(IterableDataset):
                 raise DataError(f"{meta}: not valid JSON ({e})") from None
             if splits and split in splits:
                 return list(splits[split])
+        if split == "test":   # no default test videos: only a dataset.json that lists them
+            raise DataError(f"{self.root}: split 'test' needs dataset.json with splits['test']; "
+                            f"found {'no dataset.json' if not meta.is_file() else 'no test list'}")
         by_number = cholec80_splits(_video_number(n) for n in names)[split]
         return [n for n in names if _video_number(n) in by_number]
 

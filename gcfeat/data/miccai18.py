@@ -56,7 +56,7 @@ from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
 
 #: EndoVis18 validation sequences.
 MICCAI18_VAL_SEQUENCES: tuple[int, ...] = (1, 5, 16)
-_SPLITS = ("train", "val", "all")
+_SPLITS = ("train", "val", "test", "all")
 _SEP = re.compile(r"[\s,]+")
 
 
@@ -201,7 +201,8 @@ class Miccai18Dataset(Dataset):
 
     Args:
         root: dataset folder.
-        split: "train", "val" or "all" (the folders under ``annotation_tool``).
+        split: "train", "val", "test" or "all" (the folders under ``annotation_tool``; "all"
+            = every one of train / val / test that exists).
         size: model input ``(H, W)``.
         mean, std: normalisation.
         sequences: keep only these sequences (numbers or "seq_N").
@@ -235,7 +236,7 @@ class Miccai18Dataset(Dataset):
         have = sorted(p.name for p in ann_root.iterdir() if p.is_dir())
         if split == "all" and not {"train", "val"} & set(have):
             raise DataError(f"{ann_root}: no train/ or val/ folder; found {have}")
-        for s in (("train", "val") if split == "all" else (split,)):
+        for s in (("train", "val", "test") if split == "all" else (split,)):
             d = ann_root / s
             if not d.is_dir():
                 if split == "all":                 # e.g. a copy holding one split only

@@ -52,7 +52,10 @@ Layouts written (``python -m gcfeat.data.synthetic --help``):
   templated from the exact ground truth (:func:`~gcfeat.data.scene_graph.template_scene_graph`):
   hook and specimen_bag, which the real format has no name for, are left out of them; frames
   where no tool acts get no caption. They and the label masks are additions: frames, labels and
-  boxes are the same as without them.
+  boxes are the same as without them. ``test_videos=N`` (``--test-videos N``) adds N held-out
+  sequences after them (``seq_<videos+1>`` ...), listed under ``annotation_tool/test/`` and in
+  ``dataset.json``'s ``splits["test"]``: the class queue runs through the videos in order, so
+  the first ``videos`` sequences are the same with or without them.
 
 * **Cholec80** (:func:`write_cholec80`; reader :class:`gcfeat.data.Cholec80Dataset`)::
 
@@ -641,28 +644,33 @@ def _summary(root: Path, layout: str, counts: Counter, n_frames: int, splits: di
 def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: int = 100,
                    size: tuple[int, int] = (256, 320), seed: int = 0, *,
                    classes: Sequence[int | str] = INSTRUMENTS, progress: bool = True,
-                   **scene_kwargs) -> dict:
+                   test_videos: int = 0, **scene_kwargs) -> dict:
     """Write ``num_videos`` synthetic sequences in the MICCAI 2018 layout under ``out_dir``.
 
     Sequence ``seq_N`` is generated from seed ``(seed, N)`` (and the class queue the sequences
-    share, see :class:`SyntheticVideo`). Returns a summary dict: root,
-    frames written, splits ``{"train": [...], "val": [...]}`` and frames per class.
+    share, see :class:`SyntheticVideo`). ``test_videos`` more sequences (numbers
+    ``num_videos + 1`` ...) form a held-out ``test`` split; the first ``num_videos`` are the same
+    with or without them. Returns a summary dict: root, frames written, splits ``{"train":
+    [...], "val": [...]}`` (+ ``"test"`` when ``test_videos``) and frames per class.
     """
     from .miccai18 import miccai18_splits, write_gt_bbox, write_tool_annotation
 
     root = Path(out_dir)
     size = parse_size(size)
-    if num_videos < 1 or num_frames < 1:
-        raise ValueError(f"num_videos={num_videos}, num_frames={num_frames}: expected >= 1 each")
-    numbers = list(range(1, num_videos + 1))
-    split_of = miccai18_splits(numbers)
+    if num_videos < 1 or num_frames < 1 or test_videos < 0:
+        raise ValueError(f"num_videos={num_videos}, num_frames={num_frames}, test_videos="
+                         f"{test_videos}: expected >= 1, >= 1 and >= 0")
+    numbers = list(range(1, num_videos + 1 + test_videos))
+    split_of = miccai18_splits(numbers[:num_videos])
+    split_of.update({n: "test" for n in numbers[num_videos:]})
+    split_names = ("train", "val", "test") if test_videos else ("train", "val")
     digits = max(3, len(str(num_frames - 1)))
     counts: Counter = Counter()
-    bar = tqdm(total=num_videos * num_frames, desc="miccai18", unit="frame",
+    bar = tqdm(total=len(numbers) * num_frames, desc="miccai18", unit="frame",
                disable=None if progress else True)
-    videos = dataset_videos("miccai18", num_videos, num_frames, size, seed, classes, **scene_kwargs)
+    videos = dataset_videos("miccai18", len(numbers), num_frames, size, seed, classes, **scene_kwargs)
     make_dir(root, "the output folder")
-    for split in ("train", "val"):         # both exist even when one holds no sequence
+    for split in split_names:              # each exists even when it holds no sequence
         (root / "annotation_tool" / split).mkdir(parents=True, exist_ok=True)
     for n, (seq, video) in zip(numbers, videos):
         frames_dir = root / seq / "left_frames"
@@ -685,7 +693,7 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
                               list(range(num_frames)), np.stack(labels), digits=digits)
         write_gt_bbox(root / "gt_bbox" / f"{seq}.txt", box_rows)
     bar.close()
-    splits = {s: [f"seq_{n}" for n in numbers if split_of[n] == s] for s in ("train", "val")}
+    splits = {s: [f"seq_{n}" for n in numbers if split_of[n] == s] for s in split_names}
     _write_dataset_json(root, {
         "layout": "miccai18", "classes": list(SURGICAL_CLASSES), "size": list(size),
         "seed": seed, "generator": "gcfeat.data.synthetic", "generator_version": GENERATOR_VERSION,
@@ -693,7 +701,7 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
         "splits": splits, "drawn_classes": [SURGICAL_CLASSES[c] for c in _as_class_ids(classes)],
         "scene_kwargs": scene_kwargs,
     })
-    return _summary(root, "miccai18", counts, num_videos * num_frames, splits)
+    return _summary(root, "miccai18", counts, len(numbers) * num_frames, splits)
 
 
 def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: int = 250,

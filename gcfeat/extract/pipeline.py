@@ -6,7 +6,13 @@ Per batch of frames (decoded by DataLoader workers):
    heatmaps (input and layer4 resolution), layer4 activations, layer2 / layer3 maps. For a
    ResNet head Grad-CAM is CAM (closed form), so this is one forward and no backward;
 2. boxes: ``heatmap_to_boxes(heatmap, T, probs=sigmoid(logits), pred_threshold, tissue:
-   "union")``;
+   "union")``; T is one number or, with ``class_thresholds`` (``extract --thresholds FILE``,
+   the per-class T that ``tune --calibrate-split`` writes), one T per class. With
+   ``box_maps="fused"`` the CAM pass targets every feature level (layer2..layer4: one forward
+   and one batched backward, for the classes that get boxes only) and the boxes of M1 / M2 come
+   from the product of the levels' maps (:func:`gcfeat.cam.fusion.fuse_maps`), while M2 / M3
+   keep the target level's maps and heatmap, exactly as without it (M3 thresholds them at the
+   scalar T);
 3. extractors (M1 crops re-run the backbone on all crops of the batch at once; M2 / M3 reuse
    the maps);
 4. :class:`~gcfeat.io.features.FeatureWriter` appends and commits the batch.
@@ -36,6 +42,7 @@ from tqdm import tqdm
 from gcfeat import config
 from gcfeat.boxes import Boxes, heatmap_to_boxes
 from gcfeat.cam import GradCAM
+from gcfeat.cam.fusion import fuse_maps, needed_classes, scatter_classes
 from gcfeat.data import make_loader
 from gcfeat.data.errors import DataError
 from gcfeat.errors import ArgumentError
@@ -52,6 +59,10 @@ from .roi import AREA_THRESHOLDS, RoiExtractor
 METHODS = ("m1", "m2", "m3")
 #: where the boxes of M1 / M2 come from: the CAM heatmaps, or the dataset's annotated boxes
 BOX_SOURCES = ("cam", "gt")
+#: which maps the CAM boxes are cut from: the target level's heatmap, or the fusion of every
+#: feature level's map (the product: the rule that localised best, gcfeat.cam.fusion)
+BOX_MAPS = ("cam", "fused")
+BOX_FUSION = "product"
 
 
 def file_sha256(path: str, block: int = 1 << 20) -> str:
@@ -215,11 +226,16 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
                      pred_threshold: float, layout: Layout, min_area: float,
                      checkpoint_sha256: str = "", fps: Optional[float] = None,
                      task: str = "surgical", activation: str = "sigmoid",
-                     boxes: str = "cam", recipe: "Recipe | None" = None) -> dict:
+                     boxes: str = "cam", recipe: "Recipe | None" = None,
+                     class_thresholds: Optional[Sequence[float]] = None,
+                     box_maps: str = "cam", levels: Sequence[str] = ()) -> dict:
     """Root attributes (the settings a resumed run must match). Surgical files made with CAM
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
-    ``spatial_dims``, other box sources ``boxes``."""
+    ``spatial_dims``, other box sources ``boxes``; per-class T adds ``thresholds.box_per_class``,
+    fused box maps ``box_maps`` (``{"maps", "fusion", "levels"}``)."""
     extra = {}
+    if box_maps != "cam":
+        extra["box_maps"] = {"maps": box_maps, "fusion": BOX_FUSION, "levels": list(levels)}
     if task != "surgical" or activation != "sigmoid":
         extra.update(task=task, activation=activation,
                      spatial_dims=len(info.input_size) if info.input_size else 2)
@@ -234,7 +250,9 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     return {**extra,
         "classes": list(info.classes),
         "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
-                       "min_area": float(min_area)},
+                       "min_area": float(min_area),
+                       **({} if class_thresholds is None else
+                          {"box_per_class": [float(t) for t in class_thresholds]})},
         "architecture": getattr(info, "arch", ""),
         "checkpoint_sha256": checkpoint_sha256,
         "input_size": list(info.input_size) if info.input_size else None,
@@ -304,6 +322,8 @@ class ExtractConfig:
     fold_bn: bool = True
     recipe: "Recipe | str | None" = None
     levels: Optional[Sequence[str]] = None
+    class_thresholds: Optional[Sequence[float]] = None
+    box_maps: str = "cam"
 
     def check(self) -> None:
         """Settings are checked before the output file exists: a bad run leaves nothing."""
@@ -318,6 +338,11 @@ class ExtractConfig:
                              "'softmax'")
         if self.boxes not in BOX_SOURCES:
             raise ArgumentError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
+        if self.box_maps not in BOX_MAPS:
+            raise ArgumentError(f"box_maps: got {self.box_maps!r}, expected one of {BOX_MAPS}")
+        bad = [t for t in (self.class_thresholds or ()) if not 0.0 <= float(t) <= 1.0]
+        if bad:
+            raise ArgumentError(f"class_thresholds: {bad} outside [0, 1]")
 
 
 def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
@@ -336,7 +361,9 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
                     task: str = "surgical", activation: str = "sigmoid",
                     boxes: str = "cam", fold_bn: bool = True,
                     recipe: "Recipe | str | None" = None,
-                    levels: Optional[Sequence[str]] = None) -> dict:
+                    levels: Optional[Sequence[str]] = None,
+                    class_thresholds: Optional[Sequence[float]] = None,
+                    box_maps: str = "cam") -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -348,6 +375,11 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
             (``classes``, ``arch``, ``input_size``, ``mean``, ``std``).
         methods: some of ``"m1"``, ``"m2"``, ``"m3"``.
         threshold: box / mask threshold T; ``pred_threshold``: class score needed for a map.
+        class_thresholds: one box T per class (``(K,)``, in the checkpoint's class order;
+            e.g. :meth:`gcfeat.boxes.calibration.ThresholdCalibration.per_channel`) for the
+            boxes of M1 / M2; M3 keeps ``threshold``. Written to the attributes.
+        box_maps: ``"cam"`` (boxes from the target level's heatmap) or ``"fused"`` (from the
+            product of every feature level's map; M2 / M3 keep their maps). In the attributes.
         out: the HDF5 file (created or resumed).
         fps: recorded in the attributes (sampling is the dataset's option).
         compression: ``None`` / ``"gzip"`` / ``"lzf"`` (applied when the run completes).
@@ -383,7 +415,7 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
         single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
         checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
         task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe,
-        levels=levels)
+        levels=levels, class_thresholds=class_thresholds, box_maps=box_maps)
     return run_extraction(dataset, model, info, cfg)
 
 
@@ -410,8 +442,13 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                              pred_threshold=cfg.pred_threshold, layout=layout,
                              min_area=cfg.min_area, checkpoint_sha256=cfg.checkpoint_sha256,
                              fps=cfg.fps, task=cfg.task, activation=cfg.activation,
-                             boxes=cfg.boxes, recipe=recipe)
+                             boxes=cfg.boxes, recipe=recipe,
+                             class_thresholds=cfg.class_thresholds, box_maps=cfg.box_maps,
+                             levels=list(levels))
     classes = list(info.classes)
+    if cfg.class_thresholds is not None and len(cfg.class_thresholds) != len(classes):
+        raise ValueError(f"class_thresholds: {len(cfg.class_thresholds)} values, expected one per "
+                         f"class ({len(classes)}: {classes})")
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     if cfg.amp not in (None, "bf16"):
         raise ArgumentError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
@@ -441,6 +478,8 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
         *extra_levels, target = levels.values()
         step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
                           _class_modes(classes))
+        if cfg.box_maps == "fused":
+            step.fused_cam = GradCAM(model, [*extra_levels, target])
         bar = tqdm(total=plan.total, unit="frame",
                    desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
                    disable=None if cfg.progress else True, dynamic_ncols=True)
@@ -519,6 +558,7 @@ class _BatchStep:
 
     def __init__(self, cam, extra_levels, extractors, cfg: ExtractConfig, device, class_modes):
         self.cam, self.extra_levels, self.extractors = cam, extra_levels, extractors
+        self.fused_cam = None   # every level a target (box_maps="fused"), set by the caller
         self.cfg, self.device, self.class_modes = cfg, device, class_modes
         self.amp_ctx = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
                         if cfg.amp == "bf16" else contextlib.nullcontext)
@@ -543,8 +583,8 @@ class _BatchStep:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.amp_ctx():
-            res = self.cam.explain(x, extra_layers=self.extra_levels)
-            probs, found = self._boxes(res, batch)
+            res, box_heat = self._explain(x)
+            probs, found = self._boxes(res, batch, box_heat)
             feats = {e.name: e(x, res, found, probs).float() for e in self.extractors}
         # source frame size per video: boxes in source pixels (gcfeat.io.features)
         writer.write(videos, frames, probs, feats, source_sizes=batch.get("source_size"))
@@ -553,20 +593,43 @@ class _BatchStep:
             stats["rows"][m] += len(f)
         return len(videos)
 
-    def _boxes(self, res, batch):
+    def _explain(self, x):
+        """``(result, box heatmap)``: the extractors' view (the target level's heatmap,
+        activations and the other levels as ``extra``: the same pass with or without fused
+        boxes) and the maps the boxes are cut from. Fused: a second call with every level a
+        target, for the classes that get boxes only (the others' maps are zeros)."""
+        res = self.cam.explain(x, extra_layers=self.extra_levels)
+        if self.cfg.box_maps == "cam":
+            return res, res.heatmap
+        probs, gate = self._gate(res)
+        thr = self.cfg.pred_threshold if self.cfg.activation == "sigmoid" else 0.5
+        needed = gate > thr
+        sel = res.classes.reshape(-1)[needed_classes(needed.cpu())]
+        full = self.fused_cam.explain(x, sel.to(x.device))
+        heat = fuse_maps(full.layer_heatmaps, x.shape[2:], BOX_FUSION)
+        return res, scatter_classes(heat, needed_classes(needed.cpu()), needed.shape[1])
+
+    def _gate(self, res):
+        """``(probs, gate)`` ``(B, K)``: sigmoid scores (gate = them) or softmax scores (gate =
+        one-hot top class)."""
+        logits = res.logits.float()
+        if self.cfg.activation == "sigmoid":
+            probs = logits.sigmoid()
+            return probs, probs
+        probs = logits.softmax(1)
+        return probs, torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
+
+    def _boxes(self, res, batch, box_heat):
         """``(probs (B, K), boxes)``: multi-label boxes for every class above
         ``pred_threshold``, single-label ones for each image's top class only."""
         cfg = self.cfg
-        logits = res.logits.float()
-        if cfg.activation == "sigmoid":
-            probs = logits.sigmoid()
-            gate = probs
-        else:
-            probs = logits.softmax(1)
-            gate = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1])
+        probs, gate = self._gate(res)
         if cfg.boxes == "gt":
             return probs, gt_boxes(batch, self.device)
-        return probs, heatmap_to_boxes(res.heatmap.float(), cfg.threshold,
+        T = cfg.threshold
+        if cfg.class_thresholds is not None:   # one T per heatmap channel (its class)
+            T = torch.as_tensor(cfg.class_thresholds, dtype=torch.float64)[res.classes.cpu().reshape(-1)]
+        return probs, heatmap_to_boxes(box_heat.float(), T,
                                        min_area=cfg.min_area, class_modes=self.class_modes,
                                        probs=gate, pred_threshold=cfg.pred_threshold
                                        if cfg.activation == "sigmoid" else 0.5,

@@ -242,7 +242,9 @@ def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: floa
       factorisation, as the reference implementation
       (``pytorch_grad_cam.metrics.road.NoisyLinearImputer``) does; on a CPU this is 4-10x
       faster than CG (measured at 128x160);
-    * ``"auto"``: direct on the CPU, CG elsewhere.
+    * ``"auto"``: direct for 2D images on the CPU, CG elsewhere (volumes included: ROAD's
+      removed regions are contiguous blobs whose 3D factorisation fills in; measured on 28^3
+      organ volumes, CG 5.0 s vs direct 30.8 s for the same 12 solves, equal scores).
 
     Then ``noise * N(0, 1)`` is added to the imputed pixels.
 
@@ -263,7 +265,7 @@ def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: floa
     B, C, *S = images.shape
     d = len(S)
     dt = torch.float64 if images.device.type != "mps" else torch.float32
-    if solver == "direct" or (solver == "auto" and images.device.type == "cpu"):
+    if solver == "direct" or (solver == "auto" and images.device.type == "cpu" and images.dim() == 4):
         out = _impute_direct(images.to(dt), keep.to(images.device).bool())
         u = (~keep.to(images.device).bool())[:, None].to(dt)
         if noise:

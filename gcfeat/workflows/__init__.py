@@ -6,6 +6,9 @@ module                      entry point                                      ret
 ==========================  ===============================================  ==================
 :mod:`.train`               ``train(task, data, ...)``                       ``TrainOutcome``
 :mod:`.tune`                ``tune(task, data, checkpoint, thresholds)``     ``TuningResult``
+:mod:`.tune_transfer`       ``run_transfer(data, checkpoint, thresholds)``   ``TransferResult``
+:mod:`.map_checks`          ``check_maps(model, x, classes, maps)``,          ``MapChecks``
+                            ``evaluate_surgical(data, checkpoint, out)``
 :mod:`.inspect`             ``inspect(task, data, checkpoint, bidx)``        ``FrameBoxes`` /
                                                                              ``TaskBoxes``
 :mod:`.evaluate`            ``evaluate(task, data, checkpoint, out)``        result dict

@@ -6,13 +6,27 @@ Stages, each printed with its time:
 1. **data**     synthetic surgical scenes written in the MICCAI 2018 layout (`<out>/data`);
 2. **train**    multi-label classifier from scratch, validation mAP + per-class AP;
 3. **tune**     the threshold study on the validation split (box IoU vs T, best T);
-4. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
-5. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file;
-6. **export**   the captioning and interaction exports (:mod:`gcfeat.io.exports`);
-7. **summary**  `<out>/report.md` (the figures in markdown) and `<out>/summary.json`;
-8. **report**   `<out>/report.html` (:mod:`gcfeat.report`: settings, figures, a gallery of the
+4. **transfer** the protocol (:mod:`gcfeat.workflows.tune_transfer`): T calibrated on val and
+   scored on the held-out test videos, Grad-CAM layer4 and the fused layer2..4 maps beside the
+   baselines (Otsu, 20 % of max, random), predicted classes and GT-known; the per-class T of
+   the maps chosen on val go to ``<out>/tune_transfer/thresholds.json``;
+5. **bbox**     one validation frame: heatmap + predicted and ground-truth boxes (PNG);
+6. **extract**  M1 / M2 / M3 features of the validation split into one HDF5 file, boxes at the
+   calibrated per-class T from the maps chosen on val (``box_maps``);
+7. **export**   the captioning and interaction exports (:mod:`gcfeat.io.exports`);
+8. **summary**  `<out>/report.md` (the figures in markdown) and `<out>/summary.json`;
+9. **report**   `<out>/report.html` (:mod:`gcfeat.report`: settings, figures, a gallery of the
    300 validation frames with heatmaps and boxes, the feature file), last so that a report
    that fails leaves the run complete.
+
+``summary.json`` keys added by the transfer stage: ``test_frames``; ``transfer`` =
+``{"calibrate_split", "score_split", "chosen" (the source chosen on val, e.g.
+"gradcam/fused"), "box_maps" ("cam" | "fused", what extract used), "thresholds_file",
+"per_class_thresholds" ({class: T}), "csv", "json", "figure", "rows"}``; ``rows`` is a list of
+``{"source", "mode" (pred | gt_known), "protocol" (transfer | transfer_per_class | oracle),
+"threshold" (null: per class), "mean_iou", "hit_rate", "ap", "ap50", "ap75",
+"max_box_acc_v2", "pointing_game", "pointing_game_tol", "energy_pointing_game"}`` on the test
+split (instruments). ``--test-videos 0`` skips the stage (extract then uses the val best T).
 
 The defaults are sized to finish in about 6 minutes on 2 CPU cores: 128x160 frames (layer4
 is then 4x5 cells, so boxes are coarser than at the original 256x320), 10 videos x 150 frames
@@ -46,12 +60,14 @@ from gcfeat.workflows.common import html_report_stage, stage
 from gcfeat.workflows.inspect import format_frame_boxes, inspect_frame
 from gcfeat.workflows.task_demo import run_task_demo
 from gcfeat.workflows.tune import format_summary, run_tuning
+from gcfeat.workflows.tune_transfer import FUSED, format_transfer, run_transfer
 
 DEFAULT_OUT = "runs/demo"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
 
-def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int], seed: int) -> bool:
+def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int], seed: int,
+                     test_videos: int = 0) -> bool:
     meta = root / "dataset.json"
     if not meta.exists():
         return False
@@ -62,7 +78,9 @@ def _dataset_matches(root: Path, videos: int, frames: int, size: tuple[int, int]
     return (d.get("layout") == "miccai18" and d.get("seed") == seed
             and (root / "seq_1" / "xml").is_dir()        # older data: no scene graphs
             and list(d.get("size", [])) == list(size)
-            and len(d.get("videos", [])) == videos and d.get("frames_per_video") == frames)
+            and len(d.get("videos", [])) == videos + test_videos
+            and len(d.get("splits", {}).get("test", [])) == test_videos
+            and d.get("frames_per_video") == frames)
 
 
 def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 150,
@@ -70,33 +88,38 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, videos: int = 10, frames: int = 1
              batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
              checkpoint_dir: str | Path = DEFAULT_CHECKPOINT_DIR, methods: Sequence[str] = ("m1", "m2", "m3"),
              thresholds: str = config.THRESHOLD_SWEEP, device: str = "cpu", skip_train: bool = False,
-             workers: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Run every stage; returns the summary that is also written to ``<out>/summary.json``."""
+             workers: int = 0, progress: bool = True, test_videos: int = 2,
+             transfer_layers: Sequence[str] = ("layer4", FUSED)) -> dict[str, Any]:
+    """Run every stage; returns the summary that is also written to ``<out>/summary.json``.
+    ``test_videos`` held-out videos (after the ``videos``, which they leave unchanged) feed the
+    transfer stage; 0 skips it. ``transfer_layers``: its layer sweep (Grad-CAM)."""
     out = writable_dir(out)             # a file or a read-only folder: an OutputError now
     size = (int(size[0]), int(size[1]))
     run = _SurgicalDemo(out, videos, frames, size, arch, epochs, batch_size, lr, seed,
                         Path(checkpoint_dir), list(methods), thresholds, device, skip_train,
-                        workers, progress)
+                        workers, progress, test_videos, list(transfer_layers))
     t_all = time.perf_counter()
     torch.manual_seed(seed)
     for key, title, step in (
-            ("data", "1/8 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
-            ("train", f"2/8 train: {arch} multi-label classifier, {epochs} epochs", run.train),
-            ("tune", "3/8 tune: box quality against ground truth as T varies (val split)",
+            ("data", "1/9 data: synthetic surgical scenes, MICCAI 2018 layout", run.data),
+            ("train", f"2/9 train: {arch} multi-label classifier, {epochs} epochs", run.train),
+            ("tune", "3/9 tune: box quality against ground truth as T varies (val split)",
              run.tune),
-            ("bbox", "4/8 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
-            ("extract", f"5/8 extract: {', '.join(methods)} features of the val split -> HDF5",
+            ("transfer", "4/9 transfer: T calibrated on val, scored on test (layers, baselines)",
+             run.transfer),
+            ("bbox", "5/9 bbox: one frame, one class (heatmap + boxes figure)", run.bbox),
+            ("extract", f"6/9 extract: {', '.join(methods)} features of the val split -> HDF5",
              run.extract),
-            ("export", "6/8 export: captioning (M2, tissue first) and interaction inputs",
+            ("export", "7/9 export: captioning (M2, tissue first) and interaction inputs",
              run.export)):
         done = stage(title)
         step()
         run.summary["seconds"][key] = done()
-    done = stage("7/8 summary: report.md + summary.json")
+    done = stage("8/9 summary: report.md + summary.json")
     run.summary["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     report = run.report()
     run.summary["seconds"]["report"] = done()
-    error = html_report_stage("8/8 report: report.html (settings, figures, gallery, features)",
+    error = html_report_stage("9/9 report: report.html (settings, figures, gallery, features)",
                               out, run.summary, started=t_all, progress=progress)
     _print_where(run.summary, report)
     if error is not None:
@@ -124,6 +147,8 @@ class _SurgicalDemo:
     skip_train: bool
     workers: int
     progress: bool
+    test_videos: int = 0
+    transfer_layers: list[str] = field(default_factory=lambda: ["layer4", FUSED])
     summary: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)   # datasets, model, tuning, threshold
 
@@ -138,7 +163,7 @@ class _SurgicalDemo:
 
     def data(self) -> None:
         data, size = self.data_dir, self.size
-        if _dataset_matches(data, self.videos, self.frames, size, self.seed):
+        if _dataset_matches(data, self.videos, self.frames, size, self.seed, self.test_videos):
             print(f"reusing {data} (same videos, frames, size and seed)")
         else:
             if data.exists():  # the demo's own folder: stale sequences of another run would be loaded
@@ -147,12 +172,15 @@ class _SurgicalDemo:
                 print(f"{data} holds another configuration: rewriting it")
                 shutil.rmtree(data)
             write_miccai18(data, num_videos=self.videos, num_frames=self.frames, size=size,
-                           seed=self.seed, progress=self.progress)
+                           seed=self.seed, progress=self.progress, test_videos=self.test_videos)
         norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
         train_set = build_dataset(data, layout="miccai18", split="train", size=size, **norm)
         val_set = build_dataset(data, layout="miccai18", split="val", size=size, **norm)
-        print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames at {size[0]}x{size[1]}")
-        self.summary.update(train_frames=len(train_set), val_frames=len(val_set))
+        n_test = (len(build_dataset(data, layout="miccai18", split="test", size=size, **norm))
+                  if self.test_videos else 0)
+        print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames, {n_test} test "
+              f"frames at {size[0]}x{size[1]}")
+        self.summary.update(train_frames=len(train_set), val_frames=len(val_set), test_frames=n_test)
         self.state.update(train_set=train_set, val_set=val_set)
 
     def train(self) -> None:
@@ -193,6 +221,31 @@ class _SurgicalDemo:
         self.state.update(tuning=tuning, threshold=float(
             s["best_threshold"] if s["best_threshold"] is not None else config.BOX_THRESHOLD))
 
+    def transfer(self) -> None:
+        """T calibrated on val, scored on the held-out test videos; the chosen maps' per-class
+        T for the extract stage."""
+        if not self.test_videos:
+            print("--test-videos 0: no test split, no transfer study")
+            return
+        out = self.out / "tune_transfer"
+        result = run_transfer(self.data_dir, self.checkpoint, self.thresholds,
+                              calibrate_split="val", score_split="test", layers=self.transfer_layers,
+                              out=out, device=self.device, progress=self.progress)
+        print(format_transfer(result))
+        cal = result.calibrations[result.chosen]
+        if cal.meta["box_maps"] not in ("cam", "fused"):   # extract cuts boxes from these two
+            print(f"{result.chosen}: extract has no such box maps; it keeps the val best T")
+            return
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()
+                 if k not in ("method", "layer")} for r in result.table.to_dict("records")]
+        self.summary["transfer"] = {
+            "calibrate_split": "val", "score_split": "test", "chosen": result.chosen,
+            "box_maps": cal.meta["box_maps"], "thresholds_file": result.files["thresholds"],
+            "per_class_thresholds": dict(zip(cal.class_names, cal.per_class)),
+            "csv": result.files["csv"], "json": result.files["json"],
+            "figure": result.files["figure"], "rows": rows}
+        self.state.update(transfer=result)
+
     def bbox(self) -> None:
         val_set, threshold = self.state["val_set"], self.state["threshold"]
         labels = val_set.labels if hasattr(val_set, "labels") else None
@@ -217,8 +270,16 @@ class _SurgicalDemo:
         # 512-d vectors as the original; ResNet18/34's layer2 has 128 channels, so (512, 1, 1)
         # cannot pool it: use the (32, 4, 4) layout there (also 512-d).
         layout = (512, 1, 1) if self.arch == "resnet50" else (32, 4, 4)
+        transfer = self.summary.get("transfer")
+        calibrated = {} if transfer is None else dict(
+            class_thresholds=list(transfer["per_class_thresholds"].values()),
+            box_maps=transfer["box_maps"])
+        if calibrated:
+            print(f"boxes: per-class T calibrated on val ({transfer['thresholds_file']}), "
+                  f"{transfer['box_maps']} maps; M3 at T = {self.state['threshold']}")
         stats = extract_dataset(self.state["val_set"], self.state["model"], self.state["info"],
                                 methods=list(self.methods), threshold=self.state["threshold"],
+                                **calibrated,
                                 layout=layout, out=str(features), batch_size=16,
                                 device=self.device, num_workers=self.workers,
                                 progress=self.progress,
@@ -300,6 +361,7 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
         for c, v in zip(classes, ap):
             lines.append(f"| {c} | {'n/a' if v is None or v != v else f'{v:.3f}'} |")
         lines.append("")
+    lines += _transfer_markdown(s)
     per_class = rec.get("per_class") or {}
     if per_class:
         lines += ["## Recommended threshold per class", "", "| class | T | mean IoU |", "|---|---|---|"]
@@ -310,17 +372,42 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _transfer_markdown(s: dict) -> list[str]:
+    """The transfer table of the report: test figures, T calibrated on val."""
+    tr = s.get("transfer")
+    if not tr:
+        return []
+    lines = [f"## Boxes on the test videos, T calibrated on val (chosen: {tr['chosen']}, "
+             f"extract used the {tr['box_maps']} maps)", "",
+             "| maps | mode | protocol | T | mean IoU | hit rate | AP50 | mAP@[.5:.95] | MaxBoxAccV2 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in tr["rows"]:
+        T = "per class" if r["threshold"] is None else f"{r['threshold']:.2f}"
+        lines.append(f"| {r['source']} | {r['mode']} | {r['protocol']} | {T} | {f(r['mean_iou'])} | "
+                     f"{f(r['hit_rate'])} | {f(r['ap50'])} | {f(r['ap'])} | {f(r['max_box_acc_v2'])} |")
+    return lines + [""]
+
+
 def _print_where(s: dict, report: Path) -> None:
     print("\n=== where everything is ===")
     rows = [("dataset", s["data"]), ("checkpoint", s["checkpoint"]),
             ("training log", s.get("train_log", "(reused checkpoint)")),
-            ("threshold study", s["tune_dir"]), ("bbox figure", s["bbox_figure"]),
+            ("threshold study", s["tune_dir"]),
+            ("transfer study", (s.get("transfer") or {}).get("figure", "(no test split)")),
+            ("bbox figure", s["bbox_figure"]),
             ("features (HDF5)", s["features"]), ("captioning export", s["captioning"]),
             ("interaction export", s["interaction"]),
             ("summary", f"{report}, {Path(s['out']) / 'summary.json'}"),
             ("report", s.get("report_html") or f"NOT WRITTEN ({s.get('report_html_error')})")]
     for k, v in rows:
         print(f"  {k:<18} {v}")
+    tr = s.get("transfer")
+    if tr:
+        r = next(r for r in tr["rows"] if r["source"] == tr["chosen"] and r["mode"] == "pred"
+                 and r["protocol"] == "transfer_per_class")
+        print(f"\ntest videos, per-class T calibrated on val, {tr['chosen']}: mean IoU "
+              f"{r['mean_iou']:.3f}, AP50 {r['ap50']:.3f}, mAP {r['ap']:.3f}")
     miou = s.get("best_mean_iou")
     print(f"\nvalidation mAP {s['val_mAP']:.3f} | best T {s['best_threshold']} "
           f"mean IoU {miou if miou is None else round(miou, 3)} | total {s['seconds']['total']} s")

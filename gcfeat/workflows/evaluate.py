@@ -25,6 +25,13 @@ For a trained checkpoint (:mod:`gcfeat.workflows.train`) on one split it reports
   as NIfTI with the case affine); curve figures (per-method mean curves, the exported samples'
   curves with AUC in the title).
 
+* ROAD (MoRF / LeRF, noisy linear imputation), Average Drop / Increase in Confidence for every
+  CAM method and the random map, and the sanity stage (cascading randomisation + random-logit
+  test) for the gradient CAM methods (``sanity_methods``; Score-CAM only when named: its masked
+  forwards per step are costly), all on the same samples, batched
+  (:mod:`gcfeat.workflows.map_checks`: ``map_checks.json`` / ``.csv`` / ``.png``; in
+  ``metrics.json`` as ``map_checks``). ``road=False`` / ``sanity=False`` skip them.
+
 The CAM explains the TRUE class by default (``--target pred`` for the predicted one); the same
 class is scored by the curves. Results: ``<out>/metrics.json`` and ``<out>/summary.md``.
 
@@ -57,6 +64,7 @@ from gcfeat.tasks import get_task
 from gcfeat.training.single_label import collate, predict
 from gcfeat.viz import montage  # module attribute lookups: tests patch montage.batch_grid
 from gcfeat.viz.volume import write_volume_html
+from gcfeat.workflows.map_checks import ROAD_FRACTIONS, check_maps, module_name
 
 
 __all__ = ["EvaluationResult", "evaluate", "summary_markdown", "deletion_target", "DELETION_BASELINES",
@@ -86,13 +94,14 @@ class EvaluationResult:
     per_sample: dict[str, Any]
     seconds: float
     faithfulness_with_gt_mask: dict[str, Any] | None = None
+    map_checks: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k in self}
 
     def __contains__(self, key: str) -> bool:
         return key in self.__dataclass_fields__ and (
-            key != "faithfulness_with_gt_mask" or self.faithfulness_with_gt_mask is not None)
+            key not in ("faithfulness_with_gt_mask", "map_checks") or getattr(self, key) is not None)
 
     def __getitem__(self, key: str) -> Any:
         if key not in self:
@@ -135,7 +144,9 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
              scorecam_batch: int = 128, tolerance: int = 0, iou_threshold: float = 0.5,
              exports: int = 4, seed: int = 0, sample_seed: int | None = 0,
              deletion_baseline: str | None = None, layer: str | None = None,
-             progress: bool = True) -> EvaluationResult:
+             progress: bool = True, road: bool = True, sanity: bool = True,
+             sanity_methods: list[str] | None = None,
+             road_fractions=ROAD_FRACTIONS) -> EvaluationResult:
     """Run the evaluation (see the module docstring) and write ``metrics.json`` / ``summary.md``.
 
     ``limit`` samples (all when ``None``) come from :func:`balanced_subset` seeded by
@@ -143,7 +154,8 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     tenth of the input's side (28^3 -> 2.8, 128^2 -> 12.8). ``deletion_baseline`` (``zeros``,
     ``mean``, ``blur``) defaults to the task's (:attr:`Task.deletion_baseline <gcfeat.tasks.Task>`).
     ``layer`` names the CAM target module (e.g. ``"layer3"`` for a finer map; default the task's
-    target layer).
+    target layer). ``road`` / ``sanity``: the map checks (module docstring); ``sanity_methods``
+    default: the gradient methods of ``methods`` (not scorecam).
     """
     task = get_task(task_name)
     out = writable_dir(out)
@@ -216,6 +228,15 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
                 k: summary_stats(v[has_gt]) for k, v in aucs.items()}
         per_sample[name] = {k: v.tolist() for k, v in aucs.items()}
     result["per_sample"] = per_sample
+    if road or sanity:
+        sm = [m for m in methods if m != "scorecam"] if sanity_methods is None else sanity_methods
+        checks = check_maps(model, x, cls, saliency if road else {},
+                            target_layer=module_name(model, cam_target),
+                            activation=task.activation, methods=sm if sanity else [],
+                            fractions=road_fractions, sanity=sanity, seed=seed, out=out)
+        result["map_checks"] = checks.to_dict()
+        for v in checks.verdicts():
+            print(f"sanity {v}")
     result["seconds"] = time.perf_counter() - t0
     # figures: samples with a ground-truth mask first (a CAM on a lesion-free slice shows little)
     fig = torch.sort((~has_gt).long(), stable=True).indices
@@ -281,6 +302,28 @@ _BASELINE_WORDS = {"zeros": "0", "0.0": "0", "mean": "each image's channel means
                    "blur": "the blurred copy"}
 
 
+def map_checks_markdown(mc: dict | None) -> list[str]:
+    """ROAD / confidence / sanity lines of the summary (none when the checks did not run)."""
+    if not mc:
+        return []
+    st = mc["settings"]
+    lines = ["", f"ROAD (fractions {st['fractions']}, noisy linear imputation) and Average Drop / "
+             f"Increase in Confidence on {st['n']} samples:", "",
+             "| saliency | ROAD MoRF ↓ | ROAD LeRF ↑ | (LeRF - MoRF) / 2 ↑ | Average Drop % ↓ | "
+             "Increase in Confidence % ↑ |", "|---|---|---|---|---|---|"]
+    for name, r in mc["road"].items():
+        c = mc["confidence"][name]
+        lines.append(f"| {name} | {r['morf']:.3f} | {r['lerf']:.3f} | {r['combined']:.3f} | "
+                     f"{c['average_drop']:.1f} | {c['increase_in_confidence']:.1f} |")
+    f2 = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"  # noqa: E731
+    for m, s in mc["sanity"].items():
+        steps = ", ".join(f"+{a}: {f2(b)}" for a, b in zip(s["steps"], s["spearman"]))
+        lines += ["", f"Sanity, {m} (layer {st['target_layer']}): {s['verdict']}. Mean Spearman "
+                  f"per randomisation step: {steps}; random-logit test Spearman "
+                  f"{f2(s['random_logit_spearman'])}."]
+    return lines
+
+
 def summary_markdown(r: dict) -> str:
     """The README-style tables of a result dict."""
     fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
@@ -306,6 +349,7 @@ def summary_markdown(r: dict) -> str:
         iou = f"{loc['iou']['mean']:.3f}" if loc else "-"
         lines.append(f"| {name} | {pg} | {iou} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} "
                      f"| {fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |")
+    lines += map_checks_markdown(r.get("map_checks"))
     gt = r.get("faithfulness_with_gt_mask")
     if gt:
         lines += ["", f"DAUC / IAUC over the {n_loc} samples with a ground-truth mask only:", "",

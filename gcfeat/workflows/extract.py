@@ -11,6 +11,7 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset
 
+from gcfeat.boxes.calibration import ThresholdCalibration
 from gcfeat.data import build_dataset, detect_layout
 from gcfeat.errors import GcfeatError
 from gcfeat.extract.recipe import get_recipe
@@ -18,7 +19,8 @@ from gcfeat.extract.pipeline import dist_env, extract_distributed, file_sha256
 from gcfeat.models import load_checkpoint
 from gcfeat.tasks import Task, get_task
 
-__all__ = ["ExtractError", "ExtractResult", "load_surgical", "load_task", "extract"]
+__all__ = ["ExtractError", "ExtractResult", "load_surgical", "load_task", "extract",
+           "class_thresholds_from_file"]
 
 
 class ExtractError(GcfeatError):
@@ -40,8 +42,6 @@ def load_surgical(data, checkpoint, *, split: str = "all", layout: str = "auto",
                   fps: float = 1.0, boxes: str = "cam", recipe: str = "default"):
     """``(dataset, model, info, fps)`` of a box-ground-truth (surgical) run; frames are
     prepared as ``recipe`` says (the paper's extraction normalisation and PIL resizing)."""
-    if split == "test":
-        raise ExtractError("--split test: the surgical layouts have train / val (or all)")
     model, info = load_checkpoint(checkpoint)
     size = tuple(info.input_size) if info.input_size else (256, 320)
     kw = dict(mean=info.mean, std=info.std) if info.mean else {}
@@ -76,14 +76,40 @@ def load_task(task: str | Task, data, checkpoint, *, split: str = "all", boxes: 
     return dataset, model, info, task
 
 
+def class_thresholds_from_file(path, classes, box_maps: str | None = None) -> tuple[list[float], str]:
+    """``(per-class T in the order of classes, box maps)`` from a thresholds JSON file
+    (:class:`~gcfeat.boxes.calibration.ThresholdCalibration`, written by ``tune
+    --calibrate-split``). The file's classes must name the checkpoint's; ``box_maps`` None takes
+    the file's (``meta.box_maps``, default ``"cam"``), a different explicit one is an error (T
+    calibrated on other maps does not transfer)."""
+    cal = ThresholdCalibration.load(path)
+    classes = list(classes)
+    if list(cal.class_names) != classes:
+        raise ExtractError(f"--thresholds {path}: classes {cal.class_names}, expected the "
+                           f"checkpoint's {classes}")
+    made_on = cal.meta.get("box_maps", "cam")
+    if made_on not in ("cam", "fused"):
+        raise ExtractError(f"--thresholds {path}: calibrated on the {made_on!r} maps "
+                           f"(meta.box_maps); extract cuts boxes from 'cam' or 'fused' maps only")
+    if box_maps is not None and box_maps != made_on:
+        raise ExtractError(f"--thresholds {path}: calibrated on the {made_on!r} maps "
+                           f"(meta.box_maps), --box-maps {box_maps!r} asks for other maps; "
+                           f"expected --box-maps {made_on} or no --box-maps")
+    return [float(t) for t in cal.per_channel()], made_on
+
+
 def extract(task: str | Task, data, checkpoint, out: str, *, split: str = "all",
             data_layout: str = "auto", fps: float = 1.0, boxes: str = "cam",
-            crop_size=None, recipe: str = "default", **options: Any) -> ExtractResult:
+            crop_size=None, recipe: str = "default", thresholds_file=None,
+            box_maps: str | None = None, **options: Any) -> ExtractResult:
     """Features of ``task``'s ``data`` with ``checkpoint`` into ``out`` (resumed when it
     exists; sharded by video under torchrun). ``data_layout``: the surgical folder layout
     (auto, miccai18, cholec80). ``crop_size`` defaults to 224x224 for surgical
-    and the input size for the other tasks; ``options`` go to
-    :func:`gcfeat.extract.pipeline.extract_distributed` (methods, threshold, layout, ...)."""
+    and the input size for the other tasks; ``thresholds_file``: per-class box T (and the box
+    maps they were calibrated on) from ``tune --calibrate-split``
+    (:func:`class_thresholds_from_file`); ``box_maps``: ``"cam"`` (default) or ``"fused"``;
+    ``options`` go to :func:`gcfeat.extract.pipeline.extract_distributed` (methods,
+    threshold, layout, ...)."""
     t = get_task(task)
     if recipe != "default" and t.name != "surgical":
         raise ExtractError(f"--recipe {recipe}: the original's rules are for the surgical "
@@ -99,6 +125,12 @@ def extract(task: str | Task, data, checkpoint, out: str, *, split: str = "all",
     if len(crop) != len(info.input_size):
         raise ExtractError(f"--crop-size {'x'.join(map(str, crop))}: the inputs have "
                            f"{len(info.input_size)} spatial dims")
+    if thresholds_file is not None:
+        options["class_thresholds"], box_maps = class_thresholds_from_file(
+            thresholds_file, info.classes, box_maps)
+    if box_maps not in (None, "cam", "fused"):
+        raise ExtractError(f"--box-maps {box_maps!r}: expected 'cam' or 'fused'")
+    options["box_maps"] = box_maps or "cam"
     rank, world, _ = dist_env()
     stats = extract_distributed(
         dataset, model, info, out, fps=fps, crop_size=crop,

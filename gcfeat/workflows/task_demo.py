@@ -164,6 +164,14 @@ def _evaluate_stage(task: str, data, checkpoint, eval_dir: Path, summary: dict, 
                    eval_dir=str(eval_dir))
     if "faithfulness_with_gt_mask" in res:   # prostate: the lesion slices apart
         summary["faithfulness_with_gt_mask"] = res["faithfulness_with_gt_mask"]
+    if "map_checks" in res:   # ROAD, Average Drop / Increase in Confidence, sanity verdicts
+        mc = res["map_checks"]
+        summary["map_checks"] = {"road": {k: {f: v[f] for f in ("morf", "lerf", "combined")}
+                                          for k, v in mc["road"].items()},
+                                 "confidence": mc["confidence"],
+                                 "sanity": {k: {f: v[f] for f in ("steps", "spearman", "passes",
+                                                                  "verdict")}
+                                            for k, v in mc["sanity"].items()}}
     return table
 
 

@@ -80,3 +80,21 @@ def test_fraction_of_max_and_random_maps():
     assert torch.equal(a, a2) and not torch.equal(a, c)
     assert float(a.amin()) == 0.0 and float(a.amax()) == pytest.approx(1.0, abs=1e-6)
     assert random_maps((1, 1, 4, 6, 6), seed=0, cells=(2, 3, 3)).shape == (1, 1, 4, 6, 6)
+
+
+def test_needed_classes_scatter_equals_the_full_fused_call(one_thread):
+    from gcfeat.cam import GradCAM
+    from gcfeat.cam.fusion import explain_fused, needed_classes, scatter_classes
+    from gcfeat.models import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", num_classes=5).eval()
+    x = torch.randn(3, 3, 48, 64)
+    cam = GradCAM(model, [model.layer2, model.layer3, model.layer4])
+    full = explain_fused(cam, x, how="product").heatmap                  # (3, 5, 48, 64)
+    needed = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    sel = needed_classes(needed)
+    assert sel.tolist() == [[0, 3], [2, 2], [0, 0]]
+    part = scatter_classes(explain_fused(cam, x, how="product", classes=sel).heatmap, sel, 5)
+    torch.testing.assert_close(part[needed], full[needed], atol=1e-5, rtol=0)
+    assert (part[~needed & (torch.arange(5) != 0)] == 0).all()

@@ -120,7 +120,9 @@ def test_sigkill_at_random_moments_then_resume_is_exact(inputs, kind, tmp_path):
         p.wait()
         kills += 1
         partial = read_all(killed)        # opens; holds whole batches only
-        assert 0 < len(partial) < total, note
+        # under load the kill can land after the last batch was committed (while the run
+        # finalises): the file must then hold every frame, and the resume below still runs
+        assert 0 < len(partial) <= total, note
         for v in {k[0] for k in partial}:
             n = sum(1 for k in partial if k[0] == v)
             assert n % BATCH == 0 or n == sum(1 for k in want if k[0] == v), note

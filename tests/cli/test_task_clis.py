@@ -388,5 +388,7 @@ def test_tune_surgical_defaults_unchanged():
         "checkpoint": tune.DEFAULT_CHECKPOINT, "thresholds": "0.05:0.95:0.05",
         "out": tune.DEFAULT_OUT, "batch_size": 8, "num_workers": 0, "method": "gradcam",
         "layer": "layer4", "pred_threshold": 0.5, "mode": "components", "min_area": 25,
-        "metric": "mean_iou", "max_frames": None, "device": "cpu", "limit": None}
+        "metric": "mean_iou", "max_frames": None, "device": "cpu", "limit": None,
+        "calibrate_split": None, "score_split": None, "layers": None, "methods": None,
+        "min_gt": 10}
     assert tune.parse_args(["--limit", "3"]).max_frames == 3

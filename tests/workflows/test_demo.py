@@ -56,10 +56,25 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "validation mAP" in report and "threshold" in report and "report.html" in report
 
+    # the transfer stage: 2 held-out test videos, T calibrated on val, used by extract
+    assert summary["test_frames"] == 20
+    tr = summary["transfer"]
+    assert tr["chosen"] in ("gradcam/layer4", "gradcam/fused") and tr["box_maps"] in ("cam", "fused")
+    assert {(r["source"], r["mode"], r["protocol"]) for r in tr["rows"]} >= {
+        ("gradcam/layer4", "pred", "transfer"), ("gradcam/fused", "gt_known", "oracle"),
+        ("otsu", "pred", "transfer"), ("max20", "pred", "transfer"), ("random", "pred", "oracle")}
+    T = list(tr["per_class_thresholds"].values())
+    from gcfeat.io import FeatureFile
+
+    with FeatureFile(out / "features.h5") as ff:
+        assert ff.attrs["thresholds"]["box_per_class"] == pytest.approx(T)
+        assert ff.attrs.get("box_maps", {"maps": "cam"})["maps"] == tr["box_maps"]
+    assert "T calibrated on val" in report and "per-class T calibrated on val" in printed
+
     # the last stage: report.html with one gallery item per val frame, every image on disk
     html = (out / "report.html").read_text()
     assert summary["report_html"] == str(out / "report.html")
-    assert summary["seconds"]["report_html"] > 0 and "8/8 report" in printed
+    assert summary["seconds"]["report_html"] > 0 and "9/9 report" in printed
     assert f"report             {out / 'report.html'}" in printed
     assert len(re.findall(r'<figure class="item', html)) == 20
     assert 'id="gallery"' in html and "Split val: 20 of 20 frames" in html
@@ -85,3 +100,4 @@ def test_report_stage_failure_leaves_the_run(tmp_path, monkeypatch, capsys):
     assert saved["seconds"]["data"] == 1.0 and "report_html" in saved["seconds"]
     assert (tmp_path / "features.h5").read_bytes() == b"x"
     assert "report.html not written" in capsys.readouterr().err
+
