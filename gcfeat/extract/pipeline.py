@@ -33,7 +33,7 @@ import time
 import zlib
 from datetime import timedelta
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeGuard
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
@@ -101,13 +101,14 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
     if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
         frame_maps = FrameStatsMaps(stats_model if stats_model is not None else model, levels)
-    rkw = dict(recipe=recipe, frame_maps=frame_maps)
     make = {
         "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1],
                                     recipe=recipe),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, strides, **rkw),
+        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, strides,
+                                   recipe=recipe, frame_maps=frame_maps),
         "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
-                                       levels[-1], selection, **rkw),
+                                       levels[-1], selection, recipe=recipe,
+                                       frame_maps=frame_maps),
     }
     return [make[m]() for m in METHODS if m in methods]
 
@@ -154,10 +155,12 @@ def gt_boxes(batch: dict, device) -> Boxes:
         raise ArgumentError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
                          "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
                          "ground truth, and the dataset must be built with with_gt=True")
-    xyxy = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in batch["gt_boxes"]]
-    label = [torch.as_tensor(lb, dtype=torch.int64).reshape(-1) for lb in batch["gt_labels"]]
-    frame = [torch.full((len(lb),), i, dtype=torch.int64) for i, lb in enumerate(label)]
-    xyxy, label, frame = torch.cat(xyxy), torch.cat(label), torch.cat(frame)
+    labels = [torch.as_tensor(lb, dtype=torch.int64).reshape(-1) for lb in batch["gt_labels"]]
+    xyxy = torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)
+                      for b in batch["gt_boxes"]])
+    frame = torch.cat([torch.full((len(lb),), i, dtype=torch.int64)
+                       for i, lb in enumerate(labels)])
+    label = torch.cat(labels)
     return Boxes(xyxy.to(device), frame.to(device), label.to(device),
                  torch.ones(len(frame), device=device))
 
@@ -177,7 +180,7 @@ def frame_table(dataset) -> Optional[List[Tuple[str, int]]]:
     return None
 
 
-def _video_dicts(videos) -> bool:
+def _video_dicts(videos) -> TypeGuard[list[dict]]:
     return isinstance(videos, list) and all(isinstance(v, dict) and "name" in v and "frames" in v
                                             for v in videos)
 
@@ -189,7 +192,7 @@ def restrict(dataset, keep: Callable[[str, int], bool]):
     if isinstance(dataset, IterableDataset):
         if not _video_dicts(videos):
             return None
-        ds = copy.copy(dataset)
+        ds: Any = copy.copy(dataset)     # a streamed dataset: its video list is rewritten
         ds.videos = []
         for v in videos:
             sel = [keep(v["name"], int(f)) for f in v["frames"]]
@@ -233,7 +236,7 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
     ``spatial_dims``, other box sources ``boxes``; per-class T adds ``thresholds.box_per_class``,
     fused box maps ``box_maps`` (``{"maps", "fusion", "levels"}``)."""
-    extra = {}
+    extra: dict[str, Any] = {}
     if box_maps != "cam":
         extra["box_maps"] = {"maps": box_maps, "fusion": BOX_FUSION, "levels": list(levels)}
     if task != "surgical" or activation != "sigmoid":
@@ -558,7 +561,7 @@ class _BatchStep:
 
     def __init__(self, cam, extra_levels, extractors, cfg: ExtractConfig, device, class_modes):
         self.cam, self.extra_levels, self.extractors = cam, extra_levels, extractors
-        self.fused_cam = None   # every level a target (box_maps="fused"), set by the caller
+        self.fused_cam: GradCAM | None = None   # every level a target (box_maps="fused"), set by the caller
         self.cfg, self.device, self.class_modes = cfg, device, class_modes
         self.amp_ctx = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
                         if cfg.amp == "bf16" else contextlib.nullcontext)
