@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -110,11 +111,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> t
     return out
 
 
+# a str ``score`` gives one Curves, a tuple of them a dict {name: Curves} (same forwards)
+@overload
+def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
+                        saliency: torch.Tensor, classes, *, n_steps: int = ...,
+                        score: str = ..., activation: str = ...,
+                        batch_size: int = ...) -> Curves: ...
+@overload
+def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
+                        saliency: torch.Tensor, classes, *, n_steps: int = ...,
+                        score: tuple[str, ...], activation: str = ...,
+                        batch_size: int = ...) -> dict[str, Curves]: ...
 @torch.no_grad()
 def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
                         saliency: torch.Tensor, classes, *, n_steps: int = 129,
-                        score: str = "prob", activation: str = "softmax",
-                        batch_size: int = 64) -> Curves:
+                        score: str | tuple[str, ...] = "prob", activation: str = "softmax",
+                        batch_size: int = 64) -> Curves | dict[str, Curves]:
     """Switch pixels from ``start`` to ``target`` in descending-saliency order; score each step.
 
     Args:
@@ -168,9 +180,17 @@ def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: tor
     return curves[score] if isinstance(score, str) else curves
 
 
+@overload
+def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = ...,
+             n_steps: int = ..., score: str = ..., activation: str = ...,
+             batch_size: int = ...) -> Curves: ...
+@overload
+def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = ...,
+             n_steps: int = ..., score: tuple[str, ...], activation: str = ...,
+             batch_size: int = ...) -> dict[str, Curves]: ...
 def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = 0.0,
-             n_steps: int = 129, score: str = "prob", activation: str = "softmax",
-             batch_size: int = 64) -> Curves:
+             n_steps: int = 129, score: str | tuple[str, ...] = "prob",
+             activation: str = "softmax", batch_size: int = 64) -> Curves | dict[str, Curves]:
     """Deletion curve: most salient pixels replaced by ``baseline`` first (lower AUC = better).
 
     ``images (B, C, *S)``; ``baseline`` a scalar or a tensor broadcastable to ``images``.
@@ -181,9 +201,18 @@ def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor
                                score=score, activation=activation, batch_size=batch_size)
 
 
+@overload
+def insertion(model, images, saliency, classes, *, blur_sigma: float = ...,
+              start: torch.Tensor | None = ..., n_steps: int = ..., score: str = ...,
+              activation: str = ..., batch_size: int = ...) -> Curves: ...
+@overload
+def insertion(model, images, saliency, classes, *, blur_sigma: float = ...,
+              start: torch.Tensor | None = ..., n_steps: int = ..., score: tuple[str, ...],
+              activation: str = ..., batch_size: int = ...) -> dict[str, Curves]: ...
 def insertion(model, images, saliency, classes, *, blur_sigma: float = 5.0,
-              start: torch.Tensor | None = None, n_steps: int = 129, score: str = "prob",
-              activation: str = "softmax", batch_size: int = 64) -> Curves:
+              start: torch.Tensor | None = None, n_steps: int = 129,
+              score: str | tuple[str, ...] = "prob", activation: str = "softmax",
+              batch_size: int = 64) -> Curves | dict[str, Curves]:
     """Insertion curve: most salient pixels copied into a blurred image first (higher = better).
 
     ``start`` overrides the blurred copy (``gaussian_blur(images, blur_sigma)``).

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -176,11 +177,14 @@ class _SurgicalDemo:
         norm = dict(mean=SURGICAL_MEAN, std=SURGICAL_STD)
         train_set = build_dataset(data, layout="miccai18", split="train", size=size, **norm)
         val_set = build_dataset(data, layout="miccai18", split="val", size=size, **norm)
-        n_test = (len(build_dataset(data, layout="miccai18", split="test", size=size, **norm))
+        # map-style datasets (Miccai18Dataset) have __len__; torch's Dataset stub does not declare it
+        n_train, n_val = len(cast(Sized, train_set)), len(cast(Sized, val_set))
+        n_test = (len(cast(Sized, build_dataset(data, layout="miccai18", split="test", size=size,
+                                                **norm)))
                   if self.test_videos else 0)
-        print(f"{data}: {len(train_set)} train frames, {len(val_set)} val frames, {n_test} test "
+        print(f"{data}: {n_train} train frames, {n_val} val frames, {n_test} test "
               f"frames at {size[0]}x{size[1]}")
-        self.summary.update(train_frames=len(train_set), val_frames=len(val_set), test_frames=n_test)
+        self.summary.update(train_frames=n_train, val_frames=n_val, test_frames=n_test)
         self.state.update(train_set=train_set, val_set=val_set)
 
     def train(self) -> None:
@@ -274,7 +278,7 @@ class _SurgicalDemo:
         calibrated = {} if transfer is None else dict(
             class_thresholds=list(transfer["per_class_thresholds"].values()),
             box_maps=transfer["box_maps"])
-        if calibrated:
+        if transfer is not None:
             print(f"boxes: per-class T calibrated on val ({transfer['thresholds_file']}), "
                   f"{transfer['box_maps']} maps; M3 at T = {self.state['threshold']}")
         stats = extract_dataset(self.state["val_set"], self.state["model"], self.state["info"],

@@ -207,7 +207,7 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         saliency[name] = torch.cat(heats)
 
     result["localisation"], result["faithfulness"] = {}, {}
-    per_sample = {"index": idx, "class": cls.tolist(), "has_gt_mask": has_gt.tolist()}
+    per_sample: dict[str, Any] = {"index": idx, "class": cls.tolist(), "has_gt_mask": has_gt.tolist()}
     curves_all = {}
     for name, sal in saliency.items():
         loc = localisation(sal, gt, tolerance, iou_threshold) if gt is not None else None
@@ -283,8 +283,8 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
     titles = [f"pred {task.classes[int(p)]}\ntrue {task.classes[int(c)]}"
               for p, c in zip(preds[:16], cls[:16])]
     channel = x.shape[1] - 1  # prostate: T2W is the last channel; grayscale tasks: 0
-    masks = [ds[i].get("gt_mask") for i in idx[:16]]
-    masks = torch.stack(masks) if all(torch.is_tensor(m) for m in masks) else None
+    sample_masks = [ds[i].get("gt_mask") for i in idx[:16]]
+    masks = torch.stack(sample_masks) if all(torch.is_tensor(m) for m in sample_masks) else None
     for m in methods:
         montage.batch_grid(x[:16, channel], saliency[m][:16], titles, out / f"{m}_grid.png",
                    masks=masks)
@@ -324,8 +324,8 @@ def map_checks_markdown(mc: dict | None) -> list[str]:
     return lines
 
 
-def summary_markdown(r: dict) -> str:
-    """The README-style tables of a result dict."""
+def summary_markdown(r: dict[str, Any] | EvaluationResult) -> str:
+    """The README-style tables of a result dict or :class:`EvaluationResult` (read by key)."""
     fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
     lines = [f"### {r['task']} ({r['arch']}, {r['split']} split, n = {r['n']})", "",
              "| metric | value |", "|---|---|"]

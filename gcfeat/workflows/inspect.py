@@ -174,7 +174,7 @@ def run_task_bbox(task: str | Task, data: str | Path | None = None, checkpoint: 
     what = t.gt_name
     header = (f"{t.name} {where} (bidx {bidx}, {split}) | true {classes[label]} | heatmap: "
               f"{classes[k]} p={float(probs[k]):.2f} | {method}, T={threshold:g}")
-    if gt_box is None:
+    if gt_box is None or iou is None:   # both None together: no ground-truth mask
         gt_line = f"no ground truth: the sample's {what} mask is empty"
     elif len(boxes) == 0:
         gt_line = f"GT = box around the {what} mask (dashed) | no box at T={threshold:g}"
@@ -215,7 +215,7 @@ def format_task_boxes(r: TaskBoxes, threshold: float | None = None) -> str:
                      + " ".join(str(int(v)) for v in r.gt_box.tolist()))
         b = r.best
         lines.append("IoU of the best box with the GT box: " + (
-            "no box" if b is None else f"{float(r.iou[b]):.3f} (row {b})"))
+            "no box" if b is None or r.iou is None else f"{float(r.iou[b]):.3f} (row {b})"))
     lines.append(f"wrote {r.figure}")
     return "\n".join(lines)
 
@@ -237,7 +237,7 @@ class FrameBoxes:
     tclass: int                 # class of the heatmap shown
     probs: list[float]          # (K,) sigmoid scores
     boxes: Boxes                # every class above pred_threshold
-    gt_boxes: object            # (n, 4) or None
+    gt_boxes: torch.Tensor | None  # (n, 4)
     threshold: float
     pred_threshold: float
     figure: Path

@@ -147,6 +147,7 @@ def check_maps(model, images: torch.Tensor, classes: torch.Tensor, maps: dict[st
         sal = sal.float()
         r = road(model, images, sal, classes, percentages=fractions, activation=activation,
                  seed=seed, batch_size=batch_size)
+        assert r.morf is not None and r.lerf is not None  # road's default orders compute both
         road_out[name] = {"morf": float(r.morf_mean.mean()), "lerf": float(r.lerf_mean.mean()),
                           "combined": float(r.combined.mean()), "fractions": list(map(float, fractions)),
                           "morf_curve": r.morf.mean(0).tolist(), "lerf_curve": r.lerf.mean(0).tolist(),

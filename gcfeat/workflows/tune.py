@@ -263,11 +263,11 @@ def run_tuning(
     return TuningResult(table, rec)
 
 
-def write_outputs(table, rec: Recommendation | dict, out: str | Path) -> dict[str, str]:
+def write_outputs(table, rec: Recommendation | dict, out: str | Path) -> dict[str, Any]:
     """CSV, PNG curves (overview + one per class) and the JSON recommendation under ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"csv": str(out / "tune_thresholds.csv")}
+    files: dict[str, Any] = {"csv": str(out / "tune_thresholds.csv")}  # paths; class_curves a list
     table.to_csv(files["csv"], index=False, float_format="%.6g")
     s = rec.get("settings", {})
     title = f"{s.get('method', '')} {s.get('layer', '')}, {s.get('frames', '?')} frames ({s.get('split', '')})"
