@@ -20,6 +20,7 @@ import torch
 from gcfeat.cli.common import add_debug, apply_task_options, debugging, run, task_flag
 from gcfeat.data.classes import SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.models.resnet import ARCHS
+from gcfeat.models.zoo import ZooError, check_arch
 from gcfeat.tasks import TASK_NAMES, get_task
 from gcfeat.training import OPTIMIZERS, SCHEDULES
 from gcfeat.workflows.train import surgical_datasets, train, train_surgical
@@ -88,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", required=True, default=S, metavar="DIR",
                    help="dataset folder (organ3d: folder or .npz)")
     g.add_argument("--arch", default=S,
-                   help=f"model; surgical: {', '.join(sorted(ARCHS))} (default resnet50); "
-                        f"{_MRI_ARCHS}")
+                   help=f"model; surgical: {', '.join(sorted(ARCHS))} (default resnet50), any "
+                        f"torchvision classifier (convnext_tiny, efficientnet_b0, "
+                        f"mobilenet_v3_large, regnet_y_400mf, densenet121, swin_t, ...) or "
+                        f"timm:NAME (with timm installed), the checkpoint records how to "
+                        f"rebuild it; {_MRI_ARCHS}")
     g.add_argument("--epochs", type=int, default=S,
                    help="total epochs (surgical: default 10, also when resuming; MRI: the "
                         "task's default)")
@@ -117,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dropout", type=float, default=S,
                    help="dropout before the last Linear (default 0; 0.2 in some original models)")
     s.add_argument("--weights", metavar="PTH", default=S,
-                   help="local ImageNet state dict to start from (torchvision's .pth); "
-                   "nothing is ever downloaded")
+                   help="local state dict to start from (e.g. torchvision's or timm's ImageNet "
+                   ".pth for --arch); a head of another class count is replaced; nothing is "
+                   "ever downloaded")
     s.add_argument("--mean", type=_floats3, default=S, metavar="R,G,B",
                    help=f"input normalisation mean (default {','.join(map(str, SURGICAL_MEAN))})")
     s.add_argument("--std", type=_floats3, default=S, metavar="R,G,B",
@@ -151,9 +156,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     args = apply_task_options(p, p.parse_args(argv), TRAIN_SURGICAL, TRAIN_MRI)
     if args.task == "surgical":
-        if args.arch not in ARCHS:
-            p.error(f"argument --arch: invalid choice: {args.arch!r} for --task surgical "
-                    f"(choose from {', '.join(sorted(ARCHS))})")
+        try:
+            check_arch(args.arch)
+        except ZooError as e:
+            p.error(f"argument --arch: {e}")
         return args
     task = get_task(args.task)
     if args.arch is not None and args.arch not in task.archs:

@@ -8,6 +8,7 @@ A gcfeat checkpoint is a plain dict (tensors, str, numbers, lists, dicts only, s
      "arch": "resnet50", "num_classes": 11, "classes": ["bipolar_forceps", ...],
      "input_size": [256, 320], "mean": [...], "std": [...], "dropout": 0.0,
      "in_channels": 3, "norm": "batch",
+     "spec": {"arch", "num_classes", "head", "dropout", "in_channels", "options"},  # optional
      "meta": {"epochs": 8, "best_mAP": 0.97, "seed": 0, "data": "...", "gcfeat_version": ...,
               "time": "2024-...", ...},
      # optional, for resuming: "epoch", "optimizer_state_dict", "scheduler_state_dict", ...}
@@ -40,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gcfeat.errors import GcfeatError
 from gcfeat.data.classes import MICCAI18_CLASSES_9, SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     FORMAT,
@@ -58,6 +60,7 @@ from gcfeat.models.resnet import (
     build_classifier,
     remap_head_keys,
 )
+from gcfeat.models.zoo import ClassifierSpec
 
 VERSION = 1
 
@@ -68,7 +71,7 @@ SURGICAL_INPUT_SIZE: tuple[int, int] = (256, 320)
 _RESERVED = frozenset({
     "format", "version", "state_dict", "arch", "num_classes", "classes", "input_size", "mean",
     "std", "dropout", "in_channels", "norm", "meta", "epoch", "optimizer_state_dict",
-    "scheduler_state_dict",
+    "scheduler_state_dict", "spec",
 })
 
 
@@ -101,6 +104,8 @@ class CheckpointInfo:
     #: the file's own metadata as stored (task checkpoints: format, task, arch, classes,
     #: input_size, meta), for mapping-style access
     stored: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: what rebuilds the model (any backbone; None for ResNet files written without one)
+    spec: ClassifierSpec | None = None
 
     def __getitem__(self, key: str) -> Any:
         """Mapping-style access (``info["arch"]``): the value as stored in the file when it has
@@ -173,6 +178,66 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
+# ------------------------------------------------------------ any backbone: the ClassifierSpec
+
+
+def describe_model(state: Mapping[str, torch.Tensor], spec: ClassifierSpec | Mapping | None,
+                   path: str | os.PathLike = "<state>") -> dict[str, Any]:
+    """:func:`describe_state_dict`'s fields of any classifier, and its ``spec``.
+
+    A ResNet (no spec, or a ``resnet18/34/50`` spec) is described from its keys as before; any
+    other model by its :class:`~gcfeat.models.zoo.ClassifierSpec` (``spec``: the spec or its
+    ``to_dict()``, as a checkpoint's ``"spec"`` entry holds it), checked against the head's
+    weights. The returned ``"spec"`` is the spec (None for a ResNet given none).
+    """
+    if spec is not None and not isinstance(spec, ClassifierSpec):
+        try:
+            spec = ClassifierSpec.from_dict(spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path}: malformed spec {spec!r} ({e}); expected "
+                                  f"ClassifierSpec.to_dict()'s entries") from None
+    if spec is None or spec.arch in ARCHS:
+        desc = describe_state_dict(state, path)
+        if spec is not None and spec.arch != desc["arch"]:
+            raise CheckpointError(f"checkpoint {path}: spec says {spec.arch} but the weights "
+                                  f"are {desc['arch']}")
+        return {**desc, "spec": spec}
+    keys = [f"{spec.head}.weight", f"{spec.head}.1.weight"]
+    weight = next((state[k] for k in keys if k in state), None)
+    if weight is None or weight.ndim != 2 or int(weight.shape[0]) != spec.num_classes:
+        found = None if weight is None else tuple(weight.shape)
+        raise CheckpointError(f"checkpoint {path}: {spec.arch} weights without a "
+                              f"{spec.num_classes}-way head {spec.head} (found {found})")
+    return {"arch": spec.arch, "num_classes": spec.num_classes,
+            "dropout_head": spec.dropout > 0, "in_channels": spec.in_channels,
+            "norm": str(spec.options.get("norm", "")), "spec": spec}
+
+
+def _build_from_spec(spec: ClassifierSpec, state: Mapping[str, torch.Tensor], path) -> nn.Module:
+    """A spec'd (non-ResNet) model holding ``state`` exactly (every key, every shape).
+
+    Built on the CPU with the global RNG state restored afterwards, not on the meta device:
+    some models hold non-persistent buffers (timm Swin's relative position index) that only
+    their constructor fills."""
+    check_finite_state(state, path)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = spec.build()
+    except GcfeatError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild {spec.arch}: {e}") from None
+    fits = f"checkpoint {path}: weights do not fit a {spec.arch} with {spec.num_classes} classes"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        raise CheckpointError(f"{fits}: {_summary('wrong shape', sizes) or _short(e)}") from None
+    parts = [s for s in (_summary("missing", list(result.missing_keys)),
+                         _summary("unexpected", list(result.unexpected_keys))) if s]
+    if parts:
+        raise CheckpointError(f"{fits}: " + "; ".join(parts))
+    return model
+
+
 # --------------------------------------------------------------------------------- saving
 
 
@@ -229,6 +294,7 @@ def save_checkpoint(
     scheduler: Any = None,
     epoch: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    spec: ClassifierSpec | Mapping | None = None,
 ) -> Path:
     """Write ``model``'s weights and metadata as a gcfeat checkpoint, atomically.
 
@@ -244,6 +310,9 @@ def save_checkpoint(
         optimizer, scheduler, epoch: resume state (``optimizer_state_dict``,
             ``scheduler_state_dict``, ``epoch``), optional.
         extra: further top-level entries (plain types), e.g. RNG states.
+        spec: the model's :class:`~gcfeat.models.zoo.ClassifierSpec` (or its dict), stored as
+            ``"spec"`` so that :func:`load_checkpoint` rebuilds it; required for anything but
+            ``resnet18/34/50`` (see :func:`describe_model`).
 
     Returns:
         the path written.
@@ -253,7 +322,7 @@ def save_checkpoint(
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
     state = _strip_module({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    desc = describe_state_dict(state, path)
+    desc = describe_model(state, spec, path)
     if desc["arch"] != arch:
         raise CheckpointError(f"save_checkpoint {path}: arch={arch!r} but the model is a {desc['arch']}")
     classes = [str(c) for c in classes]
@@ -283,6 +352,8 @@ def save_checkpoint(
         "norm": desc["norm"],
         "meta": _plain(info_meta, "meta"),
     }
+    if desc["spec"] is not None:
+        ckpt["spec"] = _plain(desc["spec"].to_dict(), "spec")
     if epoch is not None:
         ckpt["epoch"] = int(epoch)
     if optimizer is not None:
@@ -330,6 +401,9 @@ def load_checkpoint(
         num_classes: expected K; a different one is an error.
         dropout: head dropout; ``None`` keeps the file's head form. ``0.0`` on a ``fc.1.*``
             file gives a plain ``Linear`` head (same weights), ``> 0`` on a plain head wraps it.
+            A file with a non-ResNet ``"spec"`` is rebuilt as its spec says
+            (``ClassifierSpec.from_dict(raw["spec"]).build()``, every key loaded strictly);
+            ``dropout`` does not change its head.
         map_location: device the model is moved to.
 
     Returns:
@@ -341,7 +415,7 @@ def load_checkpoint(
     """
     raw = read_torch_file(path)
     state, form = unwrap_state_dict(raw, path)
-    desc = describe_state_dict(state, path)
+    desc = describe_model(state, raw.get("spec") if form == "gcfeat" else None, path)
     held_arch, held_k = desc["arch"], desc["num_classes"]
     header = raw if form == "gcfeat" else {}
     if form == "gcfeat" and int(raw.get("version", 0)) > VERSION:
@@ -388,40 +462,15 @@ def load_checkpoint(
     else:
         final_classes = [f"class_{i}" for i in range(held_k)]
 
-    if dropout is None:
-        if desc["dropout_head"]:
-            dropout = float(header.get("dropout") or 0.0) or DEFAULT_HEAD_DROPOUT
-        else:
-            dropout = 0.0
-    # Built on the meta device (no random init: every value comes from the file), then
-    # materialised on the CPU; whatever the file lacks is an error below.
-    with torch.device("meta"):
-        model = build_classifier(
-            held_arch, held_k, dropout=dropout, in_channels=desc["in_channels"], norm=desc["norm"]
-        )
-    model.to_empty(device="cpu")
-    with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
-        for name, buf in model.named_buffers():
-            if name.endswith("num_batches_tracked"):
-                buf.zero_()
-    check_finite_state(state, path)
-    state = remap_head_keys(state, dropout > 0)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
-        raise CheckpointError(
-            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
-            f"{_summary('wrong shape', sizes) or _short(e)}"
-        ) from None
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        parts = [s for s in (_summary("missing", missing),
-                             _summary("unexpected", list(result.unexpected_keys))) if s]
-        raise CheckpointError(
-            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
-            + "; ".join(parts)
-        )
+    if desc["spec"] is not None and desc["arch"] not in ARCHS:   # any other backbone
+        model, dropout = _build_from_spec(desc["spec"], state, path), desc["spec"].dropout
+    else:
+        if dropout is None:
+            if desc["dropout_head"]:
+                dropout = float(header.get("dropout") or 0.0) or DEFAULT_HEAD_DROPOUT
+            else:
+                dropout = 0.0
+        model = _build_resnet(state, desc, dropout, path)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     model.eval()
@@ -451,8 +500,44 @@ def load_checkpoint(
         norm=desc["norm"],
         epoch=epoch,
         meta=meta,
+        spec=desc["spec"],
     )
     return model, info
+
+
+def _build_resnet(state, desc: dict, dropout: float, path) -> nn.Module:
+    """The ResNet of ``desc`` holding ``state`` (every key but BatchNorm step counters)."""
+    held_arch, held_k = desc["arch"], desc["num_classes"]
+    # Built on the meta device (no random init: every value comes from the file), then
+    # materialised on the CPU; whatever the file lacks is an error below.
+    with torch.device("meta"):
+        model = build_classifier(
+            held_arch, held_k, dropout=dropout, in_channels=desc["in_channels"], norm=desc["norm"]
+        )
+    model.to_empty(device="cpu")
+    with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
+        for name, buf in model.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buf.zero_()
+    check_finite_state(state, path)
+    state = remap_head_keys(state, dropout > 0)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
+            f"{_summary('wrong shape', sizes) or _short(e)}"
+        ) from None
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        parts = [s for s in (_summary("missing", missing),
+                             _summary("unexpected", list(result.unexpected_keys))) if s]
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
+            + "; ".join(parts)
+        )
+    return model
 
 
 def _names(names: Sequence[str] | None, show: int = 12) -> str:

@@ -45,7 +45,7 @@ from gcfeat.data.classes import SURGICAL_CLASSES
 from gcfeat.metrics.classification import accuracy, ap_table, average_precision, nanmean
 from gcfeat.models.checkpoint import (
     CheckpointError,
-    describe_state_dict,
+    describe_model,
     read_checkpoint,
     save_checkpoint,
 )
@@ -207,6 +207,7 @@ def fit(
     augment_flip: bool = False,
     deterministic: bool | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    spec: Any = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_set``, validating on ``val_set`` after every epoch.
 
@@ -240,6 +241,9 @@ def fit(
         deterministic: deterministic GPU kernels during the run (cuDNN, ``torch.
             use_deterministic_algorithms`` in warn-only mode); default: when ``seed`` is set.
         on_epoch_end: called with the epoch's history row after its checkpoints are written.
+        spec: the model's :class:`~gcfeat.models.zoo.ClassifierSpec` (from
+            ``build_classifier_with_spec``), stored in the checkpoints so that
+            ``load_checkpoint`` rebuilds it; needed for any model but a ResNet.
 
     Returns:
         :class:`TrainResult`.
@@ -251,7 +255,8 @@ def fit(
     with _determinism(deterministic):
         dev = _resolve_device(device)
         ckpt_kwargs = _checkpoint_fields(model, train_set, val_set, classes=classes, arch=arch,
-                                         input_size=input_size, mean=mean, std=std)
+                                         input_size=input_size, mean=mean, std=std,
+                                         spec=spec)
         classes, arch = ckpt_kwargs["classes"], ckpt_kwargs["arch"]
         out_dir = Path(out_dir)
         best_path = out_dir / f"{name}_best.pt"
@@ -354,9 +359,9 @@ def _check_arguments(train_set, val_set, *, optimizer, schedule, loss, epochs, b
 
 
 def _checkpoint_fields(model, train_set, val_set, *, classes, arch, input_size, mean,
-                       std) -> dict[str, Any]:
+                       std, spec=None) -> dict[str, Any]:
     """The metadata every checkpoint of the run stores (defaults in :func:`fit`'s docstring)."""
-    desc = describe_state_dict(model.state_dict())
+    desc = describe_model(model.state_dict(), spec)
     arch = arch or desc["arch"]
     num_classes = desc["num_classes"]
     if classes is None:
@@ -375,8 +380,9 @@ def _checkpoint_fields(model, train_set, val_set, *, classes, arch, input_size, 
         input_size = tuple(int(s) for s in torch.as_tensor(image).shape[1:])
     mean = mean if mean is not None else getattr(train_set, "mean", None)
     std = std if std is not None else getattr(train_set, "std", None)
+    spec = desc["spec"]
     return dict(classes=classes, arch=arch, input_size=input_size, mean=mean, std=std,
-                dropout=_head_dropout(model))
+                dropout=spec.dropout if spec is not None else _head_dropout(model), spec=spec)
 
 
 def _make_optimizer(model: nn.Module, optimizer: str, *, lr, momentum, weight_decay):
