@@ -159,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             check_arch(args.arch)
         except ZooError as e:
-            p.error(f"argument --arch: {e}")
+            p.error(f"argument --arch: invalid choice: {args.arch!r} for --task surgical ({e})")
         return args
     task = get_task(args.task)
     if args.arch is not None and args.arch not in task.archs:
