@@ -287,7 +287,8 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
              f"- model: {s['arch']}, {s['epochs']} epochs, checkpoint `{s['checkpoint']}`",
              f"- validation mAP (classes with a positive): **{s['val_mAP']:.3f}**",
              f"- best threshold T = **{s['best_threshold']}**, mean IoU (instruments, Grad-CAM "
-             f"{s.get('cam_layer', 'layer4')}) = **{s['best_mean_iou']:.3f}**" if s.get("best_mean_iou") is not None else
+             f"{s.get('cam_layer', 'layer4')}) = **{s['best_mean_iou']:.3f}**"
+             if s.get("best_mean_iou") is not None else
              "- threshold study: no ground truth",
              f"- features: `{s['features']}` rows per method {s['feature_rows']}",
              f"- figure: `{s['bbox_figure']}`; threshold plots in `{s['tune_dir']}`",

@@ -13,8 +13,15 @@ from gcfeat.cli import tune as tune_cli
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.data.synthetic import main as synth
 from gcfeat.io import FeatureFile
-from gcfeat.models import (CheckpointError, ClassifierSpec, build_classifier_with_spec,
-                           find_levels, load_checkpoint, read_checkpoint, save_checkpoint)
+from gcfeat.models import (
+    CheckpointError,
+    ClassifierSpec,
+    build_classifier_with_spec,
+    find_levels,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 ARCH = "mobilenet_v3_small"
 
