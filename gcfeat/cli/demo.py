@@ -8,7 +8,7 @@ from typing import Sequence
 from gcfeat import config
 from gcfeat.cli.common import add_debug, debugging, run
 from gcfeat.data import parse_size
-from gcfeat.models.zoo import check_arch
+from gcfeat.models.zoo import ZooError, check_arch
 from gcfeat.tasks import get_task
 from gcfeat.workflows.demo import DEFAULT_CHECKPOINT_DIR, DEFAULT_OUT, demo
 
@@ -89,7 +89,10 @@ def _demo(parser, args) -> int:
         return 0
     d = get_task("surgical").demo
     arch = args.arch or d["arch"]
-    check_arch(arch)        # any torchvision / timm:NAME classifier; a ZooError exits 2
+    try:
+        check_arch(arch)    # any torchvision / timm:NAME classifier
+    except ZooError as e:
+        parser.error(str(e))
     demo("surgical", args.out or DEFAULT_OUT, videos=args.videos, frames=args.frames,
          size=parse_size(args.size), arch=arch,
          epochs=d["epochs"] if args.epochs is None else args.epochs,
