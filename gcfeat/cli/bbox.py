@@ -19,7 +19,7 @@ _COMMON = {"bidx": 0, "threshold": config.BOX_THRESHOLD, "method": config.CAM_ME
            "mode": config.BOX_MODE, "min_area": config.MIN_AREA, "device": config.DEVICE,
            "out": None}
 BBOX_SURGICAL = {**_COMMON, "tclass": "0", "data": DEFAULT_DATA, "split": "val",
-                 "checkpoint": DEFAULT_CHECKPOINT, "layer": "layer4", "layout": "auto",
+                 "checkpoint": DEFAULT_CHECKPOINT, "layer": None, "layout": "auto",
                  "pred_threshold": config.PRED_THRESHOLD}
 BBOX_MRI = {**_COMMON, "tclass": None, "data": lambda t: task_demo_paths(t)["data"],
             "split": "test", "checkpoint": lambda t: task_demo_paths(t)["checkpoint"],
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default=S, choices=sorted(METHOD_NAMES),
                    help="CAM method (default gradcam)")
     g.add_argument("--layer", default=S,
-                   help="target module of the model (default: surgical layer4; MRI the task's "
+                   help="target module of the model (default: surgical layer4, or the last feature "
+                        "level of a non-ResNet, e.g. features.7; MRI the task's "
                         "target layer)")
     g.add_argument("--mode", default=S, choices=("components", "largest", "union"),
                    help="box mode (default components; surgical: tissue always gets one union box)")

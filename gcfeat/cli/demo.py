@@ -8,6 +8,7 @@ from typing import Sequence
 from gcfeat import config
 from gcfeat.cli.common import add_debug, debugging, run
 from gcfeat.data import parse_size
+from gcfeat.models.zoo import ZooError, check_arch
 from gcfeat.tasks import get_task
 from gcfeat.workflows.demo import DEFAULT_CHECKPOINT_DIR, DEFAULT_OUT, demo
 
@@ -32,10 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=150, help="frames per video (default 150)")
     p.add_argument("--size", default="128x160", help="frame size HxW (default 128x160; the original is 256x320)")
     p.add_argument("--arch", default=None,
-                   help="classifier (surgical: resnet18 | resnet34 | resnet50, default resnet18: "
-                        "ResNet50, the product default, needs about 3x the training time, see the "
-                        "README; MRI tasks: any of the task's archs, default in "
-                        "the task's Task.demo)")
+                   help="classifier (surgical: resnet18 (default), resnet34, resnet50 or any "
+                        "torchvision classifier (efficientnet_b0, mobilenet_v3_large, "
+                        "convnext_tiny, ...) or timm:NAME, from scratch: ResNet50, the product "
+                        "default, needs about 3x the training time, see the README; MRI tasks: "
+                        "any of the task's archs, default in the task's Task.demo)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5; MRI: 4)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="training batch size (default 32; MRI: per task)")
@@ -91,8 +93,10 @@ def _demo(parser, args) -> int:
         return 0
     d = get_task("surgical").demo
     arch = args.arch or d["arch"]
-    if arch not in ("resnet18", "resnet34", "resnet50"):
-        parser.error(f"--arch {arch!r}: the surgical demo takes resnet18, resnet34 or resnet50")
+    try:
+        check_arch(arch)    # any torchvision / timm:NAME classifier
+    except ZooError as e:
+        parser.error(str(e))
     demo("surgical", args.out or DEFAULT_OUT, videos=args.videos, frames=args.frames,
          size=parse_size(args.size), arch=arch,
          epochs=d["epochs"] if args.epochs is None else args.epochs,

@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pooling", default="auto",
                    help="feature layout P0xP1xP2 (512x1x1, 128x2x2, 32x4x4) or 'raw'; auto "
                         "(default): 512x1x1 for ResNet50, 32x4x4 for ResNet18/34 (their layer2 "
-                        "has 128 channels), both 512-d; narrower MRI models: P0x4x4 with P0 "
-                        "dividing every map's channels")
+                        "has 128 channels) and any backbone whose levels' channels 32 divides "
+                        "(ConvNeXt-T 192/384/768), all 512-d; otherwise P0x4x4 with P0 the "
+                        "largest power of two (<= 32) dividing every level's channels "
+                        "(EfficientNet-B0 40/112/1280, MobileNetV3-L 40/112/960: 8x4x4, "
+                        "128-d); 'raw' keeps each map's channels")
     m.add_argument("--weighting", default="heat", choices=("heat", "mask"),
                    help="m3: weight positions by heat (inside the mask) or by the binary mask")
     m.add_argument("--crop-size", type=_size, default=None,
@@ -97,8 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("T2", "T3"),
                    help="m2: box area (256x320-frame pixels, scaled to the input size) below "
                         "which layer2 / layer3 is used; above: layer4")
-    m.add_argument("--single-layer", choices=("layer2", "layer3", "layer4", "last_conv"),
-                   default=None, help="m2: use this map for every box")
+    m.add_argument("--single-layer", default=None, metavar="LEVEL",
+                   help="m2: use this map for every box (layer2, layer3, layer4, last_conv, or "
+                        "one of --levels)")
+    m.add_argument("--levels", nargs="+", default=None, metavar="MODULE",
+                   help="feature maps by module name, finest first, the last one is the CAM "
+                        "target (e.g. features.5 features.6 features.7); default: found by "
+                        "stride 8 / 16 / 32 (ResNets layer2..layer4, ConvNeXt / EfficientNet "
+                        "features.3 / .5 / .7, a ViT its last block's norm)")
     m.add_argument("--recipe", default="default", choices=("default", "paper"),
                    help="default: gcfeat's corrected rules; paper: the original scripts' "
                         "features (per-frame BatchNorm maps for m2/m3, their extraction "
@@ -151,7 +160,7 @@ def _extract(args: argparse.Namespace, layout) -> int:
         area_thresholds=args.area_thresholds, single_layer=args.single_layer,
         min_area=args.min_area, amp=args.amp, channels_last=args.channels_last,
         fold_bn=not args.no_fold_bn, recipe=args.recipe, thresholds_file=args.thresholds,
-        box_maps=args.box_maps)
+        box_maps=args.box_maps, levels=args.levels)
     stats = r.stats
     rows = ", ".join(f"{m}: {n}" for m, n in stats["rows"].items())
     prefix = f"[rank {r.rank}] " if r.world > 1 else ""

@@ -20,6 +20,7 @@ import torch
 
 from gcfeat.cli.common import add_debug, apply_task_options, debugging, run
 from gcfeat.models.resnet import ARCHS
+from gcfeat.models.zoo import ZooError, check_arch
 from gcfeat.tasks import TASK_NAMES, get_task
 from gcfeat.tasks.surgical import SURGICAL
 from gcfeat.training import OPTIMIZERS, SCHEDULES
@@ -89,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", required=True, default=S, metavar="DIR",
                    help="dataset folder (organ3d: folder or .npz)")
     g.add_argument("--arch", default=S,
-                   help=f"model; surgical: {', '.join(sorted(ARCHS))} (default resnet50); "
-                        f"{_MRI_ARCHS}")
+                   help=f"model; surgical: {', '.join(sorted(ARCHS))} (default resnet50), any "
+                        f"torchvision classifier (convnext_tiny, efficientnet_b0, "
+                        f"mobilenet_v3_large, regnet_y_400mf, densenet121, swin_t, ...) or "
+                        f"timm:NAME (with timm installed), the checkpoint records how to "
+                        f"rebuild it; {_MRI_ARCHS}")
     g.add_argument("--epochs", type=int, default=S,
                    help="total epochs (surgical: default 10, also when resuming; MRI: the "
                         "task's default)")
@@ -118,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dropout", type=float, default=S,
                    help="dropout before the last Linear (default 0; 0.2 in some original models)")
     s.add_argument("--weights", metavar="PTH", default=S,
-                   help="local ImageNet state dict to start from (torchvision's .pth); "
-                   "nothing is ever downloaded")
+                   help="local state dict to start from (e.g. torchvision's or timm's ImageNet "
+                   ".pth for --arch); a head of another class count is replaced; nothing is "
+                   "ever downloaded")
     s.add_argument("--mean", type=_floats3, default=S, metavar="R,G,B",
                    help=f"input normalisation mean (default {','.join(map(str, SURGICAL.mean))})")
     s.add_argument("--std", type=_floats3, default=S, metavar="R,G,B",
@@ -152,9 +157,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     args = apply_task_options(p, p.parse_args(argv), TRAIN_SURGICAL, TRAIN_MRI)
     if args.task == "surgical":
-        if args.arch not in ARCHS:
-            p.error(f"argument --arch: invalid choice: {args.arch!r} for --task surgical "
-                    f"(choose from {', '.join(sorted(ARCHS))})")
+        try:
+            check_arch(args.arch)
+        except ZooError as e:
+            p.error(f"argument --arch: invalid choice: {args.arch!r} for --task surgical ({e})")
         return args
     task = get_task(args.task)
     if args.arch is not None and args.arch not in task.archs:

@@ -18,7 +18,7 @@ _COMMON = {"thresholds": config.THRESHOLD_SWEEP, "batch_size": config.CAM_BATCH_
            "method": config.CAM_METHOD, "mode": config.BOX_MODE, "min_area": config.MIN_AREA,
            "metric": config.TUNE_METRIC, "device": config.DEVICE, "limit": None}
 TUNE_SURGICAL = {"data": DEFAULT_DATA, "checkpoint": DEFAULT_CHECKPOINT, "out": DEFAULT_OUT,
-                 "split": "val", "layer": "layer4", **_COMMON, "layout": "auto",
+                 "split": "val", "layer": None, **_COMMON, "layout": "auto",
                  "num_workers": 0, "pred_threshold": config.PRED_THRESHOLD,
                  "max_frames": None, "calibrate_split": None, "score_split": None,
                  "layers": None, "methods": None, "min_gt": 10}
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default=S, choices=sorted(METHOD_NAMES),
                    help="CAM method (default gradcam)")
     g.add_argument("--layer", default=S,
-                   help="target module of the model (default: surgical layer4; MRI the task's "
+                   help="target module of the model (default: surgical layer4, or the last feature "
+                        "level of a non-ResNet, e.g. features.7; MRI the task's "
                         "target layer: layer4[-1] / last_conv)")
     g.add_argument("--mode", default=S, choices=("components", "largest", "union"),
                    help="box mode (default components; surgical: tissue always gets one union "

@@ -117,8 +117,8 @@ def _out_channels(module: nn.Module) -> int:
     return int(convs[-1].out_channels)  # type: ignore[arg-type]  # an int (see above)
 
 
-def feature_levels(model: nn.Module, levels: Sequence[str] | None = None
-                   ) -> dict[str, nn.Module]:
+def feature_levels(model: nn.Module, levels: Sequence[str] | None = None,
+                   input_shape: Sequence[int] | None = None) -> dict[str, nn.Module]:
     """The maps the extractors read, in order of increasing stride; the last is the CAM target.
 
     :func:`gcfeat.models.levels.find_levels`: torchvision ResNets and
@@ -127,28 +127,30 @@ def feature_levels(model: nn.Module, levels: Sequence[str] | None = None
     at strides 8 / 16 / 32 (ConvNeXt ``features.3 / .5 / .7``, ViT: the last block's norm);
     ``levels`` names them instead (``["features.5", "features.6", "features.7"]``). Token
     outputs are reshaped to ``(B, C, *grid)`` by the CAM engine's automatic
-    ``reshape_transform`` (see :func:`gcfeat.models.levels.token_reshape`).
+    ``reshape_transform`` (see :func:`gcfeat.models.levels.token_reshape`). ``input_shape``
+    ``(C, *spatial)``: the probe's input (the checkpoint's input size; default
+    :func:`gcfeat.models.levels.probe_shape`).
     """
-    return {lv.name: lv.module for lv in find_levels(model, levels)}
+    return {lv.name: lv.module for lv in find_levels(model, levels, input_shape=input_shape)}
 
 
-def layer_channels(model: nn.Module, levels: dict[str, nn.Module] | None = None
-                   ) -> dict[str, int]:
+def layer_channels(model: nn.Module, levels: dict[str, nn.Module] | None = None,
+                   input_shape: Sequence[int] | None = None) -> dict[str, int]:
     """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048), as
     measured by :func:`~gcfeat.models.levels.find_levels` (the ResNet / ``last_conv`` shortcut:
     the last convolution's width)."""
-    auto = {lv.name: lv for lv in find_levels(model)}    # the ResNet shortcut never probes
+    auto = {lv.name: lv for lv in find_levels(model, input_shape=input_shape)}  # ResNets: no probe
     names = list(auto) if levels is None else list(levels)
     info = [auto[n] for n in names] if all(n in auto for n in names) \
-        else find_levels(model, names)
+        else find_levels(model, names, input_shape=input_shape)
     return {lv.name: lv.channels if lv.channels is not None else _out_channels(lv.module)
             for lv in info}
 
 
-def level_strides(model: nn.Module, levels: Sequence[str] | None = None
-                  ) -> tuple[float, ...] | None:
+def level_strides(model: nn.Module, levels: Sequence[str] | None = None,
+                  input_shape: Sequence[int] | None = None) -> tuple[float, ...] | None:
     """Strides of the feature levels (M2 routes boxes by them), or None for the ResNet /
     ``last_conv`` shortcut (routed by position, as the original)."""
-    info = find_levels(model, levels)
+    info = find_levels(model, levels, input_shape=input_shape)
     strides = tuple(float(lv.stride) for lv in info if lv.stride is not None)
     return strides if len(strides) == len(info) else None

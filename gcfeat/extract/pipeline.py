@@ -48,6 +48,7 @@ from gcfeat.data.errors import DataError
 from gcfeat.errors import ArgumentError
 from gcfeat.io.features import FeatureWriter, merge_feature_files
 from gcfeat.models.fusion import fuse_conv_bn
+from gcfeat.models.levels import LevelError, probe_shape
 
 from .base import Extractor, feature_levels, layer_channels, level_strides
 from .crop import CropExtractor
@@ -81,7 +82,8 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
                      single_layer: Optional[str] = None,
                      selection: str = "threshold", recipe: "Recipe | str | None" = None,
                      stats_model=None,
-                     levels: Optional[Sequence[str]] = None) -> List[Extractor]:
+                     levels: Optional[Sequence[str]] = None,
+                     input_shape: Optional[Sequence[int]] = None) -> List[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
@@ -90,13 +92,14 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     (``"threshold"`` multi-label, ``"top1"`` single-label). ``recipe`` (see
     :mod:`gcfeat.extract.recipe`); with per-frame BatchNorm maps (``"paper"``) M2 and M3 share
     one :class:`~gcfeat.extract.recipe.FrameStatsMaps` built from ``stats_model`` (the model
-    with its BatchNorms, i.e. not BN-folded; default ``model``).
+    with its BatchNorms, i.e. not BN-folded; default ``model``). ``input_shape``: the level
+    probe's ``(C, *spatial)`` (:func:`probe_input`).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ArgumentError(f"methods: got {list(methods)}, expected some of {METHODS}")
-    strides = level_strides(model, levels)
-    levels = list(feature_levels(model, levels))
+    strides = level_strides(model, levels, input_shape)
+    levels = list(feature_levels(model, levels, input_shape))
     recipe = get_recipe(recipe)
     frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
     if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
@@ -430,7 +433,8 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
         check_dataset(dataset, recipe)
     device = torch.device(cfg.device)
     stats_model = model.to(device).eval()   # per-frame BN maps need the BatchNorms (not folded)
-    model, levels, channels, layout = _inference_model(model, cfg, device)
+    model, levels, channels, layout = _inference_model(model, cfg, device,
+                                                       probe_input(model, info))
     extractors = build_extractors(model, cfg.methods, threshold=cfg.threshold,
                                   pred_threshold=cfg.pred_threshold, layout=layout,
                                   weighting=cfg.weighting, crop_size=cfg.crop_size,
@@ -438,7 +442,8 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
                                   area_thresholds=cfg.area_thresholds,
                                   single_layer=cfg.single_layer,
                                   selection="threshold" if cfg.activation == "sigmoid" else "top1",
-                                  recipe=recipe, stats_model=stats_model, levels=cfg.levels)
+                                  recipe=recipe, stats_model=stats_model, levels=cfg.levels,
+                                  input_shape=probe_input(model, info))
     check_layout(layout, channels, cfg.methods, cfg.single_layer)   # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
     attrs = extraction_attrs(info, extractors, threshold=cfg.threshold,
@@ -494,18 +499,29 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     return _finish(stats, t0)
 
 
-def _inference_model(model, cfg: ExtractConfig, device):
+def _inference_model(model, cfg: ExtractConfig, device, shape=None):
     """``(model, levels, channels, layout)``: the model on ``device`` in eval mode (channels
-    last, BN folded as asked), its feature levels, their channels, the resolved layout."""
+    last, BN folded as asked), its feature levels (probed at ``shape``), their channels, the
+    resolved layout."""
     model = model.to(device).eval()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.fold_bn:
         model, _ = fuse_conv_bn(model, torch.channels_last if cfg.channels_last else None)
-    levels = feature_levels(model, cfg.levels)
-    channels = layer_channels(model, levels)
+    levels = feature_levels(model, cfg.levels, shape)
+    channels = layer_channels(model, levels, shape)
     layout = auto_layout(channels) if cfg.layout == "auto" else cfg.layout
     return model, levels, channels, layout
+
+
+def probe_input(model, info) -> Optional[Tuple[int, ...]]:
+    """``(C, *info.input_size)``: the feature-level probe runs at the checkpoint's input size
+    (None without one: :func:`gcfeat.models.levels.probe_shape`'s default)."""
+    size = getattr(info, "input_size", None)
+    try:
+        return (probe_shape(model)[0], *(int(s) for s in size)) if size else None
+    except LevelError:      # no convolution to tell the channels: the probe's own default
+        return None
 
 
 def _class_modes(classes: Sequence[str]):

@@ -59,6 +59,8 @@ from gcfeat.models.resnet import (
     build_classifier,
     remap_head_keys,
 )
+from gcfeat.errors import GcfeatError
+from gcfeat.models.zoo import ClassifierSpec
 from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     FORMAT,
     NUMPY_SCALAR_DTYPES,
@@ -77,7 +79,7 @@ VERSION = 1
 _RESERVED = frozenset({
     "format", "version", "state_dict", "task", "arch", "num_classes", "classes", "input_size", "mean",
     "std", "dropout", "in_channels", "norm", "meta", "epoch", "optimizer_state_dict",
-    "scheduler_state_dict",
+    "scheduler_state_dict", "spec",
 })
 
 
@@ -110,6 +112,8 @@ class CheckpointInfo:
     #: the file's own header as stored (format, task, arch, classes, input_size, meta, ...;
     #: not the weights or the resume state), for mapping-style access
     stored: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: what rebuilds the model (any torchvision / timm backbone; None for files without one)
+    spec: ClassifierSpec | None = None
 
     def __getitem__(self, key: str) -> Any:
         """Mapping-style access (``info["arch"]``): the value as stored in the file when it has
@@ -239,6 +243,7 @@ def save_checkpoint(
     scheduler: Any = None,
     epoch: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    spec: ClassifierSpec | Mapping | None = None,
 ) -> Path:
     """Write ``model``'s weights and metadata as a gcfeat checkpoint, atomically (every task).
 
@@ -257,6 +262,9 @@ def save_checkpoint(
         optimizer, scheduler, epoch: resume state (``optimizer_state_dict``,
             ``scheduler_state_dict``, ``epoch``), optional.
         extra: further top-level entries (plain types), e.g. RNG states.
+        spec: the model's :class:`~gcfeat.models.zoo.ClassifierSpec` (or its dict), stored as
+            ``"spec"`` so that :func:`load_checkpoint` rebuilds any torchvision / timm
+            backbone (ResNet files load from their keys without one).
 
     Returns:
         the path written.
@@ -266,8 +274,52 @@ def save_checkpoint(
     state = _strip_module({k: v.detach().cpu() for k, v in model.state_dict().items()})
     ckpt = _header(path, model, state, classes=classes, arch=arch, input_size=input_size,
                    mean=mean, std=std, dropout=dropout, meta=meta, task=task)
+    if spec is not None:
+        spec = _spec(spec, path)
+        if spec.arch != arch or spec.num_classes != ckpt["num_classes"]:
+            raise CheckpointError(f"save_checkpoint {path}: spec {spec.arch} with "
+                                  f"{spec.num_classes} classes, but arch={arch!r} with "
+                                  f"{ckpt['num_classes']} outputs")
+        ckpt["spec"] = _plain(spec.to_dict(), "spec")
     ckpt.update(_resume_entries(optimizer, scheduler, epoch, extra))
     return _write_atomic(Path(path), ckpt)
+
+
+def _spec(spec: ClassifierSpec | Mapping, path) -> ClassifierSpec:
+    """A :class:`~gcfeat.models.zoo.ClassifierSpec` from itself or its ``to_dict()``."""
+    if isinstance(spec, ClassifierSpec):
+        return spec
+    try:
+        return ClassifierSpec.from_dict(spec)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: malformed spec {spec!r} ({e}); expected "
+                              f"ClassifierSpec.to_dict()'s entries") from None
+
+
+def _build_from_spec(spec: ClassifierSpec, state: Mapping[str, torch.Tensor], path) -> nn.Module:
+    """A spec'd (non-ResNet) model holding ``state`` exactly (every key, every shape).
+
+    Built on the CPU with the global RNG state restored afterwards, not on the meta device:
+    some models hold non-persistent buffers (timm Swin's relative position index) that only
+    their constructor fills."""
+    check_finite_state(state, path)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = spec.build()
+    except GcfeatError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild {spec.arch}: {e}") from None
+    fits = f"checkpoint {path}: weights do not fit a {spec.arch} with {spec.num_classes} classes"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        raise CheckpointError(f"{fits}: {_summary('wrong shape', sizes) or _short(e)}") from None
+    parts = [s for s in (_summary("missing", list(result.missing_keys)),
+                         _summary("unexpected", list(result.unexpected_keys))) if s]
+    if parts:
+        raise CheckpointError(f"{fits}: " + "; ".join(parts))
+    return model
+
 
 
 def is_resnet2d(state: Mapping[str, torch.Tensor]) -> bool:
@@ -488,6 +540,12 @@ def _model_from_file(path, f: _File, build: ModelBuilder | None,
                 f"checkpoint {path}: header says {header_arch} but the weights are {desc['arch']}")
         model, dropout = _resnet_from_file(path, f, desc, dropout)
         return model, desc["arch"], desc["num_classes"], desc, dropout
+    if f.header.get("spec") is not None:      # any torchvision / timm backbone
+        spec = _spec(f.header["spec"], path)
+        model = _build_from_spec(spec, f.state, path)
+        desc = {"in_channels": spec.in_channels, "norm": str(spec.options.get("norm", "")),
+                "spec": spec}
+        return model, spec.arch, spec.num_classes, desc, spec.dropout
     if header_arch is None:
         describe_state_dict(f.state, path)  # raises: not ResNet weights
     task = f.header.get("task")
@@ -580,7 +638,7 @@ def _info(path, f: _File, arch: str, k: int, classes, desc: dict, dropout: float
         mean=tuple(float(m) for m in mean) if mean else None,
         std=tuple(float(s) for s in std) if std else None,
         in_channels=desc["in_channels"], norm=desc["norm"], epoch=epoch, meta=meta,
-        task=h.get("task"), stored=stored)
+        task=h.get("task"), stored=stored, spec=desc.get("spec"))
 
 
 def _names(names: Sequence[str] | None, show: int = 12) -> str:

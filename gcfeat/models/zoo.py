@@ -37,9 +37,10 @@ from torch import nn
 
 from gcfeat.errors import GcfeatError
 from gcfeat.models import resnet as _resnet
+from gcfeat.models.torch_files import CheckpointError, read_torch_file, unwrap_state_dict
 
 __all__ = ["ClassifierSpec", "ZooError", "build_classifier", "build_classifier_with_spec",
-           "find_head", "is_timm_arch"]
+           "check_arch", "find_head", "is_timm_arch"]
 
 TIMM_PREFIX = "timm:"
 
@@ -89,6 +90,26 @@ def is_timm_arch(arch: str) -> bool:
     return arch.startswith(TIMM_PREFIX)
 
 
+def check_arch(arch: str) -> str:
+    """``arch`` when gcfeat can build it (``resnet18/34/50``, a torchvision classifier name,
+    ``timm:NAME`` of an installed timm), else a :class:`ZooError` naming what is known; cheap
+    (no model is built), for command lines to refuse a typo before loading data."""
+    if arch in _resnet.ARCHS:
+        return arch
+    if is_timm_arch(arch):
+        try:
+            import timm
+        except ImportError as e:
+            raise ZooError(f"--arch {arch}: timm is not installed (pip install "
+                           f"'gcfeat[timm]')") from e
+        name = arch[len(TIMM_PREFIX):]
+        if not timm.is_model(name):
+            raise ZooError(f"--arch {arch}: timm has no model {name!r} (timm.list_models())")
+        return arch
+    _torchvision_builder(arch)
+    return arch
+
+
 def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
     """``(name, Linear)`` of the head: timm's ``get_classifier()``, else the last ``Linear``
     registered in the model (torchvision classifiers end with their head)."""
@@ -108,8 +129,9 @@ def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
 def _torchvision_builder(arch: str):
     import torchvision.models as tvm
     if arch not in tvm.list_models(module=tvm):
-        raise ZooError(f"arch={arch!r}: not a torchvision classifier (see "
-                       f"torchvision.models.list_models()) nor 'timm:NAME'")
+        raise ZooError(f"arch={arch!r}: not resnet18/34/50, a torchvision classifier (see "
+                       f"torchvision.models.list_models(), e.g. efficientnet_b0, "
+                       f"convnext_tiny) nor 'timm:NAME'")
     return lambda **kw: tvm.get_model(arch, weights=None, **kw)
 
 
@@ -133,7 +155,6 @@ def _set_head(model: nn.Module, name: str, head: nn.Module) -> None:
 
 def _load_weights(model: nn.Module, path, head: str, arch: str) -> None:
     """Fill ``model`` from a local state dict; a head of another shape is skipped."""
-    from gcfeat.models.checkpoint import CheckpointError, read_torch_file, unwrap_state_dict
     state, _ = unwrap_state_dict(read_torch_file(path, what="weights file"), path)
     own = model.state_dict()
     lin = head + ".1." if isinstance(model.get_submodule(head), nn.Sequential) else head + "."

@@ -166,6 +166,9 @@ class FitOptions:
     progress: bool = True
     verbose: bool = True
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+    #: the model's ClassifierSpec (``build_classifier_with_spec``), stored in the checkpoints
+    #: so that ``load_checkpoint`` rebuilds it; needed for any model but a ResNet / a task's own
+    spec: Any = None
 
     def __post_init__(self) -> None:
         for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
@@ -310,8 +313,9 @@ def _checkpoint_fields(model, train_set, val_set, o: FitOptions) -> dict[str, An
         input_size = tuple(int(s) for s in torch.as_tensor(image).shape[1:])
     mean = o.mean if o.mean is not None else getattr(train_set, "mean", None)
     std = o.std if o.std is not None else getattr(train_set, "std", None)
+    dropout = o.spec.dropout if o.spec is not None else _head_dropout(model)
     return dict(classes=classes, arch=arch, input_size=input_size, mean=mean, std=std,
-                dropout=_head_dropout(model), task=o.task)
+                dropout=dropout, task=o.task, spec=o.spec)
 
 
 def _base_meta(train_set, val_set, o: FitOptions) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from gcfeat.data.synthetic import write_miccai18
 from gcfeat.extract.pipeline import extract_dataset
 from gcfeat.io import FeatureFile
 from gcfeat.io.exports import export_captioning, export_interaction
-from gcfeat.models import build_classifier, load_checkpoint
+from gcfeat.models import ARCHS, build_classifier_with_spec, load_checkpoint
 from gcfeat.tasks import Task, get_task
 from gcfeat.training import fit
 from gcfeat.workflows.common import html_report_stage, stage
@@ -192,14 +192,14 @@ class _SurgicalDemo:
         if self.skip_train and checkpoint.exists():
             print(f"--skip-train: reusing {checkpoint}")
         else:
-            model = build_classifier(self.arch, num_classes=len(SURGICAL_CLASSES))
+            model, spec = build_classifier_with_spec(self.arch, num_classes=len(SURGICAL_CLASSES))
             fit(model, self.state["train_set"], self.state["val_set"], epochs=self.epochs,
                 batch_size=self.batch_size, lr=self.lr, optimizer="adamw", schedule="onecycle",
                 weight_decay=1e-4, num_workers=self.workers, device=self.device, seed=self.seed,
                 out_dir=self.ckpt_dir, name=self.name, classes=list(SURGICAL_CLASSES),
                 arch=self.arch, input_size=self.size, mean=SURGICAL_MEAN, std=SURGICAL_STD,
                 augment_flip=True, meta={"data": str(self.data_dir), "demo": True},
-                log_csv=self.out / "train_log.csv", progress=self.progress)
+                log_csv=self.out / "train_log.csv", progress=self.progress, spec=spec)
             s["train_log"] = str(self.out / "train_log.csv")
         model, info = load_checkpoint(checkpoint, map_location=self.device)
         model.eval()
@@ -222,6 +222,7 @@ class _SurgicalDemo:
         s["best_threshold"] = overall.get("threshold")
         s["best_mean_iou"] = overall.get("mean_iou")
         s["tune_dir"] = str(tune_dir)
+        s["cam_layer"] = rec["settings"]["layer"]     # layer4, or a backbone's last level
         self.state.update(tuning=tuning, threshold=float(
             s["best_threshold"] if s["best_threshold"] is not None else config.BOX_THRESHOLD))
 
@@ -272,8 +273,10 @@ class _SurgicalDemo:
         if features.exists():
             features.unlink()  # the demo's settings may differ from the last run's
         # 512-d vectors as the original; ResNet18/34's layer2 has 128 channels, so (512, 1, 1)
-        # cannot pool it: use the (32, 4, 4) layout there (also 512-d).
-        layout = (512, 1, 1) if self.arch == "resnet50" else (32, 4, 4)
+        # cannot pool it: use the (32, 4, 4) layout there (also 512-d). Other backbones: the
+        # layout their levels' channels allow (auto_layout; ConvNeXt-T 192/384/768: 32x4x4).
+        layout = ((512, 1, 1) if self.arch == "resnet50" else (32, 4, 4)) \
+            if self.arch in ARCHS else "auto"
         transfer = self.summary.get("transfer")
         calibrated = {} if transfer is None else dict(
             class_thresholds=list(transfer["per_class_thresholds"].values()),
@@ -349,7 +352,8 @@ def _report_markdown(s: dict, table, rec: dict, classes: list[str]) -> str:
              f"- model: {s['arch']}, {s['epochs']} epochs, checkpoint `{s['checkpoint']}`",
              f"- validation mAP (classes with a positive): **{s['val_mAP']:.3f}**",
              f"- best threshold T = **{s['best_threshold']}**, mean IoU (instruments, Grad-CAM "
-             f"layer4) = **{s['best_mean_iou']:.3f}**" if s.get("best_mean_iou") is not None else
+             f"{s.get('cam_layer', 'layer4')}) = **{s['best_mean_iou']:.3f}**"
+             if s.get("best_mean_iou") is not None else
              "- threshold study: no ground truth",
              f"- features: `{s['features']}` rows per method {s['feature_rows']}",
              f"- figure: `{s['bbox_figure']}`; threshold plots in `{s['tune_dir']}`",

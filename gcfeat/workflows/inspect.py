@@ -41,7 +41,8 @@ from gcfeat.tasks import Task, get_task
 from gcfeat.viz import denormalize, save_box_figure
 from gcfeat.viz.volume_boxes import grey_uint8, save_volume_box_figure
 from gcfeat.workflows.tune import (DEFAULT_CHECKPOINT, DEFAULT_DATA, TuneError, cam_batch,
-                                   class_modes_for, load_dataset, load_model, load_task_dataset,
+                                   class_modes_for, default_layer, load_dataset, load_model,
+                                   load_task_dataset,
                                    load_task_model, make_cam, make_task_cam, task_cam_batch)
 
 
@@ -264,18 +265,20 @@ def inspect_frame(data: str | Path = DEFAULT_DATA, checkpoint: str | Path = DEFA
                   bidx: int = 0, *, tclass: str | int = "0",
                   threshold: float = config.BOX_THRESHOLD, split: str = "val",
                   out: str | Path | None = None, method: str = config.CAM_METHOD,
-                  layer: str = "layer4", mode: str = config.BOX_MODE,
+                  layer: str | None = None, mode: str = config.BOX_MODE,
                   min_area: float = config.MIN_AREA, layout: str = "auto",
                   pred_threshold: float = config.PRED_THRESHOLD,
                   device: str = config.DEVICE) -> FrameBoxes:
     """One frame of a box-ground-truth task (surgical): the heatmap of ``tclass``, the boxes of
-    every class above ``pred_threshold``, the GT boxes dashed, probabilities in the title."""
+    every class above ``pred_threshold``, the GT boxes dashed, probabilities in the title.
+    ``layer`` None: ``layer4`` for a ResNet, else the last feature level (``default_layer``)."""
     if not 0.0 <= threshold <= 1.0:
         raise TuneError(f"--threshold {threshold}: expected a value in [0, 1]")
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     k = resolve_class(tclass, classes)
     sample = _frame(load_dataset(data, info, layout=layout, split=split), bidx, split, data)
+    layer = default_layer(model, info.input_size) if layer is None else layer
     cam = make_cam(model, method, layer)
     heat, probs = cam_batch(cam, sample["image"][None], device)
     boxes = heatmap_to_boxes(heat, threshold, mode=mode, min_area=min_area,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gcfeat import data as data_stage  # attribute lookups at call time (tests patch them)
-from gcfeat.models import build_classifier
+from gcfeat.models import build_classifier, build_classifier_with_spec
 from gcfeat.tasks import Task, get_task
 from gcfeat.tasks.surgical import SURGICAL
 from gcfeat.training import fit, seed_everything, single_label_options
@@ -112,12 +112,14 @@ def train_surgical(train_set, val_set, *, arch: str = "resnet50",
                    dropout: float = 0.0, weights: str | None = None, seed: int = 0,
                    name: str = "model", log: str | None = None, workers: int = 2,
                    quiet: bool = False, meta: dict | None = None, **fit_options):
-    """The full surgical recipe of ``gcfeat train``: seed, a fresh ResNet, then
-    :func:`gcfeat.training.fit` with every option it takes (schedule, momentum, resume, ...);
-    returns its :class:`~gcfeat.training.TrainResult`."""
+    """The full surgical recipe of ``gcfeat train``: seed, a fresh classifier (``arch``: a
+    ResNet, any torchvision name or ``timm:NAME``, from scratch or a local ``weights`` file,
+    :func:`gcfeat.models.build_classifier_with_spec`), then :func:`gcfeat.training.fit` with
+    every option it takes (schedule, momentum, resume, ...); the checkpoints store the
+    model's ``ClassifierSpec``. Returns fit's :class:`~gcfeat.training.TrainResult`."""
     seed_everything(seed)
-    model = build_classifier(arch, num_classes=SURGICAL.num_classes, dropout=dropout,
-                             weights=weights)
-    return fit(model, train_set, val_set, num_workers=workers, seed=seed, name=name,
+    model, spec = build_classifier_with_spec(arch, num_classes=SURGICAL.num_classes,
+                                             dropout=dropout, weights=weights)
+    return fit(model, train_set, val_set, num_workers=workers, seed=seed, name=name, spec=spec,
                classes=SURGICAL.classes, task=SURGICAL.name, arch=arch, input_size=size, mean=mean, std=std,
                meta=meta, log_csv=log, progress=not quiet, verbose=not quiet, **fit_options)

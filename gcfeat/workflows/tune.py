@@ -58,7 +58,8 @@ from gcfeat.data.subsets import balanced_subset
 from gcfeat.errors import GcfeatError
 from gcfeat.metrics.pointing import pointing_game
 from gcfeat.io.paths import writable_dir
-from gcfeat.models import check_dataset_classes, load_checkpoint
+from gcfeat.models import check_dataset_classes, find_levels, load_checkpoint
+from gcfeat.models.levels import probe_shape
 from gcfeat.tasks import Task, get_task
 from gcfeat.training.single_label import collate
 from gcfeat.viz.plots import plot_class_curves, plot_threshold_curves
@@ -140,17 +141,29 @@ def load_dataset(data: str | Path, info, *, layout: str = "auto", split: str = "
                          mean=tuple(info.mean or SURGICAL_MEAN), std=tuple(info.std or SURGICAL_STD))
 
 
-def make_cam(model, method: str = "gradcam", layer: str = "layer4"):
-    """A gcfeat.cam method instance on ``model.<layer>`` (``--method`` / ``--layer``)."""
+def make_cam(model, method: str = "gradcam", layer: str | None = None,
+             input_size: Sequence[int] | None = None):
+    """A gcfeat.cam method instance on ``model.<layer>`` (``--method`` / ``--layer``); ``layer``
+    None: :func:`default_layer`."""
     key = METHOD_NAMES.get(method.lower())
     if key is None:
         raise TuneError(f"--method {method!r}: expected one of {sorted(METHOD_NAMES)}")
+    layer = default_layer(model, input_size) if layer is None else layer
     try:
         target = model.get_submodule(layer)
     except AttributeError:
         names = [n for n, _ in model.named_children()]
         raise TuneError(f"--layer {layer!r}: the model has no such module; top-level modules: {names}") from None
     return get_method(key)(model, target_layers=[target])
+
+
+def default_layer(model, input_size: Sequence[int] | None = None) -> str:
+    """The CAM target of a box-ground-truth (surgical) run: ``layer4`` for a ResNet, else the
+    model's last feature level (:func:`gcfeat.models.find_levels`, probed at ``input_size``;
+    ConvNeXt / EfficientNet ``features.7``, a ViT its last block's norm); token outputs are
+    reshaped by the CAM engine's automatic ``reshape_transform``."""
+    shape = None if input_size is None else (probe_shape(model)[0], *input_size)
+    return find_levels(model, input_shape=shape)[-1].name
 
 
 def class_modes_for(classes: Sequence[str]) -> dict[int, str]:
@@ -184,7 +197,7 @@ def run_tuning(
     out: str | Path | None = None,
     batch_size: int = 8,
     method: str = "gradcam",
-    layer: str = "layer4",
+    layer: str | None = None,
     pred_threshold: float = config.PRED_THRESHOLD,
     mode: str = "components",
     min_area: float = config.MIN_AREA,
@@ -203,7 +216,8 @@ def run_tuning(
         split: dataset split; layout: ``"auto"``, ``"miccai18"`` or ``"cholec80"``.
         out: folder for the CSV, PNGs and JSON (None: write nothing).
         batch_size, num_workers, device: the CAM pass.
-        method, layer: CAM method (``--method`` names) and target module.
+        method, layer: CAM method (``--method`` names) and target module (None:
+            :func:`default_layer`, ``layer4`` for a ResNet).
         pred_threshold: classes with sigmoid score above it get boxes (as the original).
         mode, min_area: as :func:`gcfeat.boxes.heatmap_to_boxes`; tissue always uses ``union``.
         metric: what "best" means for the recommendation.
@@ -230,6 +244,7 @@ def run_tuning(
         n_total = int(max_frames) if n_total is None else min(n_total, int(max_frames))
     if n_total == 0:
         raise TuneError(f"data {data}: split {split!r} has no frames")
+    layer = default_layer(model, info.input_size) if layer is None else layer
     cam = make_cam(model, method, layer)
     sweep = ThresholdSweep(ts, range(len(classes)), class_names=classes, mode=mode,
                            class_modes=class_modes_for(classes), min_area=min_area,

@@ -270,7 +270,7 @@ def test_bbox_surgical_defaults_unchanged():
     assert vars(bbox.parse_args([])) == {
         "task": "surgical", "bidx": 0, "tclass": "0", "threshold": 0.3, "pred_threshold": 0.5,
         "data": tune.DEFAULT_DATA, "layout": "auto", "split": "val",
-        "checkpoint": tune.DEFAULT_CHECKPOINT, "method": "gradcam", "layer": "layer4",
+        "checkpoint": tune.DEFAULT_CHECKPOINT, "method": "gradcam", "layer": None,  # layer4 / last level
         "mode": "components", "min_area": 25, "device": "cpu", "out": None}
 
 
@@ -387,7 +387,7 @@ def test_tune_surgical_defaults_unchanged():
         "task": "surgical", "data": tune.DEFAULT_DATA, "layout": "auto", "split": "val",
         "checkpoint": tune.DEFAULT_CHECKPOINT, "thresholds": "0.05:0.95:0.05",
         "out": tune.DEFAULT_OUT, "batch_size": 8, "num_workers": 0, "method": "gradcam",
-        "layer": "layer4", "pred_threshold": 0.5, "mode": "components", "min_area": 25,
+        "layer": None, "pred_threshold": 0.5, "mode": "components", "min_area": 25,
         "metric": "mean_iou", "max_frames": None, "device": "cpu", "limit": None,
         "calibrate_split": None, "score_split": None, "layers": None, "methods": None,
         "min_gt": 10}
