@@ -10,6 +10,7 @@ boxes merged into one. Both run on the same CAM-like heatmaps (bilinear upsampli
 Two cases: every map (B x K), and only predicted classes (``probs > 0.5``, about a third of the
 maps, as the pipeline runs). Prints times, ratios and one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="256x320", help="H x W")
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu", help="where the heatmaps live (cuda: the original copies each map)")
+    p.add_argument(
+        "--device", default="cpu", help="where the heatmaps live (cuda: the original copies each map)"
+    )
     args = p.parse_args(argv)
     H, W = (int(v) for v in args.size.lower().split("x"))
     B, K, T = args.frames, args.classes, args.threshold
@@ -88,32 +91,53 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if heat.is_cuda else None
     modes = {TISSUE: "union"} if K > TISSUE else None
 
-    results = {"frames": B, "classes": K, "size": [H, W], "threshold": T, "device": args.device,
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    results = {
+        "frames": B,
+        "classes": K,
+        "size": [H, W],
+        "threshold": T,
+        "device": args.device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     print(f"heatmaps {B} x {K} x {H} x {W} on {args.device}, T={T}, best of {args.repeats}")
     for case, pr in (("all_maps", None), ("predicted_only", probs)):
         n_maps = B * K if pr is None else int((pr > 0.5).sum())
         ref = sorted(original_boxes(heat, T, pr))  # gcfeat sorts by frame, class, x1, y1, ...
         ours = heatmap_to_boxes(heat, T, class_modes=modes, probs=pr)
         t_orig = best_of(lambda: original_boxes(heat, T, pr), args.repeats, sync)
-        t_one = best_of(lambda: heatmap_to_boxes(heat, T, class_modes=modes, probs=pr, workers=1),
-                        args.repeats, sync)
+        t_one = best_of(
+            lambda: heatmap_to_boxes(heat, T, class_modes=modes, probs=pr, workers=1), args.repeats, sync
+        )
         t_par = best_of(lambda: heatmap_to_boxes(heat, T, class_modes=modes, probs=pr), args.repeats, sync)
         # RETR_EXTERNAL misses blobs inside another blob's hole; on these maps there are none
         same = len(ref) == len(ours) and all(
             (r[0], r[1], *r[2:6]) == (f, k, *map(int, bx)) and abs(r[6] - s) < 1e-4
-            for r, f, k, bx, s in zip(ref, ours.frame.tolist(), ours.label.tolist(),
-                                      ours.xyxy.tolist(), ours.score.tolist()))
+            for r, f, k, bx, s in zip(
+                ref, ours.frame.tolist(), ours.label.tolist(), ours.xyxy.tolist(), ours.score.tolist()
+            )
+        )
         print(f"[{case}] {n_maps} maps, {len(ours)} boxes (original {len(ref)}, identical: {same})")
         print(f"  original per-map loop      {t_orig * 1e3:8.1f} ms  ({n_maps / t_orig:8.0f} maps/s)")
-        print(f"  gcfeat, 1 thread           {t_one * 1e3:8.1f} ms  ({n_maps / t_one:8.0f} maps/s)  "
-              f"x{t_orig / t_one:.2f}")
-        print(f"  gcfeat, default threads    {t_par * 1e3:8.1f} ms  ({n_maps / t_par:8.0f} maps/s)  "
-              f"x{t_orig / t_par:.2f}")
-        results[case] = {"maps": n_maps, "boxes": len(ours), "boxes_original": len(ref),
-                         "identical_boxes": bool(same), "original_ms": round(t_orig * 1e3, 2),
-                         "gcfeat_1thread_ms": round(t_one * 1e3, 2), "gcfeat_ms": round(t_par * 1e3, 2),
-                         "speedup_1thread": round(t_orig / t_one, 3), "speedup": round(t_orig / t_par, 3)}
+        print(
+            f"  gcfeat, 1 thread           {t_one * 1e3:8.1f} ms  ({n_maps / t_one:8.0f} maps/s)  "
+            f"x{t_orig / t_one:.2f}"
+        )
+        print(
+            f"  gcfeat, default threads    {t_par * 1e3:8.1f} ms  ({n_maps / t_par:8.0f} maps/s)  "
+            f"x{t_orig / t_par:.2f}"
+        )
+        results[case] = {
+            "maps": n_maps,
+            "boxes": len(ours),
+            "boxes_original": len(ref),
+            "identical_boxes": bool(same),
+            "original_ms": round(t_orig * 1e3, 2),
+            "gcfeat_1thread_ms": round(t_one * 1e3, 2),
+            "gcfeat_ms": round(t_par * 1e3, 2),
+            "speedup_1thread": round(t_orig / t_one, 3),
+            "speedup": round(t_orig / t_par, 3),
+        }
     print(json.dumps({"benchmark": "boxes_speed", **results}))
     return 0
 

@@ -24,6 +24,7 @@ the ratios against the issue's targets, and one JSON line (last line of stdout).
     .venv/bin/python benchmarks/cam_speed.py --quick         # smoke run (small sizes)
     .venv/bin/python benchmarks/cam_speed.py --device cuda --repeats 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ import io
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torchvision
@@ -63,8 +64,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timeit(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-            progress: bool) -> dict[str, float]:
+def _timeit(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, progress: bool
+) -> dict[str, float]:
     """Median seconds per call of each function, interleaved round-robin after a warm-up."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats + 1):
@@ -77,8 +79,7 @@ def _timeit(fns: dict[str, Callable[[], object]], repeats: int, device: torch.de
             if r > 0:
                 times[name].append(time.perf_counter() - t)
             if progress:
-                print(f"  round {r}/{repeats} {name}: {time.perf_counter() - t:.3f} s",
-                      flush=True)
+                print(f"  round {r}/{repeats} {name}: {time.perf_counter() - t:.3f} s", flush=True)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -88,8 +89,8 @@ def _pgc_gradcam_all(model, layer, x, K):
 
     def run():
         with GradCAM(model=model, target_layers=[layer]) as cam:
-            return [cam(input_tensor=x, targets=[ClassifierOutputTarget(k)] * len(x))
-                    for k in range(K)]
+            return [cam(input_tensor=x, targets=[ClassifierOutputTarget(k)] * len(x)) for k in range(K)]
+
     return run
 
 
@@ -98,9 +99,10 @@ def _pgc_scorecam_one(model, layer, x, k):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     def run():
-        with contextlib.redirect_stderr(io.StringIO()):   # its tqdm bars
+        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
             with ScoreCAM(model=model, target_layers=[layer]) as cam:
                 return cam(input_tensor=x, targets=[ClassifierOutputTarget(k)] * len(x))
+
     return run
 
 
@@ -110,8 +112,8 @@ def _pgc_gradcam_all_reshaped(model, layer, x, K, reshape):
 
     def run():
         with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
-            return [cam(input_tensor=x, targets=[ClassifierOutputTarget(k)] * len(x))
-                    for k in range(K)]
+            return [cam(input_tensor=x, targets=[ClassifierOutputTarget(k)] * len(x)) for k in range(K)]
+
     return run
 
 
@@ -125,8 +127,9 @@ def _backbone_times(arch: str, args, device: torch.device, K: int) -> tuple[dict
     if opts and h != w:
         raise SystemExit(f"--backbone-size {h}x{w}: {arch} needs a square size")
     model = build_classifier(arch, K, **opts).eval().to(device)
-    torch.nn.init.normal_(model.get_submodule(
-        "heads.head" if opts else "classifier.2").weight, std=0.02)   # ViT zero-inits it
+    torch.nn.init.normal_(
+        model.get_submodule("heads.head" if opts else "classifier.2").weight, std=0.02
+    )  # ViT zero-inits it
     level = find_levels(model)[-1]
     x = torch.rand(args.backbone_batch, 3, h, w, device=device)
     cam = gc.GradCAM(model, [level.module])
@@ -139,10 +142,13 @@ def _backbone_times(arch: str, args, device: torch.device, K: int) -> tuple[dict
     fns = {f"{arch}_forward": forward, f"{arch}_gradcam_all_classes": lambda: cam(x)}
     if not args.skip_pgc:
         fns[f"{arch}_pgc_gradcam_all_classes"] = _pgc_gradcam_all_reshaped(
-            model, level.module, x, K, level.reshape)
-    print(f"{arch} {K} classes, target {level.name}, batch {args.backbone_batch}, {h}x{w}, "
-          f"closed form {closed}, device {device}, threads {torch.get_num_threads()}",
-          flush=True)
+            model, level.module, x, K, level.reshape
+        )
+    print(
+        f"{arch} {K} classes, target {level.name}, batch {args.backbone_batch}, {h}x{w}, "
+        f"closed form {closed}, device {device}, threads {torch.get_num_threads()}",
+        flush=True,
+    )
     return _timeit(fns, args.repeats, device, args.progress), closed
 
 
@@ -157,52 +163,90 @@ def _resnet50_times(args, device: torch.device, K: int) -> dict[str, float]:
         with torch.no_grad():
             return r50(x)
 
-    fns = {"forward": forward, "gradcam_closed_form": lambda: closed(x),
-           "gradcam_general": lambda: general(x)}
+    fns = {
+        "forward": forward,
+        "gradcam_closed_form": lambda: closed(x),
+        "gradcam_general": lambda: general(x),
+    }
     if not args.skip_pgc:
         fns["pgc_gradcam_all_classes"] = _pgc_gradcam_all(r50, r50.layer4, x, K)
-    print(f"ResNet50 {K} classes, batch {args.batch}, {args.size[0]}x{args.size[1]}, "
-          f"device {device}, threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"ResNet50 {K} classes, batch {args.batch}, {args.size[0]}x{args.size[1]}, "
+        f"device {device}, threads {torch.get_num_threads()}",
+        flush=True,
+    )
     return _timeit(fns, args.repeats, device, args.progress)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description="Frames/s of gcfeat's CAM engine against a bare forward and "
-                    "pytorch-grad-cam (see benchmarks/README.md).")
+        "pytorch-grad-cam (see benchmarks/README.md)."
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="timed rounds after one warm-up; the median is reported (default 3)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed rounds after one warm-up; the median is reported (default 3)",
+    )
     p.add_argument("--batch", type=int, default=8, help="ResNet50 batch size (default 8)")
-    p.add_argument("--size", type=_size, default=(256, 320),
-                   help="ResNet50 frame size HxW (default 256x320)")
+    p.add_argument("--size", type=_size, default=(256, 320), help="ResNet50 frame size HxW (default 256x320)")
     p.add_argument("--classes", type=int, default=11, help="number of classes (default 11)")
-    p.add_argument("--score-batch", type=int, default=1,
-                   help="ScoreCAM batch size (default 1)")
-    p.add_argument("--score-size", type=_size, default=(128, 160),
-                   help="ScoreCAM frame size HxW (default 128x160)")
-    p.add_argument("--score-chunk", type=int, default=None,
-                   help="gcfeat ScoreCAM masked inputs per forward (default: ScoreCAM's own, "
-                        "32 on the CPU, 64 otherwise)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default 0: leave torch's choice; 1 is often faster "
-                        "on a busy shared machine)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: batch 2, 128x160 ResNet50 frames, 64x80 ScoreCAM frames, "
-                        "1 repeat, 64x64 backbone frames")
-    p.add_argument("--skip-pgc", action="store_true",
-                   help="do not time pytorch-grad-cam (ratios against it are then omitted)")
-    p.add_argument("--scorecam-only", action="store_true",
-                   help="time only the ResNet18 Score-CAM part (skip the ResNet50 Grad-CAM part)")
-    p.add_argument("--backbones", nargs="*", default=list(BACKBONE_ARCHS),
-                   help=f"other backbones to time (default {' '.join(BACKBONE_ARCHS)}; none: "
-                        f"skip)")
-    p.add_argument("--backbone-batch", type=int, default=2,
-                   help="batch size of the backbone part (default 2)")
-    p.add_argument("--backbone-size", type=_size, default=(224, 224),
-                   help="frame size of the backbone part (default 224x224; ViT: square)")
-    p.add_argument("--backbones-only", action="store_true",
-                   help="time only the backbone part (skip ResNet50 and Score-CAM)")
+    p.add_argument("--score-batch", type=int, default=1, help="ScoreCAM batch size (default 1)")
+    p.add_argument(
+        "--score-size", type=_size, default=(128, 160), help="ScoreCAM frame size HxW (default 128x160)"
+    )
+    p.add_argument(
+        "--score-chunk",
+        type=int,
+        default=None,
+        help="gcfeat ScoreCAM masked inputs per forward (default: ScoreCAM's own, "
+        "32 on the CPU, 64 otherwise)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default 0: leave torch's choice; 1 is often faster "
+        "on a busy shared machine)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: batch 2, 128x160 ResNet50 frames, 64x80 ScoreCAM frames, "
+        "1 repeat, 64x64 backbone frames",
+    )
+    p.add_argument(
+        "--skip-pgc",
+        action="store_true",
+        help="do not time pytorch-grad-cam (ratios against it are then omitted)",
+    )
+    p.add_argument(
+        "--scorecam-only",
+        action="store_true",
+        help="time only the ResNet18 Score-CAM part (skip the ResNet50 Grad-CAM part)",
+    )
+    p.add_argument(
+        "--backbones",
+        nargs="*",
+        default=list(BACKBONE_ARCHS),
+        help=f"other backbones to time (default {' '.join(BACKBONE_ARCHS)}; none: skip)",
+    )
+    p.add_argument(
+        "--backbone-batch", type=int, default=2, help="batch size of the backbone part (default 2)"
+    )
+    p.add_argument(
+        "--backbone-size",
+        type=_size,
+        default=(224, 224),
+        help="frame size of the backbone part (default 224x224; ViT: square)",
+    )
+    p.add_argument(
+        "--backbones-only",
+        action="store_true",
+        help="time only the backbone part (skip ResNet50 and Score-CAM)",
+    )
     p.add_argument("--progress", action="store_true", help="print every timing as it happens")
     args = p.parse_args(argv)
     if args.quick:
@@ -219,7 +263,7 @@ def main(argv=None) -> int:
 
     # ---- other backbones: ConvNeXt-T, ViT-B/16 -----------------------------------------------
     tbb, closed_bb = {}, {}
-    for arch in ([] if args.scorecam_only else args.backbones):
+    for arch in [] if args.scorecam_only else args.backbones:
         t, closed_bb[arch] = _backbone_times(arch, args, device, K)
         tbb.update(t)
 
@@ -229,13 +273,15 @@ def main(argv=None) -> int:
     r18 = torchvision.models.resnet18(num_classes=K).eval().to(device)
     xs = torch.rand(args.score_batch, 3, *args.score_size, device=device)
     score = gc.ScoreCAM(r18, [r18.layer4], batch_size=args.score_chunk)
-    fns = {"scorecam_one_class": lambda: score(xs, classes=[0]),
-           "scorecam_all_classes": lambda: score(xs)}
+    fns = {"scorecam_one_class": lambda: score(xs, classes=[0]), "scorecam_all_classes": lambda: score(xs)}
     if not args.skip_pgc:
         fns["pgc_scorecam_one_class"] = _pgc_scorecam_one(r18, r18.layer4, xs, 0)
-    print(f"ResNet18 {K} classes, ScoreCAM on layer4 (512 channels), batch {args.score_batch},"
-          f" {args.score_size[0]}x{args.score_size[1]}, device {device}, "
-          f"threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"ResNet18 {K} classes, ScoreCAM on layer4 (512 channels), batch {args.score_batch},"
+        f" {args.score_size[0]}x{args.score_size[1]}, device {device}, "
+        f"threads {torch.get_num_threads()}",
+        flush=True,
+    )
     t18 = _timeit(fns, args.repeats, device, args.progress)
     return _report(args, device, K, t50, tbb, t18, closed_bb)
 
@@ -252,29 +298,25 @@ def _report(args, device, K, t50, tbb, t18, closed_bb) -> int:
     ratios = {}
     targets = dict(TARGETS)
     for arch, closed in closed_bb.items():
-        ratios[f"{arch}_gradcam_vs_forward"] = (fps[f"{arch}_gradcam_all_classes"]
-                                                / fps[f"{arch}_forward"])
+        ratios[f"{arch}_gradcam_vs_forward"] = fps[f"{arch}_gradcam_all_classes"] / fps[f"{arch}_forward"]
         if closed:
             targets[f"{arch}_gradcam_vs_forward"] = (">=", 0.8)
         if f"{arch}_pgc_gradcam_all_classes" in fps:
             ratios[f"{arch}_gcfeat_vs_pgc_all_classes"] = (
-                fps[f"{arch}_gradcam_all_classes"] / fps[f"{arch}_pgc_gradcam_all_classes"])
+                fps[f"{arch}_gradcam_all_classes"] / fps[f"{arch}_pgc_gradcam_all_classes"]
+            )
             if not closed:
                 targets[f"{arch}_gcfeat_vs_pgc_all_classes"] = (">=", 8.0)
     if t18:
-        ratios["scorecam_all_vs_one_time"] = (t18["scorecam_all_classes"]
-                                              / t18["scorecam_one_class"])
+        ratios["scorecam_all_vs_one_time"] = t18["scorecam_all_classes"] / t18["scorecam_one_class"]
     if t50:
         ratios["closed_form_vs_forward"] = fps["gradcam_closed_form"] / fps["forward"]
     if not args.skip_pgc:
         if t50:
-            ratios["general_vs_pgc_all_classes"] = (fps["gradcam_general"]
-                                                    / fps["pgc_gradcam_all_classes"])
+            ratios["general_vs_pgc_all_classes"] = fps["gradcam_general"] / fps["pgc_gradcam_all_classes"]
     if not args.skip_pgc and t18:
-        ratios["scorecam_one_vs_pgc_one"] = (fps["scorecam_one_class"]
-                                             / fps["pgc_scorecam_one_class"])
-        ratios["scorecam_all_vs_pgc_one"] = (fps["scorecam_all_classes"]
-                                             / fps["pgc_scorecam_one_class"])
+        ratios["scorecam_one_vs_pgc_one"] = fps["scorecam_one_class"] / fps["pgc_scorecam_one_class"]
+        ratios["scorecam_all_vs_pgc_one"] = fps["scorecam_all_classes"] / fps["pgc_scorecam_one_class"]
     met = {}
     print(f"\n{'ratio':32s} {'value':>8s}  target")
     for k, v in ratios.items():
@@ -283,15 +325,25 @@ def _report(args, device, K, t50, tbb, t18, closed_bb) -> int:
         met[k] = ok
         tgt = "" if op is None else f"{op} {target}  {'met' if ok else 'NOT met'}"
         print(f"{k:32s} {v:8.2f}  {tgt}")
-    print(json.dumps({
-        "device": str(device), "threads": torch.get_num_threads(), "batch": args.batch,
-        "size": list(args.size), "classes": K, "score_batch": args.score_batch,
-        "score_size": list(args.score_size), "repeats": args.repeats,
-        "backbone_batch": args.backbone_batch, "backbone_size": list(args.backbone_size),
-        "fps": {k: round(v, 4) for k, v in fps.items()},
-        "ratios": {k: round(v, 3) for k, v in ratios.items()},
-        "targets_met": met,
-    }))
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "size": list(args.size),
+                "classes": K,
+                "score_batch": args.score_batch,
+                "score_size": list(args.score_size),
+                "repeats": args.repeats,
+                "backbone_batch": args.backbone_batch,
+                "backbone_size": list(args.backbone_size),
+                "fps": {k: round(v, 4) for k, v in fps.items()},
+                "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                "targets_met": met,
+            }
+        )
+    )
     return 0
 
 

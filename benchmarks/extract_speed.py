@@ -23,6 +23,7 @@ Usage::
 
 Prints one line per variant and round, the ratios of the best rounds, and a final JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,19 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gcfeat.data import (SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset,  # noqa
-                         make_loader, write_miccai18)
+from gcfeat.data import (  # noqa: E402, F401
+    SURGICAL_CLASSES,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
+    build_dataset,
+    make_loader,
+    write_miccai18,
+)
 from gcfeat.extract.crop import backbone_to  # noqa: E402
 from gcfeat.extract.pipeline import extract_dataset  # noqa: E402
 from gcfeat.models import build_classifier, load_checkpoint  # noqa: E402
-from gcfeat.models.fusion import fuse_conv_bn  # noqa: E402
 from gcfeat.models.checkpoint import CheckpointInfo  # noqa: E402
+from gcfeat.models.fusion import fuse_conv_bn  # noqa: E402
 
 
 def sync(device):
@@ -53,15 +60,18 @@ def sync(device):
 
 
 def bare_forward(model, images, batch_size, device, amp, channels_last):
-    ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
-           else torch.autocast(device.type, enabled=False))
+    ctx = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if amp == "bf16"
+        else torch.autocast(device.type, enabled=False)
+    )
     with torch.inference_mode(), ctx:
         x = images[:batch_size].to(device)
-        model(x)                                         # warm-up
+        model(x)  # warm-up
         sync(device)
         t = time.perf_counter()
         for s in range(0, len(images), batch_size):
-            x = images[s:s + batch_size].to(device)
+            x = images[s : s + batch_size].to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model(x)
@@ -82,7 +92,7 @@ def original_style(model, images, device, threshold=0.3, pred_thr=0.5):
         logits = model(x)
         act = feats["a"]
         probs = torch.sigmoid(logits)[0].detach().cpu().numpy()
-        raw = img.numpy() * std + mean                   # the original cropped the raw frame
+        raw = img.numpy() * std + mean  # the original cropped the raw frame
         for k in np.flatnonzero(probs > pred_thr):
             model.zero_grad()
             grad = torch.autograd.grad(logits[0, k], act, retain_graph=True)[0]
@@ -98,16 +108,16 @@ def original_style(model, images, device, threshold=0.3, pred_thr=0.5):
                 bx, by, bw, bh = cv2.boundingRect(c)
                 if bw * bh <= 25:
                     continue
-                crop = raw[:, by:by + bh, bx:bx + bw].transpose(1, 2, 0)
+                crop = raw[:, by : by + bh, bx : bx + bw].transpose(1, 2, 0)
                 crop = cv2.resize(crop, (224, 224)).transpose(2, 0, 1)
                 with torch.no_grad():
-                    f = backbone_to(model, torch.from_numpy(np.ascontiguousarray(crop))[None]
-                                    .to(device))
-                    f.mean((2, 3)).reshape(512, -1).mean(1).cpu().numpy()         # M1
-                    for layer in ("layer2", "layer3", "layer4"):                   # M2 maps
+                    f = backbone_to(model, torch.from_numpy(np.ascontiguousarray(crop))[None].to(device))
+                    f.mean((2, 3)).reshape(512, -1).mean(1).cpu().numpy()  # M1
+                    for layer in ("layer2", "layer3", "layer4"):  # M2 maps
                         m = backbone_to(model, x, layer)
-                    m[..., by // 32:(by + bh) // 32 + 1, bx // 32:(bx + bw) // 32 + 1] \
-                        .mean((2, 3)).cpu().numpy()
+                    m[..., by // 32 : (by + bh) // 32 + 1, bx // 32 : (bx + bw) // 32 + 1].mean(
+                        (2, 3)
+                    ).cpu().numpy()
     sync(device)
     return len(images) / (time.perf_counter() - t)
 
@@ -115,24 +125,37 @@ def original_style(model, images, device, threshold=0.3, pred_thr=0.5):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=64, help="synthetic frames (default 64)")
-    p.add_argument("--original-frames", type=int, default=3,
-                   help="frames timed in the original style (it is slow)")
+    p.add_argument(
+        "--original-frames", type=int, default=3, help="frames timed in the original style (it is slow)"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=("bf16",), default=None)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--size", default="256x320")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="rounds of all variants, interleaved; the best of each is reported")
-    p.add_argument("--boxes", choices=("cam", "gt"), default="cam",
-                   help="M1 / M2 boxes: the CAM's, or the annotated ones (realistic counts)")
-    p.add_argument("--no-fold-bn", action="store_true",
-                   help="the pipeline runs the model as given (no folded copy)")
-    p.add_argument("--checkpoint", default=None,
-                   help="a trained classifier instead of a random ResNet50 (its input size is "
-                        "used): a trained model predicts few classes per frame, as in real use, "
-                        "while random weights predict ~10, which inflates M1's crop count")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of all variants, interleaved; the best of each is reported",
+    )
+    p.add_argument(
+        "--boxes",
+        choices=("cam", "gt"),
+        default="cam",
+        help="M1 / M2 boxes: the CAM's, or the annotated ones (realistic counts)",
+    )
+    p.add_argument(
+        "--no-fold-bn", action="store_true", help="the pipeline runs the model as given (no folded copy)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a trained classifier instead of a random ResNet50 (its input size is "
+        "used): a trained model predicts few classes per frame, as in real use, "
+        "while random weights predict ~10, which inflates M1's crop count",
+    )
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
     device = torch.device(args.device)
@@ -143,61 +166,92 @@ def main(argv=None) -> int:
         size = tuple(info.input_size)
     else:
         model = build_classifier("resnet50", 11).eval().to(device)
-        info = CheckpointInfo(path="", form="gcfeat", arch="resnet50", num_classes=11,
-                              classes=SURGICAL_CLASSES, dropout=0.0, input_size=size,
-                              mean=SURGICAL_MEAN, std=SURGICAL_STD)
+        info = CheckpointInfo(
+            path="",
+            form="gcfeat",
+            arch="resnet50",
+            num_classes=11,
+            classes=SURGICAL_CLASSES,
+            dropout=0.0,
+            input_size=size,
+            mean=SURGICAL_MEAN,
+            std=SURGICAL_STD,
+        )
     # 512-d as the original; ResNet18/34's layer2 has 128 channels: (32, 4, 4) is also 512-d
     layout = (512, 1, 1) if info.arch == "resnet50" else (32, 4, 4)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         per = max(1, args.frames // 2)
-        write_miccai18(os.path.join(tmp, "data"), num_videos=2, num_frames=per, size=size,
-                       seed=0, progress=False)
-        ds = build_dataset(os.path.join(tmp, "data"), "miccai18", split="all", size=size,
-                           with_gt=args.boxes == "gt")
+        write_miccai18(
+            os.path.join(tmp, "data"), num_videos=2, num_frames=per, size=size, seed=0, progress=False
+        )
+        ds = build_dataset(
+            os.path.join(tmp, "data"), "miccai18", split="all", size=size, with_gt=args.boxes == "gt"
+        )
         images = torch.stack([ds[i]["image"] for i in range(len(ds))])
-        res = {"device": str(device), "frames": len(ds), "amp": args.amp,
-               "arch": info.arch, "size": list(size), "checkpoint": args.checkpoint,
-               "channels_last": args.channels_last, "threads": torch.get_num_threads(),
-               "boxes": args.boxes, "fold_bn": not args.no_fold_bn}
+        res = {
+            "device": str(device),
+            "frames": len(ds),
+            "amp": args.amp,
+            "arch": info.arch,
+            "size": list(size),
+            "checkpoint": args.checkpoint,
+            "channels_last": args.channels_last,
+            "threads": torch.get_num_threads(),
+            "boxes": args.boxes,
+            "fold_bn": not args.no_fold_bn,
+        }
         # variants interleaved, best of --repeats each: on a shared machine the load drifts,
         # and a ratio of two runs minutes apart measures the drift as much as the code
         folded, _ = fuse_conv_bn(model, torch.channels_last if args.channels_last else None)
         for rep in range(args.repeats):
-            fps = bare_forward(model, images, args.batch_size, device, args.amp,
-                               args.channels_last)
+            fps = bare_forward(model, images, args.batch_size, device, args.amp, args.channels_last)
             res["bare_fps"] = max(res.get("bare_fps", 0.0), fps)
             print(f"bare forward          {fps:8.2f} frames/s", flush=True)
-            fps = bare_forward(folded, images, args.batch_size, device, args.amp,
-                               args.channels_last)
+            fps = bare_forward(folded, images, args.batch_size, device, args.amp, args.channels_last)
             res["bare_folded_fps"] = max(res.get("bare_folded_fps", 0.0), fps)
             print(f"bare forward, folded  {fps:8.2f} frames/s", flush=True)
             for name, methods in (("m2m3", ("m2", "m3")), ("m1m2m3", ("m1", "m2", "m3"))):
                 out = os.path.join(tmp, f"{name}_{rep}.h5")
                 t = time.perf_counter()
-                stats = extract_dataset(ds, model, info, methods, 0.3, out, args.batch_size,
-                                        str(device), num_workers=args.workers, progress=False,
-                                        amp=args.amp, channels_last=args.channels_last,
-                                        layout=layout, boxes=args.boxes,
-                                        fold_bn=not args.no_fold_bn)
+                stats = extract_dataset(
+                    ds,
+                    model,
+                    info,
+                    methods,
+                    0.3,
+                    out,
+                    args.batch_size,
+                    str(device),
+                    num_workers=args.workers,
+                    progress=False,
+                    amp=args.amp,
+                    channels_last=args.channels_last,
+                    layout=layout,
+                    boxes=args.boxes,
+                    fold_bn=not args.no_fold_bn,
+                )
                 sync(device)
                 fps = stats["frames"] / (time.perf_counter() - t)
                 res[f"{name}_fps"] = max(res.get(f"{name}_fps", 0.0), fps)
                 res[f"{name}_rows"] = stats["rows"]
-                print(f"extract {name:<13} {fps:8.2f} frames/s  rows {stats['rows']}",
-                      flush=True)
-        res["original_fps"] = original_style(model, images[:args.original_frames], device)
+                print(f"extract {name:<13} {fps:8.2f} frames/s  rows {stats['rows']}", flush=True)
+        res["original_fps"] = original_style(model, images[: args.original_frames], device)
         print(f"original style        {res['original_fps']:8.3f} frames/s", flush=True)
     res["m2m3_vs_bare"] = res["m2m3_fps"] / res["bare_fps"]
     res["m1m2m3_vs_bare"] = res["m1m2m3_fps"] / res["bare_fps"]
     res["m2m3_vs_original"] = res["m2m3_fps"] / res["original_fps"]
     res["m2m3_vs_bare_folded"] = res["m2m3_fps"] / res["bare_folded_fps"]
     res["m1m2m3_vs_bare_folded"] = res["m1m2m3_fps"] / res["bare_folded_fps"]
-    print(f"M2+M3 / bare forward     {res['m2m3_vs_bare']:.2f}x  (target >= 0.8); "
-          f"{res['m2m3_vs_bare_folded']:.2f}x of the folded copy's forward")
-    print(f"M1+M2+M3 / bare forward  {res['m1m2m3_vs_bare']:.2f}x  (target >= 0.4); "
-          f"{res['m1m2m3_vs_bare_folded']:.2f}x of the folded copy's forward")
+    print(
+        f"M2+M3 / bare forward     {res['m2m3_vs_bare']:.2f}x  (target >= 0.8); "
+        f"{res['m2m3_vs_bare_folded']:.2f}x of the folded copy's forward"
+    )
+    print(
+        f"M1+M2+M3 / bare forward  {res['m1m2m3_vs_bare']:.2f}x  (target >= 0.4); "
+        f"{res['m1m2m3_vs_bare_folded']:.2f}x of the folded copy's forward"
+    )
     print(f"M2+M3 / original style   {res['m2m3_vs_original']:.1f}x  (target >= 30)")
     print(json.dumps(res))
     return 0

@@ -13,6 +13,7 @@ probabilities high for the GT classes; fed in batches of ``--batch-size`` as ``t
 
     .venv/bin/python benchmarks/threshold_study_speed.py [--frames 300 --thresholds 0.05:0.95:0.05]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,18 +40,24 @@ def synthetic_split(frames: int, K: int, H: int, W: int, seed: int = 0):
     for f in range(frames):
         n = int(torch.randint(1, 4, (1,), generator=g))
         cls = torch.randperm(K - 1, generator=g)[:n]
-        xy = torch.stack([torch.randint(0, W - 40, (n,), generator=g), torch.randint(0, H - 30, (n,), generator=g)], 1)
-        wh = torch.stack([torch.randint(12, 40, (n,), generator=g), torch.randint(8, 30, (n,), generator=g)], 1)
+        xy = torch.stack(
+            [torch.randint(0, W - 40, (n,), generator=g), torch.randint(0, H - 30, (n,), generator=g)], 1
+        )
+        wh = torch.stack(
+            [torch.randint(12, 40, (n,), generator=g), torch.randint(8, 30, (n,), generator=g)], 1
+        )
         b = torch.cat([xy, xy + wh], 1).float()
         for (x1, y1, x2, y2), c in zip(b.tolist(), cls.tolist()):
             cx, cy, sx, sy = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
-            heat[f, c] += 1.5 * torch.exp(-((xx - cx) / sx) ** 2 - ((yy - cy) / sy) ** 2)
+            heat[f, c] += 1.5 * torch.exp(-(((xx - cx) / sx) ** 2) - ((yy - cy) / sy) ** 2)
         boxes.append(torch.cat([b, torch.tensor([[0.0, 0.0, W, H]])]))
         labels.append(torch.cat([cls, torch.tensor([TISSUE])]))
         probs[f, cls] = 0.9
         probs[f, TISSUE] = 0.99
     flat = heat.flatten(2)
-    heat = ((flat - flat.amin(-1, keepdim=True)) / (flat.amax(-1, keepdim=True) - flat.amin(-1, keepdim=True))).reshape(heat.shape)
+    heat = (
+        (flat - flat.amin(-1, keepdim=True)) / (flat.amax(-1, keepdim=True) - flat.amin(-1, keepdim=True))
+    ).reshape(heat.shape)
     return heat, probs, boxes, labels
 
 
@@ -61,7 +68,7 @@ def run(kind: str, thresholds, data, batch: int) -> float:
     t0 = time.perf_counter()
     study = (ThresholdSweep if kind == "today" else LocalizationStudy)(thresholds, range(K), **kw)
     for s in range(0, len(heat), batch):
-        study.update(heat[s:s + batch], probs[s:s + batch], boxes[s:s + batch], labels[s:s + batch])
+        study.update(heat[s : s + batch], probs[s : s + batch], boxes[s : s + batch], labels[s : s + batch])
     df = study.result()
     if kind != "today":
         study.report()
@@ -91,14 +98,26 @@ def main(argv=None) -> int:
                 times[kind].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["full"] / med["today"]
-    print(f"{a.frames} frames x {a.classes} classes at {H}x{W}, {len(T)} thresholds, batch {a.batch_size}, "
-          f"{a.threads} thread(s), median of {a.repeats}")
+    print(
+        f"{a.frames} frames x {a.classes} classes at {H}x{W}, {len(T)} thresholds, batch {a.batch_size}, "
+        f"{a.threads} thread(s), median of {a.repeats}"
+    )
     print(f"  today's study (ThresholdSweep)                      {med['today']:7.2f} s")
     print(f"  + COCO AP per T, MaxBoxAccV2, PxAP, pointing games  {med['full']:7.2f} s")
     print(f"  ratio {ratio:.2f}x (target <= 2x)")
-    print(json.dumps({"benchmark": "threshold_study_speed", "frames": a.frames, "thresholds": len(T),
-                      "today_s": round(med["today"], 3), "full_s": round(med["full"], 3),
-                      "ratio": round(ratio, 3), "threads": a.threads}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "threshold_study_speed",
+                "frames": a.frames,
+                "thresholds": len(T),
+                "today_s": round(med["today"], 3),
+                "full_s": round(med["full"], 3),
+                "ratio": round(ratio, 3),
+                "threads": a.threads,
+            }
+        )
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """`python -m gcfeat.bbox`: the CLI is :mod:`gcfeat.cli.bbox`."""
+
 from gcfeat.cli.bbox import main
 
 if __name__ == "__main__":

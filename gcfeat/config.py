@@ -3,10 +3,22 @@
 Task-specific defaults (training recipe, CAM layer, demo sizes) live on the task
 (:class:`gcfeat.tasks.Task`); these are the values every task starts from.
 """
+
 from __future__ import annotations
 
-__all__ = ["BOX_THRESHOLD", "MIN_AREA", "PRED_THRESHOLD", "THRESHOLD_SWEEP", "BOX_MODE",
-           "CAM_METHOD", "TUNE_METRIC", "DEVICE", "CAM_BATCH_SIZE", "METHOD_NAMES", "IOU_HIT"]
+__all__ = [
+    "BOX_THRESHOLD",
+    "MIN_AREA",
+    "PRED_THRESHOLD",
+    "THRESHOLD_SWEEP",
+    "BOX_MODE",
+    "CAM_METHOD",
+    "TUNE_METRIC",
+    "DEVICE",
+    "CAM_BATCH_SIZE",
+    "METHOD_NAMES",
+    "IOU_HIT",
+]
 
 #: Heatmap threshold T: pixels strictly above it form boxes (the original's 0.3).
 BOX_THRESHOLD = 0.3
@@ -28,6 +40,14 @@ DEVICE = "cpu"
 #: Images per CAM batch in the threshold study.
 CAM_BATCH_SIZE = 8
 #: ``--method`` names -> gcfeat.cam method names.
-METHOD_NAMES = {"gradcam": "gradcam", "gradcampp": "gradcam++", "gradcam++": "gradcam++",
-                "xgradcam": "xgradcam", "hirescam": "hirescam", "layercam": "layercam",
-                "eigencam": "eigencam", "scorecam": "scorecam", "cam": "cam"}
+METHOD_NAMES = {
+    "gradcam": "gradcam",
+    "gradcampp": "gradcam++",
+    "gradcam++": "gradcam++",
+    "xgradcam": "xgradcam",
+    "hirescam": "hirescam",
+    "layercam": "layercam",
+    "eigencam": "eigencam",
+    "scorecam": "scorecam",
+    "cam": "cam",
+}

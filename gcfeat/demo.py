@@ -1,4 +1,5 @@
 """`python -m gcfeat.demo`: the CLI is :mod:`gcfeat.cli.demo`."""
+
 from gcfeat.cli.demo import main
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ worker process 0.\\nOriginal Traceback (most recent call last): ..."``; :class:`
 recognises that form and keeps only the original one-line message (the worker's traceback is
 kept in :attr:`GcfeatError.worker_traceback` for ``--debug``).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,7 @@ import re
 __all__ = ["ArgumentError", "GcfeatError", "GcfeatWarning", "unwrap_worker_message"]
 
 # torch.utils._utils.ExceptionWrapper.reraise: "Caught {type} {where}.\nOriginal {traceback}"
-_WRAPPED = re.compile(r"\ACaught (\w+) (.*?)\.\nOriginal (Traceback \(most recent call last\):\n.*)\Z",
-                      re.S)
+_WRAPPED = re.compile(r"\ACaught (\w+) (.*?)\.\nOriginal (Traceback \(most recent call last\):\n.*)\Z", re.S)
 
 
 def unwrap_worker_message(cls: type, msg: str) -> tuple[str, str | None]:
@@ -38,7 +38,7 @@ def unwrap_worker_message(cls: type, msg: str) -> tuple[str, str | None]:
     for i in range(len(lines) - 1, -1, -1):
         for head in heads:
             if lines[i].startswith(head):
-                return "\n".join([lines[i][len(head):], *lines[i + 1:]]).strip(), tb
+                return "\n".join([lines[i][len(head) :], *lines[i + 1 :]]).strip(), tb
     return msg, None
 
 

@@ -1,4 +1,5 @@
 """`python -m gcfeat.train`: the CLI is :mod:`gcfeat.cli.train`."""
+
 from gcfeat.cli.train import main
 
 if __name__ == "__main__":

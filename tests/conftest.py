@@ -1,6 +1,7 @@
 """Shared fixtures. Helpers that tests import live in tests/helpers.py (``from helpers import
 ...``): this file puts tests/ on ``sys.path`` (appended, so packages win over the test folders'
 names); test modules never import each other (see CONTRIBUTING.md)."""
+
 import os
 import sys
 

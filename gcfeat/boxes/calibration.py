@@ -21,6 +21,7 @@ Example::
     >>> T = ThresholdCalibration.load("thresholds.json").per_channel(range(11))   # (11,)
     >>> boxes = heatmap_to_boxes(heat_test, T, probs=probs_test)
 """
+
 from __future__ import annotations
 
 import json
@@ -70,6 +71,7 @@ class ThresholdCalibration:
         mode: ``"pred"`` or ``"gt_known"``; grid: the T values tried.
         meta: free-form provenance (layer, method, split, checkpoint ...).
     """
+
     classes: list[int]
     class_names: list[str]
     per_class: list[float]
@@ -86,12 +88,18 @@ class ThresholdCalibration:
     def per_channel(self, classes: Sequence[int] | Tensor | None = None) -> Tensor:
         """``(K,)`` float64 T for heatmap channels holding ``classes`` (default: all, in order),
         for :func:`gcfeat.boxes.heatmap_to_boxes`."""
-        ids = self.classes if classes is None else [int(c) for c in torch.as_tensor(classes).reshape(-1).tolist()]
+        ids = (
+            self.classes
+            if classes is None
+            else [int(c) for c in torch.as_tensor(classes).reshape(-1).tolist()]
+        )
         table = dict(zip(self.classes, self.per_class))
         missing = [c for c in ids if c not in table]
         if missing:
-            raise ThresholdFileError(f"thresholds: no T for class ids {missing}; the file holds "
-                                     f"{self.classes} ({self.class_names})")
+            raise ThresholdFileError(
+                f"thresholds: no T for class ids {missing}; the file holds "
+                f"{self.classes} ({self.class_names})"
+            )
         return torch.tensor([table[c] for c in ids], dtype=torch.float64)
 
     def to_json(self) -> dict:
@@ -117,28 +125,42 @@ class ThresholdCalibration:
             raise ThresholdFileError(f"{path}: not a readable JSON thresholds file ({e})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             found = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ThresholdFileError(f"{path}: format {found!r}, expected {FORMAT!r} (written by "
-                                     f"ThresholdCalibration.save / gcfeat tune)")
+            raise ThresholdFileError(
+                f"{path}: format {found!r}, expected {FORMAT!r} (written by "
+                f"ThresholdCalibration.save / gcfeat tune)"
+            )
         d.pop("format")
         names = {f for f in cls.__dataclass_fields__}
         if set(d) != names:
             raise ThresholdFileError(f"{path}: fields {sorted(d)}, expected {sorted(names)}")
         cal = cls(**d)
         K = len(cal.classes)
-        if not all(len(getattr(cal, f)) == K for f in ("class_names", "per_class", "per_class_score",
-                                                       "per_class_source", "n_gt")):
+        if not all(
+            len(getattr(cal, f)) == K
+            for f in ("class_names", "per_class", "per_class_score", "per_class_source", "n_gt")
+        ):
             raise ThresholdFileError(f"{path}: per-class lists of different lengths (expected {K})")
-        bad = [t for t in cal.per_class + [cal.global_threshold]
-               if not isinstance(t, (int, float)) or not 0 <= t <= 1]
+        bad = [
+            t
+            for t in cal.per_class + [cal.global_threshold]
+            if not isinstance(t, (int, float)) or not 0 <= t <= 1
+        ]
         if bad:
             raise ThresholdFileError(f"{path}: thresholds {bad} outside [0, 1]")
         return cal
 
     def table(self) -> pd.DataFrame:
         """One row per class: id, name, threshold, score, source, n_gt."""
-        return pd.DataFrame({"class_id": self.classes, "class_name": self.class_names,
-                             "threshold": self.per_class, self.objective: self.per_class_score,
-                             "source": self.per_class_source, "n_gt": self.n_gt})
+        return pd.DataFrame(
+            {
+                "class_id": self.classes,
+                "class_name": self.class_names,
+                "threshold": self.per_class,
+                self.objective: self.per_class_score,
+                "source": self.per_class_source,
+                "n_gt": self.n_gt,
+            }
+        )
 
 
 def gt_known_probs(gt_labels: Sequence, classes: Sequence[int], device=None) -> Tensor:
@@ -190,22 +212,29 @@ def calibrate_thresholds(
         probs = gt_known_probs(gt_labels, classes, heatmaps.device)
         sweep_kwargs["pred_threshold"] = 0.5
     agg = {"calibration": list(classes) if aggregate is None else [int(c) for c in aggregate]}
-    sweep = ThresholdSweep(parse_thresholds(thresholds), classes, class_names=class_names,
-                           aggregate=agg, **sweep_kwargs)
+    sweep = ThresholdSweep(
+        parse_thresholds(thresholds), classes, class_names=class_names, aggregate=agg, **sweep_kwargs
+    )
     sweep.update(heatmaps, probs, gt_boxes, gt_labels)
-    return calibration_from_table(sweep.result(), objective=objective, mode=mode, min_gt=min_gt,
-                                  meta=meta)
+    return calibration_from_table(sweep.result(), objective=objective, mode=mode, min_gt=min_gt, meta=meta)
 
 
-def calibration_from_table(df: pd.DataFrame, *, objective: str = "mean_iou", mode: str = "pred",
-                           min_gt: int = 10, overall: str | None = None,
-                           meta: Mapping | None = None) -> ThresholdCalibration:
+def calibration_from_table(
+    df: pd.DataFrame,
+    *,
+    objective: str = "mean_iou",
+    mode: str = "pred",
+    min_gt: int = 10,
+    overall: str | None = None,
+    meta: Mapping | None = None,
+) -> ThresholdCalibration:
     """A :class:`ThresholdCalibration` from a threshold-study table (``ThresholdSweep.result()``):
     per class the best T (ties: the smallest), the aggregate row ``overall`` (default the
     first) for the global T."""
     if objective not in METRICS or objective == "boxes_per_frame":
-        raise ThresholdFileError(f"objective: expected one of {[m for m in METRICS if m != 'boxes_per_frame']}, "
-                                 f"got {objective!r}")
+        raise ThresholdFileError(
+            f"objective: expected one of {[m for m in METRICS if m != 'boxes_per_frame']}, got {objective!r}"
+        )
     if mode not in CALIBRATION_MODES:
         raise ThresholdFileError(f"mode: expected one of {CALIBRATION_MODES}, got {mode!r}")
     agg = df[df["class_id"] < 0]
@@ -234,8 +263,9 @@ def calibration_from_table(df: pd.DataFrame, *, objective: str = "mean_iou", mod
         scores.append(score)
         sources.append("class" if use else "global")
     grid = sorted(float(t) for t in df["threshold"].unique())
-    return ThresholdCalibration(ids, cnames, Ts, scores, sources, n_gt, g_T, g_score, objective, mode,
-                                grid, dict(meta or {}))
+    return ThresholdCalibration(
+        ids, cnames, Ts, scores, sources, n_gt, g_T, g_score, objective, mode, grid, dict(meta or {})
+    )
 
 
 def _best(sub: pd.DataFrame, metric: str) -> tuple[float | None, float | None]:

@@ -24,10 +24,12 @@ GT boxes, hit rate / precision / recall from the pooled counts, pointing game ov
 (frame, class) pairs, boxes per frame summed over the classes. Metrics with no denominator
 (e.g. no GT box of a class) are NaN.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,12 +41,18 @@ from gcfeat import config
 from .ops import pairwise_box_iou, points_in_boxes
 from .threshold import HeatmapError, heatmap_to_boxes
 
-__all__ = ["ThresholdSweep", "evaluate_thresholds", "recommend_thresholds", "parse_thresholds",
-           "METRICS"]
+__all__ = ["ThresholdSweep", "evaluate_thresholds", "recommend_thresholds", "parse_thresholds", "METRICS"]
 
 #: Metric columns of the sweep table (all "higher is better" except ``boxes_per_frame``).
-METRICS: tuple[str, ...] = ("mean_iou", "hit_rate", "precision", "recall", "f1", "pointing_game",
-                            "boxes_per_frame")
+METRICS: tuple[str, ...] = (
+    "mean_iou",
+    "hit_rate",
+    "precision",
+    "recall",
+    "f1",
+    "pointing_game",
+    "boxes_per_frame",
+)
 
 
 def parse_thresholds(spec: str | Sequence[float]) -> list[float]:
@@ -62,8 +70,10 @@ def parse_thresholds(spec: str | Sequence[float]) -> list[float]:
             else:
                 values = [float(p) for p in spec.split(",") if p.strip()]
         except ValueError:
-            raise HeatmapError(f"thresholds: cannot parse {spec!r}; expected start:stop:step "
-                               "(e.g. 0.05:0.95:0.05) or a comma-separated list") from None
+            raise HeatmapError(
+                f"thresholds: cannot parse {spec!r}; expected start:stop:step "
+                "(e.g. 0.05:0.95:0.05) or a comma-separated list"
+            ) from None
     else:
         values = [float(v) for v in spec]
     values = sorted({round(v, 6) for v in values})
@@ -116,8 +126,13 @@ class ThresholdSweep:
             missing = [int(i) for i in ids if int(i) not in self.col]
             if missing:
                 raise HeatmapError(f"aggregate {name!r}: class ids {missing} are not among {self.classes}")
-        self.box_kwargs: dict[str, Any] = dict(mode=mode, class_modes=class_modes, min_area=min_area,
-                               pred_threshold=pred_threshold, workers=workers)
+        self.box_kwargs: dict[str, Any] = dict(
+            mode=mode,
+            class_modes=class_modes,
+            min_area=min_area,
+            pred_threshold=pred_threshold,
+            workers=workers,
+        )
         self.iou_threshold = float(iou_threshold)
         T, C = len(self.thresholds), len(self.classes)
         self.sum_iou = np.zeros((T, C))
@@ -151,8 +166,10 @@ class ThresholdSweep:
         if K != len(self.classes):
             raise HeatmapError(f"heatmaps: {K} channels, but the sweep has {len(self.classes)} classes")
         if len(gt_boxes) != B or len(gt_labels) != B:
-            raise HeatmapError(f"ground truth: {len(gt_boxes)} box lists / {len(gt_labels)} label "
-                               f"lists for a batch of {B} frames")
+            raise HeatmapError(
+                f"ground truth: {len(gt_boxes)} box lists / {len(gt_labels)} label "
+                f"lists for a batch of {B} frames"
+            )
         g_frame, g_col, g_box = _flatten_gt(gt_boxes, gt_labels, self.col, d)
         C = len(self.classes)
         self.n_frames += B
@@ -172,7 +189,9 @@ class ThresholdSweep:
             best = np.zeros(len(key_g))
             np.maximum.at(best, gi, iou)
             self.sum_iou[t] += np.bincount(g_col, weights=best, minlength=C)
-            self.hits[t] += np.bincount(g_col, weights=best >= self.iou_threshold, minlength=C).astype(np.int64)
+            self.hits[t] += np.bincount(g_col, weights=best >= self.iou_threshold, minlength=C).astype(
+                np.int64
+            )
             matched = _greedy_match(gi, pi, iou, self.iou_threshold, len(key_g), len(key_p))
             self.tp[t] += np.bincount(g_col[matched], minlength=C)
 
@@ -215,17 +234,29 @@ class ThresholdSweep:
                 p_n = int(self.point_n[cols].sum())
                 prec = tp / n_pred if n_pred else math.nan
                 rec = tp / n_gt if n_gt else math.nan
-                f1 = 2 * prec * rec / (prec + rec) if n_pred and n_gt and (prec + rec) > 0 else (
-                    0.0 if n_pred and n_gt else math.nan)
-                rows.append(dict(
-                    threshold=T, class_id=cid, class_name=name, n_frames=self.n_frames,
-                    n_gt=n_gt, n_pred=n_pred, tp=tp,
-                    mean_iou=float(self.sum_iou[t, cols].sum()) / n_gt if n_gt else math.nan,
-                    hit_rate=int(self.hits[t, cols].sum()) / n_gt if n_gt else math.nan,
-                    precision=prec, recall=rec, f1=f1,
-                    pointing_game=int(self.point_hits[cols].sum()) / p_n if p_n else math.nan,
-                    boxes_per_frame=n_pred / self.n_frames if self.n_frames else math.nan,
-                ))
+                f1 = (
+                    2 * prec * rec / (prec + rec)
+                    if n_pred and n_gt and (prec + rec) > 0
+                    else (0.0 if n_pred and n_gt else math.nan)
+                )
+                rows.append(
+                    dict(
+                        threshold=T,
+                        class_id=cid,
+                        class_name=name,
+                        n_frames=self.n_frames,
+                        n_gt=n_gt,
+                        n_pred=n_pred,
+                        tp=tp,
+                        mean_iou=float(self.sum_iou[t, cols].sum()) / n_gt if n_gt else math.nan,
+                        hit_rate=int(self.hits[t, cols].sum()) / n_gt if n_gt else math.nan,
+                        precision=prec,
+                        recall=rec,
+                        f1=f1,
+                        pointing_game=int(self.point_hits[cols].sum()) / p_n if p_n else math.nan,
+                        boxes_per_frame=n_pred / self.n_frames if self.n_frames else math.nan,
+                    )
+                )
         return pd.DataFrame(rows)
 
 
@@ -271,15 +302,19 @@ def recommend_thresholds(df: pd.DataFrame, metric: str = "mean_iou", overall: st
         (no ground truth) are left out; ``overall`` is None without aggregate rows.
     """
     if metric not in METRICS or metric == "boxes_per_frame":
-        raise HeatmapError(f"metric: expected one of {[m for m in METRICS if m != 'boxes_per_frame']}, got {metric!r}")
+        raise HeatmapError(
+            f"metric: expected one of {[m for m in METRICS if m != 'boxes_per_frame']}, got {metric!r}"
+        )
 
     def best(sub: pd.DataFrame) -> dict | None:
         sub = sub.dropna(subset=[metric]).sort_values("threshold", kind="stable")
         if sub.empty:
             return None
         row = sub.loc[sub[metric].idxmax()]
-        out: dict[str, float | None] = {"class_id": int(row["class_id"]),
-                                        "threshold": float(row["threshold"])}
+        out: dict[str, float | None] = {
+            "class_id": int(row["class_id"]),
+            "threshold": float(row["threshold"]),
+        }
         out.update({m: (None if pd.isna(row[m]) else float(row[m])) for m in METRICS})
         return out
 

@@ -3,6 +3,7 @@
 Used by the threshold study and the one-sample figure of the MRI tasks, where the ground truth
 is the box around each sample's ``gt_mask``.
 """
+
 from __future__ import annotations
 
 import torch

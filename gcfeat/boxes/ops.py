@@ -5,6 +5,7 @@ Boxes are ``(M, 2 * d)`` tensors of ``lo, hi`` corners with **exclusive** ends: 
 area (volume) is therefore ``prod(hi - lo)``, with no ``+ 1``: the box ``[0, 0, 1, 1]`` covers
 exactly one pixel.
 """
+
 from __future__ import annotations
 
 import torch

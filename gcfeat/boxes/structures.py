@@ -1,8 +1,9 @@
 """`Boxes`: one flat, batch-friendly set of boxes for a batch of frames (or volumes)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class Boxes:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def empty(cls, ndim: int = 2, device: torch.device | str | None = None) -> "Boxes":
+    def empty(cls, ndim: int = 2, device: torch.device | str | None = None) -> Boxes:
         """No boxes; ``ndim`` = 2 (``xyxy (0, 4)``) or 3 (``(0, 6)``)."""
         if ndim not in (2, 3):
             raise ValueError(f"Boxes.empty: ndim must be 2 or 3, got {ndim}")
@@ -73,7 +74,7 @@ class Boxes:
         )
 
     @classmethod
-    def cat(cls, boxes: Sequence["Boxes"]) -> "Boxes":
+    def cat(cls, boxes: Sequence[Boxes]) -> Boxes:
         """Concatenate (frame indices are kept as they are, not offset)."""
         boxes = list(boxes)
         if not boxes:
@@ -83,7 +84,7 @@ class Boxes:
     @classmethod
     def from_list(
         cls, per_frame: Sequence[dict], ndim: int | None = None, device: torch.device | str | None = None
-    ) -> "Boxes":
+    ) -> Boxes:
         """Inverse of :meth:`to_list`: one dict ``{boxes (n, 2d), labels (n,), scores (n,)}`` per
         frame (arrays, tensors or lists; ``scores`` optional, default 1; empty dicts allowed)."""
         xyxy, frame, label, score = [], [], [], []
@@ -92,13 +93,19 @@ class Boxes:
             if b.numel() == 0:
                 continue
             if b.ndim != 2 or b.shape[1] not in (4, 6):
-                raise ValueError(f"Boxes.from_list: frame {f} boxes have shape {tuple(b.shape)}, expected (n, 4) or (n, 6)")
+                raise ValueError(
+                    f"Boxes.from_list: frame {f} boxes have shape {tuple(b.shape)}, expected (n, 4) or (n, 6)"
+                )
             n = b.shape[0]
             lab = torch.as_tensor(np.asarray(d.get("labels", np.zeros(n)), dtype=np.int64)).reshape(-1)
             sc = d.get("scores")
-            sc = torch.ones(n) if sc is None else torch.as_tensor(np.asarray(sc, dtype=np.float32)).reshape(-1)
+            sc = (
+                torch.ones(n) if sc is None else torch.as_tensor(np.asarray(sc, dtype=np.float32)).reshape(-1)
+            )
             if lab.shape[0] != n or sc.shape[0] != n:
-                raise ValueError(f"Boxes.from_list: frame {f} has {n} boxes, {lab.shape[0]} labels, {sc.shape[0]} scores")
+                raise ValueError(
+                    f"Boxes.from_list: frame {f} has {n} boxes, {lab.shape[0]} labels, {sc.shape[0]} scores"
+                )
             xyxy.append(b)
             frame.append(torch.full((n,), f, dtype=torch.int64))
             label.append(lab)
@@ -122,7 +129,7 @@ class Boxes:
     def __len__(self) -> int:
         return self.xyxy.shape[0]
 
-    def __getitem__(self, index) -> "Boxes":
+    def __getitem__(self, index) -> Boxes:
         """Select boxes by int, slice, index tensor or bool mask ``(M,)``."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
@@ -130,7 +137,7 @@ class Boxes:
             index = index.to(self.device)
         return Boxes(self.xyxy[index], self.frame[index], self.label[index], self.score[index])
 
-    def to(self, device: torch.device | str) -> "Boxes":
+    def to(self, device: torch.device | str) -> Boxes:
         return Boxes(*(getattr(self, f).to(device) for f in ("xyxy", "frame", "label", "score")))
 
     def area(self) -> Tensor:
@@ -149,8 +156,10 @@ class Boxes:
         if num_frames is None:
             num_frames = int(self.frame.max()) + 1 if len(self) else 0
         if len(self) and (int(self.frame.min()) < 0 or int(self.frame.max()) >= num_frames):
-            raise ValueError(f"Boxes.to_list: frames span [{int(self.frame.min())}, {int(self.frame.max())}], "
-                             f"num_frames={num_frames}")
+            raise ValueError(
+                f"Boxes.to_list: frames span [{int(self.frame.min())}, {int(self.frame.max())}], "
+                f"num_frames={num_frames}"
+            )
         order = torch.argsort(self.frame, stable=True)
         counts = torch.bincount(self.frame, minlength=num_frames).tolist() if len(self) else [0] * num_frames
         parts = [t[order].split(counts) for t in (self.xyxy, self.label, self.score)]

@@ -24,6 +24,7 @@ is about as fast as the original loop (0.8-1.1x measured); the gain comes from t
 on a 16-core machine) and, for heatmaps on a GPU, from moving a uint8 mask instead of float maps
 (about 2.8x). ``benchmarks/boxes_speed.py`` measures it and checks the boxes are identical.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,12 +127,12 @@ def heatmap_to_boxes(
         ([[30.0, 10.0, 45.0, 20.0]], [1])
     """
     heat, sel, labels_of_channel, mode_of_channel, thr = _check(
-        heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes)
+        heat, threshold, mode, min_area, class_modes, probs, pred_threshold, classes
+    )
     if contours not in CONTOUR_MODES:
         raise HeatmapError(f"contours: expected one of {CONTOUR_MODES}, got {contours!r}")
     if contours == "list" and heat.ndim != 4:
-        raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape "
-                           f"{tuple(heat.shape)}")
+        raise HeatmapError(f"contours='list' traces 2D maps (B, K, H, W); got shape {tuple(heat.shape)}")
     d = heat.ndim - 2
     # _check made a (K,) tensor of a sequence; nothing can be strictly above 1
     if isinstance(thr, Tensor):
@@ -141,9 +142,14 @@ def heatmap_to_boxes(
         return Boxes.empty(d, heat.device)
     B, K = heat.shape[:2]
     flat = heat.detach().reshape(B * K, *heat.shape[2:])  # a view for contiguous input
-    job = _Job(flat, (b_idx * K + k_idx).cpu().numpy(), mode_of_channel[k_idx.cpu()].numpy(),
-               thr.to(torch.float32).numpy()[k_idx.cpu().numpy()] if isinstance(thr, Tensor) else thr,
-               float(min_area), contours == "list")
+    job = _Job(
+        flat,
+        (b_idx * K + k_idx).cpu().numpy(),
+        mode_of_channel[k_idx.cpu()].numpy(),
+        thr.to(torch.float32).numpy()[k_idx.cpu().numpy()] if isinstance(thr, Tensor) else thr,
+        float(min_area),
+        contours == "list",
+    )
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     parts = job.run(workers)
     m_idx = np.concatenate([p[0] for p in parts])
@@ -151,8 +157,9 @@ def heatmap_to_boxes(
         return Boxes.empty(d, heat.device)
     xyxy = np.concatenate([p[1] for p in parts]).reshape(-1, 2 * d)
     scores = np.concatenate([p[2] for p in parts]) if parts[0][2] is not None else None
-    return _sorted_boxes(job, m_idx, xyxy, scores, b_idx.cpu().numpy(),
-                         labels_of_channel.numpy()[k_idx.cpu().numpy()])
+    return _sorted_boxes(
+        job, m_idx, xyxy, scores, b_idx.cpu().numpy(), labels_of_channel.numpy()[k_idx.cpu().numpy()]
+    )
 
 
 class _Job:
@@ -163,8 +170,15 @@ class _Job:
     scalar path compares). ``maps`` is set when the maps were thresholded on their device (the
     scores then come from :func:`box_mean`)."""
 
-    def __init__(self, flat: Tensor, rows: np.ndarray, modes: np.ndarray,
-                 threshold: float | np.ndarray, min_area: float, holes: bool):
+    def __init__(
+        self,
+        flat: Tensor,
+        rows: np.ndarray,
+        modes: np.ndarray,
+        threshold: float | np.ndarray,
+        min_area: float,
+        holes: bool,
+    ):
         self.flat, self.rows, self.modes = flat, rows, modes
         self.threshold, self.min_area, self.holes = threshold, min_area, holes
         self.d = flat.ndim - 1
@@ -174,8 +188,11 @@ class _Job:
 
     def run(self, workers: int) -> list[tuple]:
         """``[(map index, xyxy, scores or None), ...]`` per chunk (threads when > 1 chunk)."""
-        task = self._cpu_task() if (self.d == 2 and self.flat.device.type == "cpu"
-                                    and _CPU_FAST_2D) else self._device_task()
+        task = (
+            self._cpu_task()
+            if (self.d == 2 and self.flat.device.type == "cpu" and _CPU_FAST_2D)
+            else self._device_task()
+        )
         try:
             if workers == 1 or len(self.chunks) == 1:
                 return [task(c) for c in self.chunks]
@@ -185,15 +202,19 @@ class _Job:
             raise _nonfinite_error(self.flat[torch.from_numpy(self.rows)]) from None
 
     def _cpu_task(self):
-        hn, rows, per_class = self.flat.float().contiguous().numpy(), self.rows, \
-            isinstance(self.threshold, np.ndarray)
+        hn, rows, per_class = (
+            self.flat.float().contiguous().numpy(),
+            self.rows,
+            isinstance(self.threshold, np.ndarray),
+        )
 
         def task(c):  # threshold, trace, reduce, score: all in one cache-sized chunk
             s, e = c
             r = rows[s:e]
-            h = hn[r[0]:r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
+            h = hn[r[0] : r[-1] + 1] if r[-1] - r[0] + 1 == len(r) else hn[r]  # view when contiguous
             t = self.threshold[s:e, None, None] if per_class else self.threshold
             return _chunk_2d_cpu(h, t, self.modes[s:e], self.min_area, s, self.holes)
+
         return task
 
     def _device_task(self):
@@ -214,11 +235,18 @@ class _Job:
             m_idx, xyxy = _trace_2d(mask[s:e], self.holes) if d == 2 else _trace_3d(mask[s:e])
             m_idx, xyxy = _reduce_modes(m_idx, xyxy, self.modes[s:e], self.min_area)
             return m_idx + s, xyxy, None
+
         return task
 
 
-def _sorted_boxes(job: _Job, m_idx: np.ndarray, xyxy: np.ndarray, scores: np.ndarray | None,
-                  frame_of_map: np.ndarray, label_of_map: np.ndarray) -> Boxes:
+def _sorted_boxes(
+    job: _Job,
+    m_idx: np.ndarray,
+    xyxy: np.ndarray,
+    scores: np.ndarray | None,
+    frame_of_map: np.ndarray,
+    label_of_map: np.ndarray,
+) -> Boxes:
     """The traced boxes as :class:`Boxes`, sorted by frame, label, then coordinates."""
     device, d = job.flat.device, job.d
     # bookkeeping in numpy (tiny arrays; torch CPU ops here would wake its thread pool)
@@ -231,8 +259,9 @@ def _sorted_boxes(job: _Job, m_idx: np.ndarray, xyxy: np.ndarray, scores: np.nda
     else:
         assert job.maps is not None  # thresholded on the device: the scores come from the maps
         score = box_mean(job.maps, torch.from_numpy(m_idx[order]).to(device), xyxy_t)
-    return Boxes(xyxy_t, torch.from_numpy(frame[order]).to(device),
-                 torch.from_numpy(label[order]).to(device), score)
+    return Boxes(
+        xyxy_t, torch.from_numpy(frame[order]).to(device), torch.from_numpy(label[order]).to(device), score
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,12 +281,15 @@ def _check(heat, threshold, mode, min_area, class_modes, probs, pred_threshold, 
     else:
         labels = torch.as_tensor(classes, dtype=torch.int64).reshape(-1).cpu()
         if labels.numel() != K:
-            raise HeatmapError(f"classes: expected {K} class ids (one per heatmap channel), got {labels.numel()}")
+            raise HeatmapError(
+                f"classes: expected {K} class ids (one per heatmap channel), got {labels.numel()}"
+            )
     for m in [mode, *(class_modes or {}).values()]:
         if m not in _MODE_CODE:
             raise HeatmapError(f"mode: expected one of {BOX_MODES}, got {m!r}")
-    codes = torch.tensor([_MODE_CODE[(class_modes or {}).get(int(c), mode)] for c in labels.tolist()],
-                         dtype=torch.int64)
+    codes = torch.tensor(
+        [_MODE_CODE[(class_modes or {}).get(int(c), mode)] for c in labels.tolist()], dtype=torch.int64
+    )
     if probs is None:
         sel = torch.ones(B, K, dtype=torch.bool, device=heat.device)
     else:
@@ -266,7 +298,9 @@ def _check(heat, threshold, mode, min_area, class_modes, probs, pred_threshold, 
             raise HeatmapError(f"probs: expected ({B}, {K}), got {tuple(p.shape)}")
         if p.shape[1] != K:
             if classes is None or int(labels.max()) >= p.shape[1]:
-                raise HeatmapError(f"probs: expected ({B}, {K}) (or all outputs with `classes`), got {tuple(p.shape)}")
+                raise HeatmapError(
+                    f"probs: expected ({B}, {K}) (or all outputs with `classes`), got {tuple(p.shape)}"
+                )
             p = p[:, labels.to(p.device)]
         sel = p > pred_threshold
     return heat, sel, labels, codes, threshold
@@ -277,16 +311,19 @@ def _check_threshold(threshold, K: int) -> float | Tensor:
     CPU tensor. Every T must lie in [0, 1] (NaN fails the check)."""
     if isinstance(threshold, (Tensor, np.ndarray, list, tuple)):
         try:
-            t = torch.as_tensor(np.asarray(threshold.cpu() if isinstance(threshold, Tensor) else threshold,
-                                           dtype=np.float64))
+            t = torch.as_tensor(
+                np.asarray(threshold.cpu() if isinstance(threshold, Tensor) else threshold, dtype=np.float64)
+            )
         except (TypeError, ValueError):
             raise HeatmapError(f"threshold: expected numbers in [0, 1], got {threshold!r}") from None
         if t.ndim == 0:
             threshold = float(t)
         else:
             if t.shape != (K,):
-                raise HeatmapError(f"threshold: expected a number or one per heatmap channel "
-                                   f"({K},), got shape {tuple(t.shape)}")
+                raise HeatmapError(
+                    f"threshold: expected a number or one per heatmap channel "
+                    f"({K},), got shape {tuple(t.shape)}"
+                )
             if not bool(((t >= 0) & (t <= 1)).all()):
                 raise HeatmapError(f"threshold: expected values in [0, 1], got {t.tolist()}")
             return t
@@ -301,16 +338,24 @@ def _check_threshold(threshold, K: int) -> float | Tensor:
 
 def _nonfinite_error(maps: Tensor) -> HeatmapError:
     nan, inf = int(torch.isnan(maps).sum()), int(torch.isinf(maps).sum())
-    return HeatmapError(f"heat: {nan} NaN and {inf} infinite value(s) in the heatmaps to threshold "
-                        f"(shape {tuple(maps.shape)}); expected values in [0, 1]")
+    return HeatmapError(
+        f"heat: {nan} NaN and {inf} infinite value(s) in the heatmaps to threshold "
+        f"(shape {tuple(maps.shape)}); expected values in [0, 1]"
+    )
 
 
 class _NonFinite(Exception):
     pass
 
 
-def _chunk_2d_cpu(h: np.ndarray, threshold: float | np.ndarray, modes: np.ndarray, min_area: float,
-                  offset: int, holes: bool = False):
+def _chunk_2d_cpu(
+    h: np.ndarray,
+    threshold: float | np.ndarray,
+    modes: np.ndarray,
+    min_area: float,
+    offset: int,
+    holes: bool = False,
+):
     """Threshold + trace + reduce + score ``h (C, H, W)`` float32 maps; returns map index
     (global), ``xyxy (n, 4)`` and box sums / areas, i.e. mean heat."""
     c, H, W = h.shape

@@ -13,6 +13,7 @@ documented in :mod:`gcfeat.cam.base`; target callables in :mod:`gcfeat.cam.targe
 in :mod:`gcfeat.cam.smooth`; :mod:`gcfeat.cam.compat` is a drop-in replacement for
 pytorch-grad-cam's calling convention.
 """
+
 from gcfeat.cam.base import (
     BaseCAM,
     CAMError,
@@ -62,10 +63,30 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
-    "BaseCAM", "GradientCAM", "CAMError", "CAMResult", "minmax_normalize", "resize_maps",
-    "gap_linear_head", "CAM", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
-    "EigenCAM", "ScoreCAM", "METHODS", "get_method", "Augmentation", "DEFAULT_AUGMENTATIONS",
-    "eigen_projection", "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget",
-    "BinaryClassifierOutputTarget", "RawScoresOutputTarget", "SoftmaxOutputTarget",
+    "BaseCAM",
+    "GradientCAM",
+    "CAMError",
+    "CAMResult",
+    "minmax_normalize",
+    "resize_maps",
+    "gap_linear_head",
+    "CAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "EigenCAM",
+    "ScoreCAM",
+    "METHODS",
+    "get_method",
+    "Augmentation",
+    "DEFAULT_AUGMENTATIONS",
+    "eigen_projection",
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "BinaryClassifierOutputTarget",
+    "RawScoresOutputTarget",
+    "SoftmaxOutputTarget",
     "SemanticSegmentationTarget",
 ]

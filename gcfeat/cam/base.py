@@ -57,6 +57,7 @@ removed in ``finally``); the model's train/eval mode is left as the user set it 
 ``model.eval()`` for explanations: in train mode batch norm uses batch statistics and updates
 its running stats, as any forward would); everything returned is detached.
 """
+
 from __future__ import annotations
 
 import functools
@@ -208,8 +209,9 @@ class _Recorder:
     output for the closed-form check.
     """
 
-    def __init__(self, targets: list[nn.Module], extras: list[nn.Module], grad_leaves: bool,
-                 head: nn.Linear | None):
+    def __init__(
+        self, targets: list[nn.Module], extras: list[nn.Module], grad_leaves: bool, head: nn.Linear | None
+    ):
         self.grad_leaves = grad_leaves
         self.acts: list[Tensor | None] = [None] * len(targets)
         self.extra: list[Tensor | None] = [None] * len(extras)
@@ -229,8 +231,10 @@ class _Recorder:
 
     def _target(self, i: int, module: nn.Module, args, out):
         if not isinstance(out, Tensor):
-            raise CAMError(f"target_layers[{i}] ({type(module).__name__}) returned "
-                           f"{type(out).__name__}; expected a tensor (B, C, *spatial)")
+            raise CAMError(
+                f"target_layers[{i}] ({type(module).__name__}) returned "
+                f"{type(out).__name__}; expected a tensor (B, C, *spatial)"
+            )
         if not self.grad_leaves:
             self.acts[i] = out.detach().clone()
             return None
@@ -242,8 +246,10 @@ class _Recorder:
 
     def _extra(self, i: int, module: nn.Module, args, out):
         if not isinstance(out, Tensor):
-            raise CAMError(f"extra_layers[{i}] ({type(module).__name__}) returned "
-                           f"{type(out).__name__}; expected a tensor")
+            raise CAMError(
+                f"extra_layers[{i}] ({type(module).__name__}) returned "
+                f"{type(out).__name__}; expected a tensor"
+            )
         self.extra[i] = out.detach().clone()
 
     def _head(self, module: nn.Module, args, out):
@@ -258,20 +264,20 @@ class _Recorder:
 @dataclass
 class _Forward:
     logits: Tensor
-    acts: list[Tensor]            # (B, C, *grid) per target layer (reshaped)
+    acts: list[Tensor]  # (B, C, *grid) per target layer (reshaped)
     extra: list[Tensor]
     head_in: Tensor | None
     head_out: Tensor | None
-    leaves: list[Tensor] = field(default_factory=list)   # raw outputs (autograd leaves)
+    leaves: list[Tensor] = field(default_factory=list)  # raw outputs (autograd leaves)
 
 
 @dataclass
 class _Plan:
-    grad: bool                    # record a graph from the target layers on
-    head: nn.Linear | None        # head Linear to probe (closed form / CAM)
+    grad: bool  # record a graph from the target layers on
+    head: nn.Linear | None  # head Linear to probe (closed form / CAM)
     closed_form: bool
-    score: Callable[[Tensor], Tensor] | None = None   # outputs -> (B,) instead of classes
-    eigen: bool = False           # eigen_smooth
+    score: Callable[[Tensor], Tensor] | None = None  # outputs -> (B,) instead of classes
+    eigen: bool = False  # eigen_smooth
 
 
 def apply_transform(t: Tensor, transform: Transform, lead: int = 1) -> Tensor:
@@ -308,21 +314,22 @@ class BaseCAM:
     #: whether the method explains target callables other than class logits
     supports_score: bool = False
 
-    def __init__(self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module], *,
-                 reshape_transform="auto"):
+    def __init__(
+        self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module], *, reshape_transform="auto"
+    ):
         if not isinstance(model, nn.Module):
             raise CAMError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
         if isinstance(target_layers, nn.Module):
             target_layers = [target_layers]
         target_layers = list(target_layers)
         if not target_layers or not all(isinstance(m, nn.Module) for m in target_layers):
-            raise CAMError(f"target_layers: expected a non-empty list of modules of the model, "
-                           f"found {target_layers!r}")
+            raise CAMError(
+                f"target_layers: expected a non-empty list of modules of the model, found {target_layers!r}"
+            )
         owned = {id(m) for m in model.modules()}
         for i, m in enumerate(target_layers):
             if id(m) not in owned:
-                raise CAMError(f"target_layers[{i}] ({type(m).__name__}) is not a submodule "
-                               f"of the model")
+                raise CAMError(f"target_layers[{i}] ({type(m).__name__}) is not a submodule of the model")
         self.model = model
         self.target_layers = target_layers
         self.reshape_transform = reshape_transform
@@ -332,27 +339,37 @@ class BaseCAM:
         n = len(self.target_layers)
         if isinstance(spec, str):
             if spec != "auto":
-                raise CAMError(f"reshape_transform: expected 'auto', None, a callable or a "
-                               f"list of them, found {spec!r}")
+                raise CAMError(
+                    f"reshape_transform: expected 'auto', None, a callable or a list of them, found {spec!r}"
+                )
             return [token_reshape(self.model, m) for m in self.target_layers]
         if spec is None or callable(spec):
             return [spec] * n
         spec = list(spec)
         if len(spec) != n or not all(t is None or callable(t) for t in spec):
-            raise CAMError(f"reshape_transform: expected one callable (or None) per target "
-                           f"layer ({n}), found {spec!r}")
+            raise CAMError(
+                f"reshape_transform: expected one callable (or None) per target layer ({n}), found {spec!r}"
+            )
         return spec
 
     # -- public API ---------------------------------------------------------------------------
 
-    def __call__(self, x: Tensor, classes: Classes = None, *, resize: bool = True,
-                 **kwargs) -> Tensor:
+    def __call__(self, x: Tensor, classes: Classes = None, *, resize: bool = True, **kwargs) -> Tensor:
         """Heatmaps ``(B, K', *x.shape[2:])`` float32 in ``[0, 1]`` (see :meth:`explain`)."""
         return self.explain(x, classes, resize=resize, **kwargs).heatmap
 
-    def explain(self, x: Tensor, classes: Classes = None, *, targets=None,
-                extra_layers: Iterable = (), resize: bool = True, aug_smooth: bool = False,
-                eigen_smooth: bool = False, augmentations=None) -> CAMResult:
+    def explain(
+        self,
+        x: Tensor,
+        classes: Classes = None,
+        *,
+        targets=None,
+        extra_layers: Iterable = (),
+        resize: bool = True,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        augmentations=None,
+    ) -> CAMResult:
         """One forward (and for gradient methods one batched backward) for all classes.
 
         Args:
@@ -386,8 +403,7 @@ class BaseCAM:
                 raise CAMError("classes and targets: pass one of them, not both")
             targets = list(targets)
             if len(targets) != x.shape[0]:
-                raise CAMError(f"targets: expected one target per image ({x.shape[0]}), "
-                               f"found {len(targets)}")
+                raise CAMError(f"targets: expected one target per image ({x.shape[0]}), found {len(targets)}")
             cats = plain_classes(targets)
             if cats is not None:
                 classes = torch.tensor(cats, device=x.device).view(-1, 1)
@@ -395,44 +411,51 @@ class BaseCAM:
                 score = functools.partial(target_scores, targets)
         if not aug_smooth:
             return self._explain_once(x, classes, score, extras, resize, eigen_smooth)
-        runs = [(a, self._explain_once(a.augment_image(x), classes, score, extras, resize,
-                                       eigen_smooth))
-                for a in (DEFAULT_AUGMENTATIONS if augmentations is None else augmentations)]
+        runs = [
+            (a, self._explain_once(a.augment_image(x), classes, score, extras, resize, eigen_smooth))
+            for a in (DEFAULT_AUGMENTATIONS if augmentations is None else augmentations)
+        ]
         if not runs:
             raise CAMError("augmentations: expected at least one augmentation")
         base = next((r for a, r in runs if getattr(a, "identity", False)), runs[0][1])
         with torch.no_grad():
             heat = torch.stack([a.deaugment_mask(r.heatmap) for a, r in runs]).mean(0)
-            layers = [torch.stack([a.deaugment_mask(r.layer_heatmaps[i]) for a, r in runs])
-                      .mean(0) for i in range(len(base.layer_heatmaps))]
+            layers = [
+                torch.stack([a.deaugment_mask(r.layer_heatmaps[i]) for a, r in runs]).mean(0)
+                for i in range(len(base.layer_heatmaps))
+            ]
         return replace(base, heatmap=heat, layer_heatmaps=layers)
 
     def _extras(self, extra_layers: Iterable) -> list[tuple[nn.Module, Transform]]:
         out = []
         for i, e in enumerate(extra_layers):
-            m, t = (e if isinstance(e, tuple) and len(e) == 2 else (e, "auto"))
+            m, t = e if isinstance(e, tuple) and len(e) == 2 else (e, "auto")
             if not isinstance(m, nn.Module) or not (t is None or t == "auto" or callable(t)):
-                raise CAMError(f"extra_layers[{i}]: expected a module or a (module, "
-                               f"reshape_transform) pair, found {e!r}")
+                raise CAMError(
+                    f"extra_layers[{i}]: expected a module or a (module, reshape_transform) pair, found {e!r}"
+                )
             if isinstance(t, str):
-                t = token_reshape(self.model, m) if isinstance(self.reshape_transform, str) \
-                    else None
+                t = token_reshape(self.model, m) if isinstance(self.reshape_transform, str) else None
             out.append((m, t))
         return out
 
-    def _explain_once(self, x: Tensor, classes: Classes, score, extras, resize: bool,
-                      eigen: bool) -> CAMResult:
+    def _explain_once(
+        self, x: Tensor, classes: Classes, score, extras, resize: bool, eigen: bool
+    ) -> CAMResult:
         if score is not None and not self.supports_score:
-            raise CAMError(f"{type(self).__name__} explains class logits only; targets other "
-                           f"than ClassifierOutputTarget need a gradient method (GradCAM ...)")
+            raise CAMError(
+                f"{type(self).__name__} explains class logits only; targets other "
+                f"than ClassifierOutputTarget need a gradient method (GradCAM ...)"
+            )
         plan = replace(self._plan(score), score=score, eigen=eigen)
         try:
             fwd = self._forward(x, extras, plan)
         except RuntimeError:
-            self._check_channels(x)     # the usual cause, said in the caller's terms
+            self._check_channels(x)  # the usual cause, said in the caller's terms
             raise
-        _check_finite(fwd.logits, "model output (logits)", "the model's weights hold NaN / inf "
-                      "or its forward overflows")
+        _check_finite(
+            fwd.logits, "model output (logits)", "the model's weights hold NaN / inf or its forward overflows"
+        )
         if plan.closed_form and not self._head_matches(fwd, plan.head):
             plan = replace(self._closed_form_failed(), score=score, eigen=eigen)
             fwd = self._forward(x, extras, plan)
@@ -443,8 +466,7 @@ class BaseCAM:
             classes_out = None
         raw = self._layer_maps(x, fwd, sel, plan)
         with torch.no_grad():
-            layer_maps = [minmax_normalize(m.detach().float().clamp_min(0), m.ndim - 2)
-                          for m in raw]
+            layer_maps = [minmax_normalize(m.detach().float().clamp_min(0), m.ndim - 2) for m in raw]
             size = x.shape[2:] if resize else layer_maps[0].shape[2:]
             resized = [resize_maps(m, size) for m in layer_maps]
             agg = resized[0] if len(resized) == 1 else torch.stack(resized).mean(0)
@@ -480,10 +502,12 @@ class BaseCAM:
         return _Plan(grad=self.uses_gradients, head=None, closed_form=False)
 
     def _closed_form_failed(self) -> _Plan:
-        raise CAMError(f"{type(self).__name__}: the head is not global-average-pool -> linear "
-                       f"on the target layer's output (the head's input differs from the "
-                       f"pooled activation); expected a ResNet-like model with target "
-                       f"model.layer4 or model.layer4[-1] and inactive dropout (model.eval())")
+        raise CAMError(
+            f"{type(self).__name__}: the head is not global-average-pool -> linear "
+            f"on the target layer's output (the head's input differs from the "
+            f"pooled activation); expected a ResNet-like model with target "
+            f"model.layer4 or model.layer4[-1] and inactive dropout (model.eval())"
+        )
 
     def _layer_maps(self, x: Tensor, fwd: _Forward, sel: Tensor, plan: _Plan) -> list[Tensor]:
         """Raw maps, one ``(B, K', *s_l)`` per target layer (before ReLU / min-max)."""
@@ -494,14 +518,17 @@ class BaseCAM:
     @staticmethod
     def _check_input(x) -> Tensor:
         if not isinstance(x, Tensor):
-            raise CAMError(f"x: expected a torch.Tensor (B, C, *spatial), found "
-                           f"{type(x).__name__}")
+            raise CAMError(f"x: expected a torch.Tensor (B, C, *spatial), found {type(x).__name__}")
         if x.ndim not in (3, 4, 5) or not x.is_floating_point():
-            raise CAMError(f"x: expected a floating tensor (B, C, H, W) or (B, C, D, H, W), "
-                           f"found shape {tuple(x.shape)} dtype {x.dtype}")
+            raise CAMError(
+                f"x: expected a floating tensor (B, C, H, W) or (B, C, D, H, W), "
+                f"found shape {tuple(x.shape)} dtype {x.dtype}"
+            )
         if x.shape[0] == 0 or 0 in x.shape[2:]:
-            raise CAMError(f"x: empty input of shape {tuple(x.shape)}; expected at least one "
-                           f"image (B >= 1) with non-empty spatial dims")
+            raise CAMError(
+                f"x: empty input of shape {tuple(x.shape)}; expected at least one "
+                f"image (B >= 1) with non-empty spatial dims"
+            )
         _check_finite(x, "x", "expected finite, normalised inputs")
         return x
 
@@ -509,38 +536,42 @@ class BaseCAM:
         """Raise :class:`CAMError` when the model's first convolution does not take ``x``'s
         channel count or number of spatial dims (checked after a failed forward, so a model
         whose first registered convolution is not its stem is never refused)."""
-        conv = next((m for m in self.model.modules()
-                     if isinstance(m, nn.modules.conv._ConvNd)), None)
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         if conv is None:
             return
         dims = len(conv.kernel_size)
         if x.ndim - 2 != dims or x.shape[1] != conv.in_channels:
-            want = ", ".join(["B", str(conv.in_channels), *"DHW"[3 - dims:]])
-            raise CAMError(f"x: shape {tuple(x.shape)}, but the model's first convolution "
-                           f"({_module_name(self.model, conv)}) takes {conv.in_channels} "
-                           f"channels in {dims}D; expected ({want})")
+            want = ", ".join(["B", str(conv.in_channels), *"DHW"[3 - dims :]])
+            raise CAMError(
+                f"x: shape {tuple(x.shape)}, but the model's first convolution "
+                f"({_module_name(self.model, conv)}) takes {conv.in_channels} "
+                f"channels in {dims}D; expected ({want})"
+            )
 
-    def _forward(self, x: Tensor, extras: list[tuple[nn.Module, Transform]],
-                 plan: _Plan) -> _Forward:
+    def _forward(self, x: Tensor, extras: list[tuple[nn.Module, Transform]], plan: _Plan) -> _Forward:
         if plan.grad and torch.is_inference_mode_enabled():
-            raise CAMError(f"{type(self).__name__} needs gradients, which torch.inference_mode()"
-                           f" forbids; call it under torch.no_grad() or outside any mode")
+            raise CAMError(
+                f"{type(self).__name__} needs gradients, which torch.inference_mode()"
+                f" forbids; call it under torch.no_grad() or outside any mode"
+            )
         rec = _Recorder(self.target_layers, [m for m, _ in extras], plan.grad, plan.head)
         try:
             with torch.no_grad():  # the first target hook turns autograd on when needed
                 logits = self.model(x)
         finally:
             rec.remove()
-        if not isinstance(logits, Tensor) or logits.shape[0] != x.shape[0] or (
-                logits.ndim != 2 and plan.score is None):
+        if (
+            not isinstance(logits, Tensor)
+            or logits.shape[0] != x.shape[0]
+            or (logits.ndim != 2 and plan.score is None)
+        ):
             found = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise CAMError(f"model output: expected logits (B={x.shape[0]}, N), found {found}")
         leaves: list[Tensor] = []
         for i, a in enumerate(rec.acts):
             if a is None:
                 name = _module_name(self.model, self.target_layers[i])
-                raise CAMError(f"target_layers[{i}] ({name}) was not called during the forward "
-                               f"pass")
+                raise CAMError(f"target_layers[{i}] ({name}) was not called during the forward pass")
             leaves.append(a)
         extra_raw: list[Tensor] = []
         for i, a in enumerate(rec.extra):
@@ -548,12 +579,18 @@ class BaseCAM:
                 raise CAMError(f"extra_layers[{i}] was not called during the forward pass")
             extra_raw.append(a)
         if plan.grad and not logits.requires_grad:
-            raise CAMError("model output does not depend on the target layers (no gradient "
-                           "path); are the target layers part of the forward to the logits?")
-        acts = [self._to_grid(a, t, x, f"target_layers[{i}]")
-                for i, (a, t) in enumerate(zip(leaves, self._transforms))]
-        extra = [self._to_grid(a, t, x, f"extra_layers[{i}]")
-                 for i, (a, (_, t)) in enumerate(zip(extra_raw, extras))]
+            raise CAMError(
+                "model output does not depend on the target layers (no gradient "
+                "path); are the target layers part of the forward to the logits?"
+            )
+        acts = [
+            self._to_grid(a, t, x, f"target_layers[{i}]")
+            for i, (a, t) in enumerate(zip(leaves, self._transforms))
+        ]
+        extra = [
+            self._to_grid(a, t, x, f"extra_layers[{i}]")
+            for i, (a, (_, t)) in enumerate(zip(extra_raw, extras))
+        ]
         return _Forward(logits, acts, extra, rec.head_in, rec.head_out, leaves=leaves)
 
     @staticmethod
@@ -561,12 +598,15 @@ class BaseCAM:
         try:
             g = apply_transform(a, transform)
         except Exception as e:  # a user's transform on an unexpected layout
-            raise CAMError(f"{what}: reshape_transform failed on an output of shape "
-                           f"{tuple(a.shape)}: {e}") from e
+            raise CAMError(
+                f"{what}: reshape_transform failed on an output of shape {tuple(a.shape)}: {e}"
+            ) from e
         if g.ndim != x.ndim or g.shape[0] != x.shape[0]:
-            raise CAMError(f"{what}: output of shape {tuple(g.shape)} is not a map (B, C, "
-                           f"*spatial) like the input {tuple(x.shape)}; pass reshape_transform "
-                           f"(token models: see gcfeat.models.levels.TokenGrid)")
+            raise CAMError(
+                f"{what}: output of shape {tuple(g.shape)} is not a map (B, C, "
+                f"*spatial) like the input {tuple(x.shape)}; pass reshape_transform "
+                f"(token models: see gcfeat.models.levels.TokenGrid)"
+            )
         return g
 
     @staticmethod
@@ -591,8 +631,9 @@ def _check_finite(t: Tensor, name: str, expected: str) -> None:
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()
         shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
-        raise CAMError(f"{name}: NaN or inf in {len(rows)} of {t.shape[0]} images (batch rows "
-                       f"{shown}); {expected}")
+        raise CAMError(
+            f"{name}: NaN or inf in {len(rows)} of {t.shape[0]} images (batch rows {shown}); {expected}"
+        )
 
 
 def _select_classes(classes: Classes, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -617,11 +658,13 @@ def _select_classes(classes: Classes, logits: Tensor) -> tuple[Tensor, Tensor]:
     if idx.ndim == 0:
         idx = idx[None]
     if idx.ndim > 2 or (idx.ndim == 2 and idx.shape[0] != B) or idx.numel() == 0:
-        raise CAMError(f"classes: expected (K',) or (B={B}, K') non-empty indices, found shape "
-                       f"{tuple(idx.shape)}")
+        raise CAMError(
+            f"classes: expected (K',) or (B={B}, K') non-empty indices, found shape {tuple(idx.shape)}"
+        )
     if bool(((idx < 0) | (idx >= N)).any()):
-        raise CAMError(f"classes: indices must lie in [0, {N}) (the model has {N} outputs), "
-                       f"found {idx.tolist()}")
+        raise CAMError(
+            f"classes: indices must lie in [0, {N}) (the model has {N} outputs), found {idx.tolist()}"
+        )
     return (idx.expand(B, -1) if idx.ndim == 1 else idx), idx
 
 
@@ -644,9 +687,15 @@ class GradientCAM(BaseCAM):
     uses_gradients = True
     supports_score = True
 
-    def __init__(self, model: nn.Module, target_layers: nn.Module | Sequence[nn.Module], *,
-                 class_chunk: int = 16, closed_form: bool | str = "auto",
-                 reshape_transform="auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: nn.Module | Sequence[nn.Module],
+        *,
+        class_chunk: int = 16,
+        closed_form: bool | str = "auto",
+        reshape_transform="auto",
+    ):
         super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if not isinstance(class_chunk, int) or class_chunk < 1:
             raise CAMError(f"class_chunk: expected a positive int, found {class_chunk!r}")
@@ -679,8 +728,10 @@ class GradientCAM(BaseCAM):
             return _Plan(grad=True, head=None, closed_form=False)
         if score is not None or any(t is not None for t in self._transforms):
             if self.closed_form is True:
-                raise CAMError(f"{type(self).__name__}: closed_form=True needs raw-logit class "
-                               f"targets and no reshape_transform")
+                raise CAMError(
+                    f"{type(self).__name__}: closed_form=True needs raw-logit class "
+                    f"targets and no reshape_transform"
+                )
             return _Plan(grad=True, head=None, closed_form=False)
         heads = [gap_linear_head(self.model, m) for m in self.target_layers]
         if all(h is not None and h is heads[0] for h in heads):
@@ -699,7 +750,7 @@ class GradientCAM(BaseCAM):
         out: list[list[Tensor]] = [[] for _ in fwd.acts]
         acts = [a.detach() for a in fwd.acts]
         for j in range(0, K, self.class_chunk):
-            s = sel[:, j:j + self.class_chunk]
+            s = sel[:, j : j + self.class_chunk]
             if plan.score is not None:
                 grads = self._score_grads(fwd, plan.score)
             elif plan.closed_form:
@@ -711,8 +762,7 @@ class GradientCAM(BaseCAM):
             with torch.no_grad():
                 for li, (a, g) in enumerate(zip(acts, grads)):
                     if plan.eigen:
-                        m = eigen_projection(self.weighted_activations(a.flatten(2),
-                                                                       g.flatten(3)))
+                        m = eigen_projection(self.weighted_activations(a.flatten(2), g.flatten(3)))
                     else:
                         m = self.cam_from_grads(a.flatten(2), g.flatten(3))
                     out[li].append(m.reshape(*m.shape[:2], *a.shape[2:]))
@@ -723,7 +773,7 @@ class GradientCAM(BaseCAM):
     def _closed_form_grads(head: nn.Linear, act: Tensor, sel: Tensor) -> Tensor:
         """``dS_k/dA = W[k] / area`` broadcast (no copy) to ``(B, k, C, *s)``."""
         area = math.prod(act.shape[2:])
-        w = head.weight.detach().to(act.dtype)[sel] / area            # (B, k, C)
+        w = head.weight.detach().to(act.dtype)[sel] / area  # (B, k, C)
         return w.reshape(*w.shape, *([1] * (act.ndim - 2))).expand(*w.shape, *act.shape[2:])
 
     def _score_grads(self, fwd: _Forward, score) -> list[Tensor]:
@@ -731,12 +781,14 @@ class GradientCAM(BaseCAM):
         ``(B, 1, C, *grid)`` per target layer."""
         s = score(fwd.logits)
         if not isinstance(s, Tensor) or s.shape != (fwd.logits.shape[0],):
-            raise CAMError(f"targets: expected one scalar score per image, found "
-                           f"{getattr(s, 'shape', type(s).__name__)}")
+            raise CAMError(
+                f"targets: expected one scalar score per image, found {getattr(s, 'shape', type(s).__name__)}"
+            )
         grads = torch.autograd.grad(s.sum(), fwd.leaves, allow_unused=True)
-        return [torch.zeros_like(a)[:, None] if g is None
-                else apply_transform(g, t)[:, None]
-                for a, g, t in zip(fwd.acts, grads, self._transforms)]
+        return [
+            torch.zeros_like(a)[:, None] if g is None else apply_transform(g, t)[:, None]
+            for a, g, t in zip(fwd.acts, grads, self._transforms)
+        ]
 
     def _batched_grads(self, fwd: _Forward, sel: Tensor) -> list[Tensor]:
         """``dS_k/dA`` for the classes ``sel (B, k)``: one vmapped backward -> ``(B, k, C, *s)``."""
@@ -747,18 +799,28 @@ class GradientCAM(BaseCAM):
         grads: Sequence[Tensor | None] | None = None
         if self._batched_ok:
             try:
-                grads = torch.autograd.grad(logits, fwd.leaves, onehot, retain_graph=True,
-                                            allow_unused=True, is_grads_batched=True)
+                grads = torch.autograd.grad(
+                    logits, fwd.leaves, onehot, retain_graph=True, allow_unused=True, is_grads_batched=True
+                )
             except RuntimeError as e:  # an op without a vmap rule: loop over the chunk
                 self._batched_ok = False
-                warnings.warn(f"{type(self).__name__}: batched backward failed ({e}); "
-                              f"falling back to one backward per class", RuntimeWarning)
+                warnings.warn(
+                    f"{type(self).__name__}: batched backward failed ({e}); "
+                    f"falling back to one backward per class",
+                    RuntimeWarning,
+                )
         if grads is None:
-            per_class = [torch.autograd.grad(logits, fwd.leaves, onehot[i], retain_graph=True,
-                                             allow_unused=True) for i in range(k)]
-            grads = [None if any(g[li] is None for g in per_class)
-                     else torch.stack([g[li] for g in per_class])
-                     for li in range(len(fwd.acts))]
-        return [torch.zeros(B, k, *a.shape[1:], dtype=a.dtype, device=a.device) if g is None
-                else apply_transform(g.movedim(0, 1), t, lead=2)
-                for a, g, t in zip(fwd.acts, grads, self._transforms)]
+            per_class = [
+                torch.autograd.grad(logits, fwd.leaves, onehot[i], retain_graph=True, allow_unused=True)
+                for i in range(k)
+            ]
+            grads = [
+                None if any(g[li] is None for g in per_class) else torch.stack([g[li] for g in per_class])
+                for li in range(len(fwd.acts))
+            ]
+        return [
+            torch.zeros(B, k, *a.shape[1:], dtype=a.dtype, device=a.device)
+            if g is None
+            else apply_transform(g.movedim(0, 1), t, lead=2)
+            for a, g, t in zip(fwd.acts, grads, self._transforms)
+        ]

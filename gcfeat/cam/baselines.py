@@ -14,6 +14,7 @@ box code and metrics run on them (2D and 3D alike):
 The cut maps keep the heat above their cut and are 0 elsewhere, so :func:`heatmap_to_boxes` at
 ``threshold=0`` gives exactly the baseline's boxes with the usual mean-heat scores.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,7 +42,8 @@ def otsu_threshold(maps: Tensor) -> Tensor:
     q = (maps.detach().float() * 255).to(torch.uint8).long()
     N, P = q.shape
     hist = torch.zeros(N, 256, dtype=torch.float64, device=q.device).scatter_add_(
-        1, q, torch.ones(N, P, dtype=torch.float64, device=q.device))
+        1, q, torch.ones(N, P, dtype=torch.float64, device=q.device)
+    )
     p = hist / P
     i = torch.arange(256, dtype=torch.float64, device=q.device)
     q1 = p.cumsum(1)
@@ -73,8 +75,9 @@ def fraction_of_max_maps(heat: Tensor, fraction: float = 0.2) -> Tensor:
     return (flat * on).reshape(heat.shape)
 
 
-def random_maps(shape: Sequence[int], *, seed: int = 0, cells: Sequence[int] | None = None,
-                device=None) -> Tensor:
+def random_maps(
+    shape: Sequence[int], *, seed: int = 0, cells: Sequence[int] | None = None, device=None
+) -> Tensor:
     """Seeded random maps ``shape = (B, K, *S)`` in [0, 1] (the same seed gives the same maps
     on every device: drawn on the CPU). ``cells``: the coarse grid (e.g. ``(4, 5)``) upsampled
     bilinearly / trilinearly as a CAM is; None: per-pixel uniform noise."""

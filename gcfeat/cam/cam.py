@@ -1,4 +1,5 @@
 """CAM (Zhou et al., CVPR 2016, https://arxiv.org/abs/1512.04150)."""
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ class CAM(BaseCAM):
         >>> heat = cam(torch.rand(8, 3, 256, 320))           # (8, 11, 256, 320)
     """
 
-    def __init__(self, model: nn.Module, target_layers, fc_layer: nn.Linear | None = None, *,
-                 reshape_transform="auto"):
+    def __init__(
+        self, model: nn.Module, target_layers, fc_layer: nn.Linear | None = None, *, reshape_transform="auto"
+    ):
         super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if fc_layer is not None and not isinstance(fc_layer, nn.Linear):
             raise CAMError(f"fc_layer: expected torch.nn.Linear, found {type(fc_layer).__name__}")
@@ -54,7 +56,7 @@ class CAM(BaseCAM):
         out = []
         with torch.no_grad():
             for a in fwd.acts:
-                w = head.weight.detach().to(a.dtype)[sel]                  # (B, K, C)
+                w = head.weight.detach().to(a.dtype)[sel]  # (B, K, C)
                 m = torch.einsum("bkc,bcs->bks", w, a.flatten(2))
                 out.append(m.reshape(*m.shape[:2], *a.shape[2:]))
         return out

@@ -28,6 +28,7 @@ one backward for the batch, as pytorch-grad-cam. 3D maps are resized trilinearly
 pytorch-grad-cam's scoring, ``align_corners=True`` masks and ``batch_size = 16``, and explains
 ``ClassifierOutputTarget`` lists only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,9 +47,19 @@ from gcfeat.cam.targets import (
 )
 
 __all__ = [
-    "ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget", "BinaryClassifierOutputTarget",
-    "RawScoresOutputTarget", "SoftmaxOutputTarget", "SemanticSegmentationTarget",
-    "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "EigenCAM", "ScoreCAM",
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "BinaryClassifierOutputTarget",
+    "RawScoresOutputTarget",
+    "SoftmaxOutputTarget",
+    "SemanticSegmentationTarget",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "EigenCAM",
+    "ScoreCAM",
 ]
 
 
@@ -56,24 +67,28 @@ class _CompatCAM:
     _engine: type[BaseCAM]
     _defaults: dict = {}
 
-    def __init__(self, model: nn.Module, target_layers, reshape_transform=None,
-                 tta_transforms=None, **kwargs):
+    def __init__(
+        self, model: nn.Module, target_layers, reshape_transform=None, tta_transforms=None, **kwargs
+    ):
         model.eval()  # as pytorch-grad-cam does
         self.model = model
         self.target_layers = target_layers
         self.tta_transforms = tta_transforms
         self._batch_size: int | None = None  # kept for the engines that take no batch size
         transform = "auto" if reshape_transform is None else reshape_transform
-        self.cam = self._engine(model, target_layers,
-                                **{**self._defaults, **kwargs, "reshape_transform": transform})
+        self.cam = self._engine(
+            model, target_layers, **{**self._defaults, **kwargs, "reshape_transform": transform}
+        )
 
-    def __call__(self, input_tensor: torch.Tensor, targets=None, aug_smooth: bool = False,
-                 eigen_smooth: bool = False) -> np.ndarray:
+    def __call__(
+        self, input_tensor: torch.Tensor, targets=None, aug_smooth: bool = False, eigen_smooth: bool = False
+    ) -> np.ndarray:
         param = next(self.model.parameters(), None)
         if param is not None:
             input_tensor = input_tensor.to(param.device)
-        kwargs = dict(aug_smooth=bool(aug_smooth), eigen_smooth=bool(eigen_smooth),
-                      augmentations=self.tta_transforms)
+        kwargs = dict(
+            aug_smooth=bool(aug_smooth), eigen_smooth=bool(eigen_smooth), augmentations=self.tta_transforms
+        )
         if targets is None:
             res = self.cam.explain(input_tensor, "argmax", **kwargs)
         else:
@@ -108,11 +123,12 @@ class _CompatCAM:
 
 
 def _make(name: str, engine: type[BaseCAM], **defaults) -> type:
-    cls = type(name, (_CompatCAM,), {"_engine": engine, "_defaults": defaults,
-                                     "__module__": __name__})
-    cls.__doc__ = (f"pytorch-grad-cam-style ``{name}(model, target_layers)``; "
-                   f"``cam(input_tensor, targets)`` -> numpy ``(B, *spatial)``. "
-                   f"Backed by :class:`gcfeat.cam.{engine.__name__}`.")
+    cls = type(name, (_CompatCAM,), {"_engine": engine, "_defaults": defaults, "__module__": __name__})
+    cls.__doc__ = (
+        f"pytorch-grad-cam-style ``{name}(model, target_layers)``; "
+        f"``cam(input_tensor, targets)`` -> numpy ``(B, *spatial)``. "
+        f"Backed by :class:`gcfeat.cam.{engine.__name__}`."
+    )
     return cls
 
 
@@ -122,5 +138,4 @@ XGradCAM = _make("XGradCAM", _cam.XGradCAM)
 HiResCAM = _make("HiResCAM", _cam.HiResCAM)
 LayerCAM = _make("LayerCAM", _cam.LayerCAM)
 EigenCAM = _make("EigenCAM", _cam.EigenCAM)
-ScoreCAM = _make("ScoreCAM", _cam.ScoreCAM, scoring="pytorch-grad-cam", align_corners=True,
-                 batch_size=16)
+ScoreCAM = _make("ScoreCAM", _cam.ScoreCAM, scoring="pytorch-grad-cam", align_corners=True, batch_size=16)

@@ -1,4 +1,5 @@
 """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, https://arxiv.org/abs/2008.00299)."""
+
 from __future__ import annotations
 
 import torch
@@ -31,11 +32,11 @@ class EigenCAM(BaseCAM):
         out = []
         with torch.no_grad():
             for a in fwd.acts:
-                m = a.float().flatten(2).transpose(1, 2).nan_to_num(0.0)      # (B, S, C)
+                m = a.float().flatten(2).transpose(1, 2).nan_to_num(0.0)  # (B, S, C)
                 m = m - m.mean(1, keepdim=True)
-                v = torch.linalg.svd(m, full_matrices=False).Vh[:, 0]          # (B, C)
+                v = torch.linalg.svd(m, full_matrices=False).Vh[:, 0]  # (B, C)
                 sign = torch.where(v.sum(-1, keepdim=True) < 0, -1.0, 1.0)
-                proj = (m @ (v * sign)[..., None])[..., 0]                    # (B, S)
+                proj = (m @ (v * sign)[..., None])[..., 0]  # (B, S)
                 proj = proj.reshape(a.shape[0], 1, *a.shape[2:])
                 out.append(proj.expand(-1, sel.shape[1], *a.shape[2:]))
         return out

@@ -37,6 +37,7 @@ lets every layer's clutter through), and the fused Grad-CAM maps pass the cascad
 randomisation check (:mod:`gcfeat.metrics.sanity`: Spearman 0.20 after re-initialising fc
 alone) while LayerCAM's layer2..4 maps do not (Spearman 0.85: they follow image structure).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,9 +69,10 @@ def fuse_maps(layer_maps: Sequence[Tensor], size: Sequence[int], how: str = "mea
         raise CAMError("layer_maps: expected at least one map, found none")
     lead = maps[0].shape[:2]
     if any(m.shape[:2] != lead for m in maps):
-        raise CAMError(f"layer_maps: expected the same (B, K) for every layer, found "
-                       f"{[tuple(m.shape) for m in maps]}")
-    up = torch.stack([resize_maps(m.float(), size) for m in maps])      # (L, B, K, *size)
+        raise CAMError(
+            f"layer_maps: expected the same (B, K) for every layer, found {[tuple(m.shape) for m in maps]}"
+        )
+    up = torch.stack([resize_maps(m.float(), size) for m in maps])  # (L, B, K, *size)
     if how == "mean":
         fused = up.mean(0)
     elif how == "max":
@@ -89,8 +91,9 @@ def fuse_result(result: CAMResult, how: str = "mean", size: Sequence[int] | None
     return dataclasses.replace(result, heatmap=fuse_maps(result.layer_heatmaps, size, how))
 
 
-def explain_fused(cam: BaseCAM, x: Tensor, how: str = "mean", classes=None, *,
-                  extra_layers: Iterable[torch.nn.Module] = ()) -> CAMResult:
+def explain_fused(
+    cam: BaseCAM, x: Tensor, how: str = "mean", classes=None, *, extra_layers: Iterable[torch.nn.Module] = ()
+) -> CAMResult:
     """One CAM call over ``cam.target_layers`` (e.g. layer2..layer4) with the maps fused by
     ``how``; ``heatmap (B, K', *x.shape[2:])``, the rest as :meth:`BaseCAM.explain`."""
     return fuse_result(cam.explain(x, classes, extra_layers=extra_layers), how, x.shape[2:])

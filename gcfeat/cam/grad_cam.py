@@ -1,4 +1,5 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391)."""
+
 from __future__ import annotations
 
 from torch import Tensor

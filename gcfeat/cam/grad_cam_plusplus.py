@@ -1,4 +1,5 @@
 """Grad-CAM++ (Chattopadhyay et al., WACV 2018, https://arxiv.org/abs/1710.11063)."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -30,7 +31,7 @@ class GradCAMPlusPlus(GradientCAM):
     def weights(self, acts: Tensor, grads: Tensor) -> Tensor:
         g2 = grads * grads
         g3 = g2 * grads
-        sum_a = acts.sum(-1)[:, None, :, None]                    # (B, 1, C, 1)
+        sum_a = acts.sum(-1)[:, None, :, None]  # (B, 1, C, 1)
         aij = g2 / (2 * g2 + sum_a * g3 + self.eps)
         aij = aij.masked_fill(grads == 0, 0)
         return (grads.clamp_min(0) * aij).sum(-1)

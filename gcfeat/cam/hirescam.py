@@ -1,4 +1,5 @@
 """HiResCAM (Draelos & Carin, 2020, https://arxiv.org/abs/2011.08891)."""
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,5 @@
 """Layer-CAM (Jiang et al., IEEE TIP 2021, https://ieeexplore.ieee.org/document/9462463)."""
+
 from __future__ import annotations
 
 from torch import Tensor

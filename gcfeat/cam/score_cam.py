@@ -1,4 +1,5 @@
 """Score-CAM (Wang et al., CVPR-W 2020, https://arxiv.org/abs/1910.01279), 2D and 3D."""
+
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,8 @@ from gcfeat.models.fusion import fuse_conv_bn
 __all__ = ["ScoreCAM", "fuse_conv_bn"]
 
 _SCORINGS = ("paper", "pytorch-grad-cam")
+
+
 class ScoreCAM(BaseCAM):
     r"""Score-CAM: each channel is weighted by the model's score on the input masked by it.
 
@@ -61,10 +64,19 @@ class ScoreCAM(BaseCAM):
         >>> heat = cam(torch.rand(2, 1, 28, 28, 28))         # (2, 11, 28, 28, 28)
     """
 
-    def __init__(self, model: nn.Module, target_layers, *, scoring: str = "paper",
-                 batch_size: int | None = None, align_corners: bool = False,
-                 channels_last: bool | None = None, fuse_bn: bool | None = None,
-                 progress: bool | None = None, reshape_transform="auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers,
+        *,
+        scoring: str = "paper",
+        batch_size: int | None = None,
+        align_corners: bool = False,
+        channels_last: bool | None = None,
+        fuse_bn: bool | None = None,
+        progress: bool | None = None,
+        reshape_transform="auto",
+    ):
         super().__init__(model, target_layers, reshape_transform=reshape_transform)
         if scoring not in _SCORINGS:
             raise CAMError(f"scoring: expected one of {_SCORINGS}, found {scoring!r}")
@@ -95,45 +107,55 @@ class ScoreCAM(BaseCAM):
         ref = logits.detach()
         out = fused(x if fmt is None else x.contiguous(memory_format=fmt))
         tol = 1e-4 * float(ref.abs().max()) + 1e-6
-        if (not isinstance(out, Tensor) or out.shape != ref.shape
-                or not torch.allclose(out.to(ref.dtype), ref, rtol=1e-4, atol=tol)):
-            return self.model      # folding changed the function: the pairs were not chains
+        if (
+            not isinstance(out, Tensor)
+            or out.shape != ref.shape
+            or not torch.allclose(out.to(ref.dtype), ref, rtol=1e-4, atol=tol)
+        ):
+            return self.model  # folding changed the function: the pairs were not chains
         return fused
 
     @torch.no_grad()
-    def _layer_map(self, model: nn.Module, x: Tensor, act: Tensor, sel: Tensor,
-                   fmt, eigen: bool = False) -> Tensor:
+    def _layer_map(
+        self, model: nn.Module, x: Tensor, act: Tensor, sel: Tensor, fmt, eigen: bool = False
+    ) -> Tensor:
         B, C = act.shape[:2]
         flat = act.flatten(2)
-        lo, hi = flat.amin(-1), flat.amax(-1)                       # (B, C)
+        lo, hi = flat.amin(-1), flat.amax(-1)  # (B, C)
         varying = hi > lo
         paper = self.scoring == "paper"
-        pairs = varying.nonzero() if paper else torch.cartesian_prod(
-            torch.arange(B, device=x.device), torch.arange(C, device=x.device))
+        pairs = (
+            varying.nonzero()
+            if paper
+            else torch.cartesian_prod(torch.arange(B, device=x.device), torch.arange(C, device=x.device))
+        )
         scores = torch.zeros(B, C, sel.shape[1], dtype=torch.float32, device=x.device)
         size, mode = x.shape[2:], _INTERP[x.ndim - 2]
         n = self.batch_size or (32 if x.device.type == "cpu" else 64)
         chunks = range(0, pairs.shape[0], n)
-        for i in tqdm(chunks, desc="Score-CAM masked forwards", leave=False,
-                      disable=None if self.progress is None else not self.progress):
-            b, c = pairs[i:i + n].unbind(1)
-            up = F.interpolate(act[b, c][:, None], size=size, mode=mode,
-                               align_corners=self.align_corners)
+        for i in tqdm(
+            chunks,
+            desc="Score-CAM masked forwards",
+            leave=False,
+            disable=None if self.progress is None else not self.progress,
+        ):
+            b, c = pairs[i : i + n].unbind(1)
+            up = F.interpolate(act[b, c][:, None], size=size, mode=mode, align_corners=self.align_corners)
             up_f = up.flatten(2)
             mn, mx = up_f.amin(-1, keepdim=True), up_f.amax(-1, keepdim=True)
-            eps = 0.0 if paper else 1e-8          # paper: only varying channels get here
+            eps = 0.0 if paper else 1e-8  # paper: only varying channels get here
             denom = mx - mn + eps
             up_f = (up_f - mn) / torch.where(denom > 0, denom, torch.ones_like(denom))
-            up_f = up_f * varying[b, c].to(up_f.dtype)[:, None, None]   # constant -> zero mask
+            up_f = up_f * varying[b, c].to(up_f.dtype)[:, None, None]  # constant -> zero mask
             masks = up_f.reshape(up.shape)
             masked = x[b] * masks
             if fmt is not None:
                 masked = masked.contiguous(memory_format=fmt)
-            logits = model(masked).float()                           # (n, N)
+            logits = model(masked).float()  # (n, N)
             if paper:
                 logits = logits.softmax(-1)
             scores[b, c] = logits.gather(1, sel[b])
-        weights = scores if paper else scores.softmax(1)                  # (B, C, K)
+        weights = scores if paper else scores.softmax(1)  # (B, C, K)
         if eigen:
             m = eigen_projection(weights.transpose(1, 2).to(act.dtype)[..., None] * flat[:, None])
             return m.reshape(B, -1, *act.shape[2:])

@@ -16,6 +16,7 @@ component, per image and class:
 (positions x channels, centred over positions). The SVD's sign is arbitrary; gcfeat orients
 :math:`v_1` so that :math:`\sum_c v_{1,c} \ge 0`, as :class:`gcfeat.cam.EigenCAM` does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ class Augmentation:
 
 #: pytorch-grad-cam's default ``tta_transforms``: flip x (0.9, 1, 1.1), ttach's order.
 DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = tuple(
-    Augmentation(f, m) for f in (False, True) for m in (0.9, 1.0, 1.1))
+    Augmentation(f, m) for f in (False, True) for m in (0.9, 1.0, 1.1)
+)
 
 
 def eigen_projection(weighted: Tensor) -> Tensor:
@@ -59,8 +61,8 @@ def eigen_projection(weighted: Tensor) -> Tensor:
     Returns:
         ``(B, K, S)`` float32 (see the module docstring; NaN read as 0).
     """
-    m = weighted.float().transpose(-1, -2).nan_to_num(0.0)          # (B, K, S, C)
+    m = weighted.float().transpose(-1, -2).nan_to_num(0.0)  # (B, K, S, C)
     m = m - m.mean(-2, keepdim=True)
-    v = torch.linalg.svd(m, full_matrices=False).Vh[..., 0, :]       # (B, K, C)
+    v = torch.linalg.svd(m, full_matrices=False).Vh[..., 0, :]  # (B, K, C)
     v = v * torch.where(v.sum(-1, keepdim=True) < 0, -1.0, 1.0)
     return (m @ v[..., None])[..., 0]

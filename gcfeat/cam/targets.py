@@ -10,6 +10,7 @@ a subclass) is called on each image's output and differentiated as pytorch-grad-
 ``category`` attribute alone: ``ClassifierOutputSoftmaxTarget(k)`` has one too, and reading it
 as a logit target gave the logit map (the bug this module fixes).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -18,9 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ClassifierOutputTarget", "ClassifierOutputSoftmaxTarget",
-           "BinaryClassifierOutputTarget", "SoftmaxOutputTarget", "RawScoresOutputTarget",
-           "SemanticSegmentationTarget", "plain_classes", "target_scores"]
+__all__ = [
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "BinaryClassifierOutputTarget",
+    "SoftmaxOutputTarget",
+    "RawScoresOutputTarget",
+    "SemanticSegmentationTarget",
+    "plain_classes",
+    "target_scores",
+]
 
 
 class ClassifierOutputTarget:
@@ -91,6 +99,7 @@ def _plain_types() -> tuple[type, ...]:
     types: tuple[type, ...] = (ClassifierOutputTarget,)
     try:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget as Pgc
+
         types += (Pgc,)
     except ImportError:
         pass
@@ -100,8 +109,11 @@ def _plain_types() -> tuple[type, ...]:
 def _index(category) -> int | None:
     if isinstance(category, (int, np.integer)) and not isinstance(category, bool):
         return int(category)
-    if isinstance(category, Tensor) and category.numel() == 1 and not (
-            category.is_floating_point() or category.dtype == torch.bool):
+    if (
+        isinstance(category, Tensor)
+        and category.numel() == 1
+        and not (category.is_floating_point() or category.dtype == torch.bool)
+    ):
         return int(category)
     return None
 

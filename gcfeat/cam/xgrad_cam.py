@@ -1,4 +1,5 @@
 """XGrad-CAM (Fu et al., BMVC 2020, https://arxiv.org/abs/2008.02312)."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -26,5 +27,5 @@ class XGradCAM(GradientCAM):
     eps = 1e-7
 
     def weights(self, acts: Tensor, grads: Tensor) -> Tensor:
-        norm = acts / (acts.sum(-1, keepdim=True) + self.eps)    # (B, C, S)
+        norm = acts / (acts.sum(-1, keepdim=True) + self.eps)  # (B, C, S)
         return (grads * norm[:, None]).sum(-1)

@@ -3,6 +3,7 @@ printing (``gcfeat <command>`` and ``python -m gcfeat.<command>`` both land here
 
 The library never imports this package (see CONTRIBUTING.md, the layer rule).
 """
-from gcfeat.cli.common import add_debug, debugging, apply_task_options, run, task_flag
+
+from gcfeat.cli.common import add_debug, apply_task_options, debugging, run, task_flag
 
 __all__ = ["add_debug", "apply_task_options", "debugging", "run", "task_flag"]

@@ -1,18 +1,23 @@
 """What every CLI shares: the one error -> exit 2 path (:func:`run`), ``--debug``, and the
 option helpers of the CLIs whose options depend on ``--task``."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["task_flag", "apply_task_options", "add_debug", "debugging", "run"]
 
 
 def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--debug``: let errors propagate with their traceback instead of ``error: ...``."""
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of an error instead of a one-line message")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error instead of a one-line message",
+    )
     return parser
 
 
@@ -39,8 +44,9 @@ def task_flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def apply_task_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                       surgical: dict, mri: dict) -> argparse.Namespace:
+def apply_task_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, surgical: dict, mri: dict
+) -> argparse.Namespace:
     """Fill the options not given on the command line from the ``--task``'s side.
 
     The parser's options (but ``--task``) have ``default=argparse.SUPPRESS``, so ``args`` holds
@@ -53,12 +59,15 @@ def apply_task_options(parser: argparse.ArgumentParser, args: argparse.Namespace
     given = set(vars(args)) - {"task", "debug"}
     bad = sorted(given - set(allowed))
     if bad:
-        side = ("--task surgical" if task != "surgical"
-                else "the MRI tasks (--task prostate|organ3d|alzheimer)")
+        side = (
+            "--task surgical" if task != "surgical" else "the MRI tasks (--task prostate|organ3d|alzheimer)"
+        )
         takes = " ".join(task_flag(d) for d in allowed)
         verb = "applies" if len(bad) == 1 else "apply"
-        parser.error(f"{', '.join(task_flag(d) for d in bad)}: {verb} to {side} only, not to "
-                     f"--task {task}; --task {task} takes --task {takes}")
+        parser.error(
+            f"{', '.join(task_flag(d) for d in bad)}: {verb} to {side} only, not to "
+            f"--task {task}; --task {task} takes --task {takes}"
+        )
     for dest, default in allowed.items():
         if dest not in given:
             setattr(args, dest, default(task) if callable(default) else default)

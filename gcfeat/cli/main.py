@@ -1,4 +1,5 @@
 """`gcfeat <command> ...`: one entry point for every command (`gcfeat train --help`)."""
+
 from __future__ import annotations
 
 import importlib
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<9} {help_}")
         print("\n`gcfeat <command> --help` explains each one.")
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",
-                  file=sys.stderr)
+            print(
+                f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr
+            )
             return 2
         return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])

@@ -1,5 +1,6 @@
 """`gcfeat report` / `python -m gcfeat.report`: one self-contained HTML page of a run directory
 or of a feature file (the builders are :mod:`gcfeat.report`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,25 +38,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gcfeat report",
         description="Write a self-contained HTML report (report.html + a folder of images; no "
-                    "server, no network) of a run directory or of a feature file.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "server, no network) of a run directory or of a feature file.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("source", help="a run directory (with summary.json) or a feature file (.h5)")
-    p.add_argument("--data", default=None,
-                   help="feature file: the dataset its frames come from (required for .h5)")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint for the gallery's heatmaps (run directory: overrides the "
-                        "one in summary.json; feature file: optional, without it no heatmaps)")
-    p.add_argument("--n", type=int, default=48,
-                   help="feature file: frames in the gallery, a seeded sample (default 48)")
-    p.add_argument("--max-frames", type=int, default=300,
-                   help="run directory: frames in the gallery, a seeded sample of the "
-                        "evaluation split (default 300)")
-    p.add_argument("--split", default=None,
-                   help="run directory: split of the gallery (default: val for surgical runs, "
-                        "test for MRI runs)")
+    p.add_argument(
+        "--data", default=None, help="feature file: the dataset its frames come from (required for .h5)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint for the gallery's heatmaps (run directory: overrides the "
+        "one in summary.json; feature file: optional, without it no heatmaps)",
+    )
+    p.add_argument(
+        "--n", type=int, default=48, help="feature file: frames in the gallery, a seeded sample (default 48)"
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=300,
+        help="run directory: frames in the gallery, a seeded sample of the evaluation split (default 300)",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="run directory: split of the gallery (default: val for surgical runs, test for MRI runs)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--out", default=None,
-                   help="output HTML (default RUN_DIR/report.html or <feats>_report.html)")
+    p.add_argument(
+        "--out", default=None, help="output HTML (default RUN_DIR/report.html or <feats>_report.html)"
+    )
     p.add_argument("--device", default="cpu", help="torch device of the CAM pass (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return add_debug(p)
@@ -69,19 +83,31 @@ def build(args: argparse.Namespace) -> ReportResult:
     src = Path(args.source)
     if src.suffix.lower() in (".h5", ".hdf5") or src.is_file():
         if args.data is None:
-            raise ReportError(f"{src}: a feature file needs --data DIR (the dataset its frames "
-                              "come from)")
-        return build_feature_report(src, args.data, n=args.n, seed=args.seed,
-                                    checkpoint=args.checkpoint, out=args.out, device=args.device,
-                                    progress=not args.no_progress)
-    return build_run_report(src, out=args.out, max_frames=args.max_frames, seed=args.seed,
-                            checkpoint=args.checkpoint, split=args.split, device=args.device,
-                            progress=not args.no_progress)
+            raise ReportError(f"{src}: a feature file needs --data DIR (the dataset its frames come from)")
+        return build_feature_report(
+            src,
+            args.data,
+            n=args.n,
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+            out=args.out,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    return build_run_report(
+        src,
+        out=args.out,
+        max_frames=args.max_frames,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        device=args.device,
+        progress=not args.no_progress,
+    )
 
 
 def _print(r: ReportResult) -> None:
-    print(f"wrote {r.html} ({r.frames} gallery frames, {r.images} files in {r.files_dir}, "
-          f"{r.seconds:.1f} s)")
+    print(f"wrote {r.html} ({r.frames} gallery frames, {r.images} files in {r.files_dir}, {r.seconds:.1f} s)")
     for k, why in r.skipped.items():
         print(f"  no {k}: {why}")
 

@@ -8,19 +8,29 @@
 Layouts and file formats: :mod:`gcfeat.data.synthetic` (overview), :mod:`gcfeat.data.miccai18`,
 :mod:`gcfeat.data.cholec80`, :mod:`gcfeat.data.groundtruth`.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, INSTRUMENTS, MICCAI18_TOOLS,
-                      SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, SURGICAL_TO_CHOLEC80, TISSUE)
 from .cholec80 import Cholec80Dataset, cholec80_splits
+from .classes import (
+    CHOLEC80_TO_SURGICAL,
+    CHOLEC80_TOOLS,
+    INSTRUMENTS,
+    MICCAI18_TOOLS,
+    SURGICAL_CLASSES,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
+    SURGICAL_TO_CHOLEC80,
+    TISSUE,
+)
 from .errors import DataError
 from .groundtruth import FrameGT, read_frame_gt, rle_decode, rle_encode, write_frame_gt
 from .miccai18 import MICCAI18_VAL_SEQUENCES, Miccai18Dataset, miccai18_splits, read_png
@@ -30,25 +40,53 @@ from .video import read_frames
 LAYOUTS = ("miccai18", "cholec80")
 
 __all__ = [
-    "SURGICAL_CLASSES", "TISSUE", "INSTRUMENTS", "MICCAI18_TOOLS", "CHOLEC80_TOOLS",
-    "CHOLEC80_TO_SURGICAL", "SURGICAL_TO_CHOLEC80", "SURGICAL_MEAN", "SURGICAL_STD",
-    "DataError", "SceneFrame", "SyntheticVideo", "generate_video", "write_miccai18",
-    "write_cholec80", "Miccai18Dataset", "Cholec80Dataset", "FrameGT", "read_frame_gt",
-    "write_frame_gt", "rle_encode", "rle_decode", "read_frames", "read_png", "collate",
-    "detect_layout", "build_dataset", "make_loader", "parse_size", "scale_boxes", "to_input",
-    "RandomHorizontalFlip", "miccai18_splits", "cholec80_splits", "MICCAI18_VAL_SEQUENCES",
+    "SURGICAL_CLASSES",
+    "TISSUE",
+    "INSTRUMENTS",
+    "MICCAI18_TOOLS",
+    "CHOLEC80_TOOLS",
+    "CHOLEC80_TO_SURGICAL",
+    "SURGICAL_TO_CHOLEC80",
+    "SURGICAL_MEAN",
+    "SURGICAL_STD",
+    "DataError",
+    "SceneFrame",
+    "SyntheticVideo",
+    "generate_video",
+    "write_miccai18",
+    "write_cholec80",
+    "Miccai18Dataset",
+    "Cholec80Dataset",
+    "FrameGT",
+    "read_frame_gt",
+    "write_frame_gt",
+    "rle_encode",
+    "rle_decode",
+    "read_frames",
+    "read_png",
+    "collate",
+    "detect_layout",
+    "build_dataset",
+    "make_loader",
+    "parse_size",
+    "scale_boxes",
+    "to_input",
+    "RandomHorizontalFlip",
+    "miccai18_splits",
+    "cholec80_splits",
+    "MICCAI18_VAL_SEQUENCES",
     "LAYOUTS",
 ]
 
 
-_SYNTHETIC = ("SceneFrame", "SyntheticVideo", "generate_video", "write_cholec80",
-              "write_miccai18")
+_SYNTHETIC = ("SceneFrame", "SyntheticVideo", "generate_video", "write_cholec80", "write_miccai18")
 
 
 def __getattr__(name: str):
     # Lazy, so that `python -m gcfeat.data.synthetic` does not find its module pre-imported.
     if name in _SYNTHETIC:
         from . import synthetic
+
         return getattr(synthetic, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -64,17 +102,15 @@ def collate(samples: Sequence[dict]) -> dict:
     out: dict = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        out[key] = torch.stack([torch.as_tensor(v) for v in values]) \
-            if key in ("image", "labels") else values
+        out[key] = torch.stack([torch.as_tensor(v) for v in values]) if key in ("image", "labels") else values
     return out
 
 
 def detect_layout(root: os.PathLike | str) -> str:
-    """"miccai18" or "cholec80" from ``dataset.json`` or the folders under ``root``."""
+    """ "miccai18" or "cholec80" from ``dataset.json`` or the folders under ``root``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder; expected a dataset in the MICCAI 2018 or "
-                        f"Cholec80 layout")
+        raise DataError(f"{root}: not a folder; expected a dataset in the MICCAI 2018 or Cholec80 layout")
     meta = root / "dataset.json"
     if meta.is_file():
         try:
@@ -87,12 +123,19 @@ def detect_layout(root: os.PathLike | str) -> str:
         return "cholec80"
     if (root / "annotation_tool").is_dir():
         return "miccai18"
-    raise DataError(f"{root}: neither layout found; expected annotation_tool/ + seq_N/ "
-                    f"(miccai18) or videos/ + tool_annotations/ (cholec80)")
+    raise DataError(
+        f"{root}: neither layout found; expected annotation_tool/ + seq_N/ "
+        f"(miccai18) or videos/ + tool_annotations/ (cholec80)"
+    )
 
 
-def build_dataset(root: os.PathLike | str, layout: str = "auto", split: str = "train",
-                  size: tuple[int, int] | str = (256, 320), **kwargs) -> Dataset:
+def build_dataset(
+    root: os.PathLike | str,
+    layout: str = "auto",
+    split: str = "train",
+    size: tuple[int, int] | str = (256, 320),
+    **kwargs,
+) -> Dataset:
     """The Dataset for ``root``: :class:`Miccai18Dataset` or :class:`Cholec80Dataset`.
 
     ``layout`` "auto" uses :func:`detect_layout`; other keyword arguments (mean, std,
@@ -107,8 +150,9 @@ def build_dataset(root: os.PathLike | str, layout: str = "auto", split: str = "t
     raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS} or 'auto'")
 
 
-def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = False,
-                num_workers: int = 0, **kwargs) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int = 16, shuffle: bool = False, num_workers: int = 0, **kwargs
+) -> DataLoader:
     """A DataLoader with :func:`collate`. For an IterableDataset (Cholec80) ``shuffle``
     shuffles the order of videos (the dataset's own option) instead of single frames."""
     if isinstance(dataset, IterableDataset):
@@ -118,5 +162,6 @@ def make_loader(dataset: Dataset, batch_size: int = 16, shuffle: bool = False,
     if num_workers > 0:
         kwargs.setdefault("persistent_workers", False)
         kwargs.setdefault("prefetch_factor", 2)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=collate, **kwargs)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, collate_fn=collate, **kwargs
+    )

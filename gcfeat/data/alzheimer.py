@@ -19,6 +19,7 @@ Samples: ``image`` float32 ``(1, 128, 128)`` in [0, 1], ``label`` int64, ``label
 comes from: for holdout ``val`` samples a row of ``train.parquet``), ``gt_mask`` bool
 ``(128, 128)`` if present. ``(video, frame_index)`` is unique over all splits.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,19 @@ import torch
 
 from gcfeat.data.errors import DataError, read_npz
 
-__all__ = ["ALZHEIMER_CLASSES", "decode_image", "read_alzheimer_parquet", "stratified_holdout",
-           "AlzheimerSlices"]
+__all__ = [
+    "ALZHEIMER_CLASSES",
+    "decode_image",
+    "read_alzheimer_parquet",
+    "stratified_holdout",
+    "AlzheimerSlices",
+]
 
 ALZHEIMER_CLASSES: tuple[str, ...] = (
-    "Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented",
+    "Mild_Demented",
+    "Moderate_Demented",
+    "Non_Demented",
+    "Very_Mild_Demented",
 )
 
 
@@ -42,12 +51,16 @@ def decode_image(data: bytes, size: int = 128, where: str = "image") -> np.ndarr
     import cv2
 
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
-        raise DataError(f"{where}: expected encoded image bytes, found {type(data).__name__} "
-                        f"of length {len(data) if hasattr(data, '__len__') else '?'}")
+        raise DataError(
+            f"{where}: expected encoded image bytes, found {type(data).__name__} "
+            f"of length {len(data) if hasattr(data, '__len__') else '?'}"
+        )
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if img is None:
-        raise DataError(f"{where}: cannot decode the image bytes ({len(data)} bytes starting "
-                        f"{bytes(data[:4])!r}); expected a JPEG or PNG file")
+        raise DataError(
+            f"{where}: cannot decode the image bytes ({len(data)} bytes starting "
+            f"{bytes(data[:4])!r}); expected a JPEG or PNG file"
+        )
     if img.shape != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return img
@@ -65,8 +78,10 @@ def _read_table(path: Path, num_classes: int):
         raise DataError(f"cannot read {path} as parquet: {type(exc).__name__}: {exc}") from exc
     missing = {"image", "label"} - set(df.columns)
     if missing:
-        raise DataError(f"{path}: missing columns {sorted(missing)}; found {list(df.columns)}, "
-                        "expected 'image' (struct with 'bytes') and 'label' (int64)")
+        raise DataError(
+            f"{path}: missing columns {sorted(missing)}; found {list(df.columns)}, "
+            "expected 'image' (struct with 'bytes') and 'label' (int64)"
+        )
     labels = df["label"].to_numpy()
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: 'label' has dtype {labels.dtype}, expected int64")
@@ -82,14 +97,16 @@ def _decode_rows(df, rows: np.ndarray, size: int, path: Path) -> np.ndarray:
     for j, r in enumerate(rows):
         cell, where = column[r], f"{path} row {r}"
         if not isinstance(cell, dict) or "bytes" not in cell:
-            raise DataError(f"{where}: 'image' is {type(cell).__name__}, expected a struct with a "
-                            "'bytes' field")
+            raise DataError(
+                f"{where}: 'image' is {type(cell).__name__}, expected a struct with a 'bytes' field"
+            )
         images[j] = decode_image(cell["bytes"], size, where)
     return images
 
 
-def read_alzheimer_parquet(path: str | os.PathLike, size: int = 128, num_classes: int = 4,
-                           rows=None) -> tuple[np.ndarray, np.ndarray]:
+def read_alzheimer_parquet(
+    path: str | os.PathLike, size: int = 128, num_classes: int = 4, rows=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Read a parquet file -> ``(images uint8 (M, size, size), labels int64 (M,))``.
 
     ``rows``: the row indices to decode (default all ``N``); only those images are decoded.
@@ -98,8 +115,7 @@ def read_alzheimer_parquet(path: str | os.PathLike, size: int = 128, num_classes
     df, labels = _read_table(path, num_classes)
     rows = np.arange(len(df)) if rows is None else np.asarray(rows, np.int64).reshape(-1)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(df)):
-        raise DataError(f"{path}: rows {rows.min()}..{rows.max()} asked for, the file has "
-                        f"{len(df)} rows")
+        raise DataError(f"{path}: rows {rows.min()}..{rows.max()} asked for, the file has {len(df)} rows")
     return _decode_rows(df, rows, size, path), labels[rows]
 
 
@@ -113,7 +129,9 @@ def _row_keys(n: int, seed: int) -> np.ndarray:
     Pure integer arithmetic (wrapping uint64), so the keys - and the holdout - are the same on
     every machine and numpy version (a ``numpy.random`` stream is not promised to be)."""
     with np.errstate(over="ignore"):
-        z = np.arange(n, dtype=np.uint64) + np.uint64(((seed << 32) + 1) & _M64) * np.uint64(0x9E3779B97F4A7C15)
+        z = np.arange(n, dtype=np.uint64) + np.uint64(((seed << 32) + 1) & _M64) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
@@ -137,7 +155,7 @@ def stratified_holdout(labels, fraction: float = 0.15, seed: int = 0) -> np.ndar
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     take = np.floor(fraction * counts + 0.5).astype(np.int64)
     take = np.where(counts >= 2, np.clip(take, 1, counts - 1), 0)
-    order = np.lexsort((_row_keys(len(labels), seed), inverse))   # by class, then by key
+    order = np.lexsort((_row_keys(len(labels), seed), inverse))  # by class, then by key
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(len(labels), np.int64)
     rank[order] = np.arange(len(labels)) - start[inverse[order]]  # position within its class
@@ -173,8 +191,16 @@ class AlzheimerSlices(torch.utils.data.Dataset):
 
     classes = ALZHEIMER_CLASSES
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, size: int = 128,
-                 masks: bool = True, val_fraction: float = 0.15, seed: int = 0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        size: int = 128,
+        masks: bool = True,
+        val_fraction: float = 0.15,
+        seed: int = 0,
+    ):
         self.root = Path(root)
         self.split = split
         self.val_fraction, self.seed = float(val_fraction), int(seed)
@@ -188,9 +214,11 @@ class AlzheimerSlices(torch.utils.data.Dataset):
         if holdout:
             val = stratified_holdout(labels, self.val_fraction, self.seed)
             if split == "val" and len(val) == 0:
-                raise DataError(f"{self.root}: no val.parquet and val_fraction="
-                                f"{self.val_fraction} holds out no rows of {self.source.name} "
-                                f"({len(df)} rows); expected val.parquet or val_fraction > 0")
+                raise DataError(
+                    f"{self.root}: no val.parquet and val_fraction="
+                    f"{self.val_fraction} holds out no rows of {self.source.name} "
+                    f"({len(df)} rows); expected val.parquet or val_fraction > 0"
+                )
             self.rows = val if split == "val" else np.setdiff1d(self.rows, val)
         self.images = _decode_rows(df, self.rows, size, self.source)
         self.labels = labels[self.rows]
@@ -203,8 +231,10 @@ class AlzheimerSlices(torch.utils.data.Dataset):
             m = npz["masks"]
             expected = (len(df),) + self.images.shape[1:]
             if m.shape != expected:
-                raise DataError(f"{mpath}: masks have shape {m.shape}, expected {expected} "
-                                f"(one per row of {self.source.name})")
+                raise DataError(
+                    f"{mpath}: masks have shape {m.shape}, expected {expected} "
+                    f"(one per row of {self.source.name})"
+                )
             self.masks = m[self.rows]
 
     def __len__(self) -> int:
@@ -214,9 +244,13 @@ class AlzheimerSlices(torch.utils.data.Dataset):
         label = int(self.labels[i])
         onehot = torch.zeros(len(self.classes))
         onehot[label] = 1
-        s = {"image": torch.from_numpy(self.images[i]).float().div_(255).unsqueeze(0),
-             "label": torch.tensor(label), "labels": onehot, "video": self.split,
-             "frame_index": int(self.rows[i])}
+        s = {
+            "image": torch.from_numpy(self.images[i]).float().div_(255).unsqueeze(0),
+            "label": torch.tensor(label),
+            "labels": onehot,
+            "video": self.split,
+            "frame_index": int(self.rows[i]),
+        }
         if self.masks is not None:
             s["gt_mask"] = torch.from_numpy(self.masks[i] > 0)
         return s

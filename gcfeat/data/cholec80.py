@@ -24,21 +24,28 @@ the last quarter of the videos (at least one) is validation.
 (sequential decode, :mod:`gcfeat.data.video`), as an ``IterableDataset`` sharded by video across
 DataLoader workers (each worker decodes whole videos while the others prefetch).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .classes import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, SURGICAL_MEAN,
-                      SURGICAL_STD, TISSUE)
+from .classes import (
+    CHOLEC80_TO_SURGICAL,
+    CHOLEC80_TOOLS,
+    SURGICAL_CLASSES,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
+    TISSUE,
+)
 from .errors import DataError, presence_flags, require_dir, require_file
 from .groundtruth import read_frame_gt
 from .transforms import RESIZE_METHODS, parse_size, scale_boxes, to_input
@@ -63,40 +70,49 @@ def cholec80_splits(numbers: Iterable[int]) -> dict[str, list[int]]:
     if numbers and numbers[-1] > 40:
         val = [n for n in numbers if n > 40]
     else:
-        val = numbers[len(numbers) - max(1, math.ceil(len(numbers) / 4)):] if len(numbers) > 1 else []
+        val = numbers[len(numbers) - max(1, math.ceil(len(numbers) / 4)) :] if len(numbers) > 1 else []
     return {"train": [n for n in numbers if n not in val], "val": val}
 
 
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``videoNN-tool.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a Cholec80 tool file (header 'Frame Grasper ... SpecimenBag' + rows)")
-    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
-                if ln.strip()]               # blank lines are skipped, line numbers kept
+    numbered = [
+        (n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()
+    ]  # blank lines are skipped, line numbers kept
     lines = [ln for _, ln in numbered]
     if not lines:
-        raise DataError(f"{path}: only blank lines; expected the header 'Frame Grasper ... "
-                        f"SpecimenBag' and one row per annotated frame")
+        raise DataError(
+            f"{path}: only blank lines; expected the header 'Frame Grasper ... "
+            f"SpecimenBag' and one row per annotated frame"
+        )
     header = lines[0].split()
     expected = ["Frame", *CHOLEC80_TOOLS]
     if len(header) != len(expected) or {h.lower() for h in header} != {e.lower() for e in expected}:
-        raise DataError(f"{path}: header {header} ({len(header)} columns); expected the "
-                        f"{len(expected)} columns {' '.join(expected)}")
+        raise DataError(
+            f"{path}: header {header} ({len(header)} columns); expected the "
+            f"{len(expected)} columns {' '.join(expected)}"
+        )
     lower = [h.lower() for h in header]
     frame_col = lower.index("frame")
-    columns = [(lower.index(t.lower()), SURGICAL_CLASSES.index(CHOLEC80_TO_SURGICAL[t]))
-               for t in CHOLEC80_TOOLS]
+    columns = [
+        (lower.index(t.lower()), SURGICAL_CLASSES.index(CHOLEC80_TO_SURGICAL[t])) for t in CHOLEC80_TOOLS
+    ]
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
     for i, (line_no, line) in enumerate(numbered[1:]):
         row = line.split()
         if len(row) != len(header):
-            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
-                            f"(Frame + 7 tools)")
+            raise DataError(
+                f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} (Frame + 7 tools)"
+            )
         try:
             frames[i] = int(row[frame_col])
         except ValueError:
-            raise DataError(f"{path}, line {line_no}: frame {row[frame_col]!r} in "
-                            f"{line.strip()!r}; expected a frame number") from None
+            raise DataError(
+                f"{path}, line {line_no}: frame {row[frame_col]!r} in "
+                f"{line.strip()!r}; expected a frame number"
+            ) from None
         flags = presence_flags([row[col] for col, _ in columns], path, line_no, line)
         labels[i, [cls for _, cls in columns]] = flags
     labels[:, TISSUE] = 1
@@ -139,12 +155,21 @@ class Cholec80Dataset(IterableDataset):
             original's; see :func:`~gcfeat.data.transforms.resize_image`).
     """
 
-    def __init__(self, root: os.PathLike | str, videos: Iterable[int | str] | None = None,
-                 size: tuple[int, int] | str = (256, 320), fps: float = 1.0,
-                 mean: Sequence[float] = SURGICAL_MEAN, std: Sequence[float] = SURGICAL_STD,
-                 split: str = "all", with_gt: bool = True,
-                 transform: Callable[[dict], dict] | None = None, shuffle: bool = False,
-                 seed: int = 0, resize: str = "area"):
+    def __init__(
+        self,
+        root: os.PathLike | str,
+        videos: Iterable[int | str] | None = None,
+        size: tuple[int, int] | str = (256, 320),
+        fps: float = 1.0,
+        mean: Sequence[float] = SURGICAL_MEAN,
+        std: Sequence[float] = SURGICAL_STD,
+        split: str = "all",
+        with_gt: bool = True,
+        transform: Callable[[dict], dict] | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        resize: str = "area",
+    ):
         super().__init__()
         if resize not in RESIZE_METHODS:
             raise ValueError(f"resize={resize!r}: expected one of {RESIZE_METHODS}")
@@ -163,7 +188,7 @@ class Cholec80Dataset(IterableDataset):
         require_dir(self.root / "videos", "the videoNN.mp4 files")
         ann_dir = self.root / "tool_annotations"
         require_dir(ann_dir, "the videoNN-tool.txt files")
-        available = {p.name[:-len("-tool.txt")]: p for p in ann_dir.glob("*-tool.txt")}
+        available = {p.name[: -len("-tool.txt")]: p for p in ann_dir.glob("*-tool.txt")}
         if videos is not None:
             names = [video_name(v) for v in videos]
             if missing := [n for n in names if n not in available]:
@@ -179,21 +204,31 @@ class Cholec80Dataset(IterableDataset):
         for name in names:
             frames, labels = read_tool_annotation(available[name])
             path = self.root / "videos" / f"{name}.mp4"
-            info = video_info(path)               # raises on a missing/empty/corrupt video
+            info = video_info(path)  # raises on a missing/empty/corrupt video
             video_fps = info["fps"] if info["fps"] > 0 else 25.0
             ann_step = int(np.diff(frames).min()) if len(frames) > 1 else int(round(video_fps))
             step = int(round(video_fps / fps))
             if step < ann_step:
-                raise ValueError(f"fps={fps}: {available[name]} has labels every {ann_step} "
-                                 f"frames ({video_fps / ann_step:g} fps); expected fps <= that")
+                raise ValueError(
+                    f"fps={fps}: {available[name]} has labels every {ann_step} "
+                    f"frames ({video_fps / ann_step:g} fps); expected fps <= that"
+                )
             keep = frames % step == 0
             frames, labels = frames[keep], labels[keep]
             if len(frames) and info["frames"] > 0 and frames.max() >= info["frames"]:
-                raise DataError(f"{path}: has {info['frames']} frames but {available[name]} "
-                                f"labels frame {frames.max()}")
+                raise DataError(
+                    f"{path}: has {info['frames']} frames but {available[name]} labels frame {frames.max()}"
+                )
             gt_dir = self.root / "groundtruth" / name
-            self.videos.append({"name": name, "path": path, "frames": frames, "labels": labels,
-                                "gt_dir": gt_dir if with_gt and gt_dir.is_dir() else None})
+            self.videos.append(
+                {
+                    "name": name,
+                    "path": path,
+                    "frames": frames,
+                    "labels": labels,
+                    "gt_dir": gt_dir if with_gt and gt_dir.is_dir() else None,
+                }
+            )
         #: All labels in iteration order without shuffle, uint8 ``(N, 11)``.
         self.labels = np.concatenate([v["labels"] for v in self.videos])
 
@@ -206,9 +241,11 @@ class Cholec80Dataset(IterableDataset):
                 raise DataError(f"{meta}: not valid JSON ({e})") from None
             if splits and split in splits:
                 return list(splits[split])
-        if split == "test":   # no default test videos: only a dataset.json that lists them
-            raise DataError(f"{self.root}: split 'test' needs dataset.json with splits['test']; "
-                            f"found {'no dataset.json' if not meta.is_file() else 'no test list'}")
+        if split == "test":  # no default test videos: only a dataset.json that lists them
+            raise DataError(
+                f"{self.root}: split 'test' needs dataset.json with splits['test']; "
+                f"found {'no dataset.json' if not meta.is_file() else 'no test list'}"
+            )
         by_number = cholec80_splits(_video_number(n) for n in names)[split]
         return [n for n in names if _video_number(n) in by_number]
 
@@ -230,7 +267,7 @@ class Cholec80Dataset(IterableDataset):
             w = load.index(min(load))
             out[w].append(i)
             load[w] += len(self.videos[i]["frames"])
-        rank = {v: k for k, v in enumerate(order)}        # keep the (shuffled) order per worker
+        rank = {v: k for k, v in enumerate(order)}  # keep the (shuffled) order per worker
         return [sorted(s, key=rank.__getitem__) for s in out]
 
     def __iter__(self) -> Iterator[dict]:
@@ -273,8 +310,10 @@ class Cholec80Dataset(IterableDataset):
         by_name = {v["name"]: v for v in self.videos}
         known = set(self.keys())
         if bad := [k for k in keys if k not in known]:
-            raise DataError(f"{self.root}: no annotated frame {bad[0]} (video, frame_index) in "
-                            f"this split; {len(bad)} of {len(keys)} keys unknown")
+            raise DataError(
+                f"{self.root}: no annotated frame {bad[0]} (video, frame_index) in "
+                f"this split; {len(bad)} of {len(keys)} keys unknown"
+            )
         samples: dict[tuple[str, int], dict] = {}
         for name in dict.fromkeys(v for v, _ in keys):
             v = by_name[name]

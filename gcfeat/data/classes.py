@@ -1,19 +1,20 @@
 """Class lists of the surgical task and the mapping to Cholec80's seven tools."""
+
 from __future__ import annotations
 
 #: The 11-class list (MICCAI 2018 robotic scene tools + Cholec80 extras + tissue), by index.
 SURGICAL_CLASSES: tuple[str, ...] = (
-    "bipolar_forceps",            # 0
-    "prograsp_forceps",           # 1
-    "large_needle_driver",        # 2
+    "bipolar_forceps",  # 0
+    "prograsp_forceps",  # 1
+    "large_needle_driver",  # 2
     "monopolar_curved_scissors",  # 3
-    "ultrasound_probe",           # 4
-    "suction",                    # 5
-    "clip_applier",               # 6
-    "stapler",                    # 7
-    "hook",                       # 8
-    "specimen_bag",               # 9
-    "tissue",                     # 10: present in every frame; its box is the whole frame
+    "ultrasound_probe",  # 4
+    "suction",  # 5
+    "clip_applier",  # 6
+    "stapler",  # 7
+    "hook",  # 8
+    "specimen_bag",  # 9
+    "tissue",  # 10: present in every frame; its box is the whole frame
 )
 TISSUE: int = SURGICAL_CLASSES.index("tissue")
 INSTRUMENTS: tuple[int, ...] = tuple(i for i in range(len(SURGICAL_CLASSES)) if i != TISSUE)
@@ -28,7 +29,13 @@ MICCAI18_CLASSES_9: tuple[str, ...] = MICCAI18_TOOLS + ("tissue",)
 
 #: Cholec80's own seven tools, in the column order of `tool_annotations/videoNN-tool.txt`.
 CHOLEC80_TOOLS: tuple[str, ...] = (
-    "Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag",
+    "Grasper",
+    "Bipolar",
+    "Hook",
+    "Scissors",
+    "Clipper",
+    "Irrigator",
+    "SpecimenBag",
 )
 
 #: Cholec80 tool -> surgical class. ultrasound_probe, large_needle_driver and stapler have no

@@ -1,13 +1,14 @@
 """Errors raised by the data readers and writers."""
-from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
+from __future__ import annotations
 
 import os
 import zipfile
 import zlib
 
 import numpy as np
+
+from gcfeat.errors import GcfeatError
 
 
 class DataError(GcfeatError):
@@ -46,11 +47,13 @@ def presence_flags(values, path: os.PathLike | str, line_no: int, line: str) -> 
         try:
             f = float(v)
         except ValueError:
-            raise DataError(f"{path}, line {line_no}: non-numeric tool flag {v!r} in "
-                            f"{line.strip()!r}; expected 0 or 1") from None
+            raise DataError(
+                f"{path}, line {line_no}: non-numeric tool flag {v!r} in {line.strip()!r}; expected 0 or 1"
+            ) from None
         if f not in (0.0, 1.0):
-            raise DataError(f"{path}, line {line_no}: tool flag {v!r} in {line.strip()!r}; "
-                            f"expected 0 or 1 (presence)")
+            raise DataError(
+                f"{path}, line {line_no}: tool flag {v!r} in {line.strip()!r}; expected 0 or 1 (presence)"
+            )
         out.append(int(f))
     return out
 
@@ -67,8 +70,7 @@ def read_npz(path: os.PathLike | str, what: str) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise DataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e}); expected "
-                        f"{what}") from None
+        raise DataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e}); expected {what}") from None
 
 
 def make_dir(path: os.PathLike | str, what: str) -> None:
@@ -77,5 +79,4 @@ def make_dir(path: os.PathLike | str, what: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise DataError(f"{path}: cannot create {what} ({e.strerror}); expected a writable "
-                        f"folder") from None
+        raise DataError(f"{path}: cannot create {what} ({e.strerror}); expected a writable folder") from None

@@ -27,13 +27,14 @@ of 0. ``pycocotools.mask.frPyObjects`` reads them unchanged. An instrument's mas
 The tissue mask is the visible tissue (no instrument on top), while its box is the whole frame
 by convention.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -48,10 +49,10 @@ GT_VERSION = 1
 class FrameGT:
     """Ground truth of one frame. ``boxes``: class -> (x1, y1, x2, y2), exclusive end."""
 
-    labels: np.ndarray                                  # uint8 (K,)
+    labels: np.ndarray  # uint8 (K,)
     boxes: dict[int, tuple[int, int, int, int]]
-    size: tuple[int, int]                               # (H, W) of the frame
-    masks: dict[int, np.ndarray] | None = None          # class -> bool (H, W)
+    size: tuple[int, int]  # (H, W) of the frame
+    masks: dict[int, np.ndarray] | None = None  # class -> bool (H, W)
     video: str = ""
     frame_index: int = -1
     image: str | None = None
@@ -96,11 +97,18 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def write_frame_gt(path: os.PathLike | str, *, labels: Sequence[int],
-                   boxes: Mapping[int, Sequence[int]], masks: Mapping[int, np.ndarray],
-                   size: tuple[int, int], video: str, frame_index: int,
-                   image: str | None = None,
-                   classes: Sequence[str] = SURGICAL_CLASSES) -> None:
+def write_frame_gt(
+    path: os.PathLike | str,
+    *,
+    labels: Sequence[int],
+    boxes: Mapping[int, Sequence[int]],
+    masks: Mapping[int, np.ndarray],
+    size: tuple[int, int],
+    video: str,
+    frame_index: int,
+    image: str | None = None,
+    classes: Sequence[str] = SURGICAL_CLASSES,
+) -> None:
     """Write one frame's ground truth (format in the module docstring)."""
     instances = []
     for c in sorted(boxes):
@@ -110,8 +118,11 @@ def write_frame_gt(path: os.PathLike | str, *, labels: Sequence[int],
             inst["mask"] = rle_encode(masks[c])
         instances.append(inst)
     doc = {
-        "format": GT_FORMAT, "version": GT_VERSION,
-        "video": video, "frame_index": int(frame_index), "image": image,
+        "format": GT_FORMAT,
+        "version": GT_VERSION,
+        "video": video,
+        "frame_index": int(frame_index),
+        "image": image,
         "size": [int(size[0]), int(size[1])],
         "classes": list(classes),
         "labels": [int(v) for v in labels],
@@ -122,8 +133,9 @@ def write_frame_gt(path: os.PathLike | str, *, labels: Sequence[int],
     path.write_text(json.dumps(doc, separators=(",", ":")))
 
 
-def read_frame_gt(path: os.PathLike | str, with_masks: bool = True,
-                  classes: Sequence[str] = SURGICAL_CLASSES) -> FrameGT:
+def read_frame_gt(
+    path: os.PathLike | str, with_masks: bool = True, classes: Sequence[str] = SURGICAL_CLASSES
+) -> FrameGT:
     """Read a file written by :func:`write_frame_gt`; class ids are checked against ``classes``."""
     require_file(path, "a ground-truth JSON file")
     try:
@@ -151,6 +163,13 @@ def read_frame_gt(path: os.PathLike | str, with_masks: bool = True,
         raise
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise DataError(f"{path}: malformed ground-truth file ({type(e).__name__}: {e})") from None
-    return FrameGT(labels=labels, boxes=boxes, size=size, masks=masks if with_masks else None,
-                   video=str(doc.get("video", "")), frame_index=int(doc.get("frame_index", -1)),
-                   image=doc.get("image"), areas=areas)
+    return FrameGT(
+        labels=labels,
+        boxes=boxes,
+        size=size,
+        masks=masks if with_masks else None,
+        video=str(doc.get("video", "")),
+        frame_index=int(doc.get("frame_index", -1)),
+        image=doc.get("image"),
+        areas=areas,
+    )

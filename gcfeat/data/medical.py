@@ -23,18 +23,24 @@ MetaImage (``.mha``, "local" data) is a text header of ``Key = Value`` lines end
 ``nifti_to_mha_geometry(affine)`` converts a NIfTI (RAS) affine to ITK's LPS spacing / origin /
 direction, so a CAM exported next to its image lines up in ITK-SNAP, 3D Slicer or MeVisLab.
 """
-from __future__ import annotations
 
-from gcfeat.errors import GcfeatError
+from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import numpy as np
 
+from gcfeat.errors import GcfeatError
+
 __all__ = [
-    "MedicalIOError", "save_nifti", "load_nifti", "write_mha", "read_mha",
-    "nifti_to_mha_geometry", "save_mha_like_nifti",
+    "MedicalIOError",
+    "save_nifti",
+    "load_nifti",
+    "write_mha",
+    "read_mha",
+    "nifti_to_mha_geometry",
+    "save_mha_like_nifti",
 ]
 
 
@@ -83,7 +89,8 @@ def load_nifti(path: str | os.PathLike, dtype=np.float32) -> tuple[np.ndarray, n
     except Exception as exc:  # nibabel raises many types for broken files (EOFError, zlib, ...)
         raise MedicalIOError(
             f"cannot read NIfTI file {path}: {type(exc).__name__}: {exc} "
-            "(expected a complete .nii / .nii.gz file; is it truncated?)") from exc
+            "(expected a complete .nii / .nii.gz file; is it truncated?)"
+        ) from exc
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return arr, np.asarray(img.affine, dtype=np.float64)
@@ -91,16 +98,19 @@ def load_nifti(path: str | os.PathLike, dtype=np.float32) -> tuple[np.ndarray, n
 
 # ------------------------------------------------------------------------------------ MetaImage
 _MET_TYPES = {
-    np.dtype(np.uint8): "MET_UCHAR", np.dtype(np.int8): "MET_CHAR",
-    np.dtype(np.uint16): "MET_USHORT", np.dtype(np.int16): "MET_SHORT",
-    np.dtype(np.uint32): "MET_UINT", np.dtype(np.int32): "MET_INT",
-    np.dtype(np.float32): "MET_FLOAT", np.dtype(np.float64): "MET_DOUBLE",
+    np.dtype(np.uint8): "MET_UCHAR",
+    np.dtype(np.int8): "MET_CHAR",
+    np.dtype(np.uint16): "MET_USHORT",
+    np.dtype(np.int16): "MET_SHORT",
+    np.dtype(np.uint32): "MET_UINT",
+    np.dtype(np.int32): "MET_INT",
+    np.dtype(np.float32): "MET_FLOAT",
+    np.dtype(np.float64): "MET_DOUBLE",
 }
 _MET_TO_NP = {v: k for k, v in _MET_TYPES.items()}
 
 
-def write_mha(path: str | os.PathLike, volume, *, spacing=None, origin=None,
-              direction=None) -> Path:
+def write_mha(path: str | os.PathLike, volume, *, spacing=None, origin=None, direction=None) -> Path:
     """Write ``volume`` ``(D, H, W)`` (or any ``(..., H, W)``) as a single-file MetaImage.
 
     ``spacing`` / ``origin`` are given in file order (x, y, z); ``direction`` is a (n, n) matrix
@@ -119,7 +129,8 @@ def write_mha(path: str | os.PathLike, volume, *, spacing=None, origin=None,
     if spacing.shape != (n,) or origin.shape != (n,) or direction.shape != (n, n):
         raise MedicalIOError(
             f"write_mha({path}): spacing {spacing.shape}, origin {origin.shape}, direction "
-            f"{direction.shape} do not match a {n}-D volume (expected ({n},), ({n},), ({n}, {n}))")
+            f"{direction.shape} do not match a {n}-D volume (expected ({n},), ({n},), ({n}, {n}))"
+        )
     fmt = lambda v: " ".join(f"{float(x):.10g}" for x in np.ravel(v))  # noqa: E731
     header = [
         "ObjectType = Image",
@@ -174,8 +185,10 @@ def read_mha(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         dims = [int(v) for v in header["DimSize"].split()]
         etype = _MET_TO_NP[header["ElementType"]]
     except KeyError as exc:
-        raise MedicalIOError(f"{path}: missing or unsupported header field {exc} "
-                             f"(supported element types: {sorted(_MET_TO_NP)})") from exc
+        raise MedicalIOError(
+            f"{path}: missing or unsupported header field {exc} "
+            f"(supported element types: {sorted(_MET_TO_NP)})"
+        ) from exc
     if header.get("CompressedData", "False").lower() == "true":
         raise MedicalIOError(f"{path}: compressed MetaImage data is not supported")
     msb = header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False"))
@@ -186,14 +199,20 @@ def read_mha(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         data = (path.parent / header["ElementDataFile"]).read_bytes()
     count = int(np.prod(dims))
     if len(data) < count * dtype.itemsize:
-        raise MedicalIOError(f"{path}: {len(data)} data bytes, expected {count * dtype.itemsize} "
-                             f"for DimSize {dims} of {header['ElementType']} (truncated?)")
+        raise MedicalIOError(
+            f"{path}: {len(data)} data bytes, expected {count * dtype.itemsize} "
+            f"for DimSize {dims} of {header['ElementType']} (truncated?)"
+        )
     arr = np.frombuffer(data, dtype=dtype, count=count).astype(etype).reshape(dims[::-1])
     n = len(dims)
     fl = lambda k, d: np.array([float(v) for v in header[k].split()]) if k in header else d  # noqa: E731
     direction = fl("TransformMatrix", np.eye(n).ravel()).reshape(n, n).T
-    meta = {"spacing": fl("ElementSpacing", np.ones(n)), "origin": fl("Offset", np.zeros(n)),
-            "direction": direction, "header": header}
+    meta = {
+        "spacing": fl("ElementSpacing", np.ones(n)),
+        "origin": fl("Offset", np.zeros(n)),
+        "direction": direction,
+        "header": header,
+    }
     return arr, meta
 
 
@@ -215,8 +234,13 @@ def save_mha_like_nifti(path: str | os.PathLike, volume_ijk, affine) -> Path:
     """
     spacing, origin, direction = nifti_to_mha_geometry(affine)
     arr = _to_numpy(volume_ijk)
-    return write_mha(path, np.ascontiguousarray(arr.transpose(2, 1, 0)), spacing=spacing,
-                     origin=origin, direction=direction)
+    return write_mha(
+        path,
+        np.ascontiguousarray(arr.transpose(2, 1, 0)),
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
+    )
 
 
 def _to_numpy(x) -> np.ndarray:

@@ -12,6 +12,7 @@ Samples: ``image`` float32 ``(1, S, S, S)`` = uint8 / 255 (so deletion's zero ba
 ``label`` int64, ``labels`` one-hot float32 ``(K,)``, ``video`` (split name), ``frame_index``
 (row), and ``gt_mask`` bool ``(S, S, S)`` when a masks file exists.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,17 @@ __all__ = ["ORGAN3D_CLASSES", "SPLITS", "load_medmnist_npz", "masks_path_for", "
 
 #: OrganMNIST3D classes by index (facts §3).
 ORGAN3D_CLASSES: tuple[str, ...] = (
-    "liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart",
-    "lung-right", "lung-left", "spleen", "pancreas",
+    "liver",
+    "kidney-right",
+    "kidney-left",
+    "femur-right",
+    "femur-left",
+    "bladder",
+    "heart",
+    "lung-right",
+    "lung-left",
+    "spleen",
+    "pancreas",
 )
 SPLITS = ("train", "val", "test")
 
@@ -40,8 +50,9 @@ def masks_path_for(npz_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + "_masks.npz")
 
 
-def load_medmnist_npz(path: str | os.PathLike, split: str,
-                      num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_medmnist_npz(
+    path: str | os.PathLike, split: str, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one split of a MedMNIST 3D ``.npz`` -> ``(images uint8 (N, S, S, S), labels (N,))``.
 
     Raises ``DataError`` naming the file when keys are missing or shapes / dtypes are wrong.
@@ -54,35 +65,42 @@ def load_medmnist_npz(path: str | os.PathLike, split: str,
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}); expected a "
-                        f"MedMNIST 3D .npz") from None
+        raise DataError(
+            f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}); expected a MedMNIST 3D .npz"
+        ) from None
     with npz:
         want = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
         missing = [k for k in want if k not in npz.files]
         if missing:
-            raise DataError(f"{path}: missing keys {missing}; found {sorted(npz.files)}, expected "
-                            f"the MedMNIST keys {want}")
+            raise DataError(
+                f"{path}: missing keys {missing}; found {sorted(npz.files)}, expected "
+                f"the MedMNIST keys {want}"
+            )
         try:
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise DataError(f"{path}: cannot read {split}_images / {split}_labels "
-                            f"({type(exc).__name__}: {exc}); the file is truncated or "
-                            f"corrupt") from None
+            raise DataError(
+                f"{path}: cannot read {split}_images / {split}_labels "
+                f"({type(exc).__name__}: {exc}); the file is truncated or "
+                f"corrupt"
+            ) from None
     if images.ndim != 4 or len(set(images.shape[1:])) != 1 or images.shape[1] not in (28, 64):
-        raise DataError(f"{path}: {split}_images has shape {images.shape}, expected (N, 28, 28, 28)"
-                        " or (N, 64, 64, 64)")
+        raise DataError(
+            f"{path}: {split}_images has shape {images.shape}, expected (N, 28, 28, 28) or (N, 64, 64, 64)"
+        )
     if images.dtype != np.uint8:
         raise DataError(f"{path}: {split}_images has dtype {images.dtype}, expected uint8")
     if labels.shape not in ((len(images), 1), (len(images),)):
-        raise DataError(f"{path}: {split}_labels has shape {labels.shape}, expected "
-                        f"({len(images)}, 1)")
+        raise DataError(f"{path}: {split}_labels has shape {labels.shape}, expected ({len(images)}, 1)")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: {split}_labels has dtype {labels.dtype}, expected integers")
     labels = labels.reshape(-1).astype(np.int64)
     if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{path}: {split}_labels holds values in [{labels.min()}, {labels.max()}], "
-                        f"expected 0..{num_classes - 1}")
+        raise DataError(
+            f"{path}: {split}_labels holds values in [{labels.min()}, {labels.max()}], "
+            f"expected 0..{num_classes - 1}"
+        )
     return images, labels
 
 
@@ -95,8 +113,9 @@ def load_masks(path: str | os.PathLike, split: str, shape: tuple[int, ...]) -> n
         raise DataError(f"{path}: missing key {key!r}; found {sorted(npz)}")
     masks = npz[key]
     if masks.shape != tuple(shape):
-        raise DataError(f"{path}: {key} has shape {masks.shape}, expected {tuple(shape)} "
-                        "(one mask per image)")
+        raise DataError(
+            f"{path}: {key} has shape {masks.shape}, expected {tuple(shape)} (one mask per image)"
+        )
     return masks
 
 
@@ -106,8 +125,14 @@ class MedMNIST3D(torch.utils.data.Dataset):
     ``masks``: ``"auto"`` reads ``<name>_masks.npz`` when it exists, ``None`` never, or a path.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "train", *,
-                 classes: tuple[str, ...] = ORGAN3D_CLASSES, masks="auto"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        *,
+        classes: tuple[str, ...] = ORGAN3D_CLASSES,
+        masks="auto",
+    ):
         self.path = Path(path)
         self.split = split
         self.classes = tuple(classes)

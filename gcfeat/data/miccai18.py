@@ -36,12 +36,13 @@ original files: 8 tools then tissue, groups separated by ``", "``) maps groups 0
 Split: sequences 1, 5 and 16 are validation, the others training; a synthetic dataset in which
 none of these numbers exists puts its last sequence in validation (:func:`miccai18_splits`).
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -72,8 +73,10 @@ def miccai18_splits(numbers: Iterable[int]) -> dict[int, str]:
 def _frame_number(token: str, path, line_no: int) -> int:
     digits = re.findall(r"\d+", Path(token).name)
     if not digits:
-        raise DataError(f"{path}, line {line_no}: frame {token!r} has no frame number; expected "
-                        f"e.g. 12, frame012 or frame012.png")
+        raise DataError(
+            f"{path}, line {line_no}: frame {token!r} has no frame number; expected "
+            f"e.g. 12, frame012 or frame012.png"
+        )
     return int(digits[-1])
 
 
@@ -90,12 +93,14 @@ def seq_name(seq: int | str) -> str:
 def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``annotation_tool/<split>/seq_N.txt`` -> ``(frames (N,) int64, labels (N, 11) uint8)``."""
     require_file(path, "a MICCAI 2018 tool-presence file (header line + one row per frame)")
-    numbered = [(n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1)
-                if ln.strip()]               # blank lines are skipped, line numbers kept
+    numbered = [
+        (n, ln) for n, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()
+    ]  # blank lines are skipped, line numbers kept
     lines = [ln for _, ln in numbered]
     if not lines:
-        raise DataError(f"{path}: only blank lines; expected a header line ('frame' + tool "
-                        f"names) and one row per frame")
+        raise DataError(
+            f"{path}: only blank lines; expected a header line ('frame' + tool names) and one row per frame"
+        )
     header = _SEP.split(lines[0].strip())
     names = [h.lower().removeprefix("tool_") for h in header[1:]]
     if names and all(n in SURGICAL_CLASSES for n in names):
@@ -103,16 +108,20 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
     elif len(names) == len(MICCAI18_TOOLS):
         columns = list(range(len(MICCAI18_TOOLS)))
     else:
-        raise DataError(f"{path}: header {' '.join(header)!r} has {len(header)} columns; expected "
-                        f"'frame' + the 8 MICCAI 2018 tools, or 'frame' + class names from "
-                        f"SURGICAL_CLASSES")
+        raise DataError(
+            f"{path}: header {' '.join(header)!r} has {len(header)} columns; expected "
+            f"'frame' + the 8 MICCAI 2018 tools, or 'frame' + class names from "
+            f"SURGICAL_CLASSES"
+        )
     frames = np.zeros(len(lines) - 1, np.int64)
     labels = np.zeros((len(lines) - 1, len(SURGICAL_CLASSES)), np.uint8)
     for i, (line_no, line) in enumerate(numbered[1:]):
         row = _SEP.split(line.strip())
         if len(row) != len(header):
-            raise DataError(f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
-                            f"(frame + {len(header) - 1} tools, as in the header)")
+            raise DataError(
+                f"{path}, line {line_no}: {len(row)} columns, expected {len(header)} "
+                f"(frame + {len(header) - 1} tools, as in the header)"
+            )
         frames[i] = _frame_number(row[0], path, line_no)
         labels[i, columns] = presence_flags(row[1:], path, line_no, line)
     labels[:, TISSUE] = 1
@@ -121,8 +130,9 @@ def read_tool_annotation(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarra
     return frames, labels
 
 
-def write_tool_annotation(path: os.PathLike | str, frames: Sequence[int], labels: np.ndarray,
-                          digits: int = 3) -> None:
+def write_tool_annotation(
+    path: os.PathLike | str, frames: Sequence[int], labels: np.ndarray, digits: int = 3
+) -> None:
     """Write a tool-presence file: header with the 10 instrument names, rows ``frameNNN f0 .. f9``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,14 +153,15 @@ def read_gt_bbox(path: os.PathLike | str) -> dict[int, dict[int, tuple[int, int,
         row = _SEP.split(line.strip())
         values = row[1:]
         if len(values) % 4 or len(values) // 4 not in (8, 9, 10, len(SURGICAL_CLASSES)):
-            raise DataError(f"{path}, line {i + 1}: {len(values)} numbers after the frame name; "
-                            f"expected 4 per class for 8, 9 (8 tools + tissue), 10 or "
-                            f"{len(SURGICAL_CLASSES)} classes")
+            raise DataError(
+                f"{path}, line {i + 1}: {len(values)} numbers after the frame name; "
+                f"expected 4 per class for 8, 9 (8 tools + tissue), 10 or "
+                f"{len(SURGICAL_CLASSES)} classes"
+            )
         try:
             v = np.asarray([float(x) for x in values]).reshape(-1, 4)
         except ValueError:
-            raise DataError(f"{path}, line {i + 1}: non-numeric box coordinate in "
-                            f"{line.strip()!r}") from None
+            raise DataError(f"{path}, line {i + 1}: non-numeric box coordinate in {line.strip()!r}") from None
         frame = _frame_number(row[0], path, i + 1)
         # the original's 9 groups: 8 tools, then tissue
         cls = list(range(8)) + [TISSUE] if len(v) == 9 else range(len(v))
@@ -158,15 +169,15 @@ def read_gt_bbox(path: os.PathLike | str) -> dict[int, dict[int, tuple[int, int,
     return out
 
 
-def write_gt_bbox(path: os.PathLike | str,
-                  rows: Iterable[tuple[str, Mapping[int, Sequence[int]]]]) -> None:
+def write_gt_bbox(path: os.PathLike | str, rows: Iterable[tuple[str, Mapping[int, Sequence[int]]]]) -> None:
     """Write ``gt_bbox/seq_N.txt`` from ``(frame file name, {class: box})`` rows (all 11 classes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for name, boxes in rows:
-        groups = [",".join(str(int(v)) for v in boxes.get(c, (0, 0, 0, 0)))
-                  for c in range(len(SURGICAL_CLASSES))]
+        groups = [
+            ",".join(str(int(v)) for v in boxes.get(c, (0, 0, 0, 0))) for c in range(len(SURGICAL_CLASSES))
+        ]
         lines.append(f"{name} " + " ".join(groups))
     path.write_text("\n".join(lines) + "\n")
 
@@ -212,11 +223,18 @@ class Miccai18Dataset(Dataset):
             original's; see :func:`~gcfeat.data.transforms.resize_image`).
     """
 
-    def __init__(self, root: os.PathLike | str, split: str = "train",
-                 size: tuple[int, int] | str = (256, 320),
-                 mean: Sequence[float] = SURGICAL_MEAN, std: Sequence[float] = SURGICAL_STD,
-                 sequences: Iterable[int | str] | None = None, with_gt: bool = True,
-                 transform: Callable[[dict], dict] | None = None, resize: str = "area"):
+    def __init__(
+        self,
+        root: os.PathLike | str,
+        split: str = "train",
+        size: tuple[int, int] | str = (256, 320),
+        mean: Sequence[float] = SURGICAL_MEAN,
+        std: Sequence[float] = SURGICAL_STD,
+        sequences: Iterable[int | str] | None = None,
+        with_gt: bool = True,
+        transform: Callable[[dict], dict] | None = None,
+        resize: str = "area",
+    ):
         if resize not in RESIZE_METHODS:
             raise ValueError(f"resize={resize!r}: expected one of {RESIZE_METHODS}")
         self.resize = resize
@@ -236,10 +254,10 @@ class Miccai18Dataset(Dataset):
         have = sorted(p.name for p in ann_root.iterdir() if p.is_dir())
         if split == "all" and not {"train", "val"} & set(have):
             raise DataError(f"{ann_root}: no train/ or val/ folder; found {have}")
-        for s in (("train", "val", "test") if split == "all" else (split,)):
+        for s in ("train", "val", "test") if split == "all" else (split,):
             d = ann_root / s
             if not d.is_dir():
-                if split == "all":                 # e.g. a copy holding one split only
+                if split == "all":  # e.g. a copy holding one split only
                     continue
                 raise DataError(f"{d}: missing folder for split {s!r}; annotation_tool holds {have}")
             files += [p for p in d.glob("seq_*.txt") if wanted is None or p.stem in wanted]
@@ -262,8 +280,9 @@ class Miccai18Dataset(Dataset):
             present = {_seq_number(p.stem): p for p in frame_dir.glob("*.png")}
             for f in frames.tolist():
                 if f not in present:
-                    raise DataError(f"{frame_dir}: no PNG for frame {f} listed in {ann} "
-                                    f"({len(present)} PNG files there)")
+                    raise DataError(
+                        f"{frame_dir}: no PNG for frame {f} listed in {ann} ({len(present)} PNG files there)"
+                    )
                 self.items.append((seq, f, present[f]))
             labels.append(seq_labels)
             if with_gt:
@@ -288,12 +307,10 @@ class Miccai18Dataset(Dataset):
             return scale_boxes(boxes, gt.size, self.size), labels
         if seq in self._gt_xml:
             graph = self._gt_xml[seq].get(f)
-            found = [] if graph is None else [(gcfeat_class(o.name), o.box_exclusive)
-                                               for o in graph.objects]
+            found = [] if graph is None else [(gcfeat_class(o.name), o.box_exclusive) for o in graph.objects]
             found = sorted(((c, b) for c, b in found if c is not None), key=lambda cb: cb[0])
             boxes = np.array([b for _, b in found], np.float32).reshape(-1, 4)
-            return (scale_boxes(boxes, frame_size, self.size),
-                    np.array([c for c, _ in found], np.int64))
+            return (scale_boxes(boxes, frame_size, self.size), np.array([c for c, _ in found], np.int64))
         if seq in self._gt_boxes:
             per_class = self._gt_boxes[seq].get(f, {})
             keys = sorted(per_class)

@@ -21,6 +21,7 @@ marks exactly the region that determines the label (so a CAM's localisation can 
 CLI: ``python -m gcfeat.data.mri_synthetic --task organ3d --out data/organ3d`` (see ``--help``;
 :mod:`gcfeat.cli.mri_synthetic`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,8 +68,9 @@ ORGAN3D_LAYOUT: tuple[tuple[tuple[float, float, float], tuple[float, float, floa
 )
 
 
-def organ3d_volume(rng: np.random.Generator, label: int, size: int = 28,
-                   n_distractors: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def organ3d_volume(
+    rng: np.random.Generator, label: int, size: int = 28, n_distractors: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic organ volume -> ``(image uint8 (S, S, S), mask uint8 (S, S, S))``."""
     shape = (size,) * 3
     body = _ellipsoid(shape, [size / 2 - 0.5] * 3, [size * 0.47] * 3)
@@ -86,9 +88,16 @@ def organ3d_volume(rng: np.random.Generator, label: int, size: int = 28,
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), organ.astype(np.uint8)
 
 
-def write_organ3d(out: str | os.PathLike, *, n_train: int = 330, n_val: int = 55,
-                  n_test: int = 110, size: int = 28, seed: int = 0,
-                  name: str = "organmnist3d") -> Path:
+def write_organ3d(
+    out: str | os.PathLike,
+    *,
+    n_train: int = 330,
+    n_val: int = 55,
+    n_test: int = 110,
+    size: int = 28,
+    seed: int = 0,
+    name: str = "organmnist3d",
+) -> Path:
     """Write ``<out>/<name>.npz`` (MedMNIST keys) and ``<out>/<name>_masks.npz``; returns the npz.
 
     Labels cycle through the 11 classes (balanced), shuffled per split.
@@ -102,11 +111,13 @@ def write_organ3d(out: str | os.PathLike, *, n_train: int = 330, n_val: int = 55
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         labels = rng.permutation(np.arange(n) % len(ORGAN3D_LAYOUT))
         vols = [organ3d_volume(rng, int(k), size) for k in labels]
-        arrays[f"{split}_images"] = np.stack([v for v, _ in vols]) if n else \
-            np.zeros((0, size, size, size), np.uint8)
+        arrays[f"{split}_images"] = (
+            np.stack([v for v, _ in vols]) if n else np.zeros((0, size, size, size), np.uint8)
+        )
         arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
-        masks[f"{split}_masks"] = np.stack([m for _, m in vols]) if n else \
-            np.zeros((0, size, size, size), np.uint8)
+        masks[f"{split}_masks"] = (
+            np.stack([m for _, m in vols]) if n else np.zeros((0, size, size, size), np.uint8)
+        )
     path = out / f"{name}.npz"
     np.savez_compressed(path, **arrays)
     np.savez_compressed(out / f"{name}_masks.npz", **masks)
@@ -143,14 +154,25 @@ def prostate_case(rng: np.random.Generator, positive: bool, shape=(96, 96, 16)):
         t2w = np.where(lesion, t2w - 110, t2w)
     t2w = np.clip(t2w + rng.normal(0, 10, shape), 0, None)
     adc = np.clip(adc + rng.normal(0, 30, shape), 0, None)
-    return {"t2w": t2w.astype(np.float32), "adc": adc.astype(np.float32),
-            "gland": gland.astype(np.uint8), "lesion": lesion.astype(np.uint8),
-            "affine": _prostate_affine(rng)}
+    return {
+        "t2w": t2w.astype(np.float32),
+        "adc": adc.astype(np.float32),
+        "gland": gland.astype(np.uint8),
+        "lesion": lesion.astype(np.uint8),
+        "affine": _prostate_affine(rng),
+    }
 
 
-def write_prostate(out: str | os.PathLike, *, n_cases: int = 40, positive_fraction: float = 0.5,
-                   shape=(96, 96, 16), val_fraction: float = 0.15, test_fraction: float = 0.25,
-                   seed: int = 0) -> Path:
+def write_prostate(
+    out: str | os.PathLike,
+    *,
+    n_cases: int = 40,
+    positive_fraction: float = 0.5,
+    shape=(96, 96, 16),
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> Path:
     """Write PI-CAI-like NIfTI cases and ``labels.csv`` under ``out``; returns ``out``."""
     from gcfeat.data.medical import save_nifti
 
@@ -195,26 +217,33 @@ def alzheimer_slice(rng: np.random.Generator, label: int, size: int = 128):
     r = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
     tex = _smooth_noise(rng, (size, size), 2.0 * s)
     img = np.zeros((size, size))
-    img[r <= 1.08] = 0.85                                # skull
-    img[r <= 1.0] = 0.10                                 # CSF gap
+    img[r <= 1.08] = 0.85  # skull
+    img[r <= 1.0] = 0.10  # CSF gap
     brain = r <= 0.96
-    img[brain] = 0.55 + 0.05 * tex[brain]                # white matter
+    img[brain] = 0.55 + 0.05 * tex[brain]  # white matter
     cortex_w = 0.12
     ribbon = brain & (r > 0.96 - cortex_w)
-    img[ribbon] = 0.38 + 0.04 * tex[ribbon]              # grey matter
+    img[ribbon] = 0.38 + 0.04 * tex[ribbon]  # grey matter
     # Ventricles: two symmetric ellipses whose size grows with severity.
     scale = (1.0 + 0.55 * sev) * rng.uniform(0.93, 1.07)
     vh, vw, gap = 11 * s * scale, 4.5 * s * scale, (4 + 1.5 * sev) * s
     vent = np.zeros((size, size), bool)
     for side in (-1, 1):
         vent |= (((yy - cy) / vh) ** 2 + ((xx - cx - side * gap) / vw) ** 2) <= 1
-    img[vent] = 0.92 + 0.03 * tex[vent]                  # CSF, bright in T2
+    img[vent] = 0.92 + 0.03 * tex[vent]  # CSF, bright in T2
     img += rng.normal(0, 0.02, img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), vent.astype(np.uint8)
 
 
-def write_alzheimer(out: str | os.PathLike, *, n_train: int = 400, n_test: int = 100,
-                    size: int = 128, seed: int = 0, jpeg_quality: int = 95) -> Path:
+def write_alzheimer(
+    out: str | os.PathLike,
+    *,
+    n_train: int = 400,
+    n_test: int = 100,
+    size: int = 128,
+    seed: int = 0,
+    jpeg_quality: int = 95,
+) -> Path:
     """Write ``train.parquet`` / ``test.parquet`` (+ ``<split>_masks.npz``) under ``out``."""
     import cv2
     import pandas as pd
@@ -233,11 +262,14 @@ def write_alzheimer(out: str | os.PathLike, *, n_train: int = 400, n_test: int =
             masks.append(mask)
         df = pd.DataFrame({"image": records, "label": labels.astype(np.int64)})
         df.to_parquet(out / f"{split}.parquet", index=False)
-        np.savez_compressed(out / f"{split}_masks.npz",
-                            masks=np.stack(masks) if masks else np.zeros((0, size, size), np.uint8))
+        np.savez_compressed(
+            out / f"{split}_masks.npz",
+            masks=np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
+        )
     return out
 
 
 if __name__ == "__main__":  # `python -m gcfeat.data.mri_synthetic`: the CLI is gcfeat.cli.mri_synthetic
     from gcfeat.cli.mri_synthetic import main
+
     raise SystemExit(main())

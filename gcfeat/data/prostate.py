@@ -32,6 +32,7 @@ Pipeline (``case_slices``):
 ``labels`` one-hot ``(2,)``, ``gt_mask`` bool ``(S, S)`` (lesion), ``video`` (case id),
 ``frame_index`` (z in the original volume), ``crop`` ``(x1, y1, x2, y2)`` in voxels.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,16 @@ from gcfeat.data.errors import DataError
 from gcfeat.errors import GcfeatWarning
 
 __all__ = [
-    "PROSTATE_CLASSES", "MODALITIES", "ProstateCase", "read_labels", "case_paths", "load_case",
-    "scale_intensity_range_percentiles", "gland_bbox", "case_slices", "paste_slices",
+    "PROSTATE_CLASSES",
+    "MODALITIES",
+    "ProstateCase",
+    "read_labels",
+    "case_paths",
+    "load_case",
+    "scale_intensity_range_percentiles",
+    "gland_bbox",
+    "case_slices",
+    "paste_slices",
     "ProstateSlices",
 ]
 
@@ -60,6 +69,7 @@ MODALITIES = ("t2w", "adc", "gland", "lesion")
 @dataclass
 class ProstateCase:
     """One case: float32 ``t2w``, ``adc`` and uint8 ``gland``, ``lesion`` ``(X, Y, Z)``."""
+
     case_id: str
     t2w: np.ndarray
     adc: np.ndarray
@@ -78,14 +88,15 @@ def read_labels(root: str | os.PathLike) -> list[dict]:
         reader = csv.DictReader(f)
         missing = {"case_id", "label", "split"} - set(reader.fieldnames or ())
         if missing:
-            raise DataError(f"{path}: missing columns {sorted(missing)}; found "
-                            f"{reader.fieldnames}, expected case_id,label,split")
+            raise DataError(
+                f"{path}: missing columns {sorted(missing)}; found "
+                f"{reader.fieldnames}, expected case_id,label,split"
+            )
         rows = []
         for n, row in enumerate(reader, start=2):
             if row["label"] not in ("0", "1"):
                 raise DataError(f"{path} line {n}: label {row['label']!r}, expected 0 or 1")
-            rows.append({"case_id": row["case_id"], "label": int(row["label"]),
-                         "split": row["split"]})
+            rows.append({"case_id": row["case_id"], "label": int(row["label"]), "split": row["split"]})
     return rows
 
 
@@ -107,17 +118,31 @@ def load_case(root: str | os.PathLike, case_id: str, label: int = 0) -> Prostate
         if affine is None:
             affine, shape = aff, arr.shape
         elif arr.shape != shape or not np.allclose(aff, affine, atol=1e-4):
-            raise DataError(f"{path}: grid {arr.shape} / affine differ from the case's T2W "
-                            f"{shape}; all four volumes must share one grid (resample first)")
+            raise DataError(
+                f"{path}: grid {arr.shape} / affine differ from the case's T2W "
+                f"{shape}; all four volumes must share one grid (resample first)"
+            )
         vols[m] = arr
-    return ProstateCase(case_id, vols["t2w"].astype(np.float32), vols["adc"].astype(np.float32),
-                        (vols["gland"] > 0).astype(np.uint8), (vols["lesion"] > 0).astype(np.uint8),
-                        affine, label)
+    return ProstateCase(
+        case_id,
+        vols["t2w"].astype(np.float32),
+        vols["adc"].astype(np.float32),
+        (vols["gland"] > 0).astype(np.uint8),
+        (vols["lesion"] > 0).astype(np.uint8),
+        affine,
+        label,
+    )
 
 
-def scale_intensity_range_percentiles(img, lower: float = 1.0, upper: float = 99.0,
-                                      b_min: float | None = 0.0, b_max: float | None = 1.0,
-                                      clip: bool = True, relative: bool = False):
+def scale_intensity_range_percentiles(
+    img,
+    lower: float = 1.0,
+    upper: float = 99.0,
+    b_min: float | None = 0.0,
+    b_max: float | None = 1.0,
+    clip: bool = True,
+    relative: bool = False,
+):
     """MONAI ``ScaleIntensityRangePercentiles`` on one image (array or tensor, any shape).
 
     ``a_min, a_max`` = the ``lower`` / ``upper`` percentiles of ``img`` (linear interpolation);
@@ -128,16 +153,16 @@ def scale_intensity_range_percentiles(img, lower: float = 1.0, upper: float = 99
     ``b_min / b_max = None`` skip the affine rescale (output in [0, 1] over the percentiles).
     """
     if not 0 <= lower <= 100 or not 0 <= upper <= 100 or lower > upper:
-        raise ValueError(f"percentiles must satisfy 0 <= lower <= upper <= 100, got "
-                         f"lower={lower}, upper={upper}")
+        raise ValueError(
+            f"percentiles must satisfy 0 <= lower <= upper <= 100, got lower={lower}, upper={upper}"
+        )
     is_tensor = torch.is_tensor(img)
     x = img.detach().cpu().double().numpy() if is_tensor else np.asarray(img, dtype=np.float64)
     a_min, a_max = np.percentile(x, [lower, upper])
     if relative:
         if b_min is None or b_max is None:
             raise ValueError("relative=True needs b_min and b_max")
-        b_min, b_max = (b_min + (b_max - b_min) * lower / 100.0,
-                        b_min + (b_max - b_min) * upper / 100.0)
+        b_min, b_max = (b_min + (b_max - b_min) * lower / 100.0, b_min + (b_max - b_min) * upper / 100.0)
     if a_max - a_min == 0.0:
         out = x - a_min if b_min is None else x - a_min + b_min
     else:
@@ -170,8 +195,9 @@ def _resize(stack: np.ndarray, size: int, mode: str) -> torch.Tensor:
     return F.interpolate(t, size=(size, size), mode=mode, **kw)[:, 0]
 
 
-def case_slices(case: ProstateCase, size: int = 128, margin: int = 2, lower: float = 1.0,
-                upper: float = 99.0) -> dict:
+def case_slices(
+    case: ProstateCase, size: int = 128, margin: int = 2, lower: float = 1.0, upper: float = 99.0
+) -> dict:
     """Preprocess one case into slices (see the module docstring).
 
     Returns ``image (S, 3, size, size)`` float32 [gland, ADC, T2W], ``lesion (S, size, size)``
@@ -183,12 +209,19 @@ def case_slices(case: ProstateCase, size: int = 128, margin: int = 2, lower: flo
     adc = scale_intensity_range_percentiles(crop(case.adc), lower, upper)
     gland = crop(case.gland).astype(np.float32)
     lesion = _resize(crop(case.lesion), size, "nearest") > 0.5
-    image = torch.stack([_resize(gland, size, "nearest"), _resize(adc, size, "bilinear"),
-                         _resize(t2w, size, "bilinear")], dim=1)
+    image = torch.stack(
+        [_resize(gland, size, "nearest"), _resize(adc, size, "bilinear"), _resize(t2w, size, "bilinear")],
+        dim=1,
+    )
     has_lesion = torch.from_numpy(crop(case.lesion).reshape(z2 - z1, -1).any(1))
     label = (has_lesion & bool(case.label)).long()
-    return {"image": image, "lesion": lesion, "label": label,
-            "z": torch.arange(z1, z2), "crop": (x1, y1, x2, y2)}
+    return {
+        "image": image,
+        "lesion": lesion,
+        "label": label,
+        "z": torch.arange(z1, z2),
+        "crop": (x1, y1, x2, y2),
+    }
 
 
 def paste_slices(heat, z, crop, shape) -> np.ndarray:
@@ -200,8 +233,7 @@ def paste_slices(heat, z, crop, shape) -> np.ndarray:
     """
     h = torch.as_tensor(heat, dtype=torch.float32)
     x1, y1, x2, y2 = crop
-    up = F.interpolate(h[:, None], size=(x2 - x1, y2 - y1), mode="bilinear",
-                       align_corners=False)[:, 0]
+    up = F.interpolate(h[:, None], size=(x2 - x1, y2 - y1), mode="bilinear", align_corners=False)[:, 0]
     out = np.zeros(shape, np.float32)
     for i, zi in enumerate(np.asarray(z).reshape(-1).tolist()):
         out[x1:x2, y1:y2, int(zi)] = up[i].numpy()
@@ -220,17 +252,26 @@ class ProstateSlices(torch.utils.data.Dataset):
 
     classes = PROSTATE_CLASSES
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, size: int = 128,
-                 balance: bool = False, seed: int = 0, margin: int = 2, lower: float = 1.0,
-                 upper: float = 99.0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        size: int = 128,
+        balance: bool = False,
+        seed: int = 0,
+        margin: int = 2,
+        lower: float = 1.0,
+        upper: float = 99.0,
+    ):
         self.root = Path(root)
         rows = [r for r in read_labels(root) if r["split"] == split]
         if not rows:
             raise DataError(f"{self.root / 'labels.csv'}: no case has split {split!r}")
         images, lesions, labels, cases, zs, crops = [], [], [], [], [], []
-        self.affines: dict[str, np.ndarray] = {}   # case_id -> NIfTI affine (for exports)
-        self.shapes: dict[str, tuple] = {}         # case_id -> (X, Y, Z)
-        self.positive_without_lesion: list[str] = []   # csPCa cases whose lesion mask is empty
+        self.affines: dict[str, np.ndarray] = {}  # case_id -> NIfTI affine (for exports)
+        self.shapes: dict[str, tuple] = {}  # case_id -> (X, Y, Z)
+        self.positive_without_lesion: list[str] = []  # csPCa cases whose lesion mask is empty
         for r in rows:
             case = load_case(root, r["case_id"], r["label"])
             if case.label == 1 and not np.any(case.lesion):
@@ -242,13 +283,16 @@ class ProstateSlices(torch.utils.data.Dataset):
             zs.append(s["z"])
             crops += [s["crop"]] * len(s["label"])
         if self.positive_without_lesion:
-            warnings.warn(GcfeatWarning(
-                f"{self.root / 'labels.csv'}: {len(self.positive_without_lesion)} of {len(rows)} "
-                f"{split!r} cases labelled 1 (csPCa) have an empty lesion mask "
-                f"({', '.join(self.positive_without_lesion[:5])}"
-                f"{', ...' if len(self.positive_without_lesion) > 5 else ''}): their slices are "
-                f"labelled 0 (no slice shows a lesion) and have no localisation ground truth"),
-                stacklevel=2)
+            warnings.warn(
+                GcfeatWarning(
+                    f"{self.root / 'labels.csv'}: {len(self.positive_without_lesion)} of {len(rows)} "
+                    f"{split!r} cases labelled 1 (csPCa) have an empty lesion mask "
+                    f"({', '.join(self.positive_without_lesion[:5])}"
+                    f"{', ...' if len(self.positive_without_lesion) > 5 else ''}): their slices are "
+                    f"labelled 0 (no slice shows a lesion) and have no localisation ground truth"
+                ),
+                stacklevel=2,
+            )
         self.images = torch.cat(images)
         self.lesions = torch.cat(lesions)
         self.labels = torch.cat(labels)
@@ -267,6 +311,12 @@ class ProstateSlices(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         j = int(self.index[i])
         label = int(self.labels[j])
-        return {"image": self.images[j], "label": torch.tensor(label),
-                "labels": F.one_hot(torch.tensor(label), 2).float(), "gt_mask": self.lesions[j],
-                "video": self.cases[j], "frame_index": int(self.z[j]), "crop": self.crops[j]}
+        return {
+            "image": self.images[j],
+            "label": torch.tensor(label),
+            "labels": F.one_hot(torch.tensor(label), 2).float(),
+            "gt_mask": self.lesions[j],
+            "video": self.cases[j],
+            "frame_index": int(self.z[j]),
+            "crop": self.crops[j],
+        }

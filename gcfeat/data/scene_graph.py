@@ -41,14 +41,15 @@ gcfeat's classes map to these names with ``tissue -> kidney``; ``hook`` and ``sp
 no counterpart (the synthetic writer leaves them out of the XML), ``maryland_dissector`` and
 ``spatulated_monopolar_cautery`` none in gcfeat (:func:`gcfeat_class`).
 """
+
 from __future__ import annotations
 
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -58,27 +59,46 @@ from .errors import DataError, require_file
 #: Node classes of the interaction model (Global-reasoned-multi-task-model
 #: ``models/surgicalDataset.py`` ``SurgicalSceneConstants.instrument_classes``).
 INTERACTION_CLASSES: tuple[str, ...] = (
-    "kidney", "bipolar_forceps", "prograsp_forceps", "large_needle_driver",
-    "monopolar_curved_scissors", "ultrasound_probe", "suction", "clip_applier", "stapler",
-    "maryland_dissector", "spatulated_monopolar_cautery",
+    "kidney",
+    "bipolar_forceps",
+    "prograsp_forceps",
+    "large_needle_driver",
+    "monopolar_curved_scissors",
+    "ultrasound_probe",
+    "suction",
+    "clip_applier",
+    "stapler",
+    "maryland_dissector",
+    "spatulated_monopolar_cautery",
 )
 #: The 13 instrument-tissue actions (``SurgicalSceneConstants.action_classes``), by index.
 ACTION_CLASSES: tuple[str, ...] = (
-    "Idle", "Grasping", "Retraction", "Tissue_Manipulation", "Tool_Manipulation", "Cutting",
-    "Cauterization", "Suction", "Looping", "Suturing", "Clipping", "Staple", "Ultrasound_Sensing",
+    "Idle",
+    "Grasping",
+    "Retraction",
+    "Tissue_Manipulation",
+    "Tool_Manipulation",
+    "Cutting",
+    "Cauterization",
+    "Suction",
+    "Looping",
+    "Suturing",
+    "Clipping",
+    "Staple",
+    "Ultrasound_Sensing",
 )
 #: gcfeat class names whose scene-graph name differs.
 RENAME: dict[str, str] = {"tissue": "kidney"}
 _BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 
 
-def interaction_name(gcfeat_name: str) -> Optional[str]:
+def interaction_name(gcfeat_name: str) -> str | None:
     """gcfeat class name -> scene-graph name (``tissue`` -> ``kidney``), None without one."""
     name = RENAME.get(gcfeat_name, gcfeat_name)
     return name if name in INTERACTION_CLASSES else None
 
 
-def gcfeat_class(name: str, classes: Sequence[str] = SURGICAL_CLASSES) -> Optional[int]:
+def gcfeat_class(name: str, classes: Sequence[str] = SURGICAL_CLASSES) -> int | None:
     """Scene-graph object name -> index in ``classes`` (``kidney`` -> tissue), or None."""
     back = {v: k for k, v in RENAME.items()}
     name = back.get(name, name)
@@ -106,10 +126,10 @@ class SceneGraph:
     """A frame's annotation: objects in file order, optional caption, optional size (H, W)."""
 
     objects: list[SceneObject] = field(default_factory=list)
-    caption: Optional[str] = None
-    size: Optional[tuple[int, int]] = None
-    filename: Optional[str] = None
-    path: Optional[str] = None
+    caption: str | None = None
+    size: tuple[int, int] | None = None
+    filename: str | None = None
+    path: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -137,9 +157,11 @@ def edge_labels(names: Sequence[str], interactions: Sequence[str]) -> np.ndarray
     out = np.zeros((e, len(ACTION_CLASSES)))
     for k in range(e):
         if t + k >= n:
-            raise DataError(f"edge_labels: {t} kidney objects among {n} give {e} edges, more than "
-                            f"the {n - t} objects after them (the authors' rule indexes past the "
-                            f"end); expected one kidney object")
+            raise DataError(
+                f"edge_labels: {t} kidney objects among {n} give {e} edges, more than "
+                f"the {n - t} objects after them (the authors' rule indexes past the "
+                f"end); expected one kidney object"
+            )
         out[k, _action_index(interactions[t + k])] = 1
     return out
 
@@ -153,8 +175,10 @@ def _action_index(interaction: str) -> int:
 def _text(el: ET.Element, tag: str, path) -> str:
     child = el.find(tag)
     if child is None or child.text is None:
-        raise DataError(f"{path}: an <objects> element without <{tag}>; expected <name>, "
-                        f"<bndbox> and <interaction> in every object")
+        raise DataError(
+            f"{path}: an <objects> element without <{tag}>; expected <name>, "
+            f"<bndbox> and <interaction> in every object"
+        )
     return child.text.strip()
 
 
@@ -164,24 +188,26 @@ def read_scene_graph(path: os.PathLike | str) -> SceneGraph:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise DataError(f"{path}: not well-formed XML ({e}); expected a scene-graph annotation") \
-            from None
+        raise DataError(f"{path}: not well-formed XML ({e}); expected a scene-graph annotation") from None
     objects = []
     for obj in root.iter("objects"):
         name = _text(obj, "name", path)
         interaction = _text(obj, "interaction", path)
         if interaction not in ACTION_CLASSES:
-            raise DataError(f"{path}: object {name!r} has interaction {interaction!r}; expected "
-                            f"one of {ACTION_CLASSES}")
+            raise DataError(
+                f"{path}: object {name!r} has interaction {interaction!r}; expected one of {ACTION_CLASSES}"
+            )
         bb = obj.find("bndbox")
         if bb is None:
             raise DataError(f"{path}: object {name!r} has no <bndbox>")
         try:
             box = tuple(int(_text(bb, t, path)) for t in _BOX_TAGS)
         except ValueError:
-            raise DataError(f"{path}: object {name!r}: a non-integer box coordinate; expected "
-                            f"integer xmin, ymin, xmax, ymax") from None
-        objects.append(SceneObject(name, box, interaction))      # type: ignore[arg-type]
+            raise DataError(
+                f"{path}: object {name!r}: a non-integer box coordinate; expected "
+                f"integer xmin, ymin, xmax, ymax"
+            ) from None
+        objects.append(SceneObject(name, box, interaction))  # type: ignore[arg-type]
     cap = root.find("caption")
     caption = cap.text.strip() if cap is not None and cap.text and cap.text.strip() else None
     size = None
@@ -222,8 +248,9 @@ def scene_graph_path(root: os.PathLike | str, video: str, frame: str, folder: st
     return Path(root) / video / folder / f"{frame}.xml"
 
 
-def read_sequence(root: os.PathLike | str, video: str,
-                  folder: str = "xml") -> dict[int, tuple[Path, SceneGraph]]:
+def read_sequence(
+    root: os.PathLike | str, video: str, folder: str = "xml"
+) -> dict[int, tuple[Path, SceneGraph]]:
     """Every ``root/<video>/<folder>/*.xml`` -> ``{frame number: (path, graph)}`` ({} if none)."""
     d = Path(root) / video / folder
     out = {}
@@ -247,16 +274,29 @@ _ACTIONS_OF: dict[str, tuple[str, ...]] = {
     "clip_applier": ("Clipping",),
     "stapler": ("Staple",),
 }
-_VERB = {"Grasping": "grasping", "Retraction": "retracting", "Tissue_Manipulation": "manipulating",
-         "Tool_Manipulation": "manipulating the tool over", "Cutting": "cutting",
-         "Cauterization": "cauterizing", "Suction": "suctioning", "Looping": "looping around",
-         "Suturing": "suturing", "Clipping": "clipping", "Staple": "stapling",
-         "Ultrasound_Sensing": "sensing"}
+_VERB = {
+    "Grasping": "grasping",
+    "Retraction": "retracting",
+    "Tissue_Manipulation": "manipulating",
+    "Tool_Manipulation": "manipulating the tool over",
+    "Cutting": "cutting",
+    "Cauterization": "cauterizing",
+    "Suction": "suctioning",
+    "Looping": "looping around",
+    "Suturing": "suturing",
+    "Clipping": "clipping",
+    "Staple": "stapling",
+    "Ultrasound_Sensing": "sensing",
+}
 
 
-def template_scene_graph(boxes: dict[int, tuple[int, int, int, int]], frame_index: int,
-                         size: tuple[int, int], filename: Optional[str] = None,
-                         idle_fraction: float = 0.002) -> SceneGraph:
+def template_scene_graph(
+    boxes: dict[int, tuple[int, int, int, int]],
+    frame_index: int,
+    size: tuple[int, int],
+    filename: str | None = None,
+    idle_fraction: float = 0.002,
+) -> SceneGraph:
     """The synthetic frame's annotation from its exact ground truth.
 
     ``boxes``: gcfeat class -> exclusive-end box in frame pixels (tissue: the whole frame).
@@ -279,9 +319,11 @@ def template_scene_graph(boxes: dict[int, tuple[int, int, int, int]], frame_inde
             continue
         options = _ACTIONS_OF.get(name, ("Idle",))
         area = (x2 - x1) * (y2 - y1)
-        action = "Idle" if area < idle_fraction * H * W else \
-            options[(frame_index // 8 + c) % len(options)]
+        action = "Idle" if area < idle_fraction * H * W else options[(frame_index // 8 + c) % len(options)]
         objects.append(SceneObject(name, box, action))
-    acts = [f"{o.name.replace('_', ' ')} {_VERB[o.interaction]} tissue"
-            for o in objects[1:] if o.interaction != "Idle"]
+    acts = [
+        f"{o.name.replace('_', ' ')} {_VERB[o.interaction]} tissue"
+        for o in objects[1:]
+        if o.interaction != "Idle"
+    ]
     return SceneGraph(objects, " and ".join(acts) if acts else None, (H, W), filename)

@@ -1,4 +1,5 @@
 """Sample selection: a class-balanced subset of a labelled dataset."""
+
 from __future__ import annotations
 
 import torch
@@ -19,11 +20,12 @@ def balanced_subset(labels: torch.Tensor, limit: int, seed: int | None = 0) -> t
         raise ValueError(f"limit: expected a non-negative number of samples, found {limit}")
     labels = torch.as_tensor(labels).long().flatten()
     n = labels.numel()
-    perm = (torch.arange(n) if seed is None
-            else torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
-    order = perm[torch.sort(labels[perm], stable=True).indices]     # by class, then perm order
+    perm = (
+        torch.arange(n) if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    )
+    order = perm[torch.sort(labels[perm], stable=True).indices]  # by class, then perm order
     cls = labels[order]
-    first = torch.searchsorted(cls, cls, side="left")                 # class start in `order`
-    rank = torch.arange(n) - first                                    # position within class
+    first = torch.searchsorted(cls, cls, side="left")  # class start in `order`
+    rank = torch.arange(n) - first  # position within class
     rr = torch.sort(rank * (int(cls.max()) + 1 if n else 1) + cls, stable=True).indices
     return order[rr][:limit]

@@ -71,21 +71,22 @@ Layouts written (``python -m gcfeat.data.synthetic --help``):
   appear and leave only half-way between two annotated frames and move slowly, so each 1 fps
   row describes the whole second around its frame.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .classes import (CHOLEC80_TO_SURGICAL, INSTRUMENTS, SURGICAL_CLASSES, TISSUE)
+from .classes import CHOLEC80_TO_SURGICAL, INSTRUMENTS, SURGICAL_CLASSES, TISSUE
 from .errors import make_dir
 from .groundtruth import mask_box, write_frame_gt
 from .scene_graph import template_scene_graph, write_scene_graph
@@ -94,8 +95,9 @@ from .transforms import parse_size
 GENERATOR_VERSION = 1
 CHOLEC80_FPS = 25
 #: Classes the Cholec80 writer draws (those with a Cholec80 tool column).
-CHOLEC80_CLASSES: tuple[int, ...] = tuple(sorted(
-    SURGICAL_CLASSES.index(v) for v in CHOLEC80_TO_SURGICAL.values()))
+CHOLEC80_CLASSES: tuple[int, ...] = tuple(
+    sorted(SURGICAL_CLASSES.index(v) for v in CHOLEC80_TO_SURGICAL.values())
+)
 
 
 @dataclass
@@ -163,12 +165,16 @@ def _tip_prims(cls: int, jaw: float) -> list[tuple]:
         j = A([(0, -0.24), (1.4, -0.24), (1.65, 0), (1.4, 0.24), (0, 0.24)], float)
         win = A([(0.45, -0.09), (1.15, -0.09), (1.15, 0.09), (0.45, 0.09)], float)
         a = 0.06 + 0.28 * jaw
-        return [("poly", [_rot(j, a) + (0, 0.26), _rot(j, -a) - (0, 0.26)], tip),
-                ("poly", [_rot(win, a) + (0, 0.26), _rot(win, -a) - (0, 0.26)], (40, 60, 40))]
+        return [
+            ("poly", [_rot(j, a) + (0, 0.26), _rot(j, -a) - (0, 0.26)], tip),
+            ("poly", [_rot(win, a) + (0, 0.26), _rot(win, -a) - (0, 0.26)], (40, 60, 40)),
+        ]
     if cls == 2:  # needle driver: blunt block holding a curved needle
         block = A([(0, -0.5), (1.1, -0.42), (1.35, 0), (1.1, 0.42), (0, 0.5)], float)
-        return [("poly", [block], tip),
-                ("line", [_arc(1.2, 0.75, 0.8, 0.75, -math.pi / 2, math.pi / 2)], _SILVER, 0.14)]
+        return [
+            ("poly", [block], tip),
+            ("line", [_arc(1.2, 0.75, 0.8, 0.75, -math.pi / 2, math.pi / 2)], _SILVER, 0.14),
+        ]
     if cls == 3:  # curved scissors: two copper blades curving to one side
         t = np.linspace(0, 1, 8)
         blade = np.stack([2.0 * t, 0.5 * t * t], 1)
@@ -180,21 +186,23 @@ def _tip_prims(cls: int, jaw: float) -> list[tuple]:
         return [("poly", [head], tip), ("poly", [face], (150, 150, 175))]
     if cls == 5:  # suction: straight tube ending in a ring
         tube = A([(0, -0.3), (2.2, -0.3), (2.2, 0.3), (0, 0.3)], float)
-        return [("poly", [tube], tip),
-                ("ring", [_arc(2.45, 0, 0.42, 0.42, 0, 2 * math.pi, 16)], tip, 0.22)]
+        return [("poly", [tube], tip), ("ring", [_arc(2.45, 0, 0.42, 0.42, 0, 2 * math.pi, 16)], tip, 0.22)]
     if cls == 6:  # clip applier: two prongs holding a gold clip
         s = 0.28 + 0.14 * jaw
-        return [("line", [A([(0, s), (1.55, s)], float), A([(0, -s), (1.55, -s)], float)],
-                 tip, 0.26),
-                ("line", [A([(1.35, -s), (1.85, 0), (1.35, s)], float)], _GOLD, 0.2)]
+        return [
+            ("line", [A([(0, s), (1.55, s)], float), A([(0, -s), (1.55, -s)], float)], tip, 0.26),
+            ("line", [A([(1.35, -s), (1.85, 0), (1.35, s)], float)], _GOLD, 0.2),
+        ]
     if cls == 7:  # stapler: long dark jaw with a light cartridge stripe
         jawp = A([(0, -0.62), (2.7, -0.62), (3.0, -0.3), (3.0, 0.3), (2.7, 0.62), (0, 0.62)], float)
         cart = A([(0.2, -0.16), (2.6, -0.16), (2.6, 0.16), (0.2, 0.16)], float)
         return [("poly", [jawp], tip), ("poly", [cart], _CARTRIDGE)]
     if cls == 8:  # hook: black sheath, then an L-shaped electrode
         sheath = A([(0, -0.32), (0.7, -0.32), (0.7, 0.32), (0, 0.32)], float)
-        return [("poly", [sheath], (20, 20, 20)),
-                ("line", [A([(0.6, 0), (1.8, 0), (1.8, 0.8)], float)], tip, 0.3)]
+        return [
+            ("poly", [sheath], (20, 20, 20)),
+            ("line", [A([(0.6, 0), (1.8, 0), (1.8, 0.8)], float)], tip, 0.3),
+        ]
     if cls == 9:  # specimen bag: a pale pear-shaped bag at the end of a thin shaft
         t = np.linspace(0, 2 * math.pi, 20)
         bag = np.stack([1.9 + 1.9 * np.cos(t), 1.3 * np.sin(t) * (0.75 + 0.25 * np.cos(t))], 1)
@@ -203,8 +211,9 @@ def _tip_prims(cls: int, jaw: float) -> list[tuple]:
     raise ValueError(f"class {cls}: not an instrument class")
 
 
-def _instrument_prims(cls: int, base: np.ndarray, theta: float, w: float, jaw: float,
-                      reach: float) -> list[tuple]:
+def _instrument_prims(
+    cls: int, base: np.ndarray, theta: float, w: float, jaw: float, reach: float
+) -> list[tuple]:
     """Primitives in frame pixels: (kind, [pts (n, 2) float], colour, thickness_px, in_mask)."""
     look = _LOOKS[cls]
     d = np.array([math.cos(theta), math.sin(theta)])
@@ -220,8 +229,7 @@ def _instrument_prims(cls: int, base: np.ndarray, theta: float, w: float, jaw: f
     out.append(("poly", [to_img(shaft)], look["shaft"], 0, True))
     period = look["period"]
     starts = 0.9 + period * np.arange(int(far / period))
-    bands = [to_img(np.array([(-a, -0.5), (-a - 0.55, -0.5), (-a - 0.55, 0.5), (-a, 0.5)]))
-             for a in starts]
+    bands = [to_img(np.array([(-a, -0.5), (-a - 0.55, -0.5), (-a - 0.55, 0.5), (-a, 0.5)])) for a in starts]
     if bands:
         out.append(("poly", bands, look["band"], 0, True))
     if w >= 6:  # a lengthwise highlight inside the shaft: a rounded, metallic look
@@ -239,7 +247,7 @@ def _instrument_prims(cls: int, base: np.ndarray, theta: float, w: float, jaw: f
 
 def _draw(canvas: np.ndarray, prim: tuple, colour) -> None:
     kind, pts, _, thick, _ = prim
-    pts = [np.round(q * 16).astype(np.int32) for q in pts]   # 4 fractional bits
+    pts = [np.round(q * 16).astype(np.int32) for q in pts]  # 4 fractional bits
     if kind == "poly":
         cv2.fillPoly(canvas, pts, colour, cv2.LINE_8, 4)
     else:
@@ -249,16 +257,17 @@ def _draw(canvas: np.ndarray, prim: tuple, colour) -> None:
 # ----------------------------------------------------------------------------------------------
 # Motion plan
 
+
 @dataclass
 class _Track:
     cls: int
     start: int
-    end: int              # exclusive
-    z: float              # drawing order: larger is nearer the camera
-    width: float          # shaft width, px
-    key_frames: np.ndarray    # (k,) int
-    key_base: np.ndarray      # (k, 2) tip base B, px
-    key_theta: np.ndarray     # (k,) shaft direction, rad (unwrapped)
+    end: int  # exclusive
+    z: float  # drawing order: larger is nearer the camera
+    width: float  # shaft width, px
+    key_frames: np.ndarray  # (k,) int
+    key_base: np.ndarray  # (k, 2) tip base B, px
+    key_theta: np.ndarray  # (k,) shaft direction, rad (unwrapped)
     jaw_period: float
     jaw_phase: float
 
@@ -275,8 +284,7 @@ def _spline(key_frames: np.ndarray, *values: np.ndarray, f: float) -> list[np.nd
     i = min(max(int(np.searchsorted(key_frames, f, side="right")) - 1, 0), k - 2)
     u = min(max((f - key_frames[i]) / max(key_frames[i + 1] - key_frames[i], 1), 0.0), 1.0)
     u2, u3 = u * u, u * u * u
-    w = (-0.5 * u3 + u2 - 0.5 * u, 1.5 * u3 - 2.5 * u2 + 1, -1.5 * u3 + 2 * u2 + 0.5 * u,
-         0.5 * u3 - 0.5 * u2)
+    w = (-0.5 * u3 + u2 - 0.5 * u, 1.5 * u3 - 2.5 * u2 + 1, -1.5 * u3 + 2 * u2 + 0.5 * u, 0.5 * u3 - 0.5 * u2)
     idx = [max(i - 1, 0), i, i + 1, min(i + 2, k - 1)]
     return [sum(wj * v[j] for wj, j in zip(w, idx)) for v in values]
 
@@ -295,8 +303,9 @@ def _border_point(s: float, H: int, W: int) -> tuple[np.ndarray, float]:
     return np.array([0.0, H - s]), 0.0
 
 
-def _sample_pose(rng: np.random.Generator, H: int, W: int, w: float, tip_len: float,
-                 prev: tuple[float, float] | None) -> tuple[float, np.ndarray, float]:
+def _sample_pose(
+    rng: np.random.Generator, H: int, W: int, w: float, tip_len: float, prev: tuple[float, float] | None
+) -> tuple[float, np.ndarray, float]:
     """A key pose ``(s, B, theta)``: shaft entering at border position s, tip inside the frame.
 
     Visible length (border to tip end) is 35-70% of the diagonal where the frame allows it.
@@ -306,7 +315,7 @@ def _sample_pose(rng: np.random.Generator, H: int, W: int, w: float, tip_len: fl
     diag = math.hypot(H, W)
     margin = 0.03 * min(H, W)
     for attempt in range(200):
-        shrink = attempt / 200.0                     # relax the length if the frame is tight
+        shrink = attempt / 200.0  # relax the length if the frame is tight
         if prev is None:
             s = rng.uniform(0, per)
         else:
@@ -323,8 +332,13 @@ def _sample_pose(rng: np.random.Generator, H: int, W: int, w: float, tip_len: fl
         end = point + frac * diag * d
         base = end - tip_len * w * d
         lo, hi = np.array([margin, margin]), np.array([W - margin, H - margin])
-        if np.all(end >= lo) and np.all(end <= hi) and np.all(base >= lo) and np.all(base <= hi) \
-                and frac * diag > (tip_len + 1) * w:
+        if (
+            np.all(end >= lo)
+            and np.all(end <= hi)
+            and np.all(base >= lo)
+            and np.all(base <= hi)
+            and frac * diag > (tip_len + 1) * w
+        ):
             return s, base, theta
     # A frame too small for the constraints: park the tool in the centre, entering from below.
     return (prev[0] if prev else 0.0), np.array([W / 2, H / 2]), -math.pi / 2
@@ -332,6 +346,7 @@ def _sample_pose(rng: np.random.Generator, H: int, W: int, w: float, tip_len: fl
 
 # ----------------------------------------------------------------------------------------------
 # Background
+
 
 def _make_background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
     """Tissue texture, vessels and specular highlights, uint8 (H, W, 3) RGB."""
@@ -349,7 +364,7 @@ def _make_background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
     img = np.clip(img, 0, 255).astype(np.uint8)
 
     diag = math.hypot(H, W)
-    for _ in range(int(rng.integers(5, 10))):       # vessels: random-walk curves, some branching
+    for _ in range(int(rng.integers(5, 10))):  # vessels: random-walk curves, some branching
         pt = rng.uniform((0, 0), (W, H))
         ang = rng.uniform(0, 2 * math.pi)
         thick = int(rng.integers(1, max(2, round(0.014 * H)) + 1))
@@ -359,43 +374,47 @@ def _make_background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
             pt = pt + 0.035 * diag * np.array([math.cos(ang), math.sin(ang)])
             pts.append(pt)
         colour = tuple(int(v) for v in np.array([120, 22, 42]) + rng.integers(-15, 15, 3))
-        cv2.polylines(img, [np.round(np.array(pts) * 16).astype(np.int32)], False, colour,
-                      thick, cv2.LINE_AA, 4)
+        cv2.polylines(
+            img, [np.round(np.array(pts) * 16).astype(np.int32)], False, colour, thick, cv2.LINE_AA, 4
+        )
         if thick > 1 and rng.random() < 0.6:
             k = int(rng.integers(1, len(pts)))
             sub, a = [pts[k]], ang + rng.choice([-1.0, 1.0])
             for _ in range(int(rng.integers(4, 10))):
                 a += rng.normal(0, 0.3)
                 sub.append(sub[-1] + 0.03 * diag * np.array([math.cos(a), math.sin(a)]))
-            cv2.polylines(img, [np.round(np.array(sub) * 16).astype(np.int32)], False, colour,
-                          thick - 1, cv2.LINE_AA, 4)
+            cv2.polylines(
+                img, [np.round(np.array(sub) * 16).astype(np.int32)], False, colour, thick - 1, cv2.LINE_AA, 4
+            )
     img = cv2.GaussianBlur(img, (0, 0), max(0.6, 0.004 * H))
-    for _ in range(int(rng.integers(4, 11))):       # specular highlights: small white blobs
+    for _ in range(int(rng.integers(4, 11))):  # specular highlights: small white blobs
         r = max(1.0, rng.uniform(0.004, 0.014) * H)
         centre = tuple(int(v) for v in rng.uniform((0, 0), (W, H)))
         axes = (int(round(r)), max(1, int(round(r * rng.uniform(0.4, 1.0)))))
-        cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, (255, 250, 246), -1,
-                    cv2.LINE_AA)
+        cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, (255, 250, 246), -1, cv2.LINE_AA)
     return cv2.GaussianBlur(img, (0, 0), 0.5)
 
 
 def _vignette(H: int, W: int, strength: float) -> np.ndarray:
     y = (np.arange(H, dtype=np.float32) - (H - 1) / 2) / (H / 2)
     x = (np.arange(W, dtype=np.float32) - (W - 1) / 2) / (W / 2)
-    r2 = (y[:, None] ** 2 + x[None, :] ** 2) / 2.0          # 1 at the corners
-    v = 1.0 - strength * r2 ** 1.2
+    r2 = (y[:, None] ** 2 + x[None, :] ** 2) / 2.0  # 1 at the corners
+    v = 1.0 - strength * r2**1.2
     return np.repeat(np.round(255 * v)[..., None], 3, 2).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------
+
 
 def _as_class_ids(classes: Sequence[int | str]) -> tuple[int, ...]:
     ids = []
     for c in classes:
         i = SURGICAL_CLASSES.index(c) if isinstance(c, str) and c in SURGICAL_CLASSES else c
         if not isinstance(i, (int, np.integer)) or i not in INSTRUMENTS:
-            raise ValueError(f"classes: {c!r} is not an instrument class; expected ids "
-                             f"{INSTRUMENTS} or names {SURGICAL_CLASSES[:TISSUE]}")
+            raise ValueError(
+                f"classes: {c!r} is not an instrument class; expected ids "
+                f"{INSTRUMENTS} or names {SURGICAL_CLASSES[:TISSUE]}"
+            )
         ids.append(int(i))
     if not ids:
         raise ValueError("classes: empty; expected at least one instrument class")
@@ -428,12 +447,21 @@ class SyntheticVideo(Sequence[SceneFrame]):
             writers pass one; a video then depends on the videos planned before it.
     """
 
-    def __init__(self, seed: int | Sequence[int], num_frames: int,
-                 size: tuple[int, int] = (256, 320),
-                 classes: Sequence[int | str] = INSTRUMENTS, *, max_instruments: int = 3,
-                 min_visible: int = 30, motion_period: int = 8, segment: int = 1,
-                 track_length: tuple[int, int] = (10, 40), noise: int = 4,
-                 class_queue: list[int] | None = None):
+    def __init__(
+        self,
+        seed: int | Sequence[int],
+        num_frames: int,
+        size: tuple[int, int] = (256, 320),
+        classes: Sequence[int | str] = INSTRUMENTS,
+        *,
+        max_instruments: int = 3,
+        min_visible: int = 30,
+        motion_period: int = 8,
+        segment: int = 1,
+        track_length: tuple[int, int] = (10, 40),
+        noise: int = 4,
+        class_queue: list[int] | None = None,
+    ):
         if num_frames < 0:
             raise ValueError(f"num_frames={num_frames}: expected >= 0")
         self.size = (int(size[0]), int(size[1]))
@@ -515,11 +543,18 @@ class SyntheticVideo(Sequence[SceneFrame]):
             prev = (s, theta)
             bases.append(base)
             thetas.append(theta)
-        return _Track(cls=cls, start=start, end=end, z=float(rng.random()), width=w,
-                      key_frames=np.array(frames), key_base=np.array(bases),
-                      key_theta=np.array(thetas),
-                      jaw_period=float(rng.uniform(1.5, 3.0) * motion_period),
-                      jaw_phase=float(rng.uniform(0, 2 * math.pi)))
+        return _Track(
+            cls=cls,
+            start=start,
+            end=end,
+            z=float(rng.random()),
+            width=w,
+            key_frames=np.array(frames),
+            key_base=np.array(bases),
+            key_theta=np.array(thetas),
+            jaw_period=float(rng.uniform(1.5, 3.0) * motion_period),
+            jaw_phase=float(rng.uniform(0, 2 * math.pi)),
+        )
 
     # -- rendering ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -542,8 +577,8 @@ class SyntheticVideo(Sequence[SceneFrame]):
         offset, gain = _spline(self._cam_frames, self._cam_offsets, self._cam_gain[:, None], f=f)
         ox, oy = np.clip(np.round(offset), 0, 2 * self._margin).astype(int)
         gain = gain[0]
-        image = cv2.convertScaleAbs(self._background[oy:oy + H, ox:ox + W], alpha=float(gain))
-        ids = np.zeros((H, W), np.uint8)                 # class + 1 of the nearest instrument
+        image = cv2.convertScaleAbs(self._background[oy : oy + H, ox : ox + W], alpha=float(gain))
+        ids = np.zeros((H, W), np.uint8)  # class + 1 of the nearest instrument
         reach = 1.2 * math.hypot(H, W)
         active = sorted((t for t in self._tracks if t.start <= f < t.end), key=lambda t: t.z)
         for t in active:
@@ -571,8 +606,13 @@ class SyntheticVideo(Sequence[SceneFrame]):
         return SceneFrame(image=image, labels=labels, masks=masks, boxes=boxes, frame_index=f)
 
 
-def generate_video(seed: int | Sequence[int], num_frames: int, size: tuple[int, int] = (256, 320),
-                   classes: Sequence[int | str] = INSTRUMENTS, **kwargs) -> SyntheticVideo:
+def generate_video(
+    seed: int | Sequence[int],
+    num_frames: int,
+    size: tuple[int, int] = (256, 320),
+    classes: Sequence[int | str] = INSTRUMENTS,
+    **kwargs,
+) -> SyntheticVideo:
     """A deterministic synthetic video; iterate it or index it for :class:`SceneFrame` s.
 
     >>> video = generate_video(seed=0, num_frames=8, size=(64, 80))
@@ -585,10 +625,15 @@ def generate_video(seed: int | Sequence[int], num_frames: int, size: tuple[int, 
     return SyntheticVideo(seed, num_frames, size, classes, **kwargs)
 
 
-def dataset_videos(layout: str, num_videos: int, num_frames: int,
-                   size: tuple[int, int] = (256, 320), seed: int = 0,
-                   classes: Sequence[int | str] | None = None,
-                   **scene_kwargs) -> Iterator[tuple[str, SyntheticVideo]]:
+def dataset_videos(
+    layout: str,
+    num_videos: int,
+    num_frames: int,
+    size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    classes: Sequence[int | str] | None = None,
+    **scene_kwargs,
+) -> Iterator[tuple[str, SyntheticVideo]]:
     """Yield ``(name, video)`` exactly as :func:`write_miccai18` / :func:`write_cholec80` make
     them ("seq_1", ... or "video01", ...): the same seeds, scene settings and shared class queue.
 
@@ -605,20 +650,21 @@ def dataset_videos(layout: str, num_videos: int, num_frames: int,
     else:
         raise ValueError(f"layout={layout!r}: expected 'miccai18' or 'cholec80'")
     kwargs.update(scene_kwargs)
-    queue: list[int] = []                # one class queue: balanced across the videos
+    queue: list[int] = []  # one class queue: balanced across the videos
     for n, name in enumerate(names, 1):
-        yield name, generate_video((seed, n), num_frames, size, classes, class_queue=queue,
-                                   **kwargs)
+        yield name, generate_video((seed, n), num_frames, size, classes, class_queue=queue, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
 # Writers
 
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     """RGB ``(H, W, 3)`` or single-channel ``(H, W)`` uint8; creates the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image[..., ::-1] if image.ndim == 3 else image,
-                       [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+    if not cv2.imwrite(
+        str(path), image[..., ::-1] if image.ndim == 3 else image, [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ):
         raise OSError(f"{path}: could not write the PNG")
 
 
@@ -637,14 +683,27 @@ def _write_dataset_json(root: Path, doc: dict) -> None:
 
 
 def _summary(root: Path, layout: str, counts: Counter, n_frames: int, splits: dict) -> dict:
-    return {"root": str(root), "layout": layout, "frames": n_frames, "splits": splits,
-            "class_frames": {SURGICAL_CLASSES[c]: counts.get(c, 0) for c in range(len(SURGICAL_CLASSES))}}
+    return {
+        "root": str(root),
+        "layout": layout,
+        "frames": n_frames,
+        "splits": splits,
+        "class_frames": {SURGICAL_CLASSES[c]: counts.get(c, 0) for c in range(len(SURGICAL_CLASSES))},
+    }
 
 
-def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: int = 100,
-                   size: tuple[int, int] = (256, 320), seed: int = 0, *,
-                   classes: Sequence[int | str] = INSTRUMENTS, progress: bool = True,
-                   test_videos: int = 0, **scene_kwargs) -> dict:
+def write_miccai18(
+    out_dir: os.PathLike | str,
+    num_videos: int = 4,
+    num_frames: int = 100,
+    size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    *,
+    classes: Sequence[int | str] = INSTRUMENTS,
+    progress: bool = True,
+    test_videos: int = 0,
+    **scene_kwargs,
+) -> dict:
     """Write ``num_videos`` synthetic sequences in the MICCAI 2018 layout under ``out_dir``.
 
     Sequence ``seq_N`` is generated from seed ``(seed, N)`` (and the class queue the sequences
@@ -658,19 +717,22 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
     root = Path(out_dir)
     size = parse_size(size)
     if num_videos < 1 or num_frames < 1 or test_videos < 0:
-        raise ValueError(f"num_videos={num_videos}, num_frames={num_frames}, test_videos="
-                         f"{test_videos}: expected >= 1, >= 1 and >= 0")
+        raise ValueError(
+            f"num_videos={num_videos}, num_frames={num_frames}, test_videos="
+            f"{test_videos}: expected >= 1, >= 1 and >= 0"
+        )
     numbers = list(range(1, num_videos + 1 + test_videos))
     split_of = miccai18_splits(numbers[:num_videos])
     split_of.update({n: "test" for n in numbers[num_videos:]})
     split_names = ("train", "val", "test") if test_videos else ("train", "val")
     digits = max(3, len(str(num_frames - 1)))
     counts: Counter = Counter()
-    bar = tqdm(total=len(numbers) * num_frames, desc="miccai18", unit="frame",
-               disable=None if progress else True)
+    bar = tqdm(
+        total=len(numbers) * num_frames, desc="miccai18", unit="frame", disable=None if progress else True
+    )
     videos = dataset_videos("miccai18", len(numbers), num_frames, size, seed, classes, **scene_kwargs)
     make_dir(root, "the output folder")
-    for split in split_names:              # each exists even when it holds no sequence
+    for split in split_names:  # each exists even when it holds no sequence
         (root / "annotation_tool" / split).mkdir(parents=True, exist_ok=True)
     for n, (seq, video) in zip(numbers, videos):
         frames_dir = root / seq / "left_frames"
@@ -679,34 +741,62 @@ def write_miccai18(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
         for f, frame in enumerate(video):
             name = f"frame{f:0{digits}d}"
             _write_png(frames_dir / f"{name}.png", frame.image)
-            write_frame_gt(root / "groundtruth" / seq / f"{name}.json", labels=frame.labels,
-                           boxes=frame.boxes, masks=frame.masks, size=size, video=seq,
-                           frame_index=f, image=f"{seq}/left_frames/{name}.png")
-            write_scene_graph(root / seq / "xml" / f"{name}.xml",
-                              template_scene_graph(frame.boxes, f, size, f"{name}.png"))
+            write_frame_gt(
+                root / "groundtruth" / seq / f"{name}.json",
+                labels=frame.labels,
+                boxes=frame.boxes,
+                masks=frame.masks,
+                size=size,
+                video=seq,
+                frame_index=f,
+                image=f"{seq}/left_frames/{name}.png",
+            )
+            write_scene_graph(
+                root / seq / "xml" / f"{name}.xml", template_scene_graph(frame.boxes, f, size, f"{name}.png")
+            )
             _write_png(root / seq / "annotations" / f"{name}.png", label_mask(frame))
             labels.append(frame.labels)
             box_rows.append((f"{name}.png", frame.boxes))
             counts.update(np.flatnonzero(frame.labels).tolist())
             bar.update()
-        write_tool_annotation(root / "annotation_tool" / split_of[n] / f"{seq}.txt",
-                              list(range(num_frames)), np.stack(labels), digits=digits)
+        write_tool_annotation(
+            root / "annotation_tool" / split_of[n] / f"{seq}.txt",
+            list(range(num_frames)),
+            np.stack(labels),
+            digits=digits,
+        )
         write_gt_bbox(root / "gt_bbox" / f"{seq}.txt", box_rows)
     bar.close()
     splits = {s: [f"seq_{n}" for n in numbers if split_of[n] == s] for s in split_names}
-    _write_dataset_json(root, {
-        "layout": "miccai18", "classes": list(SURGICAL_CLASSES), "size": list(size),
-        "seed": seed, "generator": "gcfeat.data.synthetic", "generator_version": GENERATOR_VERSION,
-        "videos": [f"seq_{n}" for n in numbers], "frames_per_video": num_frames,
-        "splits": splits, "drawn_classes": [SURGICAL_CLASSES[c] for c in _as_class_ids(classes)],
-        "scene_kwargs": scene_kwargs,
-    })
+    _write_dataset_json(
+        root,
+        {
+            "layout": "miccai18",
+            "classes": list(SURGICAL_CLASSES),
+            "size": list(size),
+            "seed": seed,
+            "generator": "gcfeat.data.synthetic",
+            "generator_version": GENERATOR_VERSION,
+            "videos": [f"seq_{n}" for n in numbers],
+            "frames_per_video": num_frames,
+            "splits": splits,
+            "drawn_classes": [SURGICAL_CLASSES[c] for c in _as_class_ids(classes)],
+            "scene_kwargs": scene_kwargs,
+        },
+    )
     return _summary(root, "miccai18", counts, len(numbers) * num_frames, splits)
 
 
-def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: int = 250,
-                   size: tuple[int, int] = (256, 320), seed: int = 0, *, progress: bool = True,
-                   **scene_kwargs) -> dict:
+def write_cholec80(
+    out_dir: os.PathLike | str,
+    num_videos: int = 4,
+    num_frames: int = 250,
+    size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    *,
+    progress: bool = True,
+    **scene_kwargs,
+) -> dict:
     """Write ``num_videos`` synthetic videos in the Cholec80 layout under ``out_dir``.
 
     Videos are 25 fps mp4 ('mp4v'); tool rows every 25 frames; ground truth for the annotated
@@ -727,10 +817,10 @@ def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
     (root / "videos").mkdir(parents=True, exist_ok=True)
     counts: Counter = Counter()
     n_annotated = 0
-    bar = tqdm(total=num_videos * num_frames, desc="cholec80", unit="frame",
-               disable=None if progress else True)
-    for name, video in dataset_videos("cholec80", num_videos, num_frames, size, seed,
-                                      **scene_kwargs):
+    bar = tqdm(
+        total=num_videos * num_frames, desc="cholec80", unit="frame", disable=None if progress else True
+    )
+    for name, video in dataset_videos("cholec80", num_videos, num_frames, size, seed, **scene_kwargs):
         path = root / "videos" / f"{name}.mp4"
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), CHOLEC80_FPS, (W, H))
         if not writer.isOpened():
@@ -740,10 +830,16 @@ def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
             for f, frame in enumerate(video):
                 writer.write(np.ascontiguousarray(frame.image[..., ::-1]))
                 if f % CHOLEC80_FPS == 0:
-                    write_frame_gt(root / "groundtruth" / name / f"frame{f:06d}.json",
-                                   labels=frame.labels, boxes=frame.boxes, masks=frame.masks,
-                                   size=size, video=name, frame_index=f,
-                                   image=f"videos/{name}.mp4")
+                    write_frame_gt(
+                        root / "groundtruth" / name / f"frame{f:06d}.json",
+                        labels=frame.labels,
+                        boxes=frame.boxes,
+                        masks=frame.masks,
+                        size=size,
+                        video=name,
+                        frame_index=f,
+                        image=f"videos/{name}.mp4",
+                    )
                     rows.append(f)
                     labels.append(frame.labels)
                     counts.update(np.flatnonzero(frame.labels).tolist())
@@ -755,17 +851,28 @@ def write_cholec80(out_dir: os.PathLike | str, num_videos: int = 4, num_frames: 
     bar.close()
     splits = cholec80_splits(numbers)
     splits = {s: [f"video{n:02d}" for n in v] for s, v in splits.items()}
-    _write_dataset_json(root, {
-        "layout": "cholec80", "classes": list(SURGICAL_CLASSES), "size": list(size),
-        "seed": seed, "generator": "gcfeat.data.synthetic", "generator_version": GENERATOR_VERSION,
-        "videos": names, "frames_per_video": num_frames, "fps": CHOLEC80_FPS,
-        "annotation_step": CHOLEC80_FPS, "splits": splits,
-        "drawn_classes": [SURGICAL_CLASSES[c] for c in CHOLEC80_CLASSES],
-        "scene_kwargs": scene_kwargs,
-    })
+    _write_dataset_json(
+        root,
+        {
+            "layout": "cholec80",
+            "classes": list(SURGICAL_CLASSES),
+            "size": list(size),
+            "seed": seed,
+            "generator": "gcfeat.data.synthetic",
+            "generator_version": GENERATOR_VERSION,
+            "videos": names,
+            "frames_per_video": num_frames,
+            "fps": CHOLEC80_FPS,
+            "annotation_step": CHOLEC80_FPS,
+            "splits": splits,
+            "drawn_classes": [SURGICAL_CLASSES[c] for c in CHOLEC80_CLASSES],
+            "scene_kwargs": scene_kwargs,
+        },
+    )
     return _summary(root, "cholec80", counts, n_annotated, splits)
 
 
 if __name__ == "__main__":  # `python -m gcfeat.data.synthetic`: the CLI is gcfeat.cli.synthetic
     from gcfeat.cli.synthetic import main
+
     raise SystemExit(main())

@@ -3,10 +3,11 @@
 Sizes are ``(H, W)`` tuples (torch order); CLIs write them as ``256x320`` (H x W).
 Boxes are ``x1, y1, x2, y2`` with exclusive end, in pixels of the image they belong to.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -54,17 +55,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int], method: str = "area")
     if (h, w) == tuple(size):
         return image
     if method == "pil":
-        out = Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]),
-                                                                 Image.BILINEAR)
+        out = Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]), Image.BILINEAR)
         return np.asarray(out)
     shrink = size[0] * size[1] < h * w
-    return cv2.resize(image, (size[1], size[0]),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def to_input(image: np.ndarray, size: tuple[int, int] | None = None,
-             mean: Sequence[float] = SURGICAL_MEAN,
-             std: Sequence[float] = SURGICAL_STD, resize: str = "area") -> torch.Tensor:
+def to_input(
+    image: np.ndarray,
+    size: tuple[int, int] | None = None,
+    mean: Sequence[float] = SURGICAL_MEAN,
+    std: Sequence[float] = SURGICAL_STD,
+    resize: str = "area",
+) -> torch.Tensor:
     """uint8 RGB ``(h, w, 3)`` -> normalised float32 ``(3, H, W)`` at ``size`` (or unchanged);
     ``resize``: see :func:`resize_image`."""
     if size is not None:
@@ -75,8 +78,7 @@ def to_input(image: np.ndarray, size: tuple[int, int] | None = None,
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int],
-                to_size: tuple[int, int]) -> np.ndarray:
+def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     """Rescale ``(n, 4)`` x1, y1, x2, y2 boxes from an ``(H, W)`` frame to another ``(H, W)``.
 
     The result is float32 and not rounded: an exclusive-end box covering the whole frame maps

@@ -6,10 +6,11 @@ decoded with ``retrieve()`` only. Problems raise :class:`~gcfeat.data.errors.Dat
 the file: missing, empty, not openable (corrupt, truncated, unsupported codec), no decodable
 frames, or fewer frames than asked for.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -23,8 +24,10 @@ def open_video(path: os.PathLike | str) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
-        raise DataError(f"{path}: cannot be opened as a video ({os.path.getsize(path)} bytes; "
-                        f"corrupt, truncated or an unsupported codec)")
+        raise DataError(
+            f"{path}: cannot be opened as a video ({os.path.getsize(path)} bytes; "
+            f"corrupt, truncated or an unsupported codec)"
+        )
     return cap
 
 
@@ -32,10 +35,11 @@ def video_info(path: os.PathLike | str) -> dict:
     """``{"frames": n, "fps": f, "size": (H, W)}`` from the container (frames may be 0 if unknown)."""
     cap = open_video(path)
     try:
-        return {"frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-                "fps": float(cap.get(cv2.CAP_PROP_FPS)),
-                "size": (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))}
+        return {
+            "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+            "fps": float(cap.get(cv2.CAP_PROP_FPS)),
+            "size": (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))),
+        }
     finally:
         cap.release()
 
@@ -52,14 +56,16 @@ def iter_frames(path: os.PathLike | str, frame_indices: Iterable[int]) -> Iterat
         return
     cap = open_video(path)
     try:
-        pos = 0                                    # index of the next frame grab() returns
+        pos = 0  # index of the next frame grab() returns
         for target in wanted:
             while pos <= target:
                 if not cap.grab():
                     what = "no decodable frames" if pos == 0 else f"only {pos} decodable frames"
-                    raise DataError(f"{path}: {what}; frame {target} was asked for "
-                                    f"(truncated or corrupt video, or the annotation claims "
-                                    f"more frames than the video has)")
+                    raise DataError(
+                        f"{path}: {what}; frame {target} was asked for "
+                        f"(truncated or corrupt video, or the annotation claims "
+                        f"more frames than the video has)"
+                    )
                 pos += 1
             ok, frame = cap.retrieve()
             if not ok or frame is None:

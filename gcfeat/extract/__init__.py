@@ -3,6 +3,7 @@
 ``python -m gcfeat.extract`` dumps a whole dataset to HDF5 (see :mod:`gcfeat.extract.pipeline`
 and :mod:`gcfeat.io.features`).
 """
+
 from .base import Extractor, Features, feature_levels, layer_channels
 from .crop import CropExtractor, backbone_to, crop_boxes, crop_features, forward_to
 from .heatmap import HeatmapExtractor, heatmap_features, heatmap_weights, selected_classes, union_boxes
@@ -11,17 +12,42 @@ from .recipe import DEFAULT, PAPER, RECIPES, Recipe, get_recipe
 from .roi import RoiExtractor, box_bounds, box_levels, roi_align_nd, roi_features, slice_features
 
 __all__ = [
-    "Extractor", "Features", "CropExtractor", "RoiExtractor", "HeatmapExtractor",
-    "crop_boxes", "crop_features", "roi_features", "heatmap_features", "heatmap_weights",
-    "union_boxes", "box_levels", "backbone_to", "pool_to_layout", "parse_layout", "LAYOUTS",
-    "layer_channels", "feature_levels", "forward_to", "selected_classes", "roi_align_nd",
-    "box_bounds", "build_extractors", "extract_dataset",
-    "Recipe", "get_recipe", "RECIPES", "DEFAULT", "PAPER", "slice_features",
+    "Extractor",
+    "Features",
+    "CropExtractor",
+    "RoiExtractor",
+    "HeatmapExtractor",
+    "crop_boxes",
+    "crop_features",
+    "roi_features",
+    "heatmap_features",
+    "heatmap_weights",
+    "union_boxes",
+    "box_levels",
+    "backbone_to",
+    "pool_to_layout",
+    "parse_layout",
+    "LAYOUTS",
+    "layer_channels",
+    "feature_levels",
+    "forward_to",
+    "selected_classes",
+    "roi_align_nd",
+    "box_bounds",
+    "build_extractors",
+    "extract_dataset",
+    "Recipe",
+    "get_recipe",
+    "RECIPES",
+    "DEFAULT",
+    "PAPER",
+    "slice_features",
 ]
 
 
 def __getattr__(name):  # the pipeline pulls in data / cam / boxes: import it lazily
     if name in ("extract_dataset", "build_extractors"):
         from . import pipeline
+
         return getattr(pipeline, name)
     raise AttributeError(name)

@@ -5,6 +5,7 @@ heatmaps, layer4 activations and the extra layer2 / layer3 maps) and the boxes d
 heatmaps into :class:`Features`: one row per object. Extractors never run the backbone on the
 frames again; only :class:`~gcfeat.extract.crop.CropExtractor` (M1) runs it, on the crops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,7 @@ class Features:
 
     def __post_init__(self) -> None:
         if self.empty is None:
-            self.empty = torch.zeros(self.frame.shape[0], dtype=torch.bool,
-                                     device=self.frame.device)
+            self.empty = torch.zeros(self.frame.shape[0], dtype=torch.bool, device=self.frame.device)
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
@@ -55,8 +55,9 @@ class Features:
 
     def float(self) -> Features:
         """``features`` / ``box`` / ``score`` as float32 (after autocast)."""
-        return Features(self.frame, self.label, self.box.float(), self.score.float(),
-                        self.features.float(), self.empty)
+        return Features(
+            self.frame, self.label, self.box.float(), self.score.float(), self.features.float(), self.empty
+        )
 
     def select(self, index: torch.Tensor) -> Features:
         return Features(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -65,14 +66,18 @@ class Features:
     def cat(parts: Sequence[Features]) -> Features:
         if not parts:
             raise ValueError("Features.cat: got an empty list, expected at least one part")
-        return Features(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
-                           for f in fields(Features)})
+        return Features(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Features)})
 
     @staticmethod
     def empty_like(dim: int, device=None, box_dim: int = 4) -> Features:
         z = torch.zeros(0, dtype=torch.int64, device=device)
-        return Features(z, z.clone(), torch.zeros(0, box_dim, device=device),
-                        torch.zeros(0, device=device), torch.zeros(0, dim, device=device))
+        return Features(
+            z,
+            z.clone(),
+            torch.zeros(0, box_dim, device=device),
+            torch.zeros(0, device=device),
+            torch.zeros(0, dim, device=device),
+        )
 
 
 class Extractor:
@@ -111,14 +116,16 @@ def _out_channels(module: nn.Module) -> int:
         return int(module.out_channels)  # type: ignore[arg-type]
     convs = [m for m in module.modules() if hasattr(m, "out_channels")]
     if not convs:
-        raise ValueError(f"cannot tell the output channels of {type(module).__name__}: it holds "
-                         f"no convolution")
+        raise ValueError(
+            f"cannot tell the output channels of {type(module).__name__}: it holds no convolution"
+        )
     # the last block's last conv (a downsample conv, registered after it, has the same width)
     return int(convs[-1].out_channels)  # type: ignore[arg-type]  # an int (see above)
 
 
-def feature_levels(model: nn.Module, levels: Sequence[str] | None = None,
-                   input_shape: Sequence[int] | None = None) -> dict[str, nn.Module]:
+def feature_levels(
+    model: nn.Module, levels: Sequence[str] | None = None, input_shape: Sequence[int] | None = None
+) -> dict[str, nn.Module]:
     """The maps the extractors read, in order of increasing stride; the last is the CAM target.
 
     :func:`gcfeat.models.levels.find_levels`: torchvision ResNets and
@@ -134,21 +141,25 @@ def feature_levels(model: nn.Module, levels: Sequence[str] | None = None,
     return {lv.name: lv.module for lv in find_levels(model, levels, input_shape=input_shape)}
 
 
-def layer_channels(model: nn.Module, levels: dict[str, nn.Module] | None = None,
-                   input_shape: Sequence[int] | None = None) -> dict[str, int]:
+def layer_channels(
+    model: nn.Module, levels: dict[str, nn.Module] | None = None, input_shape: Sequence[int] | None = None
+) -> dict[str, int]:
     """Output channels of each feature level (ResNet18/34 layer4: 512, ResNet50: 2048), as
     measured by :func:`~gcfeat.models.levels.find_levels` (the ResNet / ``last_conv`` shortcut:
     the last convolution's width)."""
     auto = {lv.name: lv for lv in find_levels(model, input_shape=input_shape)}  # ResNets: no probe
     names = list(auto) if levels is None else list(levels)
-    info = [auto[n] for n in names] if all(n in auto for n in names) \
+    info = (
+        [auto[n] for n in names]
+        if all(n in auto for n in names)
         else find_levels(model, names, input_shape=input_shape)
-    return {lv.name: lv.channels if lv.channels is not None else _out_channels(lv.module)
-            for lv in info}
+    )
+    return {lv.name: lv.channels if lv.channels is not None else _out_channels(lv.module) for lv in info}
 
 
-def level_strides(model: nn.Module, levels: Sequence[str] | None = None,
-                  input_shape: Sequence[int] | None = None) -> tuple[float, ...] | None:
+def level_strides(
+    model: nn.Module, levels: Sequence[str] | None = None, input_shape: Sequence[int] | None = None
+) -> tuple[float, ...] | None:
     """Strides of the feature levels (M2 routes boxes by them), or None for the ResNet /
     ``last_conv`` shortcut (routed by position, as the original)."""
     info = find_levels(model, levels, input_shape=input_shape)

@@ -18,6 +18,7 @@ which anti-aliases when shrinking), and fed it through the backbone *without* no
 ``Normalize`` line is commented out); the pooled ``(p1, p2, C)`` grid was flattened spatial
 first (``(p1, p2, p0)``). :func:`stretched_crops` and ``recipe="paper"`` reproduce that.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ from .recipe import Recipe, get_recipe, spatial_first
 from .roi import box_bounds, roi_align_nd
 
 
-def crop_boxes(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
-               out_size: tuple[int, ...] = (224, 224)) -> torch.Tensor:
+def crop_boxes(
+    images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor, out_size: tuple[int, ...] = (224, 224)
+) -> torch.Tensor:
     """Bilinear (3D: trilinear) crops of boxes from an image batch.
 
     Args:
@@ -54,13 +56,17 @@ def crop_boxes(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
         start, end = box_bounds(xyxy.to(images.device))
         return roi_align_nd(images, frame, start, end, tuple(out_size), sampling_ratio=1)
     rois = torch.cat([frame.to(images.dtype)[:, None], xyxy.to(images.dtype)], 1)
-    return roi_align(images, rois, tuple(out_size), spatial_scale=1.0, sampling_ratio=1,
-                     aligned=True)
+    return roi_align(images, rois, tuple(out_size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
 
-def stretched_crops(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tensor,
-                    mean: Sequence[float], std: Sequence[float],
-                    out_size: tuple[int, int] = (224, 224)) -> torch.Tensor:
+def stretched_crops(
+    images: torch.Tensor,
+    xyxy: torch.Tensor,
+    frame: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    out_size: tuple[int, int] = (224, 224),
+) -> torch.Tensor:
     """The original's M1 crops: stretched uint8 frame, integer crop, PIL bilinear resize.
 
     Per frame: undo the normalisation and recover the 8-bit values ``k`` (the frames are
@@ -81,18 +87,19 @@ def stretched_crops(images: torch.Tensor, xyxy: torch.Tensor, frame: torch.Tenso
     m = torch.as_tensor(mean, dtype=torch.float32, device=images.device)[:, None, None]
     s = torch.as_tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
     k = torch.round((images.float() * s + m) * 255).clamp(0, 255)
-    v = k / 255                                                     # ToTensor's values
+    v = k / 255  # ToTensor's values
     lo = v.amin(dim=(1, 2, 3), keepdim=True)
     hi = v.amax(dim=(1, 2, 3), keepdim=True)
-    stretched = (255 * ((v - lo) / (hi - lo))).to(torch.uint8)      # truncates, as astype
-    frames = stretched.permute(0, 2, 3, 1).cpu().numpy()             # (B, H, W, 3)
+    stretched = (255 * ((v - lo) / (hi - lo))).to(torch.uint8)  # truncates, as astype
+    frames = stretched.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
     boxes = xyxy.long().cpu().tolist()
     rows = frame.long().cpu().tolist()
     out = np.empty((len(boxes), out_size[0], out_size[1], 3), np.uint8)
     for i, ((x1, y1, x2, y2), f) in enumerate(zip(boxes, rows)):
         crop = np.ascontiguousarray(frames[f, y1:y2, x1:x2])
-        out[i] = np.asarray(Image.fromarray(crop).resize((out_size[1], out_size[0]),
-                                                         Image.Resampling.BILINEAR))
+        out[i] = np.asarray(
+            Image.fromarray(crop).resize((out_size[1], out_size[0]), Image.Resampling.BILINEAR)
+        )
     crops = torch.from_numpy(out).to(images.device).permute(0, 3, 1, 2)
     return crops.float() / 255
 
@@ -103,8 +110,10 @@ def backbone_to(model: nn.Module, x: torch.Tensor, layer: str = "layer4") -> tor
         x = module(x)
         if name == layer:
             return x
-    raise ValueError(f"backbone_to: the model has no child {layer!r}; "
-                     f"children are {[n for n, _ in model.named_children()]}")
+    raise ValueError(
+        f"backbone_to: the model has no child {layer!r}; "
+        f"children are {[n for n, _ in model.named_children()]}"
+    )
 
 
 class _Stop(Exception):
@@ -128,17 +137,27 @@ def forward_to(model: nn.Module, x: torch.Tensor, module: nn.Module) -> torch.Te
     finally:
         handle.remove()
     if not out:
-        raise ValueError(f"forward_to: {type(module).__name__} did not run in the model's "
-                         f"forward; is it a submodule of the model?")
+        raise ValueError(
+            f"forward_to: {type(module).__name__} did not run in the model's "
+            f"forward; is it a submodule of the model?"
+        )
     return out[0]
 
 
 @torch.no_grad()
-def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
-                  frame: torch.Tensor, out_size: tuple[int, ...] = (224, 224),
-                  layout: Layout = (512, 1, 1), batch_size: int = 64,
-                  layer: str | nn.Module = "layer4", reshape=None, *,
-                  recipe: Recipe | str | None = None) -> torch.Tensor:
+def crop_features(
+    model: nn.Module,
+    images: torch.Tensor,
+    xyxy: torch.Tensor,
+    frame: torch.Tensor,
+    out_size: tuple[int, ...] = (224, 224),
+    layout: Layout = (512, 1, 1),
+    batch_size: int = 64,
+    layer: str | nn.Module = "layer4",
+    reshape=None,
+    *,
+    recipe: Recipe | str | None = None,
+) -> torch.Tensor:
     """M1 features: crop, resize to ``out_size``, forward to ``layer``, pool.
 
     Args:
@@ -160,25 +179,32 @@ def crop_features(model: nn.Module, images: torch.Tensor, xyxy: torch.Tensor,
         ``(M, D)`` float32.
     """
     recipe = get_recipe(recipe)
-    stretch = None                        # (mean, std) of the frames for stretched crops
+    stretch = None  # (mean, std) of the frames for stretched crops
     if recipe.crop == "stretch_pil":
         if recipe.mean is None or recipe.std is None or images.dim() != 4:
-            raise ValueError(f"crop_features: recipe {recipe.name!r} crops stretched uint8 "
-                             f"frames; it needs 2D RGB frames and the recipe's mean / std")
+            raise ValueError(
+                f"crop_features: recipe {recipe.name!r} crops stretched uint8 "
+                f"frames; it needs 2D RGB frames and the recipe's mean / std"
+            )
         stretch = (recipe.mean, recipe.std)
     feats = []
     for start in range(0, xyxy.shape[0], batch_size):
         if stretch is not None:
-            crops = stretched_crops(images, xyxy[start:start + batch_size],
-                                    frame[start:start + batch_size], stretch[0], stretch[1],
-                                    (out_size[0], out_size[1]))
+            crops = stretched_crops(
+                images,
+                xyxy[start : start + batch_size],
+                frame[start : start + batch_size],
+                stretch[0],
+                stretch[1],
+                (out_size[0], out_size[1]),
+            )
         else:
-            crops = crop_boxes(images, xyxy[start:start + batch_size],
-                               frame[start:start + batch_size], out_size)
+            crops = crop_boxes(
+                images, xyxy[start : start + batch_size], frame[start : start + batch_size], out_size
+            )
         if images.is_contiguous(memory_format=torch.channels_last):
             crops = crops.contiguous(memory_format=torch.channels_last)
-        fmap = backbone_to(model, crops, layer) if isinstance(layer, str) \
-            else forward_to(model, crops, layer)
+        fmap = backbone_to(model, crops, layer) if isinstance(layer, str) else forward_to(model, crops, layer)
         if reshape is not None:
             fmap = reshape(fmap)
         feats.append(pool_to_layout(fmap.float(), layout))
@@ -199,9 +225,16 @@ class CropExtractor(Extractor):
 
     name = "m1"
 
-    def __init__(self, model: nn.Module, out_size: tuple[int, ...] = (224, 224),
-                 layout: Layout = (512, 1, 1), batch_size: int = 64,
-                 level: str | None = None, *, recipe: Recipe | str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        out_size: tuple[int, ...] = (224, 224),
+        layout: Layout = (512, 1, 1),
+        batch_size: int = 64,
+        level: str | None = None,
+        *,
+        recipe: Recipe | str | None = None,
+    ) -> None:
         self.recipe = get_recipe(recipe)
         self.model = model
         self.out_size = tuple(int(s) for s in out_size)
@@ -211,8 +244,9 @@ class CropExtractor(Extractor):
         try:
             self._module = model.get_submodule(self.level)
         except AttributeError:
-            raise ValueError(f"CropExtractor: level {self.level!r} is not a submodule of "
-                             f"{type(model).__name__}") from None
+            raise ValueError(
+                f"CropExtractor: level {self.level!r} is not a submodule of {type(model).__name__}"
+            ) from None
         self._reshape = token_reshape(model, self._module)
 
     def output_dim(self, channels: dict | None = None) -> int:
@@ -227,12 +261,24 @@ class CropExtractor(Extractor):
 
     def __call__(self, images, result, boxes, probs=None) -> Features:
         if len(self.out_size) != images.dim() - 2:
-            raise ValueError(f"m1: crop size {self.out_size} has {len(self.out_size)} dims, "
-                             f"the inputs {images.dim() - 2}; pass a crop size per spatial dim")
-        feats = crop_features(self.model, images, boxes.xyxy, boxes.frame, self.out_size,
-                              self.layout, self.batch_size, self._module, self._reshape,
-                              recipe=self.recipe)
+            raise ValueError(
+                f"m1: crop size {self.out_size} has {len(self.out_size)} dims, "
+                f"the inputs {images.dim() - 2}; pass a crop size per spatial dim"
+            )
+        feats = crop_features(
+            self.model,
+            images,
+            boxes.xyxy,
+            boxes.frame,
+            self.out_size,
+            self.layout,
+            self.batch_size,
+            self._module,
+            self._reshape,
+            recipe=self.recipe,
+        )
         if feats.shape[0] == 0:
             feats = feats.new_zeros(0, self.output_dim())
-        return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),
-                        boxes.score.float(), feats)
+        return Features(
+            boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(), boxes.score.float(), feats
+        )

@@ -27,6 +27,7 @@ times, in ``(p0, p1, p2)`` order. Its layer4 map came from a ``copy.deepcopy`` l
 mode (per-frame BatchNorm statistics). ``recipe="paper"`` reproduces all three
 (``m3="broadcast"``, ``m3_weighting="mask"``, ``bn="frame"``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,9 +49,15 @@ def heatmap_weights(heat: torch.Tensor, threshold: float, weighting: str = "heat
     return mask.to(heat.dtype) if weighting == "mask" else heat * mask
 
 
-def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch.Tensor,
-                     label: torch.Tensor, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
-                     layout: Layout = (512, 1, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+def heatmap_features(
+    feature_map: torch.Tensor,
+    heat: torch.Tensor,
+    frame: torch.Tensor,
+    label: torch.Tensor,
+    threshold: float = config.BOX_THRESHOLD,
+    weighting: str = "heat",
+    layout: Layout = (512, 1, 1),
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmap-weighted features of (frame, class) pairs.
 
     Args:
@@ -64,15 +71,17 @@ def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch
         ``features (R, D)`` float32 and ``empty (R,)`` bool.
     """
     if heat.shape[0] != feature_map.shape[0] or heat.shape[2:] != feature_map.shape[2:]:
-        raise ValueError(f"heatmap_features: heat {tuple(heat.shape)} must be (B, K, *s) at the "
-                         f"feature map's batch and spatial size {tuple(feature_map.shape)}")
+        raise ValueError(
+            f"heatmap_features: heat {tuple(heat.shape)} must be (B, K, *s) at the "
+            f"feature map's batch and spatial size {tuple(feature_map.shape)}"
+        )
     B, C = feature_map.shape[:2]
     spatial = feature_map.shape[2:]
     grid = (1, 1) if layout is None else (layout[1], layout[2])
-    w = heatmap_weights(heat.float(), threshold, weighting)[frame, label].flatten(1)   # (R, n)
-    P = pooling_matrix(spatial, grid, device=feature_map.device)                      # (n, q)
-    wq = w[:, None, :] * P.t()[None]                                                  # (R, q, n)
-    A = feature_map.float().flatten(2)                                                # (B, C, n)
+    w = heatmap_weights(heat.float(), threshold, weighting)[frame, label].flatten(1)  # (R, n)
+    P = pooling_matrix(spatial, grid, device=feature_map.device)  # (n, q)
+    wq = w[:, None, :] * P.t()[None]  # (R, q, n)
+    A = feature_map.float().flatten(2)  # (B, C, n)
     # rows grouped per frame into a padded (B, Rmax * q, n) block: one bmm against (B, n, C),
     # no copy of A per row and no per-class loop
     q = wq.shape[1]
@@ -81,17 +90,19 @@ def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch
         order = torch.argsort(frame, stable=True)
         counts = torch.bincount(frame, minlength=B)
         slot = torch.arange(w.shape[0], device=w.device) - torch.repeat_interleave(
-            torch.cumsum(counts, 0) - counts, counts)                  # rank within its frame
+            torch.cumsum(counts, 0) - counts, counts
+        )  # rank within its frame
         padded = wq.new_zeros(B, int(counts.max()), q, w.shape[1])
         padded[frame[order], slot] = wq[order]
         # float32 even under autocast: the pooled sums are features, and index_put needs one dtype
         with torch.autocast(device_type=A.device.type, enabled=False):
-            res = torch.bmm(padded.flatten(1, 2), A.transpose(1, 2))    # (B, Rmax * q, C)
+            res = torch.bmm(padded.flatten(1, 2), A.transpose(1, 2))  # (B, Rmax * q, C)
         num[order] = res.reshape(B, -1, q, C)[frame[order], slot]
-    den = wq.sum(-1)                                                                  # (R, q)
-    feats = torch.where(den[..., None] > 0, num / den.clamp_min(1e-12)[..., None],
-                        torch.zeros((), device=A.device))                             # (R, q, C)
-    feats = feats.transpose(1, 2)                                                     # (R, C, q)
+    den = wq.sum(-1)  # (R, q)
+    feats = torch.where(
+        den[..., None] > 0, num / den.clamp_min(1e-12)[..., None], torch.zeros((), device=A.device)
+    )  # (R, q, C)
+    feats = feats.transpose(1, 2)  # (R, C, q)
     if layout is None:
         out = feats.flatten(1)
     else:
@@ -100,8 +111,7 @@ def heatmap_features(feature_map: torch.Tensor, heat: torch.Tensor, frame: torch
     return out, empty
 
 
-def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> tuple[torch.Tensor,
-                                                                             torch.Tensor]:
+def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Union box per key: ``(num_keys, 4)`` (3D boxes: ``(num_keys, 6)``) and ``found
     (num_keys,)``; zeros where none."""
     big = torch.finfo(torch.float32).max
@@ -121,14 +131,18 @@ def union_boxes(xyxy: torch.Tensor, key: torch.Tensor, num_keys: int) -> tuple[t
 SELECTIONS = ("threshold", "top1")
 
 
-def selected_classes(probs: torch.Tensor, classes: torch.Tensor, selection: str = "threshold",
-                     pred_threshold: float = config.PRED_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+def selected_classes(
+    probs: torch.Tensor,
+    classes: torch.Tensor,
+    selection: str = "threshold",
+    pred_threshold: float = config.PRED_THRESHOLD,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The (frame, heat channel) pairs that get a heatmap row: ``(R,)`` each, sorted by frame.
 
     ``selection="threshold"`` (multi-label): every class with ``probs > pred_threshold``;
     ``"top1"`` (single-label, softmax): each frame's highest-scoring class among ``classes``.
     """
-    p = probs[:, classes]                                               # (B, K')
+    p = probs[:, classes]  # (B, K')
     if selection == "threshold":
         frames, channels = (p > pred_threshold).nonzero(as_tuple=True)
         return frames, channels
@@ -153,17 +167,27 @@ class HeatmapExtractor(Extractor):
 
     name = "m3"
 
-    def __init__(self, threshold: float = config.BOX_THRESHOLD, weighting: str = "heat",
-                 pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
-                 level: str = "layer4", selection: str = "threshold", *,
-                 recipe: Recipe | str | None = None, model=None,
-                 frame_maps: FrameStatsMaps | None = None) -> None:
+    def __init__(
+        self,
+        threshold: float = config.BOX_THRESHOLD,
+        weighting: str = "heat",
+        pred_threshold: float = config.PRED_THRESHOLD,
+        layout: Layout = (512, 1, 1),
+        level: str = "layer4",
+        selection: str = "threshold",
+        *,
+        recipe: Recipe | str | None = None,
+        model=None,
+        frame_maps: FrameStatsMaps | None = None,
+    ) -> None:
         self.recipe = get_recipe(recipe)
         weighting = self.recipe.m3_weighting or weighting
         if self.recipe.bn == "frame" and frame_maps is None:
             if model is None:
-                raise ValueError(f"HeatmapExtractor: recipe {self.recipe.name!r} reads "
-                                 f"per-frame BatchNorm maps; pass model= (or frame_maps=)")
+                raise ValueError(
+                    f"HeatmapExtractor: recipe {self.recipe.name!r} reads "
+                    f"per-frame BatchNorm maps; pass model= (or frame_maps=)"
+                )
             frame_maps = FrameStatsMaps(model, (level,))
         self.frame_maps = frame_maps if self.recipe.bn == "frame" else None
         if weighting not in WEIGHTINGS:
@@ -181,8 +205,12 @@ class HeatmapExtractor(Extractor):
         return layout_dim(self.layout, channels[self.level])
 
     def settings(self) -> dict:
-        out = {"threshold": self.threshold, "weighting": self.weighting,
-               "pred_threshold": self.pred_threshold, "layout": self.layout}
+        out = {
+            "threshold": self.threshold,
+            "weighting": self.weighting,
+            "pred_threshold": self.pred_threshold,
+            "layout": self.layout,
+        }
         if self.selection != "threshold" or self.level != "layer4":
             out.update(selection=self.selection, level=self.level)
         if not self.recipe.is_default:
@@ -190,25 +218,20 @@ class HeatmapExtractor(Extractor):
         return out
 
     def __call__(self, images, result, boxes, probs: torch.Tensor | None = None) -> Features:
-        classes = result.classes.to(result.logits.device).long()       # (K',) heat axis -> class
+        classes = result.classes.to(result.logits.device).long()  # (K',) heat axis -> class
         if probs is None:
             probs = torch.sigmoid(result.logits.float())
         frame, k = selected_classes(probs, classes, self.selection, self.pred_threshold)
         heat = result.layer_heatmaps[0]
-        fmap = self.frame_maps(images)[self.level] if self.frame_maps is not None \
-            else result.activations[0]
+        fmap = self.frame_maps(images)[self.level] if self.frame_maps is not None else result.activations[0]
         if self.recipe.m3 == "broadcast" and self.layout is not None:
             p0, p1, p2 = self.layout
-            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold,
-                                            self.weighting, (p0, 1, 1))
-            feats = feats.repeat_interleave(p1 * p2, dim=1)      # (R, p0 * p1 * p2)
+            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold, self.weighting, (p0, 1, 1))
+            feats = feats.repeat_interleave(p1 * p2, dim=1)  # (R, p0 * p1 * p2)
         else:
-            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold,
-                                            self.weighting, self.layout)
+            feats, empty = heatmap_features(fmap, heat, frame, k, self.threshold, self.weighting, self.layout)
         label = classes[k]
         num_out = probs.shape[1]
         B = probs.shape[0]
-        box, _ = union_boxes(boxes.xyxy, boxes.frame.long() * num_out + boxes.label.long(),
-                             B * num_out)
-        return Features(frame, label, box[frame * num_out + label],
-                        probs[frame, label].float(), feats, empty)
+        box, _ = union_boxes(boxes.xyxy, boxes.frame.long() * num_out + boxes.label.long(), B * num_out)
+        return Features(frame, label, box[frame * num_out + label], probs[frame, label].float(), feats, empty)

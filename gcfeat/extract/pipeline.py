@@ -23,6 +23,7 @@ videos are sharded across ranks (balanced by frame count); rank ``r`` writes
 ``<out>.rank<r>.h5``; after a barrier rank 0 copies the shards into ``<out>`` (a plain copy
 through the writer, so the final file is self-contained and resumable) and removes them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,12 +32,13 @@ import hashlib
 import os
 import time
 import zlib
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeGuard
+from datetime import timedelta
+from typing import Any, TypeGuard
 
 import torch
-from torch.utils.data import Dataset, IterableDataset, Subset
+from torch.utils.data import IterableDataset, Subset
 from tqdm import tqdm
 
 from gcfeat import config
@@ -74,16 +76,24 @@ def file_sha256(path: str, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def build_extractors(model, methods: Sequence[str], *, threshold: float = config.BOX_THRESHOLD,
-                     pred_threshold: float = config.PRED_THRESHOLD, layout: Layout = (512, 1, 1),
-                     weighting: str = "heat", crop_size: Tuple[int, ...] = (224, 224),
-                     crop_batch_size: int = 64,
-                     area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                     single_layer: Optional[str] = None,
-                     selection: str = "threshold", recipe: "Recipe | str | None" = None,
-                     stats_model=None,
-                     levels: Optional[Sequence[str]] = None,
-                     input_shape: Optional[Sequence[int]] = None) -> List[Extractor]:
+def build_extractors(
+    model,
+    methods: Sequence[str],
+    *,
+    threshold: float = config.BOX_THRESHOLD,
+    pred_threshold: float = config.PRED_THRESHOLD,
+    layout: Layout = (512, 1, 1),
+    weighting: str = "heat",
+    crop_size: tuple[int, ...] = (224, 224),
+    crop_batch_size: int = 64,
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+    single_layer: str | None = None,
+    selection: str = "threshold",
+    recipe: Recipe | str | None = None,
+    stats_model=None,
+    levels: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> list[Extractor]:
     """Extractors for method names ``m1`` / ``m2`` / ``m3`` (in that order).
 
     The maps they read are the model's :func:`~gcfeat.extract.base.feature_levels` (ResNets:
@@ -101,23 +111,31 @@ def build_extractors(model, methods: Sequence[str], *, threshold: float = config
     strides = level_strides(model, levels, input_shape)
     levels = list(feature_levels(model, levels, input_shape))
     recipe = get_recipe(recipe)
-    frame_maps = None        # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
+    frame_maps = None  # per-frame BatchNorm maps (paper recipe), shared by m2 / m3
     if recipe.bn == "frame" and ("m2" in methods or "m3" in methods):
         frame_maps = FrameStatsMaps(stats_model if stats_model is not None else model, levels)
     make = {
-        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1],
-                                    recipe=recipe),
-        "m2": lambda: RoiExtractor(area_thresholds, single_layer, layout, levels, strides,
-                                   recipe=recipe, frame_maps=frame_maps),
-        "m3": lambda: HeatmapExtractor(threshold, weighting, pred_threshold, layout,
-                                       levels[-1], selection, recipe=recipe,
-                                       frame_maps=frame_maps),
+        "m1": lambda: CropExtractor(model, crop_size, layout, crop_batch_size, levels[-1], recipe=recipe),
+        "m2": lambda: RoiExtractor(
+            area_thresholds, single_layer, layout, levels, strides, recipe=recipe, frame_maps=frame_maps
+        ),
+        "m3": lambda: HeatmapExtractor(
+            threshold,
+            weighting,
+            pred_threshold,
+            layout,
+            levels[-1],
+            selection,
+            recipe=recipe,
+            frame_maps=frame_maps,
+        ),
     }
     return [make[m]() for m in METHODS if m in methods]
 
 
-def check_layout(layout: Layout, channels: Dict[str, int], methods: Sequence[str],
-                 single_layer: Optional[str] = None) -> None:
+def check_layout(
+    layout: Layout, channels: dict[str, int], methods: Sequence[str], single_layer: str | None = None
+) -> None:
     """Raise ``LayoutError`` unless ``p0`` divides the channels of every map a method pools.
 
     ``channels``: ``{level: channels}`` in order of increasing stride (the last is the CAM
@@ -132,12 +150,14 @@ def check_layout(layout: Layout, channels: Dict[str, int], methods: Sequence[str
         used.update([single_layer] if single_layer else names)
     bad = {n: channels[n] for n in sorted(used) if channels[n] % layout[0]}
     if bad:
-        raise LayoutError(f"pooling layout {layout}: p0={layout[0]} does not divide the "
-                          f"channels of {bad}; choose a layout whose first number divides "
-                          f"them (e.g. 32x4x4), or m2's --single-layer")
+        raise LayoutError(
+            f"pooling layout {layout}: p0={layout[0]} does not divide the "
+            f"channels of {bad}; choose a layout whose first number divides "
+            f"them (e.g. 32x4x4), or m2's --single-layer"
+        )
 
 
-def auto_layout(channels: Dict[str, int]) -> Layout:
+def auto_layout(channels: dict[str, int]) -> Layout:
     """The 512-d layout the maps allow: ``(512, 1, 1)`` when 512 divides every level's channels
     (ResNet50), else ``(32, 4, 4)`` (ResNet18/34: layer2 has 128), else ``(p0, 4, 4)`` with
     ``p0`` the largest power of two dividing them all (small / slim models: fewer dims)."""
@@ -155,37 +175,37 @@ def gt_boxes(batch: dict, device) -> Boxes:
     """The annotated boxes of a batch (``gt_boxes`` / ``gt_labels`` per sample, input pixels)
     as :class:`~gcfeat.boxes.Boxes` with score 1."""
     if "gt_boxes" not in batch or "gt_labels" not in batch:
-        raise ArgumentError("boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
-                         "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
-                         "ground truth, and the dataset must be built with with_gt=True")
+        raise ArgumentError(
+            "boxes='gt': the dataset gives no ground-truth boxes (gt_boxes / "
+            "gt_labels); MICCAI 2018 needs gt_bbox/ files or the synthetic "
+            "ground truth, and the dataset must be built with with_gt=True"
+        )
     labels = [torch.as_tensor(lb, dtype=torch.int64).reshape(-1) for lb in batch["gt_labels"]]
-    xyxy = torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)
-                      for b in batch["gt_boxes"]])
-    frame = torch.cat([torch.full((len(lb),), i, dtype=torch.int64)
-                       for i, lb in enumerate(labels)])
+    xyxy = torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in batch["gt_boxes"]])
+    frame = torch.cat([torch.full((len(lb),), i, dtype=torch.int64) for i, lb in enumerate(labels)])
     label = torch.cat(labels)
-    return Boxes(xyxy.to(device), frame.to(device), label.to(device),
-                 torch.ones(len(frame), device=device))
+    return Boxes(xyxy.to(device), frame.to(device), label.to(device), torch.ones(len(frame), device=device))
 
 
 # ------------------------------------------------------------------------ dataset helpers
-def frame_table(dataset) -> Optional[List[Tuple[str, int]]]:
+def frame_table(dataset) -> list[tuple[str, int]] | None:
     """``(video, frame_index)`` of every item without decoding, when the dataset tells."""
     if isinstance(dataset, Subset):
         inner = frame_table(dataset.dataset)
         return None if inner is None else [inner[i] for i in dataset.indices]
     items = getattr(dataset, "items", None)
-    if items is not None and not isinstance(dataset, IterableDataset):       # Miccai18Dataset
+    if items is not None and not isinstance(dataset, IterableDataset):  # Miccai18Dataset
         return [(str(it[0]), int(it[1])) for it in items]
     videos = getattr(dataset, "videos", None)
-    if _video_dicts(videos):                                                  # Cholec80Dataset
+    if _video_dicts(videos):  # Cholec80Dataset
         return [(v["name"], int(f)) for v in videos for f in v["frames"]]
     return None
 
 
 def _video_dicts(videos) -> TypeGuard[list[dict]]:
-    return isinstance(videos, list) and all(isinstance(v, dict) and "name" in v and "frames" in v
-                                            for v in videos)
+    return isinstance(videos, list) and all(
+        isinstance(v, dict) and "name" in v and "frames" in v for v in videos
+    )
 
 
 def restrict(dataset, keep: Callable[[str, int], bool]):
@@ -195,7 +215,7 @@ def restrict(dataset, keep: Callable[[str, int], bool]):
     if isinstance(dataset, IterableDataset):
         if not _video_dicts(videos):
             return None
-        ds: Any = copy.copy(dataset)     # a streamed dataset: its video list is rewritten
+        ds: Any = copy.copy(dataset)  # a streamed dataset: its video list is rewritten
         ds.videos = []
         for v in videos:
             sel = [keep(v["name"], int(f)) for f in v["frames"]]
@@ -212,10 +232,10 @@ def restrict(dataset, keep: Callable[[str, int], bool]):
     return Subset(dataset, [i for i, (v, f) in enumerate(table) if keep(v, f)])
 
 
-def shard_videos(counts: Dict[str, int], world_size: int) -> List[List[str]]:
+def shard_videos(counts: dict[str, int], world_size: int) -> list[list[str]]:
     """Videos per rank: longest first onto the least loaded rank (deterministic)."""
     load = [0] * world_size
-    out: List[List[str]] = [[] for _ in range(world_size)]
+    out: list[list[str]] = [[] for _ in range(world_size)]
     for name in sorted(counts, key=lambda n: (-counts[n], n)):
         r = load.index(min(load))
         out[r].append(name)
@@ -228,13 +248,24 @@ def _video_rank(video: str, world_size: int) -> int:
 
 
 # ------------------------------------------------------------------------------ pipeline
-def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
-                     pred_threshold: float, layout: Layout, min_area: float,
-                     checkpoint_sha256: str = "", fps: Optional[float] = None,
-                     task: str = "surgical", activation: str = "sigmoid",
-                     boxes: str = "cam", recipe: "Recipe | None" = None,
-                     class_thresholds: Optional[Sequence[float]] = None,
-                     box_maps: str = "cam", levels: Sequence[str] = ()) -> dict:
+def extraction_attrs(
+    info,
+    extractors: Sequence[Extractor],
+    *,
+    threshold: float,
+    pred_threshold: float,
+    layout: Layout,
+    min_area: float,
+    checkpoint_sha256: str = "",
+    fps: float | None = None,
+    task: str = "surgical",
+    activation: str = "sigmoid",
+    boxes: str = "cam",
+    recipe: Recipe | None = None,
+    class_thresholds: Sequence[float] | None = None,
+    box_maps: str = "cam",
+    levels: Sequence[str] = (),
+) -> dict:
     """Root attributes (the settings a resumed run must match). Surgical files made with CAM
     boxes keep the keys of the first format; other tasks add ``task``, ``activation`` and
     ``spatial_dims``, other box sources ``boxes``; per-class T adds ``thresholds.box_per_class``,
@@ -243,22 +274,26 @@ def extraction_attrs(info, extractors: Sequence[Extractor], *, threshold: float,
     if box_maps != "cam":
         extra["box_maps"] = {"maps": box_maps, "fusion": BOX_FUSION, "levels": list(levels)}
     if task != "surgical" or activation != "sigmoid":
-        extra.update(task=task, activation=activation,
-                     spatial_dims=len(info.input_size) if info.input_size else 2)
+        extra.update(
+            task=task, activation=activation, spatial_dims=len(info.input_size) if info.input_size else 2
+        )
     if boxes != "cam":
         extra["boxes"] = boxes
     recipe = get_recipe(recipe)
-    if not recipe.is_default:   # the paper recipe's rules and its normalisation
+    if not recipe.is_default:  # the paper recipe's rules and its normalisation
         extra["recipe"] = recipe.settings()
         if recipe.mean is not None:
             info = copy.copy(info)
             info.mean, info.std = recipe.mean, recipe.std
-    return {**extra,
+    return {
+        **extra,
         "classes": list(info.classes),
-        "thresholds": {"box": float(threshold), "pred": float(pred_threshold),
-                       "min_area": float(min_area),
-                       **({} if class_thresholds is None else
-                          {"box_per_class": [float(t) for t in class_thresholds]})},
+        "thresholds": {
+            "box": float(threshold),
+            "pred": float(pred_threshold),
+            "min_area": float(min_area),
+            **({} if class_thresholds is None else {"box_per_class": [float(t) for t in class_thresholds]}),
+        },
         "architecture": getattr(info, "arch", ""),
         "checkpoint_sha256": checkpoint_sha256,
         "input_size": list(info.input_size) if info.input_size else None,
@@ -288,9 +323,11 @@ def check_finite_frames(x: torch.Tensor, videos: Sequence[str], frames: Sequence
     if bad:
         where = ", ".join(f"{videos[i]} frame {frames[i]}" for i in bad[:4])
         more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
-        raise DataError(f"{where}{more}: the input image holds NaN or inf after decoding and "
-                        f"normalisation; expected finite values (check the source file and "
-                        f"the checkpoint's mean / std)")
+        raise DataError(
+            f"{where}{more}: the input image holds NaN or inf after decoding and "
+            f"normalisation; expected finite values (check the source file and "
+            f"the checkpoint's mean / std)"
+        )
 
 
 @dataclass
@@ -303,45 +340,43 @@ class ExtractConfig:
     out: str = "feats.h5"
     batch_size: int = 32
     device: str = "cpu"
-    fps: Optional[float] = None
+    fps: float | None = None
     num_workers: int = 2
-    compression: Optional[str] = None
+    compression: str | None = None
     resume: bool = True
     progress: bool = True
     pred_threshold: float = config.PRED_THRESHOLD
-    layout: Layout = (512, 1, 1)
+    layout: Layout | str = (512, 1, 1)
     weighting: str = "heat"
-    crop_size: Tuple[int, ...] = (224, 224)
+    crop_size: tuple[int, ...] = (224, 224)
     crop_batch_size: int = 64
     area_thresholds: Sequence[float] = AREA_THRESHOLDS
-    single_layer: Optional[str] = None
+    single_layer: str | None = None
     min_area: float = config.MIN_AREA
-    amp: Optional[str] = None
+    amp: str | None = None
     channels_last: bool = False
     checkpoint_sha256: str = ""
     rank: int = 0
     world_size: int = 1
-    skip: Optional[Callable[[str, int], bool]] = None
+    skip: Callable[[str, int], bool] | None = None
     task: str = "surgical"
     activation: str = "sigmoid"
     boxes: str = "cam"
     fold_bn: bool = True
-    recipe: "Recipe | str | None" = None
-    levels: Optional[Sequence[str]] = None
-    class_thresholds: Optional[Sequence[float]] = None
+    recipe: Recipe | str | None = None
+    levels: Sequence[str] | None = None
+    class_thresholds: Sequence[float] | None = None
     box_maps: str = "cam"
 
     def check(self) -> None:
         """Settings are checked before the output file exists: a bad run leaves nothing."""
-        for name, value in (("threshold", self.threshold),
-                            ("pred_threshold", self.pred_threshold)):
+        for name, value in (("threshold", self.threshold), ("pred_threshold", self.pred_threshold)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ArgumentError(f"{name}: expected a number in [0, 1], got {value}")
         if self.min_area < 0:
             raise ArgumentError(f"min_area: expected >= 0, got {self.min_area}")
         if self.activation not in ("sigmoid", "softmax"):
-            raise ArgumentError(f"activation: got {self.activation!r}, expected 'sigmoid' or "
-                             "'softmax'")
+            raise ArgumentError(f"activation: got {self.activation!r}, expected 'sigmoid' or 'softmax'")
         if self.boxes not in BOX_SOURCES:
             raise ArgumentError(f"boxes: got {self.boxes!r}, expected one of {BOX_SOURCES}")
         if self.box_maps not in BOX_MAPS:
@@ -351,25 +386,44 @@ class ExtractConfig:
             raise ArgumentError(f"class_thresholds: {bad} outside [0, 1]")
 
 
-def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
-                    threshold: float = config.BOX_THRESHOLD, out: str = "feats.h5",
-                    batch_size: int = 32,
-                    device: str = "cpu", fps: Optional[float] = None, num_workers: int = 2,
-                    compression: Optional[str] = None, resume: bool = True,
-                    progress: bool = True, *, pred_threshold: float = config.PRED_THRESHOLD,
-                    layout: Layout = (512, 1, 1), weighting: str = "heat",
-                    crop_size: Tuple[int, int] = (224, 224), crop_batch_size: int = 64,
-                    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                    single_layer: Optional[str] = None, min_area: float = config.MIN_AREA,
-                    amp: Optional[str] = None, channels_last: bool = False,
-                    checkpoint_sha256: str = "", rank: int = 0, world_size: int = 1,
-                    skip: Optional[Callable[[str, int], bool]] = None,
-                    task: str = "surgical", activation: str = "sigmoid",
-                    boxes: str = "cam", fold_bn: bool = True,
-                    recipe: "Recipe | str | None" = None,
-                    levels: Optional[Sequence[str]] = None,
-                    class_thresholds: Optional[Sequence[float]] = None,
-                    box_maps: str = "cam") -> dict:
+def extract_dataset(
+    dataset,
+    model,
+    info,
+    methods: Sequence[str] = ("m2", "m3"),
+    threshold: float = config.BOX_THRESHOLD,
+    out: str = "feats.h5",
+    batch_size: int = 32,
+    device: str = "cpu",
+    fps: float | None = None,
+    num_workers: int = 2,
+    compression: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    *,
+    pred_threshold: float = config.PRED_THRESHOLD,
+    layout: Layout | str = (512, 1, 1),
+    weighting: str = "heat",
+    crop_size: tuple[int, int] = (224, 224),
+    crop_batch_size: int = 64,
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+    single_layer: str | None = None,
+    min_area: float = config.MIN_AREA,
+    amp: str | None = None,
+    channels_last: bool = False,
+    checkpoint_sha256: str = "",
+    rank: int = 0,
+    world_size: int = 1,
+    skip: Callable[[str, int], bool] | None = None,
+    task: str = "surgical",
+    activation: str = "sigmoid",
+    boxes: str = "cam",
+    fold_bn: bool = True,
+    recipe: Recipe | str | None = None,
+    levels: Sequence[str] | None = None,
+    class_thresholds: Sequence[float] | None = None,
+    box_maps: str = "cam",
+) -> dict:
     """Extract object-level features of every frame of ``dataset`` into the HDF5 file ``out``.
 
     Args:
@@ -414,14 +468,39 @@ def extract_dataset(dataset, model, info, methods: Sequence[str] = ("m2", "m3"),
     The same run with the settings as one :class:`ExtractConfig`: :func:`run_extraction`.
     """
     cfg = ExtractConfig(
-        methods=methods, threshold=threshold, out=out, batch_size=batch_size, device=device,
-        fps=fps, num_workers=num_workers, compression=compression, resume=resume,
-        progress=progress, pred_threshold=pred_threshold, layout=layout, weighting=weighting,
-        crop_size=crop_size, crop_batch_size=crop_batch_size, area_thresholds=area_thresholds,
-        single_layer=single_layer, min_area=min_area, amp=amp, channels_last=channels_last,
-        checkpoint_sha256=checkpoint_sha256, rank=rank, world_size=world_size, skip=skip,
-        task=task, activation=activation, boxes=boxes, fold_bn=fold_bn, recipe=recipe,
-        levels=levels, class_thresholds=class_thresholds, box_maps=box_maps)
+        methods=methods,
+        threshold=threshold,
+        out=out,
+        batch_size=batch_size,
+        device=device,
+        fps=fps,
+        num_workers=num_workers,
+        compression=compression,
+        resume=resume,
+        progress=progress,
+        pred_threshold=pred_threshold,
+        layout=layout,
+        weighting=weighting,
+        crop_size=crop_size,
+        crop_batch_size=crop_batch_size,
+        area_thresholds=area_thresholds,
+        single_layer=single_layer,
+        min_area=min_area,
+        amp=amp,
+        channels_last=channels_last,
+        checkpoint_sha256=checkpoint_sha256,
+        rank=rank,
+        world_size=world_size,
+        skip=skip,
+        task=task,
+        activation=activation,
+        boxes=boxes,
+        fold_bn=fold_bn,
+        recipe=recipe,
+        levels=levels,
+        class_thresholds=class_thresholds,
+        box_maps=box_maps,
+    )
     return run_extraction(dataset, model, info, cfg)
 
 
@@ -432,42 +511,67 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     if not recipe.is_default:
         check_dataset(dataset, recipe)
     device = torch.device(cfg.device)
-    stats_model = model.to(device).eval()   # per-frame BN maps need the BatchNorms (not folded)
-    model, levels, channels, layout = _inference_model(model, cfg, device,
-                                                       probe_input(model, info))
-    extractors = build_extractors(model, cfg.methods, threshold=cfg.threshold,
-                                  pred_threshold=cfg.pred_threshold, layout=layout,
-                                  weighting=cfg.weighting, crop_size=cfg.crop_size,
-                                  crop_batch_size=cfg.crop_batch_size,
-                                  area_thresholds=cfg.area_thresholds,
-                                  single_layer=cfg.single_layer,
-                                  selection="threshold" if cfg.activation == "sigmoid" else "top1",
-                                  recipe=recipe, stats_model=stats_model, levels=cfg.levels,
-                                  input_shape=probe_input(model, info))
-    check_layout(layout, channels, cfg.methods, cfg.single_layer)   # before any file is created
+    stats_model = model.to(device).eval()  # per-frame BN maps need the BatchNorms (not folded)
+    model, levels, channels, layout = _inference_model(model, cfg, device, probe_input(model, info))
+    extractors = build_extractors(
+        model,
+        cfg.methods,
+        threshold=cfg.threshold,
+        pred_threshold=cfg.pred_threshold,
+        layout=layout,
+        weighting=cfg.weighting,
+        crop_size=cfg.crop_size,
+        crop_batch_size=cfg.crop_batch_size,
+        area_thresholds=cfg.area_thresholds,
+        single_layer=cfg.single_layer,
+        selection="threshold" if cfg.activation == "sigmoid" else "top1",
+        recipe=recipe,
+        stats_model=stats_model,
+        levels=cfg.levels,
+        input_shape=probe_input(model, info),
+    )
+    check_layout(layout, channels, cfg.methods, cfg.single_layer)  # before any file is created
     dims = {e.name: e.output_dim(channels) for e in extractors}
-    attrs = extraction_attrs(info, extractors, threshold=cfg.threshold,
-                             pred_threshold=cfg.pred_threshold, layout=layout,
-                             min_area=cfg.min_area, checkpoint_sha256=cfg.checkpoint_sha256,
-                             fps=cfg.fps, task=cfg.task, activation=cfg.activation,
-                             boxes=cfg.boxes, recipe=recipe,
-                             class_thresholds=cfg.class_thresholds, box_maps=cfg.box_maps,
-                             levels=list(levels))
+    attrs = extraction_attrs(
+        info,
+        extractors,
+        threshold=cfg.threshold,
+        pred_threshold=cfg.pred_threshold,
+        layout=layout,
+        min_area=cfg.min_area,
+        checkpoint_sha256=cfg.checkpoint_sha256,
+        fps=cfg.fps,
+        task=cfg.task,
+        activation=cfg.activation,
+        boxes=cfg.boxes,
+        recipe=recipe,
+        class_thresholds=cfg.class_thresholds,
+        box_maps=cfg.box_maps,
+        levels=list(levels),
+    )
     classes = list(info.classes)
     if cfg.class_thresholds is not None and len(cfg.class_thresholds) != len(classes):
-        raise ValueError(f"class_thresholds: {len(cfg.class_thresholds)} values, expected one per "
-                         f"class ({len(classes)}: {classes})")
+        raise ValueError(
+            f"class_thresholds: {len(cfg.class_thresholds)} values, expected one per "
+            f"class ({len(classes)}: {classes})"
+        )
     box_dim = 2 * (len(info.input_size) if info.input_size else 2)
     if cfg.amp not in (None, "bf16"):
         raise ArgumentError(f"amp: got {cfg.amp!r}, expected None or 'bf16'")
 
-    open_writer = lambda resume_: FeatureWriter(cfg.out, attrs, dims, len(classes),  # noqa: E731
-                                                compression=cfg.compression, resume=resume_,
-                                                box_dim=box_dim)
+    open_writer = lambda resume_: FeatureWriter(  # noqa: E731
+        cfg.out,
+        attrs,
+        dims,
+        len(classes),
+        compression=cfg.compression,
+        resume=resume_,
+        box_dim=box_dim,
+    )
     stats = {"frames": 0, "rows": {m: 0 for m in dims}, "skipped": 0}
     t0 = time.perf_counter()
     writer = open_writer(cfg.resume)
-    current = {"writer": writer}   # the frame filter asks the open writer what is done
+    current = {"writer": writer}  # the frame filter asks the open writer what is done
     try:
         plan = _plan(dataset, current, cfg, stats)
         if plan.total == 0:
@@ -478,19 +582,29 @@ def run_extraction(dataset, model, info, cfg: ExtractConfig) -> dict:
     # DataLoader workers are forked when iteration starts: they must not inherit the open
     # HDF5 file (a killed run would leave its lock held by orphaned workers), so the writer is
     # closed while they start and reopened (a resume of what was just checked) afterwards.
-    loader = make_loader(plan.dataset, batch_size=cfg.batch_size, shuffle=False,
-                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(
+        plan.dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     batches = iter(loader)
     writer = current["writer"] = open_writer(True)
     with writer, _workers_shut_down(batches):
         *extra_levels, target = levels.values()
-        step = _BatchStep(GradCAM(model, [target]), extra_levels, extractors, cfg, device,
-                          _class_modes(classes))
+        step = _BatchStep(
+            GradCAM(model, [target]), extra_levels, extractors, cfg, device, _class_modes(classes)
+        )
         if cfg.box_maps == "fused":
             step.fused_cam = GradCAM(model, [*extra_levels, target])
-        bar = tqdm(total=plan.total, unit="frame",
-                   desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
-                   disable=None if cfg.progress else True, dynamic_ncols=True)
+        bar = tqdm(
+            total=plan.total,
+            unit="frame",
+            desc=f"extract{'' if cfg.world_size == 1 else cfg.rank}",
+            disable=None if cfg.progress else True,
+            dynamic_ncols=True,
+        )
         with bar:
             for batch in batches:
                 n = step(batch, writer, stats, plan.keep if plan.post_filter else None)
@@ -514,13 +628,13 @@ def _inference_model(model, cfg: ExtractConfig, device, shape=None):
     return model, levels, channels, layout
 
 
-def probe_input(model, info) -> Optional[Tuple[int, ...]]:
+def probe_input(model, info) -> tuple[int, ...] | None:
     """``(C, *info.input_size)``: the feature-level probe runs at the checkpoint's input size
     (None without one: :func:`gcfeat.models.levels.probe_shape`'s default)."""
     size = getattr(info, "input_size", None)
     try:
         return (probe_shape(model)[0], *(int(s) for s in size)) if size else None
-    except LevelError:      # no convolution to tell the channels: the probe's own default
+    except LevelError:  # no convolution to tell the channels: the probe's own default
         return None
 
 
@@ -538,7 +652,7 @@ class _Plan:
 
     dataset: Any
     keep: Callable[[str, int], bool]
-    total: Optional[int]
+    total: int | None
     post_filter: bool
 
 
@@ -548,11 +662,11 @@ def _plan(dataset, current: dict, cfg: ExtractConfig, stats: dict) -> _Plan:
     table = frame_table(dataset)
     rank, world_size = cfg.rank, cfg.world_size
     if world_size > 1 and table is not None:
-        counts: Dict[str, int] = {}
+        counts: dict[str, int] = {}
         for v, _ in table:
             counts[v] = counts.get(v, 0) + 1
         mine = set(shard_videos(counts, world_size)[rank])
-        in_shard = lambda v: v in mine                               # noqa: E731
+        in_shard = lambda v: v in mine  # noqa: E731
     else:
         in_shard = lambda v: world_size == 1 or _video_rank(v, world_size) == rank  # noqa
     done = {}
@@ -577,10 +691,13 @@ class _BatchStep:
 
     def __init__(self, cam, extra_levels, extractors, cfg: ExtractConfig, device, class_modes):
         self.cam, self.extra_levels, self.extractors = cam, extra_levels, extractors
-        self.fused_cam: GradCAM | None = None   # every level a target (box_maps="fused"), set by the caller
+        self.fused_cam: GradCAM | None = None  # every level a target (box_maps="fused"), set by the caller
         self.cfg, self.device, self.class_modes = cfg, device, class_modes
-        self.amp_ctx = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-                        if cfg.amp == "bf16" else contextlib.nullcontext)
+        self.amp_ctx = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if cfg.amp == "bf16"
+            else contextlib.nullcontext
+        )
 
     def __call__(self, batch, writer, stats: dict, keep) -> int:
         cfg = self.cfg
@@ -595,8 +712,9 @@ class _BatchStep:
             x = x[sel]
             videos = [videos[i] for i in sel]
             frames = [frames[i] for i in sel]
-            batch = {k: [batch[k][i] for i in sel]
-                     for k in ("gt_boxes", "gt_labels", "source_size") if k in batch}
+            batch = {
+                k: [batch[k][i] for i in sel] for k in ("gt_boxes", "gt_labels", "source_size") if k in batch
+            }
         x = x.to(self.device, non_blocking=True)
         check_finite_frames(x, videos, frames)
         if cfg.channels_last:
@@ -646,14 +764,18 @@ class _BatchStep:
         if cfg.boxes == "gt":
             return probs, gt_boxes(batch, self.device)
         T = cfg.threshold
-        if cfg.class_thresholds is not None:   # one T per heatmap channel (its class)
+        if cfg.class_thresholds is not None:  # one T per heatmap channel (its class)
             T = torch.as_tensor(cfg.class_thresholds, dtype=torch.float64)[res.classes.cpu().reshape(-1)]
-        return probs, heatmap_to_boxes(box_heat.float(), T,
-                                       min_area=cfg.min_area, class_modes=self.class_modes,
-                                       probs=gate, pred_threshold=cfg.pred_threshold
-                                       if cfg.activation == "sigmoid" else 0.5,
-                                       classes=res.classes,
-                                       contours=get_recipe(cfg.recipe).contours)
+        return probs, heatmap_to_boxes(
+            box_heat.float(),
+            T,
+            min_area=cfg.min_area,
+            class_modes=self.class_modes,
+            probs=gate,
+            pred_threshold=cfg.pred_threshold if cfg.activation == "sigmoid" else 0.5,
+            classes=res.classes,
+            contours=get_recipe(cfg.recipe).contours,
+        )
 
 
 def _finish(stats: dict, t0: float) -> dict:
@@ -663,18 +785,22 @@ def _finish(stats: dict, t0: float) -> dict:
 
 
 # ------------------------------------------------------------------------------ torchrun
-def dist_env() -> Tuple[int, int, int]:
+def dist_env() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from torchrun's environment (1 process: 0, 1, 0)."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def shard_path(out: str, rank: int) -> str:
     return f"{out}.rank{rank}.h5"
 
 
-def extract_distributed(dataset, model, info, out: str, *, device: str = "cpu",
-                        compression: Optional[str] = None, **kwargs) -> dict:
+def extract_distributed(
+    dataset, model, info, out: str, *, device: str = "cpu", compression: str | None = None, **kwargs
+) -> dict:
     """:func:`extract_dataset` under torchrun: shard, write ``<out>.rank<r>.h5``, join.
 
     Uses the gloo backend on CPU and nccl on CUDA (each rank on ``cuda:LOCAL_RANK``). Frames
@@ -685,25 +811,36 @@ def extract_distributed(dataset, model, info, out: str, *, device: str = "cpu",
 
     rank, world, local = dist_env()
     if world == 1:
-        return extract_dataset(dataset, model, info, out=out, device=device,
-                               compression=compression, **kwargs)
+        return extract_dataset(
+            dataset, model, info, out=out, device=device, compression=compression, **kwargs
+        )
     if torch.device(device).type == "cuda":
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     own = not dist.is_initialized()
-    if own:   # extraction is long and ranks finish at different times: a long barrier timeout
+    if own:  # extraction is long and ranks finish at different times: a long barrier timeout
         dist.init_process_group(backend, timeout=timedelta(hours=48))
     try:
         skip = None
-        if os.path.exists(out):     # frames of an earlier, joined run
+        if os.path.exists(out):  # frames of an earlier, joined run
             from gcfeat.io.features import FeatureFile
+
             with FeatureFile(out) as ff:
                 done = {v: set(ff[v].frame_index.tolist()) for v in ff.videos}
-            skip = lambda v, f: f in done.get(v, ())                      # noqa: E731
-        stats = extract_dataset(dataset, model, info, out=shard_path(out, rank), device=device,
-                                compression=None, rank=rank, world_size=world, skip=skip,
-                                **kwargs)
+            skip = lambda v, f: f in done.get(v, ())  # noqa: E731
+        stats = extract_dataset(
+            dataset,
+            model,
+            info,
+            out=shard_path(out, rank),
+            device=device,
+            compression=None,
+            rank=rank,
+            world_size=world,
+            skip=skip,
+            **kwargs,
+        )
         dist.barrier()
         if rank == 0:
             shards = [shard_path(out, r) for r in range(world) if os.path.exists(shard_path(out, r))]

@@ -20,6 +20,7 @@ Example::
     >>> pool_to_layout(x, (128, 2, 2)).shape
     torch.Size([5, 512])
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,8 +59,10 @@ def parse_layout(layout: str | Sequence[int] | None) -> Layout:
     else:
         parts = tuple(int(p) for p in layout)
     if len(parts) != 3 or min(parts) < 1:
-        raise LayoutError(f"pooling layout: got {layout!r}, expected 'P0xP1xP2' such as "
-                          f"'512x1x1', '128x2x2', '32x4x4', or 'raw'")
+        raise LayoutError(
+            f"pooling layout: got {layout!r}, expected 'P0xP1xP2' such as "
+            f"'512x1x1', '128x2x2', '32x4x4', or 'raw'"
+        )
     return parts  # type: ignore[return-value]
 
 
@@ -76,16 +79,19 @@ def spatial_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.adaptive_avg_pool3d(x, (1, *size)).squeeze(2)
     if x.dim() in (2, 3) and tuple(size) == (1, 1):  # vectors or flattened positions
         return x.reshape(x.shape[0], x.shape[1], -1).mean(-1)[..., None, None]
-    raise LayoutError(f"pooling: got a map of shape {tuple(x.shape)}, expected (R, C, H, W) or "
-                      f"(R, C, D, H, W) for a spatial grid of {tuple(size)}")
+    raise LayoutError(
+        f"pooling: got a map of shape {tuple(x.shape)}, expected (R, C, H, W) or "
+        f"(R, C, D, H, W) for a spatial grid of {tuple(size)}"
+    )
 
 
 def channel_group_mean(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Average consecutive channel groups: ``(R, C, ...)`` -> ``(R, groups, ...)``."""
     c = x.shape[1]
     if c % groups:
-        raise LayoutError(f"pooling: {c} channels cannot be averaged into {groups} equal groups; "
-                          f"choose p0 dividing {c}")
+        raise LayoutError(
+            f"pooling: {c} channels cannot be averaged into {groups} equal groups; choose p0 dividing {c}"
+        )
     return x.reshape(x.shape[0], groups, c // groups, *x.shape[2:]).mean(2)
 
 
@@ -103,12 +109,13 @@ def pool_to_layout(x: torch.Tensor, layout: Layout = (512, 1, 1)) -> torch.Tenso
     if layout is None:
         return x.reshape(x.shape[0], x.shape[1], -1).mean(-1)
     p0, p1, p2 = layout
-    pooled = spatial_pool(x, (p1, p2))                   # (R, C, p1, p2)
-    return channel_group_mean(pooled, p0).flatten(1)      # (R, p0 * p1 * p2)
+    pooled = spatial_pool(x, (p1, p2))  # (R, C, p1, p2)
+    return channel_group_mean(pooled, p0).flatten(1)  # (R, p0 * p1 * p2)
 
 
-def pooling_matrix(spatial: Sequence[int], size: tuple[int, int], *,
-                   device=None, dtype=torch.float32) -> torch.Tensor:
+def pooling_matrix(
+    spatial: Sequence[int], size: tuple[int, int], *, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """The adaptive average pool over ``spatial`` as a matrix ``(n, p1 * p2)``.
 
     ``x.flatten(2) @ P`` equals ``spatial_pool(x, size).flatten(2)``; weighted pools

@@ -34,6 +34,7 @@ Example::
     >>> paper.dataset_kwargs()["resize"]
     'pil'
 """
+
 from __future__ import annotations
 
 import copy
@@ -87,15 +88,19 @@ class Recipe:
     m3_weighting: str | None = None
 
     def __post_init__(self) -> None:
-        allowed = {"bn": ("eval", "frame"), "resize": ("area", "pil"),
-                   "contours": ("outer", "list"), "crop": ("roi_align", "stretch_pil"),
-                   "m2_pool": ("roi_align", "slice"),
-                   "flatten": ("channels_first", "spatial_first"), "m3": ("pooled", "broadcast"),
-                   "m3_weighting": (None, "heat", "mask")}
+        allowed = {
+            "bn": ("eval", "frame"),
+            "resize": ("area", "pil"),
+            "contours": ("outer", "list"),
+            "crop": ("roi_align", "stretch_pil"),
+            "m2_pool": ("roi_align", "slice"),
+            "flatten": ("channels_first", "spatial_first"),
+            "m3": ("pooled", "broadcast"),
+            "m3_weighting": (None, "heat", "mask"),
+        }
         for key, values in allowed.items():
             if getattr(self, key) not in values:
-                raise RecipeError(f"Recipe.{key}: got {getattr(self, key)!r}, expected one of "
-                                  f"{values}")
+                raise RecipeError(f"Recipe.{key}: got {getattr(self, key)!r}, expected one of {values}")
         if (self.mean is None) != (self.std is None):
             raise RecipeError("Recipe: mean and std are given together (or neither)")
 
@@ -114,15 +119,25 @@ class Recipe:
         """Keyword arguments that prepare a surgical Dataset for this recipe (``resize``, and
         ``mean`` / ``std`` when the recipe fixes them)."""
         kw: dict = {"resize": self.resize}
-        if self.mean is not None and self.std is not None:   # given together (__post_init__)
+        if self.mean is not None and self.std is not None:  # given together (__post_init__)
             kw.update(mean=tuple(self.mean), std=tuple(self.std))
         return kw
 
 
 DEFAULT = Recipe()
-PAPER = Recipe(name="paper", bn="frame", mean=PAPER_MEAN, std=PAPER_STD, resize="pil",
-               contours="list", crop="stretch_pil", m2_pool="slice", flatten="spatial_first",
-               m3="broadcast", m3_weighting="mask")
+PAPER = Recipe(
+    name="paper",
+    bn="frame",
+    mean=PAPER_MEAN,
+    std=PAPER_STD,
+    resize="pil",
+    contours="list",
+    crop="stretch_pil",
+    m2_pool="slice",
+    flatten="spatial_first",
+    m3="broadcast",
+    m3_weighting="mask",
+)
 RECIPES: dict[str, Recipe] = {"default": DEFAULT, "paper": PAPER}
 
 
@@ -141,18 +156,25 @@ def check_dataset(dataset, recipe: Recipe) -> None:
     """Raise :class:`RecipeError` when a Dataset that tells its ``mean`` / ``std`` / ``resize``
     was prepared otherwise than ``recipe`` asks (datasets that do not tell are trusted)."""
     inner = dataset
-    while hasattr(inner, "dataset") and not hasattr(inner, "mean"):   # Subset
+    while hasattr(inner, "dataset") and not hasattr(inner, "mean"):  # Subset
         inner = inner.dataset
     want = recipe.dataset_kwargs()
     got = {k: getattr(inner, k) for k in want if hasattr(inner, k)}
-    bad = {k: v for k, v in got.items()
-           if (tuple(round(float(x), 7) for x in v) != tuple(round(float(x), 7) for x in want[k])
-               if k in ("mean", "std") else v != want[k])}
+    bad = {
+        k: v
+        for k, v in got.items()
+        if (
+            tuple(round(float(x), 7) for x in v) != tuple(round(float(x), 7) for x in want[k])
+            if k in ("mean", "std")
+            else v != want[k]
+        )
+    }
     if bad:
         raise RecipeError(
             f"recipe={recipe.name!r} expects frames prepared with {want}; the dataset has "
             f"{ {k: got[k] for k in bad} }. Build it with **get_recipe({recipe.name!r})"
-            f".dataset_kwargs() (the CLI does this for --recipe {recipe.name})")
+            f".dataset_kwargs() (the CLI does this for --recipe {recipe.name})"
+        )
 
 
 # ------------------------------------------------------------------ per-frame BatchNorm maps
@@ -171,8 +193,7 @@ class _FrameNorm(nn.Module):
         self.eps = bn.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, use_input_stats=True,
-                               eps=self.eps)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, use_input_stats=True, eps=self.eps)
 
 
 def frame_norm_copy(model: nn.Module) -> nn.Module:
@@ -223,6 +244,7 @@ class FrameStatsMaps:
                 out[name] = output.detach()
                 if len(out) == len(self.levels):
                     raise _Stop
+
             return fn
 
         handles = [m.register_forward_hook(hook(n)) for n, m in zip(self.levels, self._modules)]

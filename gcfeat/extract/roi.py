@@ -22,6 +22,7 @@ p2, p0)`` order); and its maps came from three extra backbone runs of ``copy.dee
 left in train mode, so BatchNorm normalised with each frame's own statistics (see
 :class:`~gcfeat.extract.recipe.FrameStatsMaps`).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,9 +59,13 @@ def box_bounds(xyxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 RULE_STRIDES: tuple[float, float, float] = (8.0, 16.0, 32.0)
 
 
-def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
-               area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-               num_levels: int = 3, strides: Sequence[float] | None = None) -> torch.Tensor:
+def box_levels(
+    xyxy: torch.Tensor,
+    frame_size: Sequence[int],
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+    num_levels: int = 3,
+    strides: Sequence[float] | None = None,
+) -> torch.Tensor:
     """Level of each box among ``num_levels`` maps (0: layer2, 1: layer3, 2: layer4); ``(M,)``.
 
     ``extent < t0 * s`` -> 0, ``< t1 * s`` -> 1, else 2, with the extent the box's area (3D:
@@ -78,20 +83,27 @@ def box_levels(xyxy: torch.Tensor, frame_size: Sequence[int],
     if strides is not None:
         if len(strides) != num_levels:
             raise ValueError(f"box_levels: {len(strides)} strides for {num_levels} levels")
-        bounds = torch.tensor([float(t) * scale for t in area_thresholds][:2],
-                              device=xyxy.device)
+        bounds = torch.tensor([float(t) * scale for t in area_thresholds][:2], device=xyxy.device)
         want = torch.tensor(RULE_STRIDES, device=xyxy.device)[
-            torch.bucketize(extent, bounds, right=True)].log2()
+            torch.bucketize(extent, bounds, right=True)
+        ].log2()
         have = torch.tensor([float(s) for s in strides], device=xyxy.device).log2()
         return (want[:, None] - have[None]).abs().argmin(1)
-    bounds = torch.tensor([float(t) * scale for t in area_thresholds][:max(num_levels - 1, 0)],
-                          device=xyxy.device)
+    bounds = torch.tensor(
+        [float(t) * scale for t in area_thresholds][: max(num_levels - 1, 0)], device=xyxy.device
+    )
     return torch.bucketize(extent, bounds, right=True)
 
 
-def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Tensor,
-                 end: torch.Tensor, output_size: Sequence[int], sampling_ratio: int = 2,
-                 chunk: int = 256) -> torch.Tensor:
+def roi_align_nd(
+    feature_map: torch.Tensor,
+    frame: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    output_size: Sequence[int],
+    sampling_ratio: int = 2,
+    chunk: int = 256,
+) -> torch.Tensor:
     """ROI align in any number of spatial dims (``aligned=True``, fixed sampling).
 
     Bin ``p`` of a box ``[a, b)`` (in map pixels) along an axis with ``P`` bins averages the
@@ -116,9 +128,11 @@ def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Te
     """
     D = feature_map.dim() - 2
     if D not in (2, 3) or start.shape[-1] != D or len(output_size) != D:
-        raise ValueError(f"roi_align_nd: map {tuple(feature_map.shape)}, boxes with "
-                         f"{start.shape[-1]} dims and output_size {tuple(output_size)} must "
-                         f"agree on 2 or 3 spatial dims")
+        raise ValueError(
+            f"roi_align_nd: map {tuple(feature_map.shape)}, boxes with "
+            f"{start.shape[-1]} dims and output_size {tuple(output_size)} must "
+            f"agree on 2 or 3 spatial dims"
+        )
     n = int(sampling_ratio)
     if n < 1:
         raise ValueError(f"roi_align_nd: sampling_ratio must be >= 1, got {sampling_ratio}")
@@ -128,21 +142,31 @@ def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Te
     out = feature_map.new_zeros(M, C, *output_size)
     if M == 0:
         return out
-    axes = []   # normalised sample coordinates per dim, (M, P * n) each
+    axes = []  # normalised sample coordinates per dim, (M, P * n) each
     for d in range(D):
         k = output_size[d] * n
         t = (torch.arange(k, device=dev, dtype=torch.float32) + 0.5) / k
         a, b = start[:, d].float().to(dev), end[:, d].float().to(dev)
         pix = a[:, None] - 0.5 + t[None] * (b - a)[:, None]
-        axes.append((2 * pix + 1) / sizes[d] - 1)              # grid_sample, align_corners=False
+        axes.append((2 * pix + 1) / sizes[d] - 1)  # grid_sample, align_corners=False
     shape = [M] + [output_size[d] * n for d in range(D)]
-    grid = torch.stack([axes[d].reshape([M] + [-1 if e == d else 1 for e in range(D)])
-                        .expand(shape) for d in reversed(range(D))], -1)   # (M, *k, D): x first
+    grid = torch.stack(
+        [
+            axes[d].reshape([M] + [-1 if e == d else 1 for e in range(D)]).expand(shape)
+            for d in reversed(range(D))
+        ],
+        -1,
+    )  # (M, *k, D): x first
     frame = frame.to(dev).long()
     for lo in range(0, M, chunk):
         hi = min(lo + chunk, M)
-        s = F.grid_sample(feature_map[frame[lo:hi]], grid[lo:hi].to(dt), mode="bilinear",
-                          padding_mode="border", align_corners=False)      # (m, C, *k)
+        s = F.grid_sample(
+            feature_map[frame[lo:hi]],
+            grid[lo:hi].to(dt),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )  # (m, C, *k)
         split = [hi - lo, C]
         for d in range(D):
             split += [output_size[d], n]
@@ -150,12 +174,17 @@ def roi_align_nd(feature_map: torch.Tensor, frame: torch.Tensor, start: torch.Te
     return out
 
 
-def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
-                 frame: torch.Tensor, frame_size: Sequence[int],
-                 area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                 single_layer: str | None = None,
-                 layout: Layout = (512, 1, 1), sampling_ratio_3d: int = 2,
-                 strides: Sequence[float] | None = None) -> torch.Tensor:
+def roi_features(
+    feature_maps: dict[str, torch.Tensor],
+    xyxy: torch.Tensor,
+    frame: torch.Tensor,
+    frame_size: Sequence[int],
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+    single_layer: str | None = None,
+    layout: Layout = (512, 1, 1),
+    sampling_ratio_3d: int = 2,
+    strides: Sequence[float] | None = None,
+) -> torch.Tensor:
     """M2 features of boxes.
 
     Args:
@@ -177,8 +206,9 @@ def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
     """
     if single_layer is not None:
         if single_layer not in feature_maps:
-            raise ValueError(f"roi_features: single_layer={single_layer!r} not among the maps "
-                             f"{sorted(feature_maps)}")
+            raise ValueError(
+                f"roi_features: single_layer={single_layer!r} not among the maps {sorted(feature_maps)}"
+            )
         levels = torch.zeros(xyxy.shape[0], dtype=torch.long, device=xyxy.device)
         names = [single_layer]
     else:
@@ -187,8 +217,10 @@ def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
     grid = (1, 1) if layout is None else (layout[1], layout[2])
     widths = {feature_maps[n].shape[1] for n in names}
     if layout is None and len(widths) > 1:
-        raise LayoutError(f"roi_features: layout=None keeps raw channels but the levels have "
-                          f"{sorted(widths)} channels; pass single_layer= or a 512-d layout")
+        raise LayoutError(
+            f"roi_features: layout=None keeps raw channels but the levels have "
+            f"{sorted(widths)} channels; pass single_layer= or a 512-d layout"
+        )
     dim = layout_dim(layout, max(widths))
     out = torch.zeros(xyxy.shape[0], dim, device=xyxy.device, dtype=torch.float32)
     start, end = box_bounds(xyxy.float())
@@ -198,17 +230,22 @@ def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
             continue
         fmap = feature_maps[name]
         # per-axis scale (strides may differ by axis)
-        scale = torch.tensor([m / f for m, f in zip(fmap.shape[2:], frame_size)],
-                             device=xyxy.device)
+        scale = torch.tensor([m / f for m, f in zip(fmap.shape[2:], frame_size)], device=xyxy.device)
         if fmap.dim() == 4:
-            a, b = start[rows] * scale, end[rows] * scale                  # (r, 2) as (y, x)
+            a, b = start[rows] * scale, end[rows] * scale  # (r, 2) as (y, x)
             rois = torch.cat([frame[rows].float()[:, None], a[:, [1, 0]], b[:, [1, 0]]], 1)
-            region = roi_align(fmap.float(), rois.to(fmap.device), grid, spatial_scale=1.0,
-                               sampling_ratio=-1, aligned=True)            # (r, C, p1, p2)
+            region = roi_align(
+                fmap.float(), rois.to(fmap.device), grid, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+            )  # (r, C, p1, p2)
         else:
-            region = roi_align_nd(fmap.float(), frame[rows], start[rows] * scale,
-                                  end[rows] * scale, (1, *grid), sampling_ratio_3d
-                                  ).squeeze(2)                            # (r, C, p1, p2)
+            region = roi_align_nd(
+                fmap.float(),
+                frame[rows],
+                start[rows] * scale,
+                end[rows] * scale,
+                (1, *grid),
+                sampling_ratio_3d,
+            ).squeeze(2)  # (r, C, p1, p2)
         if layout is None:
             out[rows] = region.flatten(1)
         else:
@@ -216,8 +253,9 @@ def roi_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
     return out
 
 
-def round_to_cells(lo: torch.Tensor, hi: torch.Tensor, size: int, extent: float
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def round_to_cells(
+    lo: torch.Tensor, hi: torch.Tensor, size: int, extent: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The original's ``scale_bbox`` along one axis: frame pixels ``[lo, hi)`` of a frame of
     ``extent`` pixels -> integer cells of a map of ``size`` cells.
 
@@ -238,20 +276,24 @@ def _adaptive_rows(start: torch.Tensor, stop: torch.Tensor, bins: int, size: int
     cells into ``bins`` bins: ``(M, bins, size)``, bin ``i`` averaging cells ``start +
     floor(i L / bins)`` to ``start + ceil((i + 1) L / bins)`` (``L = stop - start``), the rule
     of ``F.adaptive_avg_pool2d`` on the slice."""
-    L = (stop - start)[:, None]                                          # (M, 1)
-    i = torch.arange(bins, device=start.device)[None]                    # (1, bins)
+    L = (stop - start)[:, None]  # (M, 1)
+    i = torch.arange(bins, device=start.device)[None]  # (1, bins)
     lo = start[:, None] + torch.div(i * L, bins, rounding_mode="floor")
     hi = start[:, None] - torch.div(-(i + 1) * L, bins, rounding_mode="floor")
-    pos = torch.arange(size, device=start.device)[None, None]            # (1, 1, size)
+    pos = torch.arange(size, device=start.device)[None, None]  # (1, 1, size)
     w = ((pos >= lo[..., None]) & (pos < hi[..., None])).float()
     return w / w.sum(-1, keepdim=True).clamp_min(1)
 
 
-def slice_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
-                   frame: torch.Tensor, frame_size: Sequence[int],
-                   area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                   single_layer: str | None = None,
-                   layout: Layout = (512, 1, 1)) -> torch.Tensor:
+def slice_features(
+    feature_maps: dict[str, torch.Tensor],
+    xyxy: torch.Tensor,
+    frame: torch.Tensor,
+    frame_size: Sequence[int],
+    area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+    single_layer: str | None = None,
+    layout: Layout = (512, 1, 1),
+) -> torch.Tensor:
     """M2 features by the original's rule: round the box to cells, slice, adaptive pool.
 
     For a box ``x1, y1, x2, y2`` routed to a map of ``h x w`` cells (same routing as
@@ -267,8 +309,9 @@ def slice_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
         raise ValueError(f"slice_features: 2D boxes (M, 4) only, got {tuple(xyxy.shape)}")
     if single_layer is not None:
         if single_layer not in feature_maps:
-            raise ValueError(f"slice_features: single_layer={single_layer!r} not among the "
-                             f"maps {sorted(feature_maps)}")
+            raise ValueError(
+                f"slice_features: single_layer={single_layer!r} not among the maps {sorted(feature_maps)}"
+            )
         names = [single_layer]
         levels = torch.zeros(xyxy.shape[0], dtype=torch.long, device=xyxy.device)
     else:
@@ -277,8 +320,10 @@ def slice_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
     p1, p2 = (1, 1) if layout is None else (layout[1], layout[2])
     widths = {feature_maps[n].shape[1] for n in names}
     if layout is None and len(widths) > 1:
-        raise LayoutError(f"slice_features: layout=None keeps raw channels but the levels have "
-                          f"{sorted(widths)} channels; pass single_layer= or a 512-d layout")
+        raise LayoutError(
+            f"slice_features: layout=None keeps raw channels but the levels have "
+            f"{sorted(widths)} channels; pass single_layer= or a 512-d layout"
+        )
     out = torch.zeros(xyxy.shape[0], layout_dim(layout, max(widths)), device=xyxy.device)
     H, W = frame_size
     for level, name in enumerate(names):
@@ -290,12 +335,11 @@ def slice_features(feature_maps: dict[str, torch.Tensor], xyxy: torch.Tensor,
         b = xyxy[rows].to(fmap.device)
         x1, x2 = round_to_cells(b[:, 0], b[:, 2], w, W)
         y1, y2 = round_to_cells(b[:, 1], b[:, 3], h, H)
-        wy = _adaptive_rows(y1, y2, p1, h)                                # (r, p1, h)
-        wx = _adaptive_rows(x1, x2, p2, w)                                # (r, p2, w)
+        wy = _adaptive_rows(y1, y2, p1, h)  # (r, p1, h)
+        wx = _adaptive_rows(x1, x2, p2, w)  # (r, p2, w)
         f = frame[rows].to(fmap.device).long()
-        region = torch.einsum("rih,rchw,rjw->rcij", wy, fmap[f], wx)      # (r, C, p1, p2)
-        feats = region.flatten(1) if layout is None else \
-            channel_group_mean(region, layout[0]).flatten(1)
+        region = torch.einsum("rih,rchw,rjw->rcij", wy, fmap[f], wx)  # (r, C, p1, p2)
+        feats = region.flatten(1) if layout is None else channel_group_mean(region, layout[0]).flatten(1)
         out[rows] = feats.to(out.device)
     return out
 
@@ -315,16 +359,25 @@ class RoiExtractor(Extractor):
 
     name = "m2"
 
-    def __init__(self, area_thresholds: Sequence[float] = AREA_THRESHOLDS,
-                 single_layer: str | None = None, layout: Layout = (512, 1, 1),
-                 levels: Sequence[str] = LEVELS,
-                 strides: Sequence[float] | None = None, *, recipe: Recipe | str | None = None,
-                 model=None, frame_maps: FrameStatsMaps | None = None) -> None:
+    def __init__(
+        self,
+        area_thresholds: Sequence[float] = AREA_THRESHOLDS,
+        single_layer: str | None = None,
+        layout: Layout = (512, 1, 1),
+        levels: Sequence[str] = LEVELS,
+        strides: Sequence[float] | None = None,
+        *,
+        recipe: Recipe | str | None = None,
+        model=None,
+        frame_maps: FrameStatsMaps | None = None,
+    ) -> None:
         self.recipe = get_recipe(recipe)
         if self.recipe.bn == "frame" and frame_maps is None:
             if model is None:
-                raise ValueError(f"RoiExtractor: recipe {self.recipe.name!r} reads per-frame "
-                                 f"BatchNorm maps; pass model= (or frame_maps=)")
+                raise ValueError(
+                    f"RoiExtractor: recipe {self.recipe.name!r} reads per-frame "
+                    f"BatchNorm maps; pass model= (or frame_maps=)"
+                )
             frame_maps = FrameStatsMaps(model, levels)
         self.frame_maps = frame_maps if self.recipe.bn == "frame" else None
         self.area_thresholds = tuple(float(t) for t in area_thresholds)
@@ -340,9 +393,12 @@ class RoiExtractor(Extractor):
         return layout_dim(self.layout, max(channels[n] for n in names))
 
     def settings(self) -> dict:
-        out: dict[str, object] = {"area_thresholds": list(self.area_thresholds),
-               "single_layer": self.single_layer or "", "layout": self.layout}
-        if self.levels != LEVELS:     # files of ResNet runs keep their original settings
+        out: dict[str, object] = {
+            "area_thresholds": list(self.area_thresholds),
+            "single_layer": self.single_layer or "",
+            "layout": self.layout,
+        }
+        if self.levels != LEVELS:  # files of ResNet runs keep their original settings
             out["levels"] = list(self.levels)
         if not self.recipe.is_default:
             out["recipe"] = self.recipe.name
@@ -353,17 +409,25 @@ class RoiExtractor(Extractor):
     def feature_maps(self, result) -> dict[str, torch.Tensor]:
         """``{level: map}`` of a CAMResult run with ``extra_layers`` = all levels but the last
         and the last level as the target."""
-        maps = [*result.extra[:len(self.levels) - 1], result.activations[0]]
+        maps = [*result.extra[: len(self.levels) - 1], result.activations[0]]
         return dict(zip(self.levels, maps))
 
     def __call__(self, images, result, boxes, probs=None) -> Features:
-        maps = self.frame_maps(images) if self.frame_maps is not None \
-            else self.feature_maps(result)
+        maps = self.frame_maps(images) if self.frame_maps is not None else self.feature_maps(result)
         pool = slice_features if self.recipe.m2_pool == "slice" else roi_features
         kw = {} if self.recipe.m2_pool == "slice" else {"strides": self.strides}
-        feats = pool(maps, boxes.xyxy, boxes.frame, tuple(images.shape[2:]),
-                     self.area_thresholds, self.single_layer, self.layout, **kw)
+        feats = pool(
+            maps,
+            boxes.xyxy,
+            boxes.frame,
+            tuple(images.shape[2:]),
+            self.area_thresholds,
+            self.single_layer,
+            self.layout,
+            **kw,
+        )
         if self.recipe.flatten == "spatial_first":
             feats = spatial_first(feats, self.layout)
-        return Features(boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(),
-                        boxes.score.float(), feats)
+        return Features(
+            boxes.frame.long(), boxes.label.long(), boxes.xyxy.float(), boxes.score.float(), feats
+        )

@@ -119,6 +119,7 @@ Spatial encodings (``encoding=``):
 Class mapping: gcfeat's ``tissue`` is ``kidney`` (0); every other name present in both lists
 takes the interaction index (bipolar_forceps 0 -> 1, ...).
 """
+
 from __future__ import annotations
 
 import json
@@ -139,10 +140,21 @@ from gcfeat.errors import GcfeatError
 from gcfeat.io.features import FeatureFile, FeatureFileError
 from gcfeat.io.paths import writable_dir
 
-__all__ = ["INTERACTION_CLASSES", "ACTION_CLASSES", "RENAME", "interaction_class_map",
-           "pair_spatial_features", "vsgat_spatial_features", "inclusive_boxes",
-           "export_captioning", "export_interaction", "CaptioningExport", "InteractionExport",
-           "ExportError", "ENCODINGS"]
+__all__ = [
+    "INTERACTION_CLASSES",
+    "ACTION_CLASSES",
+    "RENAME",
+    "interaction_class_map",
+    "pair_spatial_features",
+    "vsgat_spatial_features",
+    "inclusive_boxes",
+    "export_captioning",
+    "export_interaction",
+    "CaptioningExport",
+    "InteractionExport",
+    "ExportError",
+    "ENCODINGS",
+]
 
 ENCODINGS = ("vsgat", "gcfeat")
 
@@ -153,9 +165,13 @@ class ExportError(GcfeatError):
 
 def interaction_class_map(classes: Sequence[str]) -> np.ndarray:
     """``(K,)`` int64: interaction index of each gcfeat class, -1 where there is none."""
-    return np.array([INTERACTION_CLASSES.index(RENAME.get(c, c))
-                     if RENAME.get(c, c) in INTERACTION_CLASSES else -1 for c in classes],
-                    dtype=np.int64)
+    return np.array(
+        [
+            INTERACTION_CLASSES.index(RENAME.get(c, c)) if RENAME.get(c, c) in INTERACTION_CLASSES else -1
+            for c in classes
+        ],
+        dtype=np.int64,
+    )
 
 
 # ------------------------------------------------------------------------- encodings
@@ -182,9 +198,9 @@ def pair_spatial_features(boxes: np.ndarray, frame_size: Sequence[int]) -> np.nd
     h = np.maximum(b[:, 3] - b[:, 1], 1.0)
     nb = b / np.array([W, H, W, H])
     wn, hn = w / W, h / H
-    geom = np.concatenate([nb, (wn * hn)[:, None]], 1)                  # (N, 5)
+    geom = np.concatenate([nb, (wn * hn)[:, None]], 1)  # (N, 5)
     cx, cy = nb[:, [0, 2]].mean(1), nb[:, [1, 3]].mean(1)
-    i, j = np.nonzero(~np.eye(n, dtype=bool))                          # row-major (i, j)
+    i, j = np.nonzero(~np.eye(n, dtype=bool))  # row-major (i, j)
     dcx, dcy = cx[j] - cx[i], cy[j] - cy[i]
     ix1, iy1 = np.maximum(b[i, 0], b[j, 0]), np.maximum(b[i, 1], b[j, 1])
     ix2, iy2 = np.minimum(b[i, 2], b[j, 2]), np.minimum(b[i, 3], b[j, 3])
@@ -192,10 +208,24 @@ def pair_spatial_features(boxes: np.ndarray, frame_size: Sequence[int]) -> np.nd
     area = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
     union = area[i] + area[j] - inter
     iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    out = np.concatenate([
-        geom[i], geom[j],
-        np.stack([dcx / wn[i], dcy / hn[i], np.log(w[j] / w[i]), np.log(h[j] / h[i]), iou,
-                  np.sqrt(dcx ** 2 + dcy ** 2)], 1)], 1)
+    out = np.concatenate(
+        [
+            geom[i],
+            geom[j],
+            np.stack(
+                [
+                    dcx / wn[i],
+                    dcy / hn[i],
+                    np.log(w[j] / w[i]),
+                    np.log(h[j] / h[i]),
+                    iou,
+                    np.sqrt(dcx**2 + dcy**2),
+                ],
+                1,
+            ),
+        ],
+        1,
+    )
     return out.astype(np.float32).reshape(-1, 16)
 
 
@@ -218,17 +248,27 @@ def vsgat_spatial_features(boxes: np.ndarray, im_wh: Sequence[float]) -> np.ndar
     def wrt_img(k):
         x = b[k]
         area = (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-        return [x[:, 0] / (A + 1e-6), x[:, 1] / (B + 1e-6), x[:, 2] / (A + 1e-6),
-                x[:, 3] / (B + 1e-6), area / (A * B + 1e-6)]
+        return [
+            x[:, 0] / (A + 1e-6),
+            x[:, 1] / (B + 1e-6),
+            x[:, 2] / (A + 1e-6),
+            x[:, 3] / (B + 1e-6),
+            area / (A * B + 1e-6),
+        ]
 
     b1, b2 = b[i], b[j]
     w2, h2 = b2[:, 2] - b2[:, 0], b2[:, 3] - b2[:, 1]
     with np.errstate(divide="ignore"):
-        rel = [(b1[:, 0] - b2[:, 0]) / (w2 + 1e-6), (b1[:, 1] - b2[:, 1]) / (h2 + 1e-6),
-               np.log((b1[:, 2] - b1[:, 0]) / (w2 + 1e-6)),
-               np.log((b1[:, 3] - b1[:, 1]) / (h2 + 1e-6))]
-    off = [(b1[:, 2] + b1[:, 0]) / 2 - ((b2[:, 2] + b2[:, 0]) / 2) / A,
-           (b1[:, 3] + b1[:, 1]) / 2 - ((b2[:, 3] + b2[:, 1]) / 2) / B]
+        rel = [
+            (b1[:, 0] - b2[:, 0]) / (w2 + 1e-6),
+            (b1[:, 1] - b2[:, 1]) / (h2 + 1e-6),
+            np.log((b1[:, 2] - b1[:, 0]) / (w2 + 1e-6)),
+            np.log((b1[:, 3] - b1[:, 1]) / (h2 + 1e-6)),
+        ]
+    off = [
+        (b1[:, 2] + b1[:, 0]) / 2 - ((b2[:, 2] + b2[:, 0]) / 2) / A,
+        (b1[:, 3] + b1[:, 1]) / 2 - ((b2[:, 3] + b2[:, 1]) / 2) / B,
+    ]
     cols = wrt_img(i) + wrt_img(j) + rel + off
     return np.stack([np.asarray(c, np.float64) for c in cols], 1).reshape(-1, 16)
 
@@ -270,13 +310,16 @@ def _annotations(data: os.PathLike | str | None, video: str) -> dict[int, tuple]
 
 def _require_data(data, what: str) -> Path:
     if data is None:
-        raise ExportError(f"data: not given; the {what} export reads the dataset's scene-graph "
-                          f"annotations (seq_N/xml/frameNNN.xml): pass the dataset folder "
-                          f"(CLI: --data DIR)")
+        raise ExportError(
+            f"data: not given; the {what} export reads the dataset's scene-graph "
+            f"annotations (seq_N/xml/frameNNN.xml): pass the dataset folder "
+            f"(CLI: --data DIR)"
+        )
     root = Path(data)
     if not root.is_dir():
-        raise ExportError(f"data: {root} is not a folder; expected the dataset the features "
-                          f"were extracted from")
+        raise ExportError(
+            f"data: {root} is not a folder; expected the dataset the features were extracted from"
+        )
     return root
 
 
@@ -295,16 +338,25 @@ class CaptioningExport:
     entries: dict[str, list[dict]] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"captioning: {self.frames} frames of *_node_features.npy; captions train "
-                f"{self.train}, val {self.val}; skipped {self.skipped_no_caption} frames "
-                f"without a caption and {self.skipped_no_xml} without a scene-graph XML")
+        return (
+            f"captioning: {self.frames} frames of *_node_features.npy; captions train "
+            f"{self.train}, val {self.val}; skipped {self.skipped_no_caption} frames "
+            f"without a caption and {self.skipped_no_xml} without a scene-graph XML"
+        )
 
 
-def export_captioning(path: str, method: str, out: str, frame_format: str = "frame{:03d}",
-                      progress: bool = True, *, data: os.PathLike | str | None = None,
-                      folder: str | None = None,
-                      val_sequences: Sequence[int] = MICCAI18_VAL_SEQUENCES,
-                      annotations: str = "annotations") -> CaptioningExport:
+def export_captioning(
+    path: str,
+    method: str,
+    out: str,
+    frame_format: str = "frame{:03d}",
+    progress: bool = True,
+    *,
+    data: os.PathLike | str | None = None,
+    folder: str | None = None,
+    val_sequences: Sequence[int] = MICCAI18_VAL_SEQUENCES,
+    annotations: str = "annotations",
+) -> CaptioningExport:
     """Write what CIDACaptioning's ``COCO`` / ``ImageDetectionsField`` read (module docstring).
 
     Args:
@@ -318,14 +370,21 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     root = _require_data(data, "captioning")
     folder = folder or f"gcfeat_{method}"
     val_seqs = {int(v) for v in val_sequences}
-    res = CaptioningExport(os.path.abspath(out), os.path.abspath(os.path.join(out, annotations)),
-                           entries={"train": [], "val": []})
+    res = CaptioningExport(
+        os.path.abspath(out),
+        os.path.abspath(os.path.join(out, annotations)),
+        entries={"train": [], "val": []},
+    )
     with FeatureFile(path) as ff:
         _check_method(ff, method)
-        writable_dir(out)                 # a file or a read-only folder: said before writing
+        writable_dir(out)  # a file or a read-only folder: said before writing
         tissue = ff.classes.index("tissue") if "tissue" in ff.classes else None
-        with tqdm(total=ff.num_frames(), desc=f"captioning {method}", unit="frame",
-                  disable=None if progress else True) as bar:
+        with tqdm(
+            total=ff.num_frames(),
+            desc=f"captioning {method}",
+            unit="frame",
+            disable=None if progress else True,
+        ) as bar:
             for v in ff:
                 graphs = _annotations(root, v.name)
                 split = "val" if _seq_number(v.name) in val_seqs else "train"
@@ -335,13 +394,15 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
                     xml, graph = graphs.get(frame, (None, None))
                     name = xml.stem if xml is not None else frame_format.format(frame)
                     order = _tissue_first(rows["label"], tissue)
-                    np.save(os.path.join(d, f"{name}_node_features.npy"),
-                            rows["features"][order].astype(np.float32))
+                    np.save(
+                        os.path.join(d, f"{name}_node_features.npy"),
+                        rows["features"][order].astype(np.float32),
+                    )
                     res.frames += 1
                     bar.update()
                     if graph is None:
                         res.skipped_no_xml += 1
-                    elif graph.caption is None:          # the authors skip these frames
+                    elif graph.caption is None:  # the authors skip these frames
                         res.skipped_no_caption += 1
                     else:
                         id_path = f"{v.name}/{folder}/{name}_node_features.npy"
@@ -351,7 +412,8 @@ def export_captioning(path: str, method: str, out: str, frame_format: str = "fra
     for split, entries in res.entries.items():
         (ann / f"captions_{split}.json").write_text(json.dumps(entries, indent=1))
         (ann / f"WithCaption_id_path_{split}.json").write_text(
-            json.dumps([e["id_path"] for e in entries], indent=1))
+            json.dumps([e["id_path"] for e in entries], indent=1)
+        )
     res.train, res.val = len(res.entries["train"]), len(res.entries["val"])
     return res
 
@@ -363,14 +425,14 @@ class InteractionExport:
 
     out: str
     methods: list[str]
-    skipped_no_xml: int = 0                                    # frames (the same for every method)
+    skipped_no_xml: int = 0  # frames (the same for every method)
     # per method:
     frames: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)
     edges: dict[str, int] = field(default_factory=dict)
     skipped_few_nodes: dict[str, int] = field(default_factory=dict)  # < 2 nodes or no tissue
     dropped_zero_area: dict[str, int] = field(default_factory=dict)  # incl. empty M3 rows
-    dropped_unmapped: dict[str, int] = field(default_factory=dict)   # hook, specimen_bag
+    dropped_unmapped: dict[str, int] = field(default_factory=dict)  # hook, specimen_bag
 
     def root(self, method: str) -> str:
         """The folder that plays ``datasets/instruments18`` for ``method``."""
@@ -383,17 +445,18 @@ class InteractionExport:
                 f"  {m}: {self.frames[m]} frames, {self.nodes[m]} nodes, {self.edges[m]} edges "
                 f"in {self.root(m)}; skipped {self.skipped_few_nodes[m]} frames with < 2 nodes "
                 f"or no tissue node; dropped {self.dropped_zero_area[m]} zero-area / empty and "
-                f"{self.dropped_unmapped[m]} nodes without an interaction class")
+                f"{self.dropped_unmapped[m]} nodes without an interaction class"
+            )
         return "\n".join(lines)
 
 
 @dataclass
 class _Graph:
-    classes: np.ndarray        # (N,) int64 interaction classes
-    boxes: np.ndarray          # (N, 4) int64 inclusive, source pixels
-    box_source: np.ndarray     # (N, 4) float exclusive
-    features: np.ndarray       # (N, D) float32
-    edge_labels: np.ndarray    # (N - 1, 13) float64
+    classes: np.ndarray  # (N,) int64 interaction classes
+    boxes: np.ndarray  # (N, 4) int64 inclusive, source pixels
+    box_source: np.ndarray  # (N, 4) float exclusive
+    features: np.ndarray  # (N, D) float32
+    edge_labels: np.ndarray  # (N - 1, 13) float64
 
 
 def _box_iou(a: Sequence[int], b: Sequence[int]) -> float:
@@ -401,7 +464,7 @@ def _box_iou(a: Sequence[int], b: Sequence[int]) -> float:
     ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
     if iw <= 0 or ih <= 0:
         return 0.0
-    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)              # noqa: E731
+    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)  # noqa: E731
     return iw * ih / (area(a) + area(b) - iw * ih)
 
 
@@ -415,14 +478,21 @@ def _edge_rows(classes: np.ndarray, boxes: np.ndarray, graph: SceneGraph) -> np.
     return out
 
 
-def _frame_graph(rows: dict, cmap: np.ndarray, tissue: int | None, size, graph: SceneGraph,
-                 res: InteractionExport, method: str) -> _Graph | None:
+def _frame_graph(
+    rows: dict,
+    cmap: np.ndarray,
+    tissue: int | None,
+    size,
+    graph: SceneGraph,
+    res: InteractionExport,
+    method: str,
+) -> _Graph | None:
     order = _tissue_first(rows["label"], tissue)
     keep = cmap[rows["label"][order]] >= 0
     res.dropped_unmapped[method] += int((~keep).sum())
     order = order[keep]
     is_tissue = rows["label"][order] == tissue
-    if is_tissue.sum() > 1:                              # one kidney node: the first
+    if is_tissue.sum() > 1:  # one kidney node: the first
         order = np.concatenate([order[:1], order[~is_tissue]])
     boxes = inclusive_boxes(rows["box_source"][order], size)
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & ~rows["empty"][order]
@@ -431,8 +501,13 @@ def _frame_graph(rows: dict, cmap: np.ndarray, tissue: int | None, size, graph: 
     if len(order) < 2 or rows["label"][order[0]] != tissue:
         return None
     classes = cmap[rows["label"][order]]
-    return _Graph(classes, boxes, rows["box_source"][order],
-                  rows["features"][order].astype(np.float32), _edge_rows(classes, boxes, graph))
+    return _Graph(
+        classes,
+        boxes,
+        rows["box_source"][order],
+        rows["features"][order].astype(np.float32),
+        _edge_rows(classes, boxes, graph),
+    )
 
 
 def _place(src: Path, dst: Path, link: str) -> None:
@@ -451,8 +526,11 @@ def _place(src: Path, dst: Path, link: str) -> None:
 
 
 def _write_graph(path: str, name: str, g: _Graph, encoding: str, size, im_wh) -> None:
-    spatial = (vsgat_spatial_features(g.boxes, im_wh) if encoding == "vsgat"
-               else pair_spatial_features(g.box_source, size))
+    spatial = (
+        vsgat_spatial_features(g.boxes, im_wh)
+        if encoding == "vsgat"
+        else pair_spatial_features(g.box_source, size)
+    )
     with h5py.File(path, "w") as h:
         h.create_dataset("img_name", data=name)
         h.create_dataset("node_num", data=np.int64(len(g.classes)))
@@ -463,11 +541,17 @@ def _write_graph(path: str, name: str, g: _Graph, encoding: str, size, im_wh) ->
         h.create_dataset("spatial_features", data=spatial)
 
 
-def export_interaction(path: str, out: str, methods: Sequence[str] | None = None,
-                       progress: bool = True, *,
-                       data: os.PathLike | str | None = None, encoding: str = "vsgat",
-                       im_wh: Sequence[float] | None = None,
-                       link: str = "symlink") -> InteractionExport:
+def export_interaction(
+    path: str,
+    out: str,
+    methods: Sequence[str] | None = None,
+    progress: bool = True,
+    *,
+    data: os.PathLike | str | None = None,
+    encoding: str = "vsgat",
+    im_wh: Sequence[float] | None = None,
+    link: str = "symlink",
+) -> InteractionExport:
     """Write what the interaction model's ``SurgicalSceneDataset`` reads (module docstring).
 
     Args:
@@ -493,31 +577,41 @@ def export_interaction(path: str, out: str, methods: Sequence[str] | None = None
             _check_method(ff, m)
         size = ff.attrs.get("input_size")
         if size and len(size) != 2:
-            raise FeatureFileError(f"{path}: a file of {len(size)}D boxes (task "
-                                   f"{ff.attrs.get('task')}); the interaction model's 16-d pair "
-                                   f"encoding is defined for 2D frames only")
-        writable_dir(out)                 # a file or a read-only folder: said before writing
+            raise FeatureFileError(
+                f"{path}: a file of {len(size)}D boxes (task "
+                f"{ff.attrs.get('task')}); the interaction model's 16-d pair "
+                f"encoding is defined for 2D frames only"
+            )
+        writable_dir(out)  # a file or a read-only folder: said before writing
         cmap = interaction_class_map(ff.classes)
         tissue = ff.classes.index("tissue") if "tissue" in ff.classes else None
-        zeros = lambda: {m: 0 for m in methods}                          # noqa: E731
-        res = InteractionExport(os.path.abspath(out), methods, frames=zeros(), nodes=zeros(),
-                                edges=zeros(), skipped_few_nodes=zeros(),
-                                dropped_zero_area=zeros(), dropped_unmapped=zeros())
-        with tqdm(total=ff.num_frames(), desc="interaction", unit="frame",
-                  disable=None if progress else True) as bar:
+        zeros = lambda: {m: 0 for m in methods}  # noqa: E731
+        res = InteractionExport(
+            os.path.abspath(out),
+            methods,
+            frames=zeros(),
+            nodes=zeros(),
+            edges=zeros(),
+            skipped_few_nodes=zeros(),
+            dropped_zero_area=zeros(),
+            dropped_unmapped=zeros(),
+        )
+        with tqdm(
+            total=ff.num_frames(), desc="interaction", unit="frame", disable=None if progress else True
+        ) as bar:
             for v in ff:
-                _export_video(v, methods, root, Path(out), cmap, tissue, encoding, im_wh, link,
-                              res, bar)
+                _export_video(v, methods, root, Path(out), cmap, tissue, encoding, im_wh, link, res, bar)
     return res
 
 
-def _export_video(v, methods, root: Path, out: Path, cmap, tissue, encoding, im_wh, link,
-                  res: InteractionExport, bar) -> None:
+def _export_video(
+    v, methods, root: Path, out: Path, cmap, tissue, encoding, im_wh, link, res: InteractionExport, bar
+) -> None:
     size = v.source_size
     graphs = _annotations(root, v.name)
     per_method = {m: dict(v.frames(m, source_pixels=True)) for m in methods}
     wh = tuple(im_wh) if im_wh is not None else (size[0], size[1])
-    for m in methods:           # a rerun lists this run's frames only
+    for m in methods:  # a rerun lists this run's frames only
         for stale in (out / m / v.name / "xml").glob("*.xml"):
             stale.unlink()
     for frame in v.frame_index.tolist():
@@ -538,8 +632,7 @@ def _export_video(v, methods, root: Path, out: Path, cmap, tissue, encoding, im_
             (seq / "xml").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(xml, seq / "xml" / xml.name)
             for sub in ("left_frames", "annotations"):
-                _place(root / v.name / sub / f"{xml.stem}.png", seq / sub / f"{xml.stem}.png",
-                       link)
+                _place(root / v.name / sub / f"{xml.stem}.png", seq / sub / f"{xml.stem}.png", link)
             res.frames[m] += 1
             res.nodes[m] += len(g.classes)
             res.edges[m] += len(g.edge_labels)

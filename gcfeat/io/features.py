@@ -44,6 +44,7 @@ write" and the file cannot be reopened for appending without the ``h5clear`` too
 risk is a kill in the middle of the flush itself (milliseconds per batch); the tests kill a
 writer at random moments repeatedly and reopen the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -140,12 +141,19 @@ class FeatureWriter:
         chunk_rows: rows per chunk of the row datasets.
     """
 
-    def __init__(self, path: str | os.PathLike, attrs: Mapping, dims: Mapping[str, int],
-                 num_classes: int, compression: str | None = None, resume: bool = True,
-                 chunk_rows: int = 256, box_dim: int = 4) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        attrs: Mapping,
+        dims: Mapping[str, int],
+        num_classes: int,
+        compression: str | None = None,
+        resume: bool = True,
+        chunk_rows: int = 256,
+        box_dim: int = 4,
+    ) -> None:
         if compression not in (None, "gzip", "lzf"):
-            raise FeatureFileError(f"compression: got {compression!r}, expected None, 'gzip' "
-                                   f"or 'lzf'")
+            raise FeatureFileError(f"compression: got {compression!r}, expected None, 'gzip' or 'lzf'")
         self.path = os.fspath(path)
         self.dims = {m: int(d) for m, d in dims.items()}
         self.num_classes = int(num_classes)
@@ -155,11 +163,13 @@ class FeatureWriter:
             raise FeatureFileError(f"box_dim: got {box_dim}, expected 4 (2D) or 6 (3D)")
         self.box_dim = int(box_dim)
         attrs = dict(attrs)
-        writable_file(self.path)      # a folder, or a read-only place: named before any work
+        writable_file(self.path)  # a folder, or a read-only place: named before any work
         exists = os.path.exists(self.path)
         if exists and not resume:
-            raise FeatureFileError(f"{self.path}: exists; pass resume=True (CLI: drop "
-                                   f"--no-resume) to append, or choose another --out")
+            raise FeatureFileError(
+                f"{self.path}: exists; pass resume=True (CLI: drop "
+                f"--no-resume) to append, or choose another --out"
+            )
         if exists:
             # settings are compared on a read-only open first: a file the run refuses to
             # append to is never opened for writing (nor repacked), so it stays byte-identical
@@ -167,19 +177,23 @@ class FeatureWriter:
                 with h5py.File(self.path, "r") as h5:
                     held = read_attrs(h5)
             except OSError as e:
-                raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
-                                       f"it is not a readable HDF5 file") from None
+                raise FeatureFileError(
+                    f"{self.path}: cannot be reopened for appending ({e}); it is not a readable HDF5 file"
+                ) from None
             diffs = settings_diff(attrs, held)
             if diffs:
-                raise SettingsMismatch(f"{self.path}: made with different settings, refusing "
-                                       f"to append:\n  " + "\n  ".join(diffs))
+                raise SettingsMismatch(
+                    f"{self.path}: made with different settings, refusing to append:\n  " + "\n  ".join(diffs)
+                )
             try:
                 if _is_compressed(self.path):
                     repack(self.path, None)
                 self.h5 = h5py.File(self.path, "a")
             except OSError as e:
-                raise FeatureFileError(f"{self.path}: cannot be reopened for appending ({e}); "
-                                       f"is it read-only or locked by another run?") from None
+                raise FeatureFileError(
+                    f"{self.path}: cannot be reopened for appending ({e}); "
+                    f"is it read-only or locked by another run?"
+                ) from None
             self._trim()
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -207,7 +221,7 @@ class FeatureWriter:
                 if m not in g:
                     continue
                 frame = g[m]["frame"][:]
-                keep = int(np.searchsorted(frame, n, side="left"))   # rows sorted by frame
+                keep = int(np.searchsorted(frame, n, side="left"))  # rows sorted by frame
                 if keep != frame.shape[0]:
                     for f in ROW_FIELDS:
                         if f in g[m]:
@@ -217,19 +231,24 @@ class FeatureWriter:
     def done(self, video: str) -> set:
         """Frame numbers of ``video`` already committed."""
         if video not in self._done:
-            self._done[video] = (set(self.h5[video]["frame_index"][:].tolist())
-                                 if video in self.h5 else set())
+            self._done[video] = set(self.h5[video]["frame_index"][:].tolist()) if video in self.h5 else set()
         return self._done[video]
 
     def _group(self, video: str) -> h5py.Group:
         if video in self.h5:
             return self.h5[video]
         g = self.h5.create_group(video)
-        kw: dict[str, object] = {}    # uncompressed while appending (see "Crash safety")
+        kw: dict[str, object] = {}  # uncompressed while appending (see "Crash safety")
         c = self.chunk_rows
         g.create_dataset("frame_index", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
-        g.create_dataset("class_prob", (0, self.num_classes), "f4",
-                         maxshape=(None, self.num_classes), chunks=(c, self.num_classes), **kw)
+        g.create_dataset(
+            "class_prob",
+            (0, self.num_classes),
+            "f4",
+            maxshape=(None, self.num_classes),
+            chunks=(c, self.num_classes),
+            **kw,
+        )
         for m, d in self.dims.items():
             s = g.create_group(m)
             s.create_dataset("frame", (0,), "i8", maxshape=(None,), chunks=(4 * c,), **kw)
@@ -237,8 +256,14 @@ class FeatureWriter:
             b = self.box_dim
             s.create_dataset("box", (0, b), "f4", maxshape=(None, b), chunks=(c, b), **kw)
             s.create_dataset("score", (0,), "f4", maxshape=(None,), chunks=(4 * c,), **kw)
-            s.create_dataset("features", (0, d), "f4", maxshape=(None, d),
-                             chunks=(max(1, min(c, (1 << 20) // (4 * d))), d), **kw)
+            s.create_dataset(
+                "features",
+                (0, d),
+                "f4",
+                maxshape=(None, d),
+                chunks=(max(1, min(c, (1 << 20) // (4 * d))), d),
+                **kw,
+            )
             s.create_dataset("empty", (0,), "bool", maxshape=(None,), chunks=(4 * c,), **kw)
         return g
 
@@ -251,8 +276,14 @@ class FeatureWriter:
         ds[n:] = values
 
     # ----------------------------------------------------------------- write
-    def write(self, videos: Sequence[str], frame_index, class_prob, features: Mapping,
-              source_sizes: Sequence | None = None) -> None:
+    def write(
+        self,
+        videos: Sequence[str],
+        frame_index,
+        class_prob,
+        features: Mapping,
+        source_sizes: Sequence | None = None,
+    ) -> None:
         """Append one batch and commit it.
 
         Args:
@@ -267,25 +298,27 @@ class FeatureWriter:
         frame_index = np.asarray(_np(frame_index), dtype=np.int64).reshape(-1)
         class_prob = np.asarray(_np(class_prob), dtype=np.float32)
         videos = list(videos)
-        if len(videos) != frame_index.shape[0] or class_prob.shape != (len(videos),
-                                                                        self.num_classes):
-            raise FeatureFileError(f"write: got {len(videos)} videos, frame_index "
-                                   f"{frame_index.shape}, class_prob {class_prob.shape}; "
-                                   f"expected B, (B,), (B, {self.num_classes})")
+        if len(videos) != frame_index.shape[0] or class_prob.shape != (len(videos), self.num_classes):
+            raise FeatureFileError(
+                f"write: got {len(videos)} videos, frame_index "
+                f"{frame_index.shape}, class_prob {class_prob.shape}; "
+                f"expected B, (B,), (B, {self.num_classes})"
+            )
         unknown = set(features) - set(self.dims)
         if unknown:
-            raise FeatureFileError(f"write: methods {sorted(unknown)} not in the file's "
-                                   f"{sorted(self.dims)}")
+            raise FeatureFileError(f"write: methods {sorted(unknown)} not in the file's {sorted(self.dims)}")
         rows = {m: {f: _np(getattr(feat, f)) for f in ROW_FIELDS} for m, feat in features.items()}
         commits = []
-        for video in dict.fromkeys(videos):           # videos in order of appearance
+        for video in dict.fromkeys(videos):  # videos in order of appearance
             sel = np.array([v == video for v in videos])
             idx = np.flatnonzero(sel)
             done = self.done(video)
             dup = [int(f) for f in frame_index[idx] if int(f) in done]
             if dup or len(set(frame_index[idx].tolist())) != idx.size:
-                raise FeatureFileError(f"{self.path}: video {video!r} frames {dup or 'repeated'}"
-                                       f" already written; a frame is written once")
+                raise FeatureFileError(
+                    f"{self.path}: video {video!r} frames {dup or 'repeated'}"
+                    f" already written; a frame is written once"
+                )
             g = self._group(video)
             if source_sizes is not None and "source_size" not in g.attrs:
                 g.attrs["source_size"] = _encode([int(v) for v in source_sizes[int(idx[0])]])
@@ -293,8 +326,11 @@ class FeatureWriter:
             to_row = np.full(len(videos), -1, np.int64)
             to_row[idx] = n + np.arange(idx.size)
             for m, r in rows.items():
-                take = np.flatnonzero(sel[r["frame"].astype(np.int64)]) if r["frame"].size \
+                take = (
+                    np.flatnonzero(sel[r["frame"].astype(np.int64)])
+                    if r["frame"].size
                     else np.zeros(0, np.int64)
+                )
                 fr = to_row[r["frame"][take].astype(np.int64)]
                 order = np.argsort(fr, kind="stable")
                 take = take[order]
@@ -307,7 +343,7 @@ class FeatureWriter:
                 self._append(s["empty"], r["empty"][take].astype(bool))
             self._append(g["class_prob"], class_prob[idx])
             commits.append((video, g, frame_index[idx]))
-        for video, g, fi in commits:                 # the commit: frame_index last
+        for video, g, fi in commits:  # the commit: frame_index last
             self._append(g["frame_index"], fi)
             self.done(video).update(fi.tolist())
         self.h5.flush()
@@ -324,7 +360,7 @@ class FeatureWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.close(finalize=exc_type is None)   # an interrupted run stays appendable
+        self.close(finalize=exc_type is None)  # an interrupted run stays appendable
 
 
 def _is_compressed(path: str) -> bool:
@@ -334,13 +370,15 @@ def _is_compressed(path: str) -> bool:
         if isinstance(obj, h5py.Dataset) and obj.compression:
             found.append(name)
             return True
+
     with h5py.File(path, "r") as h:
         h.visititems(visit)
     return bool(found)
 
 
-def repack(path: str | os.PathLike, compression: str | None,
-           out: str | os.PathLike | None = None, rows: int = 65536) -> str:
+def repack(
+    path: str | os.PathLike, compression: str | None, out: str | os.PathLike | None = None, rows: int = 65536
+) -> str:
     """Copy a feature file with every dataset (re)compressed (``None``: uncompressed).
 
     Writes ``<out>.tmp`` then renames it over ``out`` (default: ``path`` itself), so a kill
@@ -358,10 +396,10 @@ def repack(path: str | os.PathLike, compression: str | None,
             if isinstance(obj, h5py.Group):
                 dst.require_group(name)
                 return
-            d = dst.create_dataset(name, obj.shape, obj.dtype, maxshape=obj.maxshape,
-                                   chunks=obj.chunks, **kw)
+            d = dst.create_dataset(name, obj.shape, obj.dtype, maxshape=obj.maxshape, chunks=obj.chunks, **kw)
             for a in range(0, obj.shape[0], rows):
-                d[a:a + rows] = obj[a:a + rows]
+                d[a : a + rows] = obj[a : a + rows]
+
         src.visititems(copy)
     os.replace(tmp, out)
     return out
@@ -415,23 +453,25 @@ class VideoFeatures:
         """All committed rows of ``method``: ``{frame, label, box, score, features, empty}``;
         ``source_pixels`` adds ``box_source`` (:func:`box_to_source`)."""
         if method not in self.group:
-            raise FeatureFileError(f"{self.group.file.filename}: video {self.name!r} has no "
-                                   f"method {method!r}; it has {self.methods}")
+            raise FeatureFileError(
+                f"{self.group.file.filename}: video {self.name!r} has no "
+                f"method {method!r}; it has {self.methods}"
+            )
         s = self.group[method]
         frame = s["frame"][:]
         keep = int(np.searchsorted(frame, len(self), side="left"))
         r = {f: s[f][:keep] for f in ROW_FIELDS if f in s}
         if source_pixels:
-            r["box_source"] = box_to_source(r["box"], self.input_size, self.source_size,
-                                            where=f"{self.group.file.filename}: {self.name}")
+            r["box_source"] = box_to_source(
+                r["box"], self.input_size, self.source_size, where=f"{self.group.file.filename}: {self.name}"
+            )
         return r
 
     def frame(self, i: int) -> dict:
         """Row ``i`` of ``frame_index``: ``{"frame_index", "class_prob", <method>: rows}``."""
         if not 0 <= i < len(self):
             raise IndexError(f"video {self.name!r}: frame row {i} out of range 0..{len(self) - 1}")
-        out = {"frame_index": int(self.group["frame_index"][i]),
-               "class_prob": self.group["class_prob"][i]}
+        out = {"frame_index": int(self.group["frame_index"][i]), "class_prob": self.group["class_prob"][i]}
         for m in self.methods:
             s = self.group[m]
             fr = s["frame"][:]
@@ -450,8 +490,9 @@ class VideoFeatures:
             yield int(f), {k: v[a:b] for k, v in r.items() if k != "frame"}
 
 
-def box_to_source(box: np.ndarray, input_size: Sequence[int] | None,
-                  source_size: Sequence[int] | None, where: str = "") -> np.ndarray:
+def box_to_source(
+    box: np.ndarray, input_size: Sequence[int] | None, source_size: Sequence[int] | None, where: str = ""
+) -> np.ndarray:
     """Boxes in model-input pixels -> source-frame pixels.
 
     Args:
@@ -462,9 +503,11 @@ def box_to_source(box: np.ndarray, input_size: Sequence[int] | None,
         ``(R, 4)`` float64, exclusive end: ``x * W_src / W_in``, ``y * H_src / H_in``.
     """
     if not input_size or not source_size or len(input_size) != 2:
-        raise FeatureFileError(f"{where}: no source frame size (video attribute source_size) "
-                               f"or no 2D input_size; boxes cannot be given in source pixels. "
-                               f"Re-extract with this gcfeat version (it records source_size)")
+        raise FeatureFileError(
+            f"{where}: no source frame size (video attribute source_size) "
+            f"or no 2D input_size; boxes cannot be given in source pixels. "
+            f"Re-extract with this gcfeat version (it records source_size)"
+        )
     sy = source_size[0] / input_size[0]
     sx = source_size[1] / input_size[1]
     return np.asarray(box, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
@@ -532,21 +575,34 @@ class FeatureFile:
         cols = BOX_COLUMNS[int(self.attrs.get("spatial_dims") or 2)]
         for v in self:
             fi = v.frame_index
-            for m in ([method] if method else v.methods):
+            for m in [method] if method else v.methods:
                 r = v.rows(m)
-                d = {"video": v.name, "frame_index": fi[r["frame"]], "method": m,
-                     "label": r["label"], "score": r["score"],
-                     **{c: r["box"][:, i] for i, c in enumerate(cols)},
-                     "empty": r.get("empty", np.zeros(len(r["label"]), bool))}
+                d = {
+                    "video": v.name,
+                    "frame_index": fi[r["frame"]],
+                    "method": m,
+                    "label": r["label"],
+                    "score": r["score"],
+                    **{c: r["box"][:, i] for i, c in enumerate(cols)},
+                    "empty": r.get("empty", np.zeros(len(r["label"]), bool)),
+                }
                 d["class"] = [classes[i] if 0 <= i < len(classes) else str(i) for i in r["label"]]
                 df = pd.DataFrame(d)
                 if features:
-                    df = pd.concat([df, pd.DataFrame(r["features"], columns=[
-                        f"f{i}" for i in range(r["features"].shape[1])])], axis=1)
+                    df = pd.concat(
+                        [
+                            df,
+                            pd.DataFrame(
+                                r["features"], columns=[f"f{i}" for i in range(r["features"].shape[1])]
+                            ),
+                        ],
+                        axis=1,
+                    )
                 frames.append(df)
         if not frames:
-            return pd.DataFrame(columns=["video", "frame_index", "method", "label", "class",
-                                         "score", *cols, "empty"])
+            return pd.DataFrame(
+                columns=["video", "frame_index", "method", "label", "class", "score", *cols, "empty"]
+            )
         return pd.concat(frames, ignore_index=True)
 
     def summary(self) -> str:
@@ -570,8 +626,9 @@ class FeatureFile:
         self.close()
 
 
-def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
-                        compression: str | None = None, chunk_frames: int = 1024) -> str:
+def merge_feature_files(
+    shards: Sequence[str], out: str | os.PathLike, compression: str | None = None, chunk_frames: int = 1024
+) -> str:
     """Join shard files (equal settings) into ``out`` by copying their rows.
 
     A copy through :class:`FeatureWriter` (not HDF5 virtual datasets), so the result is one
@@ -600,13 +657,13 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                                 dims[m] = g["features"].shape[1]
                                 box_dim = g["box"].shape[1]
                     k = src[videos[-1]]["class_prob"].shape[1]
-                    writer = FeatureWriter(out, attrs, dims, k, compression=compression,
-                                           box_dim=box_dim)
+                    writer = FeatureWriter(out, attrs, dims, k, compression=compression, box_dim=box_dim)
                 else:
                     diffs = settings_diff(attrs, read_attrs(writer.h5))
                     if diffs:
-                        raise SettingsMismatch(f"{shard}: settings differ from {out}:\n  "
-                                               + "\n  ".join(diffs))
+                        raise SettingsMismatch(
+                            f"{shard}: settings differ from {out}:\n  " + "\n  ".join(diffs)
+                        )
                 for v in videos:
                     view = VideoFeatures(src[v], [m for m in writer.dims if m in src[v]])
                     fi, cp = view.frame_index, view.class_prob
@@ -621,8 +678,9 @@ def merge_feature_files(shards: Sequence[str], out: str | os.PathLike,
                             part.setdefault("empty", np.zeros(hi - lo, bool))
                             feats[m] = SimpleNamespace(**part)
                         size = view.source_size
-                        writer.write([v] * (b - a), fi[a:b], cp[a:b], feats,
-                                     None if size is None else [size] * (b - a))
+                        writer.write(
+                            [v] * (b - a), fi[a:b], cp[a:b], feats, None if size is None else [size] * (b - a)
+                        )
     finally:
         if writer is not None:
             writer.close()

@@ -1,5 +1,6 @@
 """Output paths checked before a job starts: a folder that is a file, or one that cannot be
 written, is an :class:`OutputError` naming it, not an ``OSError`` after minutes of work."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,13 @@ def _existing_ancestor(p: Path) -> Path:
 def _check_ancestor(p: Path, what: str) -> None:
     anc = _existing_ancestor(p)
     if not anc.is_dir():
-        raise OutputError(f"{p}: {anc} is a file, so {what} cannot be created under it; "
-                          f"expected a folder")
+        raise OutputError(f"{p}: {anc} is a file, so {what} cannot be created under it; expected a folder")
     if not _writable(anc):
         where = "the folder is" if anc == p.absolute() else f"{anc} is"
-        raise OutputError(f"{p}: {where} not writable (permission denied or a read-only "
-                          f"file system); expected a folder this user can write to")
+        raise OutputError(
+            f"{p}: {where} not writable (permission denied or a read-only "
+            f"file system); expected a folder this user can write to"
+        )
 
 
 def writable_dir(path: str | os.PathLike, create: bool = True) -> Path:

@@ -8,6 +8,7 @@ recall / ROC AUC), re-exported here; the other modules are imported by name:
   Confidence;
 * ``sanity``: cascading model-parameter randomisation, the random-logit test (Spearman, SSIM).
 """
+
 from gcfeat.metrics.classification import (
     accuracy,
     ap_table,

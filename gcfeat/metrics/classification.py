@@ -18,6 +18,7 @@ Example::
     >>> ap = average_precision(torch.sigmoid(logits), labels)    # (K,), NaN: no positives
     >>> print(ap_table(ap, SURGICAL_CLASSES))
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,9 @@ def average_precision(scores, targets):
     t, _ = _as_tensor(targets)
     t = t.to(s.device)
     if s.shape != t.shape:
-        raise ValueError(f"average_precision: scores {tuple(s.shape)} and targets {tuple(t.shape)} differ in shape")
+        raise ValueError(
+            f"average_precision: scores {tuple(s.shape)} and targets {tuple(t.shape)} differ in shape"
+        )
     squeeze = s.dim() == 1
     if squeeze:
         s, t = s[:, None], t[:, None]
@@ -155,7 +158,9 @@ def roc_auc_per_class(scores, targets):
     t, _ = _as_tensor(targets)
     t = t.to(s.device)
     if s.shape != t.shape or s.dim() != 2:
-        raise ValueError(f"roc_auc_per_class: expected (N, K) scores and targets, got {tuple(s.shape)} and {tuple(t.shape)}")
+        raise ValueError(
+            f"roc_auc_per_class: expected (N, K) scores and targets, got {tuple(s.shape)} and {tuple(t.shape)}"
+        )
     ranks = _average_ranks(s)
     p = t.sum(0)
     q = (1 - t).sum(0)
@@ -232,7 +237,9 @@ def accuracy(preds, targets) -> float:
     return float((p == t.to(p.device).long()).double().mean()) if p.numel() else math.nan
 
 
-def precision_recall(preds, targets, *, average: str = "binary", num_classes: int | None = None) -> tuple[float, float]:
+def precision_recall(
+    preds, targets, *, average: str = "binary", num_classes: int | None = None
+) -> tuple[float, float]:
     """Precision and recall.
 
     Args:

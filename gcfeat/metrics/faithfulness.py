@@ -23,6 +23,7 @@ Example::
     >>> res = deletion(model, x, heat[:, 0], classes=y)        # x (B, C, D, H, W), heat (B, D, H, W)
     >>> res.auc.mean(), res.auc.std(unbiased=False)            # DAUC mean +- std
 """
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,21 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "Curves", "deletion", "insertion", "perturbation_curves", "gaussian_blur", "saliency_ranks",
-    "step_counts", "trapezoid_auc", "mean_std", "random_saliency",
-    "ROAD_PERCENTAGES", "RoadResult", "noisy_linear_impute", "road", "ConfidenceChange",
+    "Curves",
+    "deletion",
+    "insertion",
+    "perturbation_curves",
+    "gaussian_blur",
+    "saliency_ranks",
+    "step_counts",
+    "trapezoid_auc",
+    "mean_std",
+    "random_saliency",
+    "ROAD_PERCENTAGES",
+    "RoadResult",
+    "noisy_linear_impute",
+    "road",
+    "ConfidenceChange",
     "confidence_change",
 ]
 
@@ -47,6 +60,7 @@ class Curves:
     ``scores (B, n_steps + 1)``, ``x (n_steps + 1,)`` fractions of pixels switched,
     ``auc (B,)`` trapezoid areas.
     """
+
     scores: torch.Tensor
     x: torch.Tensor
     auc: torch.Tensor
@@ -113,20 +127,44 @@ def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> t
 
 # a str ``score`` gives one Curves, a tuple of them a dict {name: Curves} (same forwards)
 @overload
-def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
-                        saliency: torch.Tensor, classes, *, n_steps: int = ...,
-                        score: str = ..., activation: str = ...,
-                        batch_size: int = ...) -> Curves: ...
+def perturbation_curves(
+    model: torch.nn.Module,
+    start: torch.Tensor,
+    target: torch.Tensor,
+    saliency: torch.Tensor,
+    classes,
+    *,
+    n_steps: int = ...,
+    score: str = ...,
+    activation: str = ...,
+    batch_size: int = ...,
+) -> Curves: ...
 @overload
-def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
-                        saliency: torch.Tensor, classes, *, n_steps: int = ...,
-                        score: tuple[str, ...], activation: str = ...,
-                        batch_size: int = ...) -> dict[str, Curves]: ...
+def perturbation_curves(
+    model: torch.nn.Module,
+    start: torch.Tensor,
+    target: torch.Tensor,
+    saliency: torch.Tensor,
+    classes,
+    *,
+    n_steps: int = ...,
+    score: tuple[str, ...],
+    activation: str = ...,
+    batch_size: int = ...,
+) -> dict[str, Curves]: ...
 @torch.no_grad()
-def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: torch.Tensor,
-                        saliency: torch.Tensor, classes, *, n_steps: int = 129,
-                        score: str | tuple[str, ...] = "prob", activation: str = "softmax",
-                        batch_size: int = 64) -> Curves | dict[str, Curves]:
+def perturbation_curves(
+    model: torch.nn.Module,
+    start: torch.Tensor,
+    target: torch.Tensor,
+    saliency: torch.Tensor,
+    classes,
+    *,
+    n_steps: int = 129,
+    score: str | tuple[str, ...] = "prob",
+    activation: str = "softmax",
+    batch_size: int = 64,
+) -> Curves | dict[str, Curves]:
     """Switch pixels from ``start`` to ``target`` in descending-saliency order; score each step.
 
     Args:
@@ -156,71 +194,146 @@ def perturbation_curves(model: torch.nn.Module, start: torch.Tensor, target: tor
     if saliency.dim() == start.dim() and saliency.shape[1] == 1:
         saliency = saliency[:, 0]
     if tuple(saliency.shape) != (B, *spatial):
-        raise ValueError(f"saliency has shape {tuple(saliency.shape)}, expected "
-                         f"{(B, *spatial)} (one map per image over the image's spatial dims)")
+        raise ValueError(
+            f"saliency has shape {tuple(saliency.shape)}, expected "
+            f"{(B, *spatial)} (one map per image over the image's spatial dims)"
+        )
     classes = torch.as_tensor(classes, device=start.device).long().reshape(B)
     num = math.prod(spatial)
-    counts = step_counts(num, n_steps, device=start.device)       # (T,)
-    ranks = saliency_ranks(saliency.to(start.device))              # (B, N)
+    counts = step_counts(num, n_steps, device=start.device)  # (T,)
+    ranks = saliency_ranks(saliency.to(start.device))  # (B, N)
     T = counts.numel()
     scores = torch.empty(len(names), B, T, device=start.device, dtype=torch.float32)
     for b in range(B):
-        src = start[b].flatten(1)                                  # (C, N)
+        src = start[b].flatten(1)  # (C, N)
         dst = target[b].flatten(1)
         for lo in range(0, T, batch_size):
-            k = counts[lo:lo + batch_size]                         # (t,)
-            mask = (ranks[b][None] < k[:, None]).unsqueeze(1)      # (t, 1, N)
+            k = counts[lo : lo + batch_size]  # (t,)
+            mask = (ranks[b][None] < k[:, None]).unsqueeze(1)  # (t, 1, N)
             steps = torch.where(mask, dst[None], src[None]).reshape(len(k), C, *spatial)
             logits = model(steps)
             for i, name in enumerate(names):  # several scorings share the forwards
-                scores[i, b, lo:lo + len(k)] = _score(logits, classes[b], name, activation)
+                scores[i, b, lo : lo + len(k)] = _score(logits, classes[b], name, activation)
     x = counts.to(torch.float32) / num
-    curves = {n: Curves(scores=scores[i], x=x, auc=trapezoid_auc(scores[i], x))
-              for i, n in enumerate(names)}
+    curves = {n: Curves(scores=scores[i], x=x, auc=trapezoid_auc(scores[i], x)) for i, n in enumerate(names)}
     return curves[score] if isinstance(score, str) else curves
 
 
 @overload
-def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = ...,
-             n_steps: int = ..., score: str = ..., activation: str = ...,
-             batch_size: int = ...) -> Curves: ...
+def deletion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    baseline: float | torch.Tensor = ...,
+    n_steps: int = ...,
+    score: str = ...,
+    activation: str = ...,
+    batch_size: int = ...,
+) -> Curves: ...
 @overload
-def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = ...,
-             n_steps: int = ..., score: tuple[str, ...], activation: str = ...,
-             batch_size: int = ...) -> dict[str, Curves]: ...
-def deletion(model, images, saliency, classes, *, baseline: float | torch.Tensor = 0.0,
-             n_steps: int = 129, score: str | tuple[str, ...] = "prob",
-             activation: str = "softmax", batch_size: int = 64) -> Curves | dict[str, Curves]:
+def deletion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    baseline: float | torch.Tensor = ...,
+    n_steps: int = ...,
+    score: tuple[str, ...],
+    activation: str = ...,
+    batch_size: int = ...,
+) -> dict[str, Curves]: ...
+def deletion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    n_steps: int = 129,
+    score: str | tuple[str, ...] = "prob",
+    activation: str = "softmax",
+    batch_size: int = 64,
+) -> Curves | dict[str, Curves]:
     """Deletion curve: most salient pixels replaced by ``baseline`` first (lower AUC = better).
 
     ``images (B, C, *S)``; ``baseline`` a scalar or a tensor broadcastable to ``images``.
     """
     target = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
     target = target.expand_as(images).contiguous()
-    return perturbation_curves(model, images, target, saliency, classes, n_steps=n_steps,
-                               score=score, activation=activation, batch_size=batch_size)
+    return perturbation_curves(
+        model,
+        images,
+        target,
+        saliency,
+        classes,
+        n_steps=n_steps,
+        score=score,
+        activation=activation,
+        batch_size=batch_size,
+    )
 
 
 @overload
-def insertion(model, images, saliency, classes, *, blur_sigma: float = ...,
-              start: torch.Tensor | None = ..., n_steps: int = ..., score: str = ...,
-              activation: str = ..., batch_size: int = ...) -> Curves: ...
+def insertion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    blur_sigma: float = ...,
+    start: torch.Tensor | None = ...,
+    n_steps: int = ...,
+    score: str = ...,
+    activation: str = ...,
+    batch_size: int = ...,
+) -> Curves: ...
 @overload
-def insertion(model, images, saliency, classes, *, blur_sigma: float = ...,
-              start: torch.Tensor | None = ..., n_steps: int = ..., score: tuple[str, ...],
-              activation: str = ..., batch_size: int = ...) -> dict[str, Curves]: ...
-def insertion(model, images, saliency, classes, *, blur_sigma: float = 5.0,
-              start: torch.Tensor | None = None, n_steps: int = 129,
-              score: str | tuple[str, ...] = "prob", activation: str = "softmax",
-              batch_size: int = 64) -> Curves | dict[str, Curves]:
+def insertion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    blur_sigma: float = ...,
+    start: torch.Tensor | None = ...,
+    n_steps: int = ...,
+    score: tuple[str, ...],
+    activation: str = ...,
+    batch_size: int = ...,
+) -> dict[str, Curves]: ...
+def insertion(
+    model,
+    images,
+    saliency,
+    classes,
+    *,
+    blur_sigma: float = 5.0,
+    start: torch.Tensor | None = None,
+    n_steps: int = 129,
+    score: str | tuple[str, ...] = "prob",
+    activation: str = "softmax",
+    batch_size: int = 64,
+) -> Curves | dict[str, Curves]:
     """Insertion curve: most salient pixels copied into a blurred image first (higher = better).
 
     ``start`` overrides the blurred copy (``gaussian_blur(images, blur_sigma)``).
     """
     if start is None:
         start = gaussian_blur(images, blur_sigma)
-    return perturbation_curves(model, start, images, saliency, classes, n_steps=n_steps,
-                               score=score, activation=activation, batch_size=batch_size)
+    return perturbation_curves(
+        model,
+        start,
+        images,
+        saliency,
+        classes,
+        n_steps=n_steps,
+        score=score,
+        activation=activation,
+        batch_size=batch_size,
+    )
 
 
 def _score(logits: torch.Tensor, cls: torch.Tensor, score: str, activation: str) -> torch.Tensor:
@@ -254,9 +367,16 @@ def _road_stencil(d: int, dtype, device) -> torch.Tensor:
     return k.to(dtype=dtype, device=device)[None, None]
 
 
-def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: float = 0.01,
-                        generator: torch.Generator | None = None, solver: str = "auto",
-                        tol: float = 1e-7, max_iter: int | None = None) -> torch.Tensor:
+def noisy_linear_impute(
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    solver: str = "auto",
+    tol: float = 1e-7,
+    max_iter: int | None = None,
+) -> torch.Tensor:
     r"""ROAD's noisy linear imputation (Rong et al., "A Consistent and Efficient Evaluation
     Strategy for Attribution Methods", ICML 2022, Sec. 4), batched.
 
@@ -311,7 +431,7 @@ def noisy_linear_impute(images: torch.Tensor, keep: torch.Tensor, *, noise: floa
 
     b = u * conv(x * (1 - u), k, padding=1)
     inv_diag = u / s
-    y = inv_diag * b                            # Jacobi start
+    y = inv_diag * b  # Jacobi start
     r = b - op(y)
     z = inv_diag * r
     p = z.clone()
@@ -360,7 +480,7 @@ def _impute_direct(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         if len(unk) == 0:
             continue
         xf = out[b].reshape(C, -1)
-        if not k.any():          # nothing to interpolate from: the system is singular
+        if not k.any():  # nothing to interpolate from: the system is singular
             xf[:, unk] = 0.0
             continue
         vidx = np.full(k.size, -1)
@@ -399,6 +519,7 @@ class RoadResult:
         image; morf / lerf: ``(B, P)`` scores after removing the most / least relevant pixels
         first (None when not computed).
     """
+
     percentages: torch.Tensor
     base: torch.Tensor
     morf: torch.Tensor | None
@@ -406,9 +527,8 @@ class RoadResult:
 
     def _order(self, name: str) -> torch.Tensor:
         scores = getattr(self, name)
-        if scores is None:   # an AttributeError, as reading the mean of a missing order was
-            raise AttributeError(f"RoadResult.{name} was not computed; pass "
-                                 f"orders=(..., {name!r}) to road()")
+        if scores is None:  # an AttributeError, as reading the mean of a missing order was
+            raise AttributeError(f"RoadResult.{name} was not computed; pass orders=(..., {name!r}) to road()")
         return scores
 
     @property
@@ -428,10 +548,21 @@ class RoadResult:
 
 
 @torch.no_grad()
-def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, classes, *,
-         percentages=ROAD_PERCENTAGES, orders=("morf", "lerf"), noise: float = 0.01, seed: int = 0,
-         score: str = "prob", activation: str = "softmax", batch_size: int = 64,
-         solver: str = "auto") -> RoadResult:
+def road(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    classes,
+    *,
+    percentages=ROAD_PERCENTAGES,
+    orders=("morf", "lerf"),
+    noise: float = 0.01,
+    seed: int = 0,
+    score: str = "prob",
+    activation: str = "softmax",
+    batch_size: int = 64,
+    solver: str = "auto",
+) -> RoadResult:
     """ROAD (RemOve And Debias; Rong et al., ICML 2022): remove a fraction p of the pixels in
     order of saliency (MoRF: most relevant first; LeRF: least relevant first), fill them by
     :func:`noisy_linear_impute`, score the class.
@@ -453,8 +584,10 @@ def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, c
         :class:`RoadResult`.
     """
     if score not in ("prob", "correct") or activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"score must be 'prob' or 'correct' and activation 'softmax' or "
-                         f"'sigmoid', got {score!r}, {activation!r}")
+        raise ValueError(
+            f"score must be 'prob' or 'correct' and activation 'softmax' or "
+            f"'sigmoid', got {score!r}, {activation!r}"
+        )
     bad = [o for o in orders if o not in ("morf", "lerf")]
     if bad or not orders:
         raise ValueError(f"orders: expected 'morf' and / or 'lerf', got {orders!r}")
@@ -469,8 +602,8 @@ def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, c
     dev = images.device
     classes = torch.as_tensor(classes, device=dev).long().reshape(B)
     N = math.prod(S)
-    ranks = saliency_ranks(saliency.to(dev))                               # (B, N) 0 = top
-    counts = torch.round(pct * N).long().to(dev)                           # (P,)
+    ranks = saliency_ranks(saliency.to(dev))  # (B, N) 0 = top
+    counts = torch.round(pct * N).long().to(dev)  # (P,)
     gen = torch.Generator().manual_seed(int(seed))
     base = _score_rows(model(images), classes, score, activation)
     out = {}
@@ -481,10 +614,10 @@ def road(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, c
         p_idx = torch.arange(len(pct), device=dev).repeat(B)
         res = torch.empty(B * len(pct), device=dev)
         for lo in range(0, len(b_idx), batch_size):
-            bi, pi = b_idx[lo:lo + batch_size], p_idx[lo:lo + batch_size]
+            bi, pi = b_idx[lo : lo + batch_size], p_idx[lo : lo + batch_size]
             keep = (rk[bi] >= counts[pi][:, None]).reshape(len(bi), *S)
             x = noisy_linear_impute(images[bi], keep, noise=noise, generator=gen, solver=solver)
-            res[lo:lo + len(bi)] = _score_rows(model(x), classes[bi], score, activation)
+            res[lo : lo + len(bi)] = _score_rows(model(x), classes[bi], score, activation)
         out[order] = res.reshape(B, len(pct))
     return RoadResult(pct, base, out.get("morf"), out.get("lerf"))
 
@@ -507,6 +640,7 @@ class ConfidenceChange:
 
     Attributes: base ``(B,)``, explained ``(B,)``.
     """
+
     base: torch.Tensor
     explained: torch.Tensor
 
@@ -523,8 +657,15 @@ class ConfidenceChange:
 
 
 @torch.no_grad()
-def confidence_change(model: torch.nn.Module, images: torch.Tensor, saliency: torch.Tensor, classes, *,
-                      baseline: float | torch.Tensor = 0.0, activation: str = "softmax") -> ConfidenceChange:
+def confidence_change(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    classes,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    activation: str = "softmax",
+) -> ConfidenceChange:
     r"""Average Drop and Increase in Confidence (Chattopadhay et al., "Grad-CAM++", WACV 2018,
     Sec. 5.1): the class probability :math:`Y` on the image and :math:`O` on the explanation
     map :math:`E = b + L \odot (x - b)`, the image weighted point-wise by the saliency
@@ -539,8 +680,7 @@ def confidence_change(model: torch.nn.Module, images: torch.Tensor, saliency: to
     if saliency.dim() == images.dim() - 1:
         saliency = saliency[:, None]
     if saliency.shape[0] != B or saliency.shape[2:] != images.shape[2:]:
-        raise ValueError(f"saliency has shape {tuple(saliency.shape)}, expected "
-                         f"{(B, *images.shape[2:])}")
+        raise ValueError(f"saliency has shape {tuple(saliency.shape)}, expected {(B, *images.shape[2:])}")
     b = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
     explained = b + saliency.to(images.dtype) * (images - b)
     classes = torch.as_tensor(classes, device=images.device).long().reshape(B)

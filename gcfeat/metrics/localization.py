@@ -30,6 +30,7 @@ class's map is scored against that class's boxes.
   (:mod:`gcfeat.boxes.evaluate`): per GT box the best IoU with any predicted box of its class
   in its frame, 0 when there is none.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 #: COCO's IoU thresholds 0.50:0.05:0.95, computed as pycocotools does.
-COCO_IOU_THRESHOLDS = tuple(np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1).tolist())
+COCO_IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1).tolist())
 #: MaxBoxAccV2's IoU thresholds delta.
 WSOL_DELTAS = (0.3, 0.5, 0.7)
 #: wsolevaluation's default CAM thresholds: ``np.arange(0, 1, 0.01)``.
@@ -82,8 +83,9 @@ class LocalizationError(GcfeatError):
 
 def gt_boxes(boxes_per_frame: Sequence, labels_per_frame: Sequence, ndim: int = 2) -> Boxes:
     """Per-frame GT lists (``(n, 2d)`` boxes, ``(n,)`` labels) -> one flat :class:`Boxes`."""
-    return Boxes.from_list([{"boxes": b, "labels": lab} for b, lab in zip(boxes_per_frame, labels_per_frame)],
-                           ndim=ndim)
+    return Boxes.from_list(
+        [{"boxes": b, "labels": lab} for b, lab in zip(boxes_per_frame, labels_per_frame)], ndim=ndim
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +101,7 @@ class DetectionMatches:
         the detection matched a GT box at IoU threshold t; n_gt: ``(K,)`` GT boxes per class;
         iou_thresholds: ``(T,)`` float64.
     """
+
     score: Tensor
     label: Tensor
     matched: Tensor
@@ -108,9 +111,13 @@ class DetectionMatches:
     @classmethod
     def cat(cls, parts: Sequence[DetectionMatches]) -> DetectionMatches:
         """Join batches (their frames must come in order: COCO breaks score ties by frame)."""
-        return cls(torch.cat([p.score for p in parts]), torch.cat([p.label for p in parts]),
-                   torch.cat([p.matched for p in parts], 1), torch.stack([p.n_gt for p in parts]).sum(0),
-                   parts[0].iou_thresholds)
+        return cls(
+            torch.cat([p.score for p in parts]),
+            torch.cat([p.label for p in parts]),
+            torch.cat([p.matched for p in parts], 1),
+            torch.stack([p.n_gt for p in parts]).sum(0),
+            parts[0].iou_thresholds,
+        )
 
 
 @dataclass
@@ -121,6 +128,7 @@ class DetectionAP:
         ap: ``(T, K)`` float64, NaN for classes without GT; iou_thresholds: ``(T,)``;
         n_gt: ``(K,)``; n_det: ``(K,)`` detections ranked.
     """
+
     ap: Tensor
     iou_thresholds: Tensor
     n_gt: Tensor
@@ -169,9 +177,14 @@ def _group_ranks(keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return uniq, inv, torch.arange(len(keys), device=keys.device) - start[inv]
 
 
-def match_detections(pred: Boxes, gt: Boxes, num_classes: int, *,
-                     iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
-                     max_dets: int = 100) -> DetectionMatches:
+def match_detections(
+    pred: Boxes,
+    gt: Boxes,
+    num_classes: int,
+    *,
+    iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+    max_dets: int = 100,
+) -> DetectionMatches:
     """COCO's per-frame greedy matching (``COCOeval.evaluateImg``), batched over all frames,
     classes and thresholds; the only loop runs over the detection rank within a frame.
 
@@ -226,19 +239,18 @@ def match_detections(pred: Boxes, gt: Boxes, num_classes: int, *,
         taken = torch.zeros(T, len(ug), G, dtype=torch.bool, device=dev)
         for r in range(int(rank.max()) + 1):
             sel = (rank == r).nonzero(as_tuple=True)[0]
-            cur = iou[sel][None].expand(T, -1, -1)                     # (T, n, G)
+            cur = iou[sel][None].expand(T, -1, -1)  # (T, n, G)
             cand = (cur >= thr[:, None, None]) & ~taken[:, pos[sel]]
             val = torch.where(cand, cur, torch.full_like(cur, -1.0))
-            best = G - 1 - val.flip(-1).argmax(-1)                       # ties: the last GT box
-            ok = cand.any(-1)                                            # (T, n)
+            best = G - 1 - val.flip(-1).argmax(-1)  # ties: the last GT box
+            ok = cand.any(-1)  # (T, n)
             matched[:, sel] = ok
             t_i, n_i = ok.nonzero(as_tuple=True)
             taken[t_i, pos[sel][n_i], best[t_i, n_i]] = True
     return DetectionMatches(pred.score[o].to(torch.float64), pred.label[o], matched, n_gt, thr)
 
 
-def average_precision(matches: DetectionMatches, num_classes: int,
-                      recall_points: int = 101) -> DetectionAP:
+def average_precision(matches: DetectionMatches, num_classes: int, recall_points: int = 101) -> DetectionAP:
     """COCO's ``accumulate``: rank each class's detections by score (stable), cumulate true /
     false positives, make precision monotone (``p_i = max_{j >= i} p_j``) and average it at
     ``recall_points`` recall levels (101: 0, 0.01, ..., 1; a level beyond the last recall reads
@@ -256,13 +268,13 @@ def average_precision(matches: DetectionMatches, num_classes: int,
     fp = torch.zeros_like(tp)
     tp[:, lab, rank] = m.matched[:, o].double()
     fp[:, lab, rank] = 1 - m.matched[:, o].double()
-    valid = torch.arange(N, device=dev)[None] < n_det[:, None]          # (K, N)
+    valid = torch.arange(N, device=dev)[None] < n_det[:, None]  # (K, N)
     tpc, fpc = tp.cumsum(-1), fp.cumsum(-1)
     n_gt = m.n_gt.to(dev).double()
     rc = torch.where(valid, tpc / n_gt.clamp(min=1)[:, None], torch.full_like(tpc, math.inf))
     pr = torch.where(valid, tpc / (tpc + fpc + np.spacing(1)), torch.zeros_like(tpc))
     pr = pr.flip(-1).cummax(-1).values.flip(-1)
-    levels = torch.tensor(np.linspace(.0, 1.00, recall_points), dtype=torch.float64, device=dev)
+    levels = torch.tensor(np.linspace(0.0, 1.00, recall_points), dtype=torch.float64, device=dev)
     idx = torch.searchsorted(rc.contiguous(), levels.expand(T, K, -1).contiguous(), side="left")
     q = pr.gather(-1, idx.clamp(max=N - 1)) * (idx < n_det[None, :, None])
     ap = q.mean(-1)
@@ -270,8 +282,14 @@ def average_precision(matches: DetectionMatches, num_classes: int,
     return DetectionAP(ap, m.iou_thresholds, m.n_gt, n_det)
 
 
-def coco_ap(pred: Boxes, gt: Boxes, num_classes: int, *,
-            iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS, max_dets: int = 100) -> DetectionAP:
+def coco_ap(
+    pred: Boxes,
+    gt: Boxes,
+    num_classes: int,
+    *,
+    iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+    max_dets: int = 100,
+) -> DetectionAP:
     """COCO box AP per class and threshold (module docstring); ``.map``, ``.map50``, ``.map75``.
 
     Example:
@@ -280,8 +298,9 @@ def coco_ap(pred: Boxes, gt: Boxes, num_classes: int, *,
     """
     if pred.ndim != gt.ndim and len(pred) and len(gt):
         raise LocalizationError(f"pred boxes are {pred.ndim}D, GT boxes {gt.ndim}D")
-    return average_precision(match_detections(pred, gt, num_classes, iou_thresholds=iou_thresholds,
-                                              max_dets=max_dets), num_classes)
+    return average_precision(
+        match_detections(pred, gt, num_classes, iou_thresholds=iou_thresholds, max_dets=max_dets), num_classes
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +323,7 @@ def region_masks(gt: Boxes, spatial: Sequence[int], num_classes: int) -> tuple[T
     dev = gt.device
     # box columns in array-axis order: 2D (y, x), 3D (z, y, x)
     axes = [1, 0] if d == 2 else [0, 1, 2]
-    inside = torch.ones((), dtype=torch.bool, device=dev)   # broadcasts to the first axis' mask
+    inside = torch.ones((), dtype=torch.bool, device=dev)  # broadcasts to the first axis' mask
     for j, col in enumerate(axes):
         c = torch.arange(spatial[j], device=dev)
         lo, hi = gt.xyxy[:, col, None], gt.xyxy[:, col + d, None]
@@ -328,6 +347,7 @@ class MaxBoxAcc:
         correct: ``(K, D, T)`` units whose best box reaches IoU >= delta at tau;
         n: ``(K,)`` units; deltas: ``(D,)``; taus: ``(T,)``.
     """
+
     correct: Tensor
     n: Tensor
     deltas: Tensor
@@ -383,8 +403,14 @@ def _wsol_contour_boxes(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m, np.concatenate([lo, hi], 1)
 
 
-def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAUS,
-                deltas: Sequence[float] = WSOL_DELTAS, workers: int | None = None) -> MaxBoxAcc:
+def max_box_acc(
+    heatmaps: Tensor,
+    gt: Boxes,
+    *,
+    taus: Sequence[float] = WSOL_TAUS,
+    deltas: Sequence[float] = WSOL_DELTAS,
+    workers: int | None = None,
+) -> MaxBoxAcc:
     """MaxBoxAccV2 counts of one batch (module docstring), as ``wsolevaluation``'s
     ``BoxEvaluator`` with ``multi_contour_eval=True``, GT-known: every unit's map is scored.
 
@@ -404,8 +430,10 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
         :class:`MaxBoxAcc` (add batches with ``+``; ``.value`` is MaxBoxAccV2 in [0, 1]).
     """
     if heatmaps.ndim != 4:
-        raise LocalizationError(f"heatmaps: MaxBoxAccV2 is defined on 2D maps (B, K, H, W) (its "
-                                f"boxes come from 2D contours), got shape {tuple(heatmaps.shape)}")
+        raise LocalizationError(
+            f"heatmaps: MaxBoxAccV2 is defined on 2D maps (B, K, H, W) (its "
+            f"boxes come from 2D contours), got shape {tuple(heatmaps.shape)}"
+        )
     _, K, H, W = heatmaps.shape
     taus_t = torch.tensor(list(taus), dtype=torch.float64)
     deltas_t = torch.tensor(list(deltas), dtype=torch.float64)
@@ -416,17 +444,17 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
     if U == 0:
         return MaxBoxAcc(correct, n, deltas_t, taus_t)
     maps = heatmaps.detach()[frame.to(heatmaps.device), label.to(heatmaps.device)].float().cpu().numpy()
-    s = (maps * 255).astype(np.uint8)                                      # (U, H, W)
+    s = (maps * 255).astype(np.uint8)  # (U, H, W)
     smax = s.reshape(U, -1).max(1).astype(np.float64)
     g = gt.xyxy.cpu().numpy().astype(np.float64) - np.array([0, 0, 1, 1])  # inclusive corners
     g_unit = inv.numpy()
 
     def best_at(tau: float) -> np.ndarray:  # one tau, all units: one findContours call
         on = np.zeros((U, H + 1, W), np.uint8)
-        thr = np.clip(np.trunc(tau * smax), 0, 255).astype(np.uint8)         # int(tau * max)
+        thr = np.clip(np.trunc(tau * smax), 0, 255).astype(np.uint8)  # int(tau * max)
         np.greater(s, thr[:, None, None], out=on[:, :H].view(bool))
         m, box = _wsol_contour_boxes(on)
-        none = np.setdiff1d(np.arange(U), m)                                 # no contour: [0,0,0,0]
+        none = np.setdiff1d(np.arange(U), m)  # no contour: [0,0,0,0]
         m = np.concatenate([m, none])
         box = np.concatenate([box, np.zeros((len(none), 4), np.int64)]).astype(np.float64)
         box[:, 2] = np.minimum(box[:, 2], W - 1)
@@ -440,13 +468,15 @@ def max_box_acc(heatmaps: Tensor, gt: Boxes, *, taus: Sequence[float] = WSOL_TAU
     else:  # OpenCV releases the GIL: taus in parallel threads, as heatmap_to_boxes does
         with ThreadPoolExecutor(workers) as pool:
             cols = list(pool.map(best_at, tau_list))
-    best = np.stack(cols, 1)                                                 # (U, T)
-    hit = torch.from_numpy(best)[None] >= deltas_t[:, None, None]            # (D, U, T)
+    best = np.stack(cols, 1)  # (U, T)
+    hit = torch.from_numpy(best)[None] >= deltas_t[:, None, None]  # (D, U, T)
     correct.index_add_(0, label, hit.permute(1, 0, 2).long())
     return MaxBoxAcc(correct, n, deltas_t, taus_t)
 
 
-def _best_inclusive_iou(m: np.ndarray, box: np.ndarray, g_unit: np.ndarray, g: np.ndarray, U: int) -> np.ndarray:
+def _best_inclusive_iou(
+    m: np.ndarray, box: np.ndarray, g_unit: np.ndarray, g: np.ndarray, U: int
+) -> np.ndarray:
     """Per unit the max inclusive IoU (``calculate_multiple_iou``) over its boxes x its GT."""
     order = np.argsort(g_unit, kind="stable")
     gu = g_unit[order]
@@ -478,6 +508,7 @@ class PxAP:
         hist_true, hist_false: ``(n_bins,)`` float64 counts over the bins ``[e_i, e_{i+1})``
         of ``edges`` (the last bin closed); edges: ``(n_bins + 1,)``.
     """
+
     hist_true: Tensor
     hist_false: Tensor
     edges: Tensor
@@ -516,7 +547,9 @@ def pxap(maps: Tensor, masks: Tensor, *, taus: Sequence[float] = WSOL_TAUS) -> P
     else:  # compare in float32 against the smallest float32 >= each edge: the same bins, exactly
         v = v.float()
         e = edges.float()
-        e = torch.where(e.double() < edges, torch.nextafter(e, torch.tensor(float("inf"), device=e.device)), e)
+        e = torch.where(
+            e.double() < edges, torch.nextafter(e, torch.tensor(float("inf"), device=e.device)), e
+        )
     nb = len(edges) - 1
     b = (torch.bucketize(v, e, right=True) - 1).clamp(0, nb - 1)
     t = masks.reshape(-1).to(maps.device).bool()
@@ -562,13 +595,15 @@ def _near(r: Tensor, arg: Tensor, S: tuple, tolerance: float, rad: int) -> Tenso
     """Whether a pixel of ``r (N, P)`` lies within ``tolerance`` of the flat index ``arg``."""
     dev = r.device
     d = len(S)
-    off = torch.stack(torch.meshgrid(*[torch.arange(-rad, rad + 1, device=dev)] * d, indexing="ij"), -1).reshape(-1, d)
-    off = off[(off.float() ** 2).sum(1) <= tolerance ** 2]                      # (O, d) inside the ball
-    p = torch.stack(torch.unravel_index(arg, S), -1)                             # (N, d)
-    q = p[:, None] + off[None]                                                   # (N, O, d)
+    off = torch.stack(
+        torch.meshgrid(*[torch.arange(-rad, rad + 1, device=dev)] * d, indexing="ij"), -1
+    ).reshape(-1, d)
+    off = off[(off.float() ** 2).sum(1) <= tolerance**2]  # (O, d) inside the ball
+    p = torch.stack(torch.unravel_index(arg, S), -1)  # (N, d)
+    q = p[:, None] + off[None]  # (N, O, d)
     size = torch.tensor(S, device=dev)
     ok = ((q >= 0) & (q < size)).all(-1)
-    strides = torch.tensor([math.prod(S[i + 1:]) for i in range(d)], device=dev)
+    strides = torch.tensor([math.prod(S[i + 1 :]) for i in range(d)], device=dev)
     flat = (q.clamp(min=0) * strides).sum(-1).clamp(max=r.shape[1] - 1)
     return (r.gather(1, flat) & ok).any(1)
 
@@ -585,6 +620,7 @@ class BoxIoU:
         best: ``(G,)`` float (0 when the class has no box there); label: ``(G,)``;
         iou_threshold: for the hit rate.
     """
+
     best: Tensor
     label: Tensor
     iou_threshold: float = 0.5

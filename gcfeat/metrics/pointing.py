@@ -4,6 +4,7 @@ Both reduce over all spatial dims (``flatten(1)``), so 2D ``(B, H, W)`` and 3D `
 share one code path. The pointing game (Zhang et al., "Top-down neural attention by
 excitation backprop", ECCV 2016) is a hit when the heatmap's arg-max lies inside the mask.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,9 @@ def mask_iou(heat: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> 
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
 
 
-def localisation(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0,
-                 iou_threshold: float = 0.5) -> dict | None:
+def localisation(
+    heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0, iou_threshold: float = 0.5
+) -> dict | None:
     """Pointing game and IoU of ``heat (B, *S)`` against ``mask (B, *S)`` over the samples whose
     mask is non-empty; ``{"pointing_game": stats, "iou": stats}`` with ``n`` = those samples,
     or ``None`` when no mask is non-empty."""
@@ -43,8 +45,10 @@ def localisation(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0,
     if not bool(has.any()):
         return None
     hit = pointing_game(heat[has], mask[has], tolerance).float()
-    return {"pointing_game": summary_stats(hit), "iou": summary_stats(mask_iou(heat[has], mask[has],
-                                                                 iou_threshold))}
+    return {
+        "pointing_game": summary_stats(hit),
+        "iou": summary_stats(mask_iou(heat[has], mask[has], iou_threshold)),
+    }
 
 
 def summary_stats(v: torch.Tensor) -> dict:

@@ -18,6 +18,7 @@ Similarity per image, 2D and 3D (maps flattened over all spatial dims):
   positions whose window lies inside the map (``skimage.metrics.structural_similarity`` with
   ``gaussian_weights=True, use_sample_covariance=False, data_range=1``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,12 @@ def _average_ranks(x: Tensor) -> Tensor:
     new[:, 1:] = v[:, 1:] != v[:, :-1]
     g = (new.cumsum(1) - 1) + torch.arange(B, device=x.device)[:, None] * N
     pos = torch.arange(N, device=x.device, dtype=torch.float64).expand(B, N)
-    sums = torch.zeros(B * N, dtype=torch.float64, device=x.device).scatter_add_(0, g.flatten(), pos.flatten())
-    cnt = torch.zeros(B * N, dtype=torch.float64, device=x.device).scatter_add_(0, g.flatten(), torch.ones_like(pos).flatten())
+    sums = torch.zeros(B * N, dtype=torch.float64, device=x.device).scatter_add_(
+        0, g.flatten(), pos.flatten()
+    )
+    cnt = torch.zeros(B * N, dtype=torch.float64, device=x.device).scatter_add_(
+        0, g.flatten(), torch.ones_like(pos).flatten()
+    )
     avg = (sums / cnt.clamp(min=1))[g]
     return torch.empty_like(avg).scatter_(1, idx, avg)
 
@@ -80,14 +85,17 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, sigma: float = 1.5, r
     if any(s <= 2 * radius for s in a.shape[1:]):
         raise SanityError(f"ssim: maps {tuple(a.shape[1:])} too small for a {2 * radius + 1}-tap window")
     a, b = a.double(), b.double()
-    x = torch.stack([a, b], 1)                                        # (B, 2, *S)
+    x = torch.stack([a, b], 1)  # (B, 2, *S)
     mu = gaussian_blur(x, sigma, radius)
     m2 = gaussian_blur(torch.stack([a * a, b * b, a * b], 1), sigma, radius)
     va, vb = m2[:, 0] - mu[:, 0] ** 2, m2[:, 1] - mu[:, 1] ** 2
     cov = m2[:, 2] - mu[:, 0] * mu[:, 1]
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu[:, 0] * mu[:, 1] + c1) * (2 * cov + c2)
-         / ((mu[:, 0] ** 2 + mu[:, 1] ** 2 + c1) * (va + vb + c2)))
+    s = (
+        (2 * mu[:, 0] * mu[:, 1] + c1)
+        * (2 * cov + c2)
+        / ((mu[:, 0] ** 2 + mu[:, 1] ** 2 + c1) * (va + vb + c2))
+    )
     crop = (slice(None),) + (slice(radius, -radius),) * (a.dim() - 1)
     return s[crop].flatten(1).mean(1)
 
@@ -115,6 +123,7 @@ class RandomizationResult:
         steps: names of the layers re-initialised at each step (cumulative, top first);
         spearman, ssim: ``(S, B)`` float64 per step and image against the trained model's maps.
     """
+
     steps: list[str]
     spearman: Tensor
     ssim: Tensor
@@ -132,34 +141,50 @@ class RandomizationResult:
 
     def summary(self, threshold: float = 0.5) -> str:
         sp, ss = self.mean()
-        lines = [f"randomised up to {s}: Spearman {a:.3f}, SSIM {b:.3f}" for s, a, b in
-                 zip(self.steps, sp.tolist(), ss.tolist())]
+        lines = [
+            f"randomised up to {s}: Spearman {a:.3f}, SSIM {b:.3f}"
+            for s, a, b in zip(self.steps, sp.tolist(), ss.tolist())
+        ]
         bad = self.unchanged_steps(threshold)
-        lines.append("maps change as the model is randomised" if not bad else
-                     f"maps do NOT change (Spearman > {threshold}) after randomising: {', '.join(bad)}")
+        lines.append(
+            "maps change as the model is randomised"
+            if not bad
+            else f"maps do NOT change (Spearman > {threshold}) after randomising: {', '.join(bad)}"
+        )
         return "\n".join(lines)
 
 
 def _maps(map_fn: MapFn, model: nn.Module, images: Tensor, classes: Tensor) -> Tensor:
     m = map_fn(model, images, classes)
-    if m.shape[0] != images.shape[0] or m.shape[-(images.dim() - 2):] != images.shape[2:]:
-        raise SanityError(f"map_fn returned shape {tuple(m.shape)}, expected (B, *S) = "
-                          f"{(images.shape[0], *images.shape[2:])}")
+    if m.shape[0] != images.shape[0] or m.shape[-(images.dim() - 2) :] != images.shape[2:]:
+        raise SanityError(
+            f"map_fn returned shape {tuple(m.shape)}, expected (B, *S) = "
+            f"{(images.shape[0], *images.shape[2:])}"
+        )
     return m.reshape(images.shape[0], *images.shape[2:]).detach().float()
 
 
 def cam_map_fn(method, target_layers: Sequence[str], **kwargs) -> MapFn:
     """A ``map_fn`` running CAM class ``method`` on the named layers of the given model (so it
     follows the randomised copy): ``(model, images, classes (B,)) -> (B, *S)``."""
+
     def fn(model, images, classes):
         layers = [model.get_submodule(n) for n in target_layers]
         cam = method(model, layers, **kwargs)
         return cam(images, classes.reshape(-1, 1))[:, 0]
+
     return fn
 
 
-def cascading_randomization(model: nn.Module, images: Tensor, classes, map_fn: MapFn, *,
-                            layers: Sequence[str] | None = None, seed: int = 0) -> RandomizationResult:
+def cascading_randomization(
+    model: nn.Module,
+    images: Tensor,
+    classes,
+    map_fn: MapFn,
+    *,
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+) -> RandomizationResult:
     """Adebayo et al.'s cascading model-parameter randomisation (module docstring).
 
     Args:
@@ -178,8 +203,10 @@ def cascading_randomization(model: nn.Module, images: Tensor, classes, map_fn: M
     names = {n for n, _ in model.named_modules()}
     missing = [n for n in layers if n not in names]
     if missing or not layers:
-        raise SanityError(f"layers: {missing or layers} are not submodules of the model; "
-                          f"expected names such as {top_down_layers(model)}")
+        raise SanityError(
+            f"layers: {missing or layers} are not submodules of the model; "
+            f"expected names such as {top_down_layers(model)}"
+        )
     ref = _maps(map_fn, model, images, classes)
     rng_state = torch.random.get_rng_state()
     copy_ = copy.deepcopy(model)
@@ -199,13 +226,15 @@ def cascading_randomization(model: nn.Module, images: Tensor, classes, map_fn: M
 class RandomLogitResult:
     """Maps of the explained class vs a random other class: ``other (B,)`` the class drawn,
     ``spearman``, ``ssim`` ``(B,)``."""
+
     other: Tensor
     spearman: Tensor
     ssim: Tensor
 
 
-def random_logit_test(model: nn.Module, images: Tensor, classes, map_fn: MapFn, num_classes: int, *,
-                      seed: int = 0) -> RandomLogitResult:
+def random_logit_test(
+    model: nn.Module, images: Tensor, classes, map_fn: MapFn, num_classes: int, *, seed: int = 0
+) -> RandomLogitResult:
     """Sixt et al.'s random-logit test: per image a class drawn uniformly among the other
     ``num_classes - 1`` (seeded), its map compared with the explained class's map."""
     classes = torch.as_tensor(classes, device=images.device).long().reshape(-1)

@@ -16,6 +16,7 @@ Example::
     >>> df = study.result()                 # the sweep table + ap, ap50, ap75 per T x class
     >>> rep = study.report()                # LocalizationReport (MaxBoxAccV2, PxAP, ...)
 """
+
 from __future__ import annotations
 
 import math
@@ -61,6 +62,7 @@ class LocalizationReport:
         pointing: ``(K,)`` pointing game with ``tolerance`` per class; tolerance: in pixels;
         thresholds: the study's T values; classes: class id per column.
     """
+
     ap: list[DetectionAP | None]
     max_box_acc: MaxBoxAcc | None
     pxap: PxAP | None
@@ -74,8 +76,9 @@ class LocalizationReport:
         """The :class:`DetectionAP` of threshold index ``i``; an error before any batch."""
         a = self.ap[i]
         if a is None:
-            raise LocalizationError("LocalizationStudy: no batch scored yet; call update() "
-                                    "before result() / best_ap50()")
+            raise LocalizationError(
+                "LocalizationStudy: no batch scored yet; call update() before result() / best_ap50()"
+            )
         return a
 
     def best_ap50(self) -> tuple[float, float]:
@@ -95,9 +98,17 @@ class LocalizationStudy(ThresholdSweep):
         iou_thresholds, max_dets: COCO AP settings.
     """
 
-    def __init__(self, thresholds: Sequence[float], classes: Sequence[int], *, tolerance: float = 15.0,
-                 taus: Sequence[float] | None = None, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
-                 max_dets: int = 100, **kwargs):
+    def __init__(
+        self,
+        thresholds: Sequence[float],
+        classes: Sequence[int],
+        *,
+        tolerance: float = 15.0,
+        taus: Sequence[float] | None = None,
+        iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+        max_dets: int = 100,
+        **kwargs,
+    ):
         super().__init__(thresholds, classes, **kwargs)
         self.tolerance = float(tolerance)
         self.taus = list(self.thresholds if taus is None else taus)
@@ -115,8 +126,14 @@ class LocalizationStudy(ThresholdSweep):
         self._col_of = torch.full((max(self.classes) + 1,), -1, dtype=torch.int64)
         self._col_of[torch.tensor(self.classes)] = torch.arange(K)
 
-    def update(self, heatmaps: Tensor, probs: Tensor | None, gt_boxes: Sequence, gt_labels: Sequence,
-               gt_masks: Tensor | None = None) -> None:
+    def update(
+        self,
+        heatmaps: Tensor,
+        probs: Tensor | None,
+        gt_boxes: Sequence,
+        gt_labels: Sequence,
+        gt_masks: Tensor | None = None,
+    ) -> None:
         """Add one batch (as :meth:`ThresholdSweep.update`); ``gt_masks`` ``(B, K, *S)`` bool
         replaces the GT box regions for PxAP and the pointing games."""
         self._report = None
@@ -125,7 +142,7 @@ class LocalizationStudy(ThresholdSweep):
         col = self._col_of[gt.label.clamp(max=len(self._col_of) - 1)]
         keep = (gt.label < len(self._col_of)) & (col >= 0)
         self._gt = Boxes(gt.xyxy[keep], gt.frame[keep], col[keep], gt.score[keep]).to(heatmaps.device)
-        super().update(heatmaps, probs, gt_boxes, gt_labels)   # calls _on_boxes per T
+        super().update(heatmaps, probs, gt_boxes, gt_labels)  # calls _on_boxes per T
         self._map_metrics(heatmaps, self._gt, gt_masks)
         self._gt = None
 
@@ -133,9 +150,11 @@ class LocalizationStudy(ThresholdSweep):
         cols = self._col_of.to(boxes.label.device)[boxes.label]
         b = Boxes(boxes.xyxy, boxes.frame, cols, boxes.score)
         assert self._gt is not None  # set by update() around the sweep that calls this
-        self._matches[t].append(match_detections(b, self._gt, len(self.classes),
-                                                 iou_thresholds=self.iou_thresholds,
-                                                 max_dets=self.max_dets))
+        self._matches[t].append(
+            match_detections(
+                b, self._gt, len(self.classes), iou_thresholds=self.iou_thresholds, max_dets=self.max_dets
+            )
+        )
 
     def _map_metrics(self, heatmaps: Tensor, gt: Boxes, gt_masks: Tensor | None) -> None:
         K = len(self.classes)
@@ -165,10 +184,15 @@ class LocalizationStudy(ThresholdSweep):
         nan = torch.full((K,), math.nan, dtype=torch.float64)
         n = self._units
         self._report = LocalizationReport(
-            ap=ap, max_box_acc=self._mba, pxap=self._pxap,
+            ap=ap,
+            max_box_acc=self._mba,
+            pxap=self._pxap,
             energy=torch.where(n > 0, self._energy / n.clamp(min=1), nan),
             pointing=torch.where(n > 0, self._hits / n.clamp(min=1), nan),
-            tolerance=self.tolerance, thresholds=list(self.thresholds), classes=list(self.classes))
+            tolerance=self.tolerance,
+            thresholds=list(self.thresholds),
+            classes=list(self.classes),
+        )
         return self._report
 
     def result(self) -> pd.DataFrame:
@@ -180,8 +204,11 @@ class LocalizationStudy(ThresholdSweep):
         extra: dict[str, list[float]] = {"ap": [], "ap50": [], "ap75": []}
         for _, row in df.iterrows():
             a = rep.ap_at(self.thresholds.index(row["threshold"]))
-            cols = ([col[int(row["class_id"])]] if row["class_id"] >= 0 else
-                    [col[int(c)] for c in self.aggregate[row["class_name"]]])
+            cols = (
+                [col[int(row["class_id"])]]
+                if row["class_id"] >= 0
+                else [col[int(c)] for c in self.aggregate[row["class_name"]]]
+            )
             for name, v in (("ap", a.per_class), ("ap50", a.ap50), ("ap75", a.ap75)):
                 sel = v[cols]
                 sel = sel[~torch.isnan(sel)]

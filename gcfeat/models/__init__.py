@@ -6,6 +6,7 @@
 ``save_checkpoint`` / ``load_checkpoint`` keep class names, architecture, input size,
 normalisation and training metadata next to the weights, and read the original forms too.
 """
+
 from gcfeat.models.checkpoint import (
     CheckpointError,
     CheckpointInfo,
@@ -17,11 +18,15 @@ from gcfeat.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from gcfeat.models.levels import (ChannelsLast, FeatureLevel, LevelError, TokenGrid,
-                                  find_levels, token_reshape)
+from gcfeat.models.levels import ChannelsLast, FeatureLevel, LevelError, TokenGrid, find_levels, token_reshape
 from gcfeat.models.resnet import ARCHS, head_linear, make_head
-from gcfeat.models.zoo import (ClassifierSpec, ZooError, build_classifier,
-                               build_classifier_with_spec, find_head)
+from gcfeat.models.zoo import (
+    ClassifierSpec,
+    ZooError,
+    build_classifier,
+    build_classifier_with_spec,
+    find_head,
+)
 
 __all__ = [
     "ARCHS",

@@ -31,6 +31,7 @@ numpy scalar type is allowed while reading (:data:`NUMPY_SCALAR_DTYPES`, through
 ``torch.serialization.safe_globals``: numpy's scalar constructor and ``numpy.dtype`` wrapped so
 that any other dtype is refused), and its values come back as Python floats.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -52,6 +53,7 @@ from gcfeat.data.classes import (
     SURGICAL_MEAN,
     SURGICAL_STD,
 )
+from gcfeat.errors import GcfeatError
 from gcfeat.models.resnet import (
     ARCHS,
     DEFAULT_HEAD_DROPOUT,
@@ -59,8 +61,6 @@ from gcfeat.models.resnet import (
     build_classifier,
     remap_head_keys,
 )
-from gcfeat.errors import GcfeatError
-from gcfeat.models.zoo import ClassifierSpec
 from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     FORMAT,
     NUMPY_SCALAR_DTYPES,
@@ -72,15 +72,33 @@ from gcfeat.models.torch_files import (  # noqa: F401  (public here as before)
     read_torch_file,
     unwrap_state_dict,
 )
+from gcfeat.models.zoo import ClassifierSpec
 
 VERSION = 1
 
 #: Top-level keys :func:`save_checkpoint` writes itself; ``extra`` may not override them.
-_RESERVED = frozenset({
-    "format", "version", "state_dict", "task", "arch", "num_classes", "classes", "input_size", "mean",
-    "std", "dropout", "in_channels", "norm", "meta", "epoch", "optimizer_state_dict",
-    "scheduler_state_dict", "spec",
-})
+_RESERVED = frozenset(
+    {
+        "format",
+        "version",
+        "state_dict",
+        "task",
+        "arch",
+        "num_classes",
+        "classes",
+        "input_size",
+        "mean",
+        "std",
+        "dropout",
+        "in_channels",
+        "norm",
+        "meta",
+        "epoch",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "spec",
+    }
+)
 
 
 @dataclass
@@ -152,7 +170,9 @@ def _numpy_to_python(value: Any) -> Any:
     return value
 
 
-def describe_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<state>") -> dict[str, Any]:
+def describe_state_dict(
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<state>"
+) -> dict[str, Any]:
     """``arch``, ``num_classes``, ``dropout_head``, ``in_channels``, ``norm`` of a ResNet state."""
     arch = infer_arch(state)
     if arch is None:
@@ -168,7 +188,9 @@ def describe_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLi
     elif "fc.weight" in state:
         fc, dropout_head = state["fc.weight"], False
     else:
-        raise CheckpointError(f"checkpoint {path}: {arch} weights without a head (no fc.weight or fc.1.weight)")
+        raise CheckpointError(
+            f"checkpoint {path}: {arch} weights without a head (no fc.weight or fc.1.weight)"
+        )
     return {
         "arch": arch,
         "num_classes": int(fc.shape[0]),
@@ -224,7 +246,9 @@ def _plain_key(key: Any, where: str) -> Any:
     # int keys matter: an optimizer's state is keyed by parameter index.
     if isinstance(key, (str, int, float, bool)) or key is None:
         return _plain(key, where)
-    raise CheckpointError(f"save_checkpoint: {where} has a {type(key).__name__} key {key!r}; expected str or int keys")
+    raise CheckpointError(
+        f"save_checkpoint: {where} has a {type(key).__name__} key {key!r}; expected str or int keys"
+    )
 
 
 def save_checkpoint(
@@ -272,14 +296,27 @@ def save_checkpoint(
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
     state = _strip_module({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    ckpt = _header(path, model, state, classes=classes, arch=arch, input_size=input_size,
-                   mean=mean, std=std, dropout=dropout, meta=meta, task=task)
+    ckpt = _header(
+        path,
+        model,
+        state,
+        classes=classes,
+        arch=arch,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        dropout=dropout,
+        meta=meta,
+        task=task,
+    )
     if spec is not None:
         spec = _spec(spec, path)
         if spec.arch != arch or spec.num_classes != ckpt["num_classes"]:
-            raise CheckpointError(f"save_checkpoint {path}: spec {spec.arch} with "
-                                  f"{spec.num_classes} classes, but arch={arch!r} with "
-                                  f"{ckpt['num_classes']} outputs")
+            raise CheckpointError(
+                f"save_checkpoint {path}: spec {spec.arch} with "
+                f"{spec.num_classes} classes, but arch={arch!r} with "
+                f"{ckpt['num_classes']} outputs"
+            )
         ckpt["spec"] = _plain(spec.to_dict(), "spec")
     ckpt.update(_resume_entries(optimizer, scheduler, epoch, extra))
     return _write_atomic(Path(path), ckpt)
@@ -292,8 +329,9 @@ def _spec(spec: ClassifierSpec | Mapping, path) -> ClassifierSpec:
     try:
         return ClassifierSpec.from_dict(spec)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: malformed spec {spec!r} ({e}); expected "
-                              f"ClassifierSpec.to_dict()'s entries") from None
+        raise CheckpointError(
+            f"checkpoint {path}: malformed spec {spec!r} ({e}); expected ClassifierSpec.to_dict()'s entries"
+        ) from None
 
 
 def _build_from_spec(spec: ClassifierSpec, state: Mapping[str, torch.Tensor], path) -> nn.Module:
@@ -314,12 +352,17 @@ def _build_from_spec(spec: ClassifierSpec, state: Mapping[str, torch.Tensor], pa
     except RuntimeError as e:
         sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
         raise CheckpointError(f"{fits}: {_summary('wrong shape', sizes) or _short(e)}") from None
-    parts = [s for s in (_summary("missing", list(result.missing_keys)),
-                         _summary("unexpected", list(result.unexpected_keys))) if s]
+    parts = [
+        s
+        for s in (
+            _summary("missing", list(result.missing_keys)),
+            _summary("unexpected", list(result.unexpected_keys)),
+        )
+        if s
+    ]
     if parts:
         raise CheckpointError(f"{fits}: " + "; ".join(parts))
     return model
-
 
 
 def is_resnet2d(state: Mapping[str, torch.Tensor]) -> bool:
@@ -338,13 +381,18 @@ def _describe_model(model: nn.Module, state: Mapping[str, torch.Tensor], path) -
     if not linears:
         raise CheckpointError(f"save_checkpoint {path}: the model has no Linear head")
     norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return {"arch": None, "num_classes": int(linears[-1].out_features), "dropout_head": False,
-            "in_channels": int(convs[0].in_channels) if convs else 0,
-            "norm": "batch" if norm else "none"}
+    return {
+        "arch": None,
+        "num_classes": int(linears[-1].out_features),
+        "dropout_head": False,
+        "in_channels": int(convs[0].in_channels) if convs else 0,
+        "norm": "batch" if norm else "none",
+    }
 
 
-def _header(path, model, state, *, classes, arch, input_size, mean, std, dropout, meta,
-            task) -> dict[str, Any]:
+def _header(
+    path, model, state, *, classes, arch, input_size, mean, std, dropout, meta, task
+) -> dict[str, Any]:
     """The checkpoint dict without the resume entries (layout in the module docstring)."""
     from gcfeat import __version__
 
@@ -449,8 +497,9 @@ def _read(path: str | os.PathLike) -> _File:
     return _File(raw, state, form, header)
 
 
-def _check_request(path, f: _File, held_arch: str, held_k: int, *, task, arch, num_classes,
-                   classes) -> list[str]:
+def _check_request(
+    path, f: _File, held_arch: str, held_k: int, *, task, arch, num_classes, classes
+) -> list[str]:
     """Compare the file with what the caller asked for; the class names to use."""
     if arch is not None and arch != held_arch:
         raise CheckpointError(f"checkpoint {path}: holds {held_arch} weights, asked for {arch}")
@@ -497,11 +546,13 @@ def _load_weights(path, model: nn.Module, state, held_arch: str, held_k: int) ->
         ) from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        parts = [s for s in (_summary("missing", missing),
-                             _summary("unexpected", list(result.unexpected_keys))) if s]
+        parts = [
+            s
+            for s in (_summary("missing", missing), _summary("unexpected", list(result.unexpected_keys)))
+            if s
+        ]
         raise CheckpointError(
-            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: "
-            + "; ".join(parts)
+            f"checkpoint {path}: weights do not fit a {held_arch} with {held_k} classes: " + "; ".join(parts)
         )
 
 
@@ -515,8 +566,13 @@ def _resnet_from_file(path, f: _File, desc: dict, dropout: float | None) -> tupl
     # Built on the meta device (no random init: every value comes from the file), then
     # materialised on the CPU; whatever the file lacks is an error below.
     with torch.device("meta"):
-        model = build_classifier(desc["arch"], desc["num_classes"], dropout=dropout,
-                                 in_channels=desc["in_channels"], norm=desc["norm"])
+        model = build_classifier(
+            desc["arch"],
+            desc["num_classes"],
+            dropout=dropout,
+            in_channels=desc["in_channels"],
+            norm=desc["norm"],
+        )
     model.to_empty(device="cpu")
     with torch.no_grad():  # very old files lack the BatchNorm step counters: they start at 0
         for name, buf in model.named_buffers():
@@ -527,8 +583,9 @@ def _resnet_from_file(path, f: _File, desc: dict, dropout: float | None) -> tupl
     return model, float(dropout)
 
 
-def _model_from_file(path, f: _File, build: ModelBuilder | None,
-                     dropout: float | None) -> tuple[nn.Module, str, int, dict, float]:
+def _model_from_file(
+    path, f: _File, build: ModelBuilder | None, dropout: float | None
+) -> tuple[nn.Module, str, int, dict, float]:
     """``(model, arch, K, description, dropout)``: a torchvision ResNet whose file names no other
     arch is rebuilt from its keys; anything else by ``build(arch, task)``."""
     header_arch = f.header.get("arch")
@@ -537,14 +594,14 @@ def _model_from_file(path, f: _File, build: ModelBuilder | None,
         desc = describe_state_dict(f.state, path)
         if header_arch not in (None, desc["arch"]):
             raise CheckpointError(
-                f"checkpoint {path}: header says {header_arch} but the weights are {desc['arch']}")
+                f"checkpoint {path}: header says {header_arch} but the weights are {desc['arch']}"
+            )
         model, dropout = _resnet_from_file(path, f, desc, dropout)
         return model, desc["arch"], desc["num_classes"], desc, dropout
-    if f.header.get("spec") is not None:      # any torchvision / timm backbone
+    if f.header.get("spec") is not None:  # any torchvision / timm backbone
         spec = _spec(f.header["spec"], path)
         model = _build_from_spec(spec, f.state, path)
-        desc = {"in_channels": spec.in_channels, "norm": str(spec.options.get("norm", "")),
-                "spec": spec}
+        desc = {"in_channels": spec.in_channels, "norm": str(spec.options.get("norm", "")), "spec": spec}
         return model, spec.arch, spec.num_classes, desc, spec.dropout
     if header_arch is None:
         describe_state_dict(f.state, path)  # raises: not ResNet weights
@@ -552,13 +609,13 @@ def _model_from_file(path, f: _File, build: ModelBuilder | None,
     if build is None:
         raise CheckpointError(
             f"checkpoint {path}: holds a {header_arch} model of task {task!r}; load it with "
-            f"gcfeat.tasks.get_task({task!r}).load_checkpoint(path)")
+            f"gcfeat.tasks.get_task({task!r}).load_checkpoint(path)"
+        )
     model = build(str(header_arch), task)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     held_k = int(linears[-1].out_features) if linears else len(f.header.get("classes") or [])
     _load_weights(path, model, f.state, str(header_arch), held_k)
-    desc = {"in_channels": int(f.header.get("in_channels") or 0),
-            "norm": str(f.header.get("norm") or "")}
+    desc = {"in_channels": int(f.header.get("in_channels") or 0), "norm": str(f.header.get("norm") or "")}
     return model, str(header_arch), held_k, desc, 0.0
 
 
@@ -603,11 +660,11 @@ def load_checkpoint(
     """
     f = _read(path)
     if task is not None and f.header.get("task") not in (None, task):
-        raise CheckpointError(f"checkpoint {path}: a {f.header['task']!r} checkpoint, expected "
-                              f"task {task!r}")
+        raise CheckpointError(f"checkpoint {path}: a {f.header['task']!r} checkpoint, expected task {task!r}")
     model, held_arch, held_k, desc, dropout = _model_from_file(path, f, build, dropout)
-    final_classes = _check_request(path, f, held_arch, held_k, task=task, arch=arch,
-                                   num_classes=num_classes, classes=classes)
+    final_classes = _check_request(
+        path, f, held_arch, held_k, task=task, arch=arch, num_classes=num_classes, classes=classes
+    )
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     model.eval()
@@ -624,21 +681,35 @@ def _info(path, f: _File, arch: str, k: int, classes, desc: dict, dropout: float
     std = h.get("std") or (list(SURGICAL_STD) if surgical else None)
     _check_normalisation(mean, std, path)
     if f.form == "resume":
-        meta = {key: _numpy_to_python(f.raw[key]) for key in ("epoch", "best_epoch", "best_mAP")
-                if key in f.raw}
+        meta = {
+            key: _numpy_to_python(f.raw[key]) for key in ("epoch", "best_epoch", "best_mAP") if key in f.raw
+        }
     else:
         meta = dict(h.get("meta") or {})
     epoch = f.raw.get("epoch") if isinstance(f.raw.get("epoch"), int) else meta.get("epoch")
-    stored = {key: v for key, v in h.items()
-              if key not in ("optimizer_state_dict", "scheduler_state_dict", "train_state", "rng")}
+    stored = {
+        key: v
+        for key, v in h.items()
+        if key not in ("optimizer_state_dict", "scheduler_state_dict", "train_state", "rng")
+    }
     return CheckpointInfo(
-        path=str(path), form=f.form, arch=arch, num_classes=k, classes=tuple(classes),
+        path=str(path),
+        form=f.form,
+        arch=arch,
+        num_classes=k,
+        classes=tuple(classes),
         dropout=float(dropout),
         input_size=tuple(int(s) for s in input_size) if input_size else None,
         mean=tuple(float(m) for m in mean) if mean else None,
         std=tuple(float(s) for s in std) if std else None,
-        in_channels=desc["in_channels"], norm=desc["norm"], epoch=epoch, meta=meta,
-        task=h.get("task"), stored=stored, spec=desc.get("spec"))
+        in_channels=desc["in_channels"],
+        norm=desc["norm"],
+        epoch=epoch,
+        meta=meta,
+        task=h.get("task"),
+        stored=stored,
+        spec=desc.get("spec"),
+    )
 
 
 def _names(names: Sequence[str] | None, show: int = 12) -> str:
@@ -665,9 +736,11 @@ def check_finite_state(state: Mapping[str, torch.Tensor], path: str | os.PathLik
                 bad.append(f"{name} ({n} of {t.numel()} values)")
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise CheckpointError(f"checkpoint {path}: non-finite weights (NaN or inf) in "
-                              f"{', '.join(bad[:3])}{more}; expected finite numbers (was the "
-                              f"training diverging?)")
+        raise CheckpointError(
+            f"checkpoint {path}: non-finite weights (NaN or inf) in "
+            f"{', '.join(bad[:3])}{more}; expected finite numbers (was the "
+            f"training diverging?)"
+        )
 
 
 def _check_normalisation(mean, std, path) -> None:
@@ -676,15 +749,19 @@ def _check_normalisation(mean, std, path) -> None:
         m = [float(v) for v in mean or ()]
         sd = [float(v) for v in std or ()]
     except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {path}: mean {mean!r} / std {std!r} are not "
-                              f"numbers; expected one per channel") from None
+        raise CheckpointError(
+            f"checkpoint {path}: mean {mean!r} / std {std!r} are not numbers; expected one per channel"
+        ) from None
     if not all(math.isfinite(v) for v in m + sd) or any(v <= 0 for v in sd):
-        raise CheckpointError(f"checkpoint {path}: normalisation mean {m} / std {sd}; expected "
-                              f"finite values and std > 0 for every channel")
+        raise CheckpointError(
+            f"checkpoint {path}: normalisation mean {m} / std {sd}; expected "
+            f"finite values and std > 0 for every channel"
+        )
 
 
-def check_dataset_classes(held: Sequence[str], wanted: Sequence[str], path: str | os.PathLike,
-                          data: str | os.PathLike, job: str) -> None:
+def check_dataset_classes(
+    held: Sequence[str], wanted: Sequence[str], path: str | os.PathLike, data: str | os.PathLike, job: str
+) -> None:
     """Raise :class:`CheckpointError` when a checkpoint's classes are not the dataset's.
 
     Jobs that score the model against labels (``tune``, ``evaluate``, a resumed ``train``) need
@@ -697,4 +774,5 @@ def check_dataset_classes(held: Sequence[str], wanted: Sequence[str], path: str 
         raise CheckpointError(
             f"checkpoint {path}: {len(held)} classes{_names(held)}, but the {job} data {data} "
             f"has {len(wanted)} classes{_names(wanted)}; expected a checkpoint trained on the "
-            f"same classes")
+            f"same classes"
+        )

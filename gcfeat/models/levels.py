@@ -25,19 +25,27 @@ class-token readout gives no gradient to the patch tokens of its last block's ou
 level is the last block's first norm (``encoder.layers[-1].ln_1``, timm ``blocks[-1].norm1``),
 the target pytorch-grad-cam's ViT tutorial uses; all ViT tokens share one stride (the patch).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from gcfeat.errors import GcfeatError
 
-__all__ = ["FeatureLevel", "LevelError", "TokenGrid", "ChannelsLast", "find_levels",
-           "token_reshape", "DEFAULT_STRIDES"]
+__all__ = [
+    "FeatureLevel",
+    "LevelError",
+    "TokenGrid",
+    "ChannelsLast",
+    "find_levels",
+    "token_reshape",
+    "DEFAULT_STRIDES",
+]
 
 #: The strides M2 routes boxes to (the original's layer2 / layer3 / layer4).
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -63,9 +71,9 @@ class FeatureLevel:
 
     name: str
     module: nn.Module
-    stride: Optional[float] = None
-    channels: Optional[int] = None
-    reshape: Optional[Callable[[Tensor], Tensor]] = None
+    stride: float | None = None
+    channels: int | None = None
+    reshape: Callable[[Tensor], Tensor] | None = None
 
     def grid(self, output: Tensor) -> Tensor:
         """The module's output as ``(B, C, *grid)``."""
@@ -80,22 +88,23 @@ class TokenGrid:
     (``tensor[:, 1:].reshape(B, h, w, C)`` then channels first).
     """
 
-    def __init__(self, prefix_tokens: int = 1, grid: Optional[Sequence[int]] = None):
+    def __init__(self, prefix_tokens: int = 1, grid: Sequence[int] | None = None):
         self.prefix_tokens = int(prefix_tokens)
         self.grid = None if grid is None else tuple(int(g) for g in grid)
 
     def __call__(self, tokens: Tensor) -> Tensor:
         if tokens.ndim != 3:
-            raise LevelError(f"TokenGrid: expected tokens (B, N, C), found shape "
-                             f"{tuple(tokens.shape)}")
-        t = tokens[:, self.prefix_tokens:]
+            raise LevelError(f"TokenGrid: expected tokens (B, N, C), found shape {tuple(tokens.shape)}")
+        t = tokens[:, self.prefix_tokens :]
         n = t.shape[1]
         grid = self.grid
         if grid is None:
             side = math.isqrt(n)
             if side * side != n:
-                raise LevelError(f"TokenGrid: {n} patch tokens (after {self.prefix_tokens} "
-                                 f"prefix tokens) do not form a square grid; pass grid=(h, w)")
+                raise LevelError(
+                    f"TokenGrid: {n} patch tokens (after {self.prefix_tokens} "
+                    f"prefix tokens) do not form a square grid; pass grid=(h, w)"
+                )
             grid = (side, side)
         if math.prod(grid) != n:
             raise LevelError(f"TokenGrid: {n} patch tokens do not fill the grid {grid}")
@@ -121,20 +130,21 @@ class ChannelsLast:
 
 def _is_tv_vit(model: nn.Module) -> bool:
     from torchvision.models import VisionTransformer
+
     return isinstance(model, VisionTransformer)
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
-    return hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed") \
-        and hasattr(model, "blocks")
+    return hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed") and hasattr(model, "blocks")
 
 
 def _is_swin(model: nn.Module) -> bool:
     from torchvision.models import SwinTransformer
+
     return isinstance(model, SwinTransformer) or "Swin" in type(model).__name__
 
 
-def token_reshape(model: nn.Module, module: nn.Module) -> Optional[Callable[[Tensor], Tensor]]:
+def token_reshape(model: nn.Module, module: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """The reshape transform of ``module``'s output for the token layouts gcfeat knows
     (torchvision / timm ViT, DeiT, Swin), else None (the output is already ``(B, C, *s)``)."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -164,8 +174,10 @@ def _first_conv(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return m
-    raise LevelError(f"{type(model).__name__}: no feature levels found: no convolution to "
-                     f"tell the input shape for the level probe; pass input_shape=(C, H, W)")
+    raise LevelError(
+        f"{type(model).__name__}: no feature levels found: no convolution to "
+        f"tell the input shape for the level probe; pass input_shape=(C, H, W)"
+    )
 
 
 def probe_shape(model: nn.Module) -> tuple[int, ...]:
@@ -174,8 +186,8 @@ def probe_shape(model: nn.Module) -> tuple[int, ...]:
     else 224 (2D) / 32 (3D)."""
     conv = _first_conv(model)
     dims = conv.weight.ndim - 2
-    size = getattr(model, "image_size", None)             # torchvision ViT
-    if size is None:                                      # timm models with a fixed size
+    size = getattr(model, "image_size", None)  # torchvision ViT
+    if size is None:  # timm models with a fixed size
         size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if size is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -198,6 +210,7 @@ def _probe(model: nn.Module, input_shape: Sequence[int], modules: dict[str, nn.M
             if isinstance(out, Tensor):
                 counter[0] += 1
                 seen[name] = (counter[0], tuple(out.shape))
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
@@ -211,9 +224,11 @@ def _probe(model: nn.Module, input_shape: Sequence[int], modules: dict[str, nn.M
         model.eval()
         with torch.no_grad():
             model(x)
-    except RuntimeError as e:     # e.g. a flatten head sized for another input
-        raise LevelError(f"{type(model).__name__}: the level probe's forward of an input "
-                         f"{tuple(x.shape)} failed ({e}); pass input_shape=(C, H, W)") from e
+    except RuntimeError as e:  # e.g. a flatten head sized for another input
+        raise LevelError(
+            f"{type(model).__name__}: the level probe's forward of an input "
+            f"{tuple(x.shape)} failed ({e}); pass input_shape=(C, H, W)"
+        ) from e
     finally:
         model.train(was_training)
         for h in handles:
@@ -221,8 +236,9 @@ def _probe(model: nn.Module, input_shape: Sequence[int], modules: dict[str, nn.M
     return seen
 
 
-def _measure(model: nn.Module, name: str, shape: tuple[int, ...], input_shape: Sequence[int],
-             reshape) -> tuple[Optional[float], Optional[int]]:
+def _measure(
+    model: nn.Module, name: str, shape: tuple[int, ...], input_shape: Sequence[int], reshape
+) -> tuple[float | None, int | None]:
     """(stride, channels) of an output shape, once reshaped to ``(B, C, *grid)``."""
     if reshape is not None:
         try:
@@ -236,12 +252,12 @@ def _measure(model: nn.Module, name: str, shape: tuple[int, ...], input_shape: S
     return math.prod(ratios) ** (1.0 / len(ratios)), int(shape[1])
 
 
-def _stride_key(stride: Optional[float]) -> Optional[int]:
+def _stride_key(stride: float | None) -> int | None:
     """The power of two a measured stride rounds to (224 / 7 = 32; 28 / 4 = 7 -> None)."""
     if stride is None or stride < 1:
         return None
     k = round(math.log2(stride))
-    return 2 ** k if abs(stride - 2 ** k) / 2 ** k < 0.2 else None
+    return 2**k if abs(stride - 2**k) / 2**k < 0.2 else None
 
 
 def _named(model: nn.Module, names: Sequence[str], input_shape, shapes) -> list[FeatureLevel]:
@@ -249,15 +265,19 @@ def _named(model: nn.Module, names: Sequence[str], input_shape, shapes) -> list[
     for name in names:
         module = _submodule(model, name)
         if name not in shapes:
-            raise LevelError(f"levels: {name!r} did not run in the forward pass of "
-                             f"{type(model).__name__} (or returned no tensor)")
+            raise LevelError(
+                f"levels: {name!r} did not run in the forward pass of "
+                f"{type(model).__name__} (or returned no tensor)"
+            )
         reshape = token_reshape(model, module)
         stride, channels = _measure(model, name, shapes[name][1], input_shape, reshape)
         if stride is None:
-            raise LevelError(f"levels: {name!r} outputs {shapes[name][1]}, not a map "
-                             f"(B, C, *spatial) for an input {(1, *input_shape)}")
+            raise LevelError(
+                f"levels: {name!r} outputs {shapes[name][1]}, not a map "
+                f"(B, C, *spatial) for an input {(1, *input_shape)}"
+            )
         out.append(FeatureLevel(name, module, stride, channels, reshape))
-    return sorted(out, key=lambda lv: (lv.stride, shapes[lv.name][0]))   # then forward order
+    return sorted(out, key=lambda lv: (lv.stride, shapes[lv.name][0]))  # then forward order
 
 
 def _trunk_levels(model: nn.Module, input_shape, shapes, strides) -> list[str]:
@@ -269,8 +289,7 @@ def _trunk_levels(model: nn.Module, input_shape, shapes, strides) -> list[str]:
             full = f"{parent_name}.{child_name}" if parent_name else child_name
             if full not in shapes:
                 continue
-            s, _ = _measure(model, full, shapes[full][1], input_shape,
-                            token_reshape(model, child))
+            s, _ = _measure(model, full, shapes[full][1], input_shape, token_reshape(model, child))
             key = _stride_key(s)
             if key is not None:
                 found[full] = (shapes[full][0], key)
@@ -287,9 +306,13 @@ def _trunk_levels(model: nn.Module, input_shape, shapes, strides) -> list[str]:
     return names
 
 
-def find_levels(model: nn.Module, levels: Optional[Sequence[str]] = None, *,
-                input_shape: Optional[Sequence[int]] = None,
-                strides: Sequence[int] = DEFAULT_STRIDES) -> list[FeatureLevel]:
+def find_levels(
+    model: nn.Module,
+    levels: Sequence[str] | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    strides: Sequence[int] = DEFAULT_STRIDES,
+) -> list[FeatureLevel]:
     """The feature levels of ``model`` in order of increasing stride (see the module doc).
 
     Args:
@@ -303,8 +326,9 @@ def find_levels(model: nn.Module, levels: Optional[Sequence[str]] = None, *,
         list of :class:`FeatureLevel`; the last one is the CAM target of the pipeline.
     """
     if levels is None:
-        if all(hasattr(model, n) for n in ("layer2", "layer3", "layer4")) \
-                and not hasattr(model, "feature_info"):
+        if all(hasattr(model, n) for n in ("layer2", "layer3", "layer4")) and not hasattr(
+            model, "feature_info"
+        ):
             return [FeatureLevel(n, getattr(model, n)) for n in ("layer2", "layer3", "layer4")]
         if isinstance(getattr(model, "last_conv", None), nn.Module):
             return [FeatureLevel("last_conv", model.last_conv)]
@@ -312,9 +336,11 @@ def find_levels(model: nn.Module, levels: Optional[Sequence[str]] = None, *,
     if levels is None:
         levels = _auto_names(model, input_shape, strides)
         if not levels:
-            raise LevelError(f"{type(model).__name__}: no feature levels found at strides "
-                             f"{tuple(strides)} found for an input {(1, *input_shape)}; name "
-                             f"the levels (levels=[...], e.g. 'features.6')")
+            raise LevelError(
+                f"{type(model).__name__}: no feature levels found at strides "
+                f"{tuple(strides)} found for an input {(1, *input_shape)}; name "
+                f"the levels (levels=[...], e.g. 'features.6')"
+            )
     named = {n: _submodule(model, n) for n in levels}
     shapes = _probe(model, input_shape, named)
     return _named(model, list(levels), input_shape, shapes)

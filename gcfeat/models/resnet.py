@@ -11,11 +11,11 @@ Example::
     >>> model(torch.zeros(2, 3, 256, 320)).shape
     torch.Size([2, 11])
 """
+
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -140,7 +140,8 @@ def load_imagenet_weights(model: ResNet, path: str | os.PathLike, *, arch: str) 
     if missing or bad:
         raise CheckpointError(
             f"ImageNet weights file {path}: does not fit a {arch}: "
-            + _summary("missing", missing) + ("; " if missing and bad else "")
+            + _summary("missing", missing)
+            + ("; " if missing and bad else "")
             + _summary("wrong shape", bad)
         )
     model.load_state_dict(usable, strict=False)

@@ -12,9 +12,10 @@ volume keeps 28^3 in ``layer1`` and ends at 4^3 in ``layer4`` (64^3 -> 8^3), ins
 >>> model(torch.rand(2, 1, 28, 28, 28)).shape
 torch.Size([2, 11])
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -32,8 +33,7 @@ class BasicBlock3d(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
         self.conv1 = _conv3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm3d(planes)
@@ -67,23 +67,33 @@ class ResNet3d(nn.Module):
         zero_init_residual: zero the last BN of each block (torchvision's option).
     """
 
-    def __init__(self, layers: Sequence[int], num_classes: int, in_channels: int = 1, *,
-                 small_input: bool = True, widths: Sequence[int] = (64, 128, 256, 512),
-                 dropout: float = 0.0, zero_init_residual: bool = False):
+    def __init__(
+        self,
+        layers: Sequence[int],
+        num_classes: int,
+        in_channels: int = 1,
+        *,
+        small_input: bool = True,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        dropout: float = 0.0,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
-            raise ValueError(f"ResNet3d: layers and widths need 4 stages, found layers="
-                             f"{tuple(layers)} widths={tuple(widths)}")
+            raise ValueError(
+                f"ResNet3d: layers and widths need 4 stages, found layers="
+                f"{tuple(layers)} widths={tuple(widths)}"
+            )
         if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"ResNet3d: num_classes and in_channels must be >= 1, found "
-                             f"{num_classes} and {in_channels}")
+            raise ValueError(
+                f"ResNet3d: num_classes and in_channels must be >= 1, found {num_classes} and {in_channels}"
+            )
         self.inplanes = widths[0]
         k, s = (3, 1) if small_input else (7, 2)
         self.conv1 = nn.Conv3d(in_channels, widths[0], k, stride=s, padding=k // 2, bias=False)
         self.bn1 = nn.BatchNorm3d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = (nn.Identity() if small_input
-                        else nn.MaxPool3d(kernel_size=3, stride=2, padding=1))
+        self.maxpool = nn.Identity() if small_input else nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(widths[0], layers[0], stride=1)
         self.layer2 = self._make_layer(widths[1], layers[1], stride=2)
         self.layer3 = self._make_layer(widths[2], layers[2], stride=2)
@@ -118,8 +128,7 @@ class ResNet3d(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, C_in, D, H, W)`` -> ``layer4`` output ``(B, widths[3], d, h, w)``."""
         if x.ndim != 5:
-            raise ValueError(f"ResNet3d: expected input (B, C, D, H, W), found shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"ResNet3d: expected input (B, C, D, H, W), found shape {tuple(x.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -23,6 +23,7 @@ Example::
     >>> model(torch.zeros(2, 1, 128, 128)).shape
     torch.Size([2, 4])
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,14 @@ class BaselineCNN(nn.Module):
         extra_conv: add ``conv3`` (64 -> 128) + ReLU + MaxPool after the second block.
     """
 
-    def __init__(self, num_classes: int = 4, in_channels: int = 1, input_size=128,
-                 dropout: float = 0.0, extra_conv: bool = False):
+    def __init__(
+        self,
+        num_classes: int = 4,
+        in_channels: int = 1,
+        input_size=128,
+        dropout: float = 0.0,
+        extra_conv: bool = False,
+    ):
         super().__init__()
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3)
@@ -86,13 +93,17 @@ SMALL_CNNS: dict[str, dict] = {
 }
 
 
-def build_small_cnn(arch: str = "baseline_cnn", num_classes: int = 4, in_channels: int = 1,
-                    input_size=128, dropout: float | None = None) -> BaselineCNN:
+def build_small_cnn(
+    arch: str = "baseline_cnn",
+    num_classes: int = 4,
+    in_channels: int = 1,
+    input_size=128,
+    dropout: float | None = None,
+) -> BaselineCNN:
     """A named variant from ``SMALL_CNNS``; ``dropout`` overrides the variant's rate."""
     if arch not in SMALL_CNNS:
         raise ValueError(f"unknown small CNN {arch!r}; expected one of {sorted(SMALL_CNNS)}")
     kw = dict(SMALL_CNNS[arch])
     if dropout is not None:
         kw["dropout"] = dropout
-    return BaselineCNN(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                       **kw)
+    return BaselineCNN(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw)

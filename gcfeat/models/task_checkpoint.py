@@ -9,6 +9,7 @@ Every task now writes the gcfeat checkpoint (:func:`gcfeat.models.checkpoint.sav
 with ``task=``), and :func:`gcfeat.models.checkpoint.load_checkpoint` reads both forms.
 :func:`save_task_checkpoint` is kept for callers of the old name: it writes the one format.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,24 @@ from gcfeat.models.torch_files import TASK_FORMAT as FORMAT
 __all__ = ["FORMAT", "save_task_checkpoint", "read_task_checkpoint", "is_task_checkpoint"]
 
 
-def save_task_checkpoint(path: str | os.PathLike, model: nn.Module, task, arch: str,
-                         meta: dict | None = None, input_size=None) -> Path:
+def save_task_checkpoint(
+    path: str | os.PathLike, model: nn.Module, task, arch: str, meta: dict | None = None, input_size=None
+) -> Path:
     """Write ``model`` of ``task`` as a gcfeat checkpoint (the one format, ``task`` set)."""
-    return save_checkpoint(path, model, classes=task.classes, arch=arch,
-                           input_size=input_size or task.input_size, mean=task.mean,
-                           std=task.std, meta=meta, task=task.name)
+    return save_checkpoint(
+        path,
+        model,
+        classes=task.classes,
+        arch=arch,
+        input_size=input_size or task.input_size,
+        mean=task.mean,
+        std=task.std,
+        meta=meta,
+        task=task.name,
+    )
 
 
-def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
-                         map_location="cpu") -> dict:
+def read_task_checkpoint(path: str | os.PathLike, task: str | None = None, map_location="cpu") -> dict:
     """The raw dict of a task's checkpoint (either form; weights under ``state_dict``).
 
     ``task`` (optional) must match the file's task; a missing file, a file of no task or
@@ -40,8 +49,10 @@ def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
     """
     blob = read_checkpoint(path)
     if not is_task_checkpoint(blob):
-        raise CheckpointError(f"{path}: not a gcfeat checkpoint of a task (expected a dict with "
-                              f"format {FORMAT!r} or {GCFEAT_FORMAT!r} and a task name)")
+        raise CheckpointError(
+            f"{path}: not a gcfeat checkpoint of a task (expected a dict with "
+            f"format {FORMAT!r} or {GCFEAT_FORMAT!r} and a task name)"
+        )
     if task is not None and blob["task"] != task:
         raise CheckpointError(f"{path}: a {blob['task']!r} checkpoint, expected task {task!r}")
     return blob
@@ -49,5 +60,4 @@ def read_task_checkpoint(path: str | os.PathLike, task: str | None = None,
 
 def is_task_checkpoint(blob) -> bool:
     """Whether a loaded file names its task (the old task form or a gcfeat file with ``task``)."""
-    return (isinstance(blob, dict) and blob.get("format") in (FORMAT, GCFEAT_FORMAT)
-            and bool(blob.get("task")))
+    return isinstance(blob, dict) and blob.get("format") in (FORMAT, GCFEAT_FORMAT) and bool(blob.get("task"))

@@ -1,6 +1,7 @@
 """Reading torch files safely and the state-dict forms inside them (shared by
 :mod:`gcfeat.models.checkpoint` and :mod:`gcfeat.models.resnet`, which both read weight files;
 kept apart so neither imports the other for it)."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ class CheckpointError(GcfeatError):
 #: numpy scalar dtypes a checkpoint may hold (``np.float64``: the original's ``np.nanmean``).
 NUMPY_SCALAR_DTYPES: frozenset[str] = frozenset({"f8"})
 
+
 def _numpy_scalar_globals() -> list:
     """``safe_globals`` entries that rebuild numpy scalars of :data:`NUMPY_SCALAR_DTYPES` only.
 
@@ -50,7 +52,8 @@ def _numpy_scalar_globals() -> list:
     def _refuse(what: str) -> None:
         raise pickle.UnpicklingError(
             f"Weights only load failed: numpy {what} is not allowed in a checkpoint (allowed "
-            f"numpy scalar dtypes: {sorted(NUMPY_SCALAR_DTYPES)})")
+            f"numpy scalar dtypes: {sorted(NUMPY_SCALAR_DTYPES)})"
+        )
 
     def scalar(dtype, *data):
         if not isinstance(dtype, np.dtype) or dtype.str.lstrip("<>=|") not in NUMPY_SCALAR_DTYPES:
@@ -62,8 +65,11 @@ def _numpy_scalar_globals() -> list:
             _refuse(f"dtype {name!r}")
         return np.dtype(name, align, copy)
 
-    out = [(scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar"),
-           (dtype, "numpy.dtype")]
+    out = [
+        (scalar, "numpy._core.multiarray.scalar"),
+        (scalar, "numpy.core.multiarray.scalar"),
+        (dtype, "numpy.dtype"),
+    ]
     out += [type(np.dtype(d)) for d in sorted(NUMPY_SCALAR_DTYPES)]
     return out
 
@@ -96,8 +102,17 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint") -> Any
                 "lists and dicts only (re-save the weights with torch.save(model.state_dict()))."
             ) from None
         raise CheckpointError(f"{what} {p}: truncated or not a torch checkpoint ({_short(e)})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile,
-            IndexError, AttributeError, TypeError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        KeyError,
+        ValueError,
+        OSError,
+        zipfile.BadZipFile,
+        IndexError,
+        AttributeError,
+        TypeError,
+    ) as e:
         size = p.stat().st_size
         raise CheckpointError(
             f"{what} {p}: truncated or not a torch checkpoint ({size} bytes; {_short(e)})"
@@ -114,7 +129,7 @@ def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in state.items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         out[key] = value
     return out
 
@@ -159,7 +174,7 @@ def infer_arch(state: Mapping[str, torch.Tensor]) -> str | None:
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer3\.(\d+)\.", k))}
     n = len(blocks)
     if "layer1.0.conv3.weight" in state:
-        return {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(n, f"resnet(bottleneck, {n} blocks in layer3)")
+        return {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(
+            n, f"resnet(bottleneck, {n} blocks in layer3)"
+        )
     return {2: "resnet18", 6: "resnet34"}.get(n, f"resnet(basic, {n} blocks in layer3)")
-
-

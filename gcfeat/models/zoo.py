@@ -27,11 +27,12 @@ Example::
     ('classifier.2', 'convnext_tiny')
     >>> same = spec.build()                       # another model of the same shape
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
@@ -39,8 +40,15 @@ from gcfeat.errors import GcfeatError
 from gcfeat.models import resnet as _resnet
 from gcfeat.models.torch_files import CheckpointError, read_torch_file, unwrap_state_dict
 
-__all__ = ["ClassifierSpec", "ZooError", "build_classifier", "build_classifier_with_spec",
-           "check_arch", "find_head", "is_timm_arch"]
+__all__ = [
+    "ClassifierSpec",
+    "ZooError",
+    "build_classifier",
+    "build_classifier_with_spec",
+    "check_arch",
+    "find_head",
+    "is_timm_arch",
+]
 
 TIMM_PREFIX = "timm:"
 
@@ -74,16 +82,26 @@ class ClassifierSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierSpec":
-        return cls(str(d["arch"]), int(d["num_classes"]), str(d["head"]),
-                   float(d.get("dropout", 0.0)), int(d.get("in_channels", 3)),
-                   dict(d.get("options", {})))
+    def from_dict(cls, d: dict) -> ClassifierSpec:
+        return cls(
+            str(d["arch"]),
+            int(d["num_classes"]),
+            str(d["head"]),
+            float(d.get("dropout", 0.0)),
+            int(d.get("in_channels", 3)),
+            dict(d.get("options", {})),
+        )
 
-    def build(self, weights: Optional[str | os.PathLike] = None) -> nn.Module:
+    def build(self, weights: str | os.PathLike | None = None) -> nn.Module:
         """A fresh model of this spec (random init, or ``weights``)."""
-        return build_classifier(self.arch, self.num_classes, weights=weights,
-                                dropout=self.dropout, in_channels=self.in_channels,
-                                **self.options)
+        return build_classifier(
+            self.arch,
+            self.num_classes,
+            weights=weights,
+            dropout=self.dropout,
+            in_channels=self.in_channels,
+            **self.options,
+        )
 
 
 def is_timm_arch(arch: str) -> bool:
@@ -100,9 +118,8 @@ def check_arch(arch: str) -> str:
         try:
             import timm
         except ImportError as e:
-            raise ZooError(f"--arch {arch}: timm is not installed (pip install "
-                           f"'gcfeat[timm]')") from e
-        name = arch[len(TIMM_PREFIX):]
+            raise ZooError(f"--arch {arch}: timm is not installed (pip install 'gcfeat[timm]')") from e
+        name = arch[len(TIMM_PREFIX) :]
         if not timm.is_model(name):
             raise ZooError(f"--arch {arch}: timm has no model {name!r} (timm.list_models())")
         return arch
@@ -128,10 +145,13 @@ def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
 
 def _torchvision_builder(arch: str):
     import torchvision.models as tvm
+
     if arch not in tvm.list_models(module=tvm):
-        raise ZooError(f"arch={arch!r}: not resnet18/34/50, a torchvision classifier (see "
-                       f"torchvision.models.list_models(), e.g. efficientnet_b0, "
-                       f"convnext_tiny) nor 'timm:NAME'")
+        raise ZooError(
+            f"arch={arch!r}: not resnet18/34/50, a torchvision classifier (see "
+            f"torchvision.models.list_models(), e.g. efficientnet_b0, "
+            f"convnext_tiny) nor 'timm:NAME'"
+        )
     return lambda **kw: tvm.get_model(arch, weights=None, **kw)
 
 
@@ -139,12 +159,12 @@ def _timm_create(name: str, num_classes: int, in_channels: int, options: dict) -
     try:
         import timm
     except ImportError as e:
-        raise ZooError(f"arch='timm:{name}': timm is not installed (pip install "
-                       f"'gcfeat[timm]')") from e
+        raise ZooError(f"arch='timm:{name}': timm is not installed (pip install 'gcfeat[timm]')") from e
     try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes,
-                                 in_chans=in_channels, **options)
-    except RuntimeError as e:   # timm: "Unknown model (NAME)"
+        return timm.create_model(
+            name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **options
+        )
+    except RuntimeError as e:  # timm: "Unknown model (NAME)"
         raise ZooError(f"arch='timm:{name}': {e}") from None
 
 
@@ -161,7 +181,7 @@ def _load_weights(model: nn.Module, path, head: str, arch: str) -> None:
     usable, bad = {}, []
     for key, value in state.items():
         if key.startswith(head + ".") and not key.startswith(lin):
-            key = lin + key[len(head) + 1:]          # fc.weight <-> fc.1.weight
+            key = lin + key[len(head) + 1 :]  # fc.weight <-> fc.1.weight
         if key not in own:
             continue
         if own[key].shape != value.shape:
@@ -169,20 +189,26 @@ def _load_weights(model: nn.Module, path, head: str, arch: str) -> None:
                 bad.append(key)
             continue
         usable[key] = value
-    missing = [k for k in own if k not in usable and not k.startswith(lin)
-               and not k.endswith("num_batches_tracked")]
+    missing = [
+        k for k in own if k not in usable and not k.startswith(lin) and not k.endswith("num_batches_tracked")
+    ]
     if missing or bad:
-        raise CheckpointError(f"weights file {path}: does not fit a {arch}: "
-                              f"{len(missing)} missing key(s) {missing[:4]}, "
-                              f"{len(bad)} of the wrong shape {bad[:4]}")
+        raise CheckpointError(
+            f"weights file {path}: does not fit a {arch}: "
+            f"{len(missing)} missing key(s) {missing[:4]}, "
+            f"{len(bad)} of the wrong shape {bad[:4]}"
+        )
     model.load_state_dict(usable, strict=False)
 
 
-def build_classifier_with_spec(arch: str = "resnet50", num_classes: int = 11,
-                               dropout: float = 0.0,
-                               weights: Optional[str | os.PathLike] = None,
-                               in_channels: int = 3, **options
-                               ) -> tuple[nn.Module, ClassifierSpec]:
+def build_classifier_with_spec(
+    arch: str = "resnet50",
+    num_classes: int = 11,
+    dropout: float = 0.0,
+    weights: str | os.PathLike | None = None,
+    in_channels: int = 3,
+    **options,
+) -> tuple[nn.Module, ClassifierSpec]:
     """A ``num_classes``-way classifier of ``arch`` and its :class:`ClassifierSpec`.
 
     Args:
@@ -203,36 +229,49 @@ def build_classifier_with_spec(arch: str = "resnet50", num_classes: int = 11,
     if not 0.0 <= float(dropout) < 1.0:
         raise ZooError(f"dropout={dropout}: expected a probability in [0, 1)")
     if arch in _resnet.ARCHS:
-        model = _resnet.build_classifier(arch, num_classes, dropout=dropout, weights=weights,
-                                         in_channels=in_channels, **options)
-        return model, ClassifierSpec(arch, int(num_classes), "fc", float(dropout),
-                                     int(in_channels), dict(options))
+        model = _resnet.build_classifier(
+            arch, num_classes, dropout=dropout, weights=weights, in_channels=in_channels, **options
+        )
+        return model, ClassifierSpec(
+            arch, int(num_classes), "fc", float(dropout), int(in_channels), dict(options)
+        )
     if is_timm_arch(arch):
-        model = _timm_create(arch[len(TIMM_PREFIX):], num_classes, in_channels, options)
+        model = _timm_create(arch[len(TIMM_PREFIX) :], num_classes, in_channels, options)
     else:
         if in_channels != 3:
-            raise ZooError(f"in_channels={in_channels}: torchvision's {arch} takes 3 input "
-                           f"channels; use a ResNet or a timm model (in_chans)")
+            raise ZooError(
+                f"in_channels={in_channels}: torchvision's {arch} takes 3 input "
+                f"channels; use a ResNet or a timm model (in_chans)"
+            )
         try:
             model = _torchvision_builder(arch)(num_classes=int(num_classes), **options)
         except TypeError as e:
             raise ZooError(f"arch={arch!r}: bad builder options {options}: {e}") from None
     head, linear = find_head(model)
     if linear.out_features != int(num_classes):
-        raise ZooError(f"arch={arch!r}: the last Linear ({head}) has {linear.out_features} "
-                       f"outputs, expected {num_classes}; not a plain classifier")
+        raise ZooError(
+            f"arch={arch!r}: the last Linear ({head}) has {linear.out_features} "
+            f"outputs, expected {num_classes}; not a plain classifier"
+        )
     if dropout > 0:
         _set_head(model, head, nn.Sequential(nn.Dropout(dropout), linear))
     if weights is not None:
         _load_weights(model, weights, head, arch)
-    return model, ClassifierSpec(arch, int(num_classes), head, float(dropout),
-                                 int(in_channels), dict(options))
+    return model, ClassifierSpec(
+        arch, int(num_classes), head, float(dropout), int(in_channels), dict(options)
+    )
 
 
-def build_classifier(arch: str = "resnet50", num_classes: int = 11, dropout: float = 0.0,
-                     weights: Optional[str | os.PathLike] = None, in_channels: int = 3,
-                     **options) -> nn.Module:
+def build_classifier(
+    arch: str = "resnet50",
+    num_classes: int = 11,
+    dropout: float = 0.0,
+    weights: str | os.PathLike | None = None,
+    in_channels: int = 3,
+    **options,
+) -> nn.Module:
     """The model of :func:`build_classifier_with_spec` (same arguments; positional order as
     :func:`gcfeat.models.resnet.build_classifier`, whose ``norm`` is an option here)."""
-    return build_classifier_with_spec(arch, num_classes, weights=weights, dropout=dropout,
-                                      in_channels=in_channels, **options)[0]
+    return build_classifier_with_spec(
+        arch, num_classes, weights=weights, dropout=dropout, in_channels=in_channels, **options
+    )[0]

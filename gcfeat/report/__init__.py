@@ -12,6 +12,7 @@ The page is ``report.html`` plus one folder of images beside it (``report_files/
 server, no network, opens from disk; the tables and gallery read without JavaScript, and a
 small inline script adds the gallery's filter and sort.
 """
+
 from .build import ReportError, ReportResult, build_feature_report, build_run_report
 
 __all__ = ["build_run_report", "build_feature_report", "ReportResult", "ReportError"]

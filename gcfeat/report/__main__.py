@@ -1,4 +1,5 @@
 """`python -m gcfeat.report`: the CLI is :mod:`gcfeat.cli.report`."""
+
 from gcfeat.cli.report import main
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Build the report pages: :func:`build_run_report` (a run directory) and
 :func:`build_feature_report` (any feature file plus its dataset)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -88,16 +89,24 @@ def _load_model(task, checkpoint: Path, device: str) -> _Model:
         raise ReportError(f"checkpoint {checkpoint}: no such file")
     try:
         model, info = task.load_checkpoint(checkpoint, map_location=device)
-    except ValueError as e:               # the task loaders' user errors (not all GcfeatError)
+    except ValueError as e:  # the task loaders' user errors (not all GcfeatError)
         raise ReportError(f"checkpoint {checkpoint}: {e}") from None
-    get = (lambda k, d=None: info.get(k, d)) if isinstance(info, dict) else \
-        (lambda k, d=None: getattr(info, k, d))
+    get = (
+        (lambda k, d=None: info.get(k, d))
+        if isinstance(info, dict)
+        else (lambda k, d=None: getattr(info, k, d))
+    )
     # the extraction pipeline's inference copy: batch norms folded into the convolutions
     # (the same maps up to float rounding, ~1.3x faster on a CPU)
     model, _ = fuse_conv_bn(model.eval().to(device))
-    return _Model(model, task.target_layer(model),
-                  list(get("classes") or task.classes), get("mean"), get("std"),
-                  get("input_size") or task.input_size)
+    return _Model(
+        model,
+        task.target_layer(model),
+        list(get("classes") or task.classes),
+        get("mean"),
+        get("std"),
+        get("input_size") or task.input_size,
+    )
 
 
 class _Streamed(Protocol):
@@ -121,16 +130,19 @@ def _dataset(task, data: Path, split: str, m: _Model | None, attrs: dict | None 
                 a = attrs or {}
                 size = a.get("input_size") or task.input_size
                 mean, std = a.get("mean"), a.get("std")
-            ds = task.build_dataset(data, split, size=tuple(size), mean=mean or task.mean,
-                                    std=std or task.std)
+            ds = task.build_dataset(
+                data, split, size=tuple(size), mean=mean or task.mean, std=std or task.std
+            )
         else:
             ds = task.build_dataset(data, split)
-    except ValueError as e:               # a reader's user error (not all are GcfeatError)
+    except ValueError as e:  # a reader's user error (not all are GcfeatError)
         raise ReportError(f"--data {data} split {split!r}: {e}") from None
     if isinstance(ds, IterableDataset) and not callable(getattr(ds, "decode", None)):
-        raise ReportError(f"--data {data}: a streamed dataset that cannot decode chosen frames "
-                          "(no keys() / decode()); the gallery needs an indexed layout such as "
-                          "MICCAI 2018, Cholec80 or the MRI tasks")
+        raise ReportError(
+            f"--data {data}: a streamed dataset that cannot decode chosen frames "
+            "(no keys() / decode()); the gallery needs an indexed layout such as "
+            "MICCAI 2018, Cholec80 or the MRI tasks"
+        )
     return ds
 
 
@@ -139,7 +151,7 @@ def _indexed(ds, idx: Sequence[int]):
     decoded from the mp4 in order) decodes only those frames, once
     (:meth:`gcfeat.data.Cholec80Dataset.decode`)."""
     if isinstance(ds, IterableDataset):
-        streamed = cast(_Streamed, ds)    # _dataset refused a streamed set without decode()
+        streamed = cast(_Streamed, ds)  # _dataset refused a streamed set without decode()
         keys = streamed.keys()
         return streamed.decode([keys[i] for i in idx]), list(range(len(idx)))
     return ds, list(idx)
@@ -171,8 +183,10 @@ def _files_dir(html: Path) -> tuple[Path, str]:
     d = html.with_name(html.stem + "_files")
     if d.exists():
         if not (d / _MARK).is_file() and (not d.is_dir() or any(d.iterdir())):
-            raise ReportError(f"{d}: exists and was not written by gcfeat.report; the report "
-                              f"{html} keeps its images there (choose another --out)")
+            raise ReportError(
+                f"{d}: exists and was not written by gcfeat.report; the report "
+                f"{html} keeps its images there (choose another --out)"
+            )
         shutil.rmtree(d)
     d.mkdir(parents=True)
     (d / _MARK).write_text("images of the gcfeat report beside this folder\n")
@@ -213,11 +227,18 @@ def _box_threshold(s: dict, attrs: dict | None, tune_dir: Path) -> float:
     return float(0.3 if t is None else t)
 
 
-def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,
-                     max_frames: int | None = 300, seed: int = 0,
-                     checkpoint: str | os.PathLike | None = None, split: str | None = None,
-                     device: str = "cpu", batch_size: int = 32, progress: bool = True
-                     ) -> ReportResult:
+def build_run_report(
+    run_dir: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    max_frames: int | None = 300,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    split: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ReportResult:
     """Write ``run_dir/report.html`` (or ``out``) and its image folder ``report_files/``.
 
     Reads ``summary.json`` (required) and whatever else the run wrote (see
@@ -234,8 +255,10 @@ def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | Non
     s = read_json(run_dir / "summary.json")
     if not isinstance(s, dict):
         what = "unreadable" if (run_dir / "summary.json").exists() else "missing"
-        raise ReportError(f"{run_dir}: not a run directory (summary.json {what}; expected the "
-                          "folder a demo wrote, e.g. runs/demo)")
+        raise ReportError(
+            f"{run_dir}: not a run directory (summary.json {what}; expected the "
+            "folder a demo wrote, e.g. runs/demo)"
+        )
     task = _task(s.get("task", "surgical"), run_dir / "summary.json")
     html = Path(out) if out is not None else run_dir / "report.html"
     html.parent.mkdir(parents=True, exist_ok=True)
@@ -247,21 +270,34 @@ def build_run_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | Non
     names, gal, n_frames = list(task.classes), "", 0
     try:
         names, gal, n_frames = _run_gallery(
-            s, run_dir, task, thr, files_dir, rel, checkpoint=checkpoint, split=split,
-            max_frames=max_frames, seed=seed, device=device, batch_size=batch_size,
-            progress=progress)
-    except (GcfeatError, OSError) as e:   # the rest of the report is still worth writing
+            s,
+            run_dir,
+            task,
+            thr,
+            files_dir,
+            rel,
+            checkpoint=checkpoint,
+            split=split,
+            max_frames=max_frames,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    except (GcfeatError, OSError) as e:  # the rest of the report is still worth writing
         skipped["gallery"] = str(e)
         gal = f'<p class="note">No gallery: {esc(e)}</p>'
     sections = [
         ("settings", "Run", settings_html(s)),
-        ("classification", "Classification", classification_html(s, names, read_json(
-            run_dir / "eval" / "metrics.json"))),
+        (
+            "classification",
+            "Classification",
+            classification_html(s, names, read_json(run_dir / "eval" / "metrics.json")),
+        ),
         ("training", "Training", training_html(run_dir, s)),
         ("threshold", "Threshold study", tune_html(tune_dir, files_dir, rel)),
         ("boxes", "Box metrics", box_metrics_html(tune_dir, thr)),
-        ("faithfulness", "Localisation and faithfulness",
-         faithfulness_html(run_dir, s, files_dir, rel)),
+        ("faithfulness", "Localisation and faithfulness", faithfulness_html(run_dir, s, files_dir, rel)),
         ("figures", "Figures", figures_html(sorted(run_dir.glob("bbox_*.png")), files_dir, rel)),
         ("gallery", "Gallery", gal),
         ("features", "Feature file", feat_html),
@@ -274,8 +310,10 @@ def _run_features(s: dict, run_dir: Path, seed: int, skipped: dict) -> tuple[dic
     """The run's feature file (``summary["features"]``, else ``features.h5``): its root
     attributes and its section."""
     feats = s.get("features")
-    path = _resolve(feats.get("file") if isinstance(feats, dict) else feats, run_dir,
-                    s.get("out")) or run_dir / "features.h5"
+    path = (
+        _resolve(feats.get("file") if isinstance(feats, dict) else feats, run_dir, s.get("out"))
+        or run_dir / "features.h5"
+    )
     if not path.is_file():
         skipped["features"] = f"{path}: no feature file"
         return None, ""
@@ -287,13 +325,25 @@ def _run_features(s: dict, run_dir: Path, seed: int, skipped: dict) -> tuple[dic
         return None, ""
 
 
-def _run_gallery(s: dict, run_dir: Path, task, thr: float, files_dir: Path, rel: str, *,
-                 checkpoint, split, max_frames, seed, device, batch_size, progress
-                 ) -> tuple[list[str], str, int]:
+def _run_gallery(
+    s: dict,
+    run_dir: Path,
+    task,
+    thr: float,
+    files_dir: Path,
+    rel: str,
+    *,
+    checkpoint,
+    split,
+    max_frames,
+    seed,
+    device,
+    batch_size,
+    progress,
+) -> tuple[list[str], str, int]:
     """``(class names, gallery section, frames)``: one CAM pass of the run's checkpoint over
     a seeded sample of its evaluation split, boxes at ``thr``."""
-    ck = Path(checkpoint) if checkpoint is not None else _resolve(s.get("checkpoint"), run_dir,
-                                                                    s.get("out"))
+    ck = Path(checkpoint) if checkpoint is not None else _resolve(s.get("checkpoint"), run_dir, s.get("out"))
     if ck is None:
         raise ReportError("summary.json names no checkpoint (pass --checkpoint)")
     m = _load_model(task, ck, device)
@@ -302,13 +352,26 @@ def _run_gallery(s: dict, run_dir: Path, task, thr: float, files_dir: Path, rel:
     full = _dataset(task, data, sp, m)
     idx = sample_indices(len(full), max_frames, seed)
     ds, idx = _indexed(full, idx)
-    src = cam_pass(m.model, m.target, ds, idx, classes=m.classes, activation=task.activation,
-                   threshold=thr, batch_size=batch_size, device=device, progress=progress)
+    src = cam_pass(
+        m.model,
+        m.target,
+        ds,
+        idx,
+        classes=m.classes,
+        activation=task.activation,
+        threshold=thr,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
     colors = class_colors(len(m.classes))
-    items = _gallery(src, dict(activation=task.activation, mean=m.mean, std=m.std), m.classes,
-                     colors, files_dir, rel)
-    note = (f"Split {sp}: {len(idx)} of {len(full)} frames (seed {seed}); Grad-CAM of each "
-            f"predicted class; boxes at T = {thr:g}.")
+    items = _gallery(
+        src, dict(activation=task.activation, mean=m.mean, std=m.std), m.classes, colors, files_dir, rel
+    )
+    note = (
+        f"Split {sp}: {len(idx)} of {len(full)} frames (seed {seed}); Grad-CAM of each "
+        f"predicted class; boxes at T = {thr:g}."
+    )
     return m.classes, gallery_html(items, m.classes, colors, note), len(items)
 
 
@@ -326,22 +389,32 @@ def _rows_sample(ff: FeatureFile, seed: int, k: int = 3) -> str:
     return "<h3>rows a downstream model reads</h3>" + frame_rows_html(ff, pick)
 
 
-def _write(html: Path, files_dir: Path, title: str, subtitle: str, sections, n_frames: int,
-           skipped: dict, t0: float) -> ReportResult:
+def _write(
+    html: Path, files_dir: Path, title: str, subtitle: str, sections, n_frames: int, skipped: dict, t0: float
+) -> ReportResult:
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     html.write_text(page(title, f"{subtitle} · built {stamp}", sections), encoding="utf-8")
     images = sum(1 for p in files_dir.rglob("*") if p.is_file() and p.name != _MARK)
     for a, _, body in sections:
         if not body and a not in skipped:
             skipped[a] = "nothing in the run for it"
-    return ReportResult(html, files_dir, n_frames, images, [a for a, _, b in sections if b],
-                        skipped, time.perf_counter() - t0)
+    return ReportResult(
+        html, files_dir, n_frames, images, [a for a, _, b in sections if b], skipped, time.perf_counter() - t0
+    )
 
 
-def build_feature_report(features_h5: str | os.PathLike, data_dir: str | os.PathLike, *,
-                         n: int = 48, seed: int = 0, checkpoint: str | os.PathLike | None = None,
-                         out: str | os.PathLike | None = None, device: str = "cpu",
-                         batch_size: int = 32, progress: bool = True) -> ReportResult:
+def build_feature_report(
+    features_h5: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    n: int = 48,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ReportResult:
     """Write a page for any feature file: its summary, the rows of a few frames, and a gallery
     of ``n`` frames (seeded sample of the file's frames) drawn from ``data_dir`` with the file's
     boxes (the first of m2, m1, m3 it holds); with ``checkpoint``, one Grad-CAM pass adds each
@@ -357,8 +430,9 @@ def build_feature_report(features_h5: str | os.PathLike, data_dir: str | os.Path
         raise ReportError(str(e)) from None
     with ff:
         if not ff.videos or "classes" not in ff.attrs:
-            raise ReportError(f"{features_h5}: not a gcfeat feature file (no videos or no "
-                              "'classes' attribute)")
+            raise ReportError(
+                f"{features_h5}: not a gcfeat feature file (no videos or no 'classes' attribute)"
+            )
         task = _task(ff.attrs.get("task") or "surgical", features_h5)
         html = Path(out) if out is not None else features_h5.with_name(features_h5.stem + "_report.html")
         html.parent.mkdir(parents=True, exist_ok=True)
@@ -367,26 +441,51 @@ def build_feature_report(features_h5: str | os.PathLike, data_dir: str | os.Path
         fs = summarise_features(ff)
         feat_html = features_html(fs) + _rows_sample(ff, seed)
         method = next((m for m in ("m2", "m1", "m3") if m in ff.methods), None)
-        gal = _feature_gallery(ff, task, Path(data_dir), method, n=n, seed=seed,
-                               checkpoint=checkpoint, device=device, batch_size=batch_size,
-                               progress=progress, files_dir=files_dir, rel=rel, skipped=skipped)
-        sections = [("features", "Feature file", feat_html),
-                    ("gallery", "Gallery", gal[0])]
+        gal = _feature_gallery(
+            ff,
+            task,
+            Path(data_dir),
+            method,
+            n=n,
+            seed=seed,
+            checkpoint=checkpoint,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            files_dir=files_dir,
+            rel=rel,
+            skipped=skipped,
+        )
+        sections = [("features", "Feature file", feat_html), ("gallery", "Gallery", gal[0])]
         title = f"gcfeat feature file: {features_h5.name}"
         return _write(html, files_dir, title, str(features_h5), sections, gal[1], skipped, t0)
 
 
-def _feature_gallery(ff: FeatureFile, task, data: Path, method: str | None, *, n: int, seed: int,
-                     checkpoint, device: str, batch_size: int, progress: bool, files_dir: Path,
-                     rel: str, skipped: dict) -> tuple[str, int]:
+def _feature_gallery(
+    ff: FeatureFile,
+    task,
+    data: Path,
+    method: str | None,
+    *,
+    n: int,
+    seed: int,
+    checkpoint,
+    device: str,
+    batch_size: int,
+    progress: bool,
+    files_dir: Path,
+    rel: str,
+    skipped: dict,
+) -> tuple[str, int]:
     """The file's boxes on ``n`` of its frames, found in the dataset's splits by
     ``(video, frame_index)``; heatmaps when a checkpoint is given."""
     names = ff.classes
     colors = class_colors(len(names))
     m = _load_model(task, Path(checkpoint), device) if checkpoint is not None else None
     if m is not None and list(m.classes) != list(names):
-        raise ReportError(f"--checkpoint {checkpoint}: classes {m.classes} differ from the "
-                          f"feature file's {names}")
+        raise ReportError(
+            f"--checkpoint {checkpoint}: classes {m.classes} differ from the feature file's {names}"
+        )
     allf = [(v.name, int(f), i) for v in ff for i, f in enumerate(v.frame_index)]
     pick = [allf[i] for i in sample_indices(len(allf), n, seed)]
     want = {(v, f): (v, i) for v, f, i in pick}
@@ -399,38 +498,57 @@ def _feature_gallery(ff: FeatureFile, task, data: Path, method: str | None, *, n
             skipped["splits"] += f"{sp}: {e}; "
             continue
         keys = [(j, k) for j, k in enumerate(_frame_table(ds)) if k in want]
-        hits = [(j, want.pop(k)) for j, k in keys]     # (dataset index, (video, file row))
+        hits = [(j, want.pop(k)) for j, k in keys]  # (dataset index, (video, file row))
         if hits:
             found[sp] = [ds, hits]
         if not want:
             break
     if not found:
-        return (f'<p class="note">None of the {len(pick)} sampled frames is in {esc(data)} '
-                f"(splits {', '.join(task.splits)}).</p>", 0)
+        return (
+            f'<p class="note">None of the {len(pick)} sampled frames is in {esc(data)} '
+            f"(splits {', '.join(task.splits)}).</p>",
+            0,
+        )
     items: list[GalleryItem] = []
-    kw = dict(activation=task.activation,
-              mean=m.mean if m else ff.attrs.get("mean"), std=m.std if m else ff.attrs.get("std"))
+    kw = dict(
+        activation=task.activation,
+        mean=m.mean if m else ff.attrs.get("mean"),
+        std=m.std if m else ff.attrs.get("std"),
+    )
     for ds, hits in found.values():
         ds, idx = _indexed(ds, [j for j, _ in hits])
         rows = [_file_rows(ff, method, v, i) for _, (v, i) in hits]
         if m is not None:
-            src = cam_pass(m.model, m.target, ds, idx, classes=names, activation=task.activation,
-                           threshold=None, batch_size=batch_size, device=device, progress=progress)
+            src = cam_pass(
+                m.model,
+                m.target,
+                ds,
+                idx,
+                classes=names,
+                activation=task.activation,
+                threshold=None,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
         else:
             src = _plain_batches(ds, idx, batch_size)
         start = 0
         for batch, heat, probs, _ in src:
             b = len(batch["image"])
-            part = rows[start:start + b]
+            part = rows[start : start + b]
             if probs is None:
                 probs = torch.as_tensor(np.stack([r[3] for r in part]))
             for v in frame_views(batch, heat, probs, [r[:3] for r in part], **kw):
                 items.append(render_item(len(items), v, files_dir, rel, names, colors))
             start += b
     missing = len(pick) - len(items)
-    note = (f"{len(items)} of the file's {len(allf)} frames (seed {seed}); boxes: {method} rows"
-            + ("; heatmaps: Grad-CAM of the checkpoint" if m else "; no checkpoint, no heatmaps")
-            + (f"; {missing} sampled frames not found in {data}" if missing else "") + ".")
+    note = (
+        f"{len(items)} of the file's {len(allf)} frames (seed {seed}); boxes: {method} rows"
+        + ("; heatmaps: Grad-CAM of the checkpoint" if m else "; no checkpoint, no heatmaps")
+        + (f"; {missing} sampled frames not found in {data}" if missing else "")
+        + "."
+    )
     return gallery_html(items, names, colors, note), len(items)
 
 
@@ -440,8 +558,7 @@ def _file_rows(ff: FeatureFile, method: str | None, video: str, i: int):
     prob = np.asarray(f["class_prob"], np.float32)
     if method is None:
         sd = int(ff.attrs.get("spatial_dims") or 2)
-        return (np.zeros((0, 2 * sd), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                prob)
+        return (np.zeros((0, 2 * sd), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), prob)
     r = f[method]
     keep = ~r["empty"].astype(bool) if "empty" in r else slice(None)
     return r["box"][keep], r["label"][keep], r["score"][keep], prob

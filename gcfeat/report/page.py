@@ -5,6 +5,7 @@ script only adds the gallery's class filter and IoU sort, by toggling ``hidden``
 the items from their ``data-classes`` / ``data-iou`` / ``data-ious`` / ``data-order``
 attributes (with a class selected, items sort by that class's IoU).
 """
+
 from __future__ import annotations
 
 import html
@@ -32,8 +33,14 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "",
-          caption: str | None = None, digits: int = 3) -> str:
+def table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    cls: str = "",
+    caption: str | None = None,
+    digits: int = 3,
+) -> str:
     """A ``<table>``; numbers right-aligned and formatted by :func:`fmt`."""
     out = [f'<table class="{esc(cls)}">' if cls else "<table>"]
     if caption:
@@ -43,8 +50,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = ""
         cells = []
         for v in r:
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cells.append(f'<td class="num">{esc(fmt(v, digits))}</td>' if num
-                         else f"<td>{esc(fmt(v, digits))}</td>")
+            cells.append(
+                f'<td class="num">{esc(fmt(v, digits))}</td>' if num else f"<td>{esc(fmt(v, digits))}</td>"
+            )
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -186,9 +194,11 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
     kept = [s for s in sections if s[2]]
     nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in kept)
     body = "".join(section(a, t, b) for a, t, b in kept)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{esc(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
-            f'<header><h1>{esc(title)}</h1><div class="sub">{esc(subtitle)}</div></header>\n'
-            f"<nav>{nav}</nav>\n<main>\n{body}</main>\n<script>{_SCRIPT}</script>\n"
-            "</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
+        f'<header><h1>{esc(title)}</h1><div class="sub">{esc(subtitle)}</div></header>\n'
+        f"<nav>{nav}</nav>\n<main>\n{body}</main>\n<script>{_SCRIPT}</script>\n"
+        "</body></html>\n"
+    )

@@ -30,17 +30,36 @@ alzheimer: uint8 / 255), so zero is "no signal" for deletion.
 A fifth task is a :class:`Task` passed to :func:`register_task` (see CONTRIBUTING.md); the
 workflows (:mod:`gcfeat.workflows`) then run it like the built-in ones.
 """
+
 from __future__ import annotations
 
 from gcfeat.tasks.alzheimer import ALZHEIMER
-from gcfeat.tasks.base import (Task, TaskError, get_task, load_task_checkpoint, register_task,
-                               task_names, tasks, unregister_task)
+from gcfeat.tasks.base import (
+    Task,
+    TaskError,
+    get_task,
+    load_task_checkpoint,
+    register_task,
+    task_names,
+    tasks,
+    unregister_task,
+)
 from gcfeat.tasks.organ3d import ORGAN3D, data_file
 from gcfeat.tasks.prostate import PROSTATE
 from gcfeat.tasks.surgical import SURGICAL
 
-__all__ = ["Task", "TaskError", "TASK_NAMES", "get_task", "register_task", "unregister_task",
-           "task_names", "tasks", "load_task_checkpoint", "data_file"]
+__all__ = [
+    "Task",
+    "TaskError",
+    "TASK_NAMES",
+    "get_task",
+    "register_task",
+    "unregister_task",
+    "task_names",
+    "tasks",
+    "load_task_checkpoint",
+    "data_file",
+]
 
 for _t in (SURGICAL, PROSTATE, ORGAN3D, ALZHEIMER):
     register_task(_t)

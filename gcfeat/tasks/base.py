@@ -1,5 +1,6 @@
 """The :class:`Task` (data, model, classes, target layer, normalisation and every default of one
 task) and the registry (:func:`register_task`, :func:`get_task`)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,16 @@ from gcfeat import config
 from gcfeat.errors import GcfeatError
 from gcfeat.models.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 
-__all__ = ["Task", "TaskError", "register_task", "unregister_task", "get_task", "task_names", "tasks",
-           "load_task_checkpoint"]
+__all__ = [
+    "Task",
+    "TaskError",
+    "register_task",
+    "unregister_task",
+    "get_task",
+    "task_names",
+    "tasks",
+    "load_task_checkpoint",
+]
 
 
 class TaskError(GcfeatError):
@@ -28,15 +37,15 @@ class Task:
 
     name: str
     classes: tuple[str, ...]
-    kind: str                       # "multilabel" | "multiclass" | "binary"
-    spatial_dims: int               # 2 | 3
-    input_size: tuple[int, ...]     # spatial size (H, W) or (D, H, W)
+    kind: str  # "multilabel" | "multiclass" | "binary"
+    spatial_dims: int  # 2 | 3
+    input_size: tuple[int, ...]  # spatial size (H, W) or (D, H, W)
     in_channels: int
     default_arch: str
     archs: tuple[str, ...]
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
-    intensity: str                  # one line: how intensities are scaled
+    intensity: str  # one line: how intensities are scaled
     splits: tuple[str, ...]
     _model: Callable[..., nn.Module] = field(repr=False)
     _dataset: Callable[..., Any] = field(repr=False)
@@ -55,10 +64,10 @@ class Task:
     #: ``"boxes"`` (per-frame GT boxes, every predicted class explained) or ``"mask"``
     #: (a ``gt_mask`` per sample, one class explained per sample).
     ground_truth: str = "mask"
-    gt_name: str = "ground-truth"   # what gt_mask marks (titles, printouts)
-    display_channel: int = 0        # image channel shown under the heatmap
+    gt_name: str = "ground-truth"  # what gt_mask marks (titles, printouts)
+    display_channel: int = 0  # image channel shown under the heatmap
     deletion_baseline: str = "zeros"
-    eval_split: str = "test"        # split of tune / inspect / evaluate
+    eval_split: str = "test"  # split of tune / inspect / evaluate
     #: demo sizes: n (synthetic training items), arch, epochs, batch_size, lr, limit, n_steps
     demo: dict = field(default_factory=dict)
     #: ``(n, seed) -> kwargs`` of :meth:`write_synthetic` for ``n`` training items
@@ -79,16 +88,16 @@ class Task:
         """A fresh (untrained) model; ``arch`` one of ``self.archs`` (default ``default_arch``)."""
         arch = arch or self.default_arch
         if arch not in self.archs:
-            raise TaskError(f"--arch {arch!r} is not a {self.name} model; expected one of "
-                             f"{list(self.archs)}")
+            raise TaskError(f"--arch {arch!r} is not a {self.name} model; expected one of {list(self.archs)}")
         return self._model(arch, **kwargs)
 
     def build_dataset(self, root: str | os.PathLike, split: str = "train", **kwargs):
         """The Dataset of ``split`` under ``root`` (files written by the real source or by
         :meth:`write_synthetic`)."""
         if split not in self.splits:
-            raise TaskError(f"split {split!r} is not a {self.name} split; expected one of "
-                             f"{list(self.splits)}")
+            raise TaskError(
+                f"split {split!r} is not a {self.name} split; expected one of {list(self.splits)}"
+            )
         return self._dataset(root, split, **kwargs)
 
     def target_layer(self, model: nn.Module, name: str | None = None) -> nn.Module:
@@ -100,20 +109,27 @@ class Task:
         try:
             return model.get_submodule(name)
         except AttributeError:
-            raise TaskError(f"--layer {name!r}: the {self.name} model has no such module; its "
-                             f"top-level modules: {[n for n, _ in model.named_children()]}"
-                             ) from None
+            raise TaskError(
+                f"--layer {name!r}: the {self.name} model has no such module; its "
+                f"top-level modules: {[n for n, _ in model.named_children()]}"
+            ) from None
 
-    def load_checkpoint(self, path: str | os.PathLike,
-                        map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location="cpu"
+    ) -> tuple[nn.Module, CheckpointInfo]:
         """``(model in eval mode, info)`` from a checkpoint of this task, through the one loader
         (:func:`gcfeat.models.checkpoint.load_checkpoint`: the gcfeat format of every task, the
         old task checkpoints, the original surgical forms; every check). A file written for
         another task, or with another class count, is a ``CheckpointError``."""
         if self._load is not None:
             return self._load(path, self, map_location)
-        return load_checkpoint(path, task=self.name, num_classes=self.num_classes,
-                               build=self._build_for_checkpoint, map_location=map_location)
+        return load_checkpoint(
+            path,
+            task=self.name,
+            num_classes=self.num_classes,
+            build=self._build_for_checkpoint,
+            map_location=map_location,
+        )
 
     def _build_for_checkpoint(self, arch: str, task: str | None) -> nn.Module:
         """The loader's model builder: a fresh ``arch`` of this task."""
@@ -134,8 +150,7 @@ class Task:
         """What ``scripts/demo --task <name>`` writes: ``{"data", "checkpoint", "out"}``."""
         root = f"runs/demo_{self.name}"
         arch = self.demo.get("arch", "model")
-        return {"data": f"{root}/data", "checkpoint": f"{root}/{self.name}_{arch}_best.pt",
-                "out": root}
+        return {"data": f"{root}/data", "checkpoint": f"{root}/{self.name}_{arch}_best.pt", "out": root}
 
     def write_synthetic(self, out: str | os.PathLike, **kwargs) -> Path:
         """Write the task's synthetic dataset under ``out`` (real file format)."""
@@ -178,8 +193,9 @@ def tasks() -> dict[str, Task]:
     return dict(_REGISTRY)
 
 
-def load_task_checkpoint(path: str | os.PathLike, task: str | Task | None = None,
-                         map_location="cpu") -> tuple[nn.Module, CheckpointInfo]:
+def load_task_checkpoint(
+    path: str | os.PathLike, task: str | Task | None = None, map_location="cpu"
+) -> tuple[nn.Module, CheckpointInfo]:
     """Load a task's checkpoint -> ``(model in eval mode, CheckpointInfo)``; the model is built
     by the task the file names. ``task`` (optional) must match the file's task."""
     name = task.name if isinstance(task, Task) else task

@@ -1,4 +1,5 @@
 """The organ3d task: OrganMNIST3D-style 28^3 volumes, 11 organs, 3D ResNet."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from gcfeat.data.medmnist import ORGAN3D_CLASSES, MedMNIST3D
 from gcfeat.data.mri_synthetic import write_organ3d
 from gcfeat.models.resnet3d import resnet3d_18
 from gcfeat.tasks.base import Task
+
 
 def _last_block(model: nn.Module) -> nn.Module:
     """The CAM target: the last residual block of ``layer4``."""
@@ -25,9 +27,13 @@ ORGAN3D_ARCHS = {"resnet3d_18": (64, 128, 256, 512), "resnet3d_18_slim": (16, 32
 
 
 def _model(arch: str, **kw) -> nn.Module:
-    return resnet3d_18(num_classes=kw.pop("num_classes", 11), in_channels=1,
-                       small_input=kw.pop("small_input", True),
-                       widths=kw.pop("widths", ORGAN3D_ARCHS[arch]), **kw)
+    return resnet3d_18(
+        num_classes=kw.pop("num_classes", 11),
+        in_channels=1,
+        small_input=kw.pop("small_input", True),
+        widths=kw.pop("widths", ORGAN3D_ARCHS[arch]),
+        **kw,
+    )
 
 
 def data_file(root: str | os.PathLike, name: str = "organmnist3d") -> Path:
@@ -41,8 +47,10 @@ def data_file(root: str | os.PathLike, name: str = "organmnist3d") -> Path:
     found = [p for p in sorted(root.glob("*.npz")) if not p.stem.endswith("_masks")]
     if len(found) == 1:
         return found[0]
-    raise DataError(f"{root}: expected {name}.npz (a MedMNIST 3D file) or exactly one .npz; "
-                    f"found {[p.name for p in found]}")
+    raise DataError(
+        f"{root}: expected {name}.npz (a MedMNIST 3D file) or exactly one .npz; "
+        f"found {[p.name for p in found]}"
+    )
 
 
 def _dataset(root, split, **kw):
@@ -59,15 +67,35 @@ def _synthetic_kwargs(n: int, seed: int) -> dict:
 
 
 ORGAN3D = Task(
-    "organ3d", ORGAN3D_CLASSES, "multiclass", 3, (28, 28, 28), 1, "resnet3d_18",
-    tuple(ORGAN3D_ARCHS), None, None, "uint8 / 255", ("train", "val", "test"),
-    _model, _dataset, _last_block, _synthetic,
+    "organ3d",
+    ORGAN3D_CLASSES,
+    "multiclass",
+    3,
+    (28, 28, 28),
+    1,
+    "resnet3d_18",
+    tuple(ORGAN3D_ARCHS),
+    None,
+    None,
+    "uint8 / 255",
+    ("train", "val", "test"),
+    _model,
+    _dataset,
+    _last_block,
+    _synthetic,
     {"epochs": 6, "lr": 1e-3, "batch_size": 16, "optimizer": "adamw"},
     gt_name="organ",
     # 3D convolutions are slow on CPU (the slim ResNet: ~0.75 s per volume per training step,
     # ~75 ms per forward on 2 cores), so organ3d trains on 6 volumes per class and draws
     # 33-point curves on 6 test volumes; `--n 330 --limit 22 --n-steps 129` is the README run.
-    demo={"n": 66, "arch": "resnet3d_18_slim", "epochs": 4, "batch_size": 8, "lr": 2e-3,
-          "limit": 6, "n_steps": 32},
+    demo={
+        "n": 66,
+        "arch": "resnet3d_18_slim",
+        "epochs": 4,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "limit": 6,
+        "n_steps": 32,
+    },
     _synthetic_kwargs=_synthetic_kwargs,
 )

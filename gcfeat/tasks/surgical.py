@@ -1,5 +1,6 @@
 """The surgical task: MICCAI 2018 / Cholec80 frames, 11 classes, multi-label ResNet (or any
 torchvision / timm classifier, ``gcfeat train --arch``)."""
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,15 @@ def _dataset(root, split, **kw):
 
 
 def _synthetic(out, **kw) -> Path:
-    return write_miccai18(out, **kw)  # the MICCAI 2018 layout
+    write_miccai18(out, **kw)  # the MICCAI 2018 layout (returns its summary)
+    return Path(out)
 
 
 def _target(model: nn.Module) -> nn.Module:
     """``layer4[-1]`` of a ResNet, else the last feature level (:func:`find_levels`: ConvNeXt /
     EfficientNet ``features.7``, a ViT its last block's norm, reshaped by the CAM engine)."""
     if isinstance(getattr(model, "layer4", None), nn.Sequential):
-        return model.layer4[-1]
+        return model.get_submodule("layer4")[-1]  # type: ignore[index]  # a Sequential
     return find_levels(model)[-1].module
 
 
@@ -44,14 +46,35 @@ def _load(path: str | os.PathLike, task: Task, map_location="cpu"):
 
 
 SURGICAL = Task(
-    "surgical", SURGICAL_CLASSES, "multilabel", 2, SURGICAL_INPUT_SIZE, 3, "resnet50",
-    ("resnet50", "resnet18", "resnet34"), SURGICAL_MEAN, SURGICAL_STD,
-    "RGB / 255 then mean/std normalisation", ("train", "val"),
-    _model, _dataset, _target, _synthetic,
+    "surgical",
+    SURGICAL_CLASSES,
+    "multilabel",
+    2,
+    SURGICAL_INPUT_SIZE,
+    3,
+    "resnet50",
+    ("resnet50", "resnet18", "resnet34"),
+    SURGICAL_MEAN,
+    SURGICAL_STD,
+    "RGB / 255 then mean/std normalisation",
+    ("train", "val"),
+    _model,
+    _dataset,
+    _target,
+    _synthetic,
     {"epochs": 8, "lr": 1e-3, "batch_size": 16, "optimizer": "sgd"},
-    layer="layer4", class_modes={SURGICAL_CLASSES.index("tissue"): "union"},
-    ground_truth="boxes", eval_split="val",
-    demo={"arch": "resnet18", "epochs": 5, "batch_size": 32, "lr": 2e-3, "videos": 10,
-          "frames": 150, "size": (128, 160)},
+    layer="layer4",
+    class_modes={SURGICAL_CLASSES.index("tissue"): "union"},
+    ground_truth="boxes",
+    eval_split="val",
+    demo={
+        "arch": "resnet18",
+        "epochs": 5,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "videos": 10,
+        "frames": 150,
+        "size": (128, 160),
+    },
     _load=_load,
 )

@@ -1,4 +1,5 @@
 """`python -m gcfeat.tasks.train`: the CLI is :mod:`gcfeat.cli.task_train`."""
+
 from gcfeat.cli.task_train import main
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """BatchNorm recalibration: the running statistics recomputed from the training data."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,9 @@ def recalibrate_batchnorm(model: nn.Module, loader, device="cpu") -> int:
     (0, 1) after a few dozen steps, and on mostly-zero volumes the first layers' true variance
     is ~1e-3, so eval-mode predictions collapse to one class while train-mode ones are right.
     """
-    bns = [m for m in model.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not bns:
         return 0
     momenta = [m.momentum for m in bns]

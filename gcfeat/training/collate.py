@@ -1,4 +1,5 @@
 """Batching of sample dicts for training and prediction (every task)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

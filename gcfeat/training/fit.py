@@ -24,6 +24,7 @@ Example::
                  input_size=(256, 320), mean=SURGICAL_MEAN, std=SURGICAL_STD)
     print(result.best_score, result.checkpoint)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,17 @@ from gcfeat.training.collate import collate
 from gcfeat.training.objectives import OBJECTIVES, Objective, get_objective
 from gcfeat.training.rng import SEEDINGS, Seeding, rng_state, seed_everything, set_rng_state, worker_init
 
-__all__ = ["fit", "TrainResult", "CheckpointWriter", "seed_everything", "OPTIMIZERS",
-           "SCHEDULES", "LOSSES", "SEEDINGS", "LOSS_SUMS"]
+__all__ = [
+    "fit",
+    "TrainResult",
+    "CheckpointWriter",
+    "seed_everything",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "LOSSES",
+    "SEEDINGS",
+    "LOSS_SUMS",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "onecycle", "plateau", "none")
@@ -171,8 +181,12 @@ class FitOptions:
     spec: Any = None
 
     def __post_init__(self) -> None:
-        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                             ("loss_sum", LOSS_SUMS), ("seeding", SEEDINGS)):
+        for key, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("loss_sum", LOSS_SUMS),
+            ("seeding", SEEDINGS),
+        ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r}: expected one of {allowed}")
         self.loss = get_objective(self.loss)
@@ -203,8 +217,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, **options: Any) 
     with _determinism(o.seed is not None if o.deterministic is None else o.deterministic):
         dev = _resolve_device(o.device)
         fields = _checkpoint_fields(model, train_set, val_set, o)
-        writer = CheckpointWriter(Path(o.out_dir), o.name, fields, o.loss, o.keep_last,
-                                  _base_meta(train_set, val_set, o))
+        writer = CheckpointWriter(
+            Path(o.out_dir), o.name, fields, o.loss, o.keep_last, _base_meta(train_set, val_set, o)
+        )
         model.to(dev)
         if o.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -217,8 +232,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, **options: Any) 
         state = _Progress([], -math.inf, 0, [math.nan] * len(fields["classes"]), 1)
         if o.resume:
             state = _resume(writer.last_path, model, opt, sched, state, o, fields, dev, say)
-        run = _Run(model, train_set, train_loader, val_loader, opt, sched, rng, generator,
-                   dev, o)
+        run = _Run(model, train_set, train_loader, val_loader, opt, sched, rng, generator, dev, o)
         log_path = Path(o.log_csv) if o.log_csv is not None else Path(o.out_dir) / f"{o.name}_log.csv"
         start_epoch = state.start
         for epoch in range(state.start, int(o.epochs) + 1):
@@ -226,13 +240,20 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, **options: Any) 
             state.history.append(row)
             improved = writer.write(model, opt, sched, state, row, dev)
             _write_csv(log_path, state.history, o.loss.columns)
-            _report_epoch(say, row, epochs=o.epochs, improved=improved,
-                          classes=fields["classes"] if o.verbose and o.loss.per_class else None)
+            _report_epoch(
+                say,
+                row,
+                epochs=o.epochs,
+                improved=improved,
+                classes=fields["classes"] if o.verbose and o.loss.per_class else None,
+            )
             if o.on_epoch_end is not None:
                 o.on_epoch_end(row)
         if state.start > int(o.epochs):
-            say(f"{writer.last_path} already holds {state.start - 1} epochs; nothing left to "
-                f"train for epochs={o.epochs}")
+            say(
+                f"{writer.last_path} already holds {state.start - 1} epochs; nothing left to "
+                f"train for epochs={o.epochs}"
+            )
         return _result(state, writer, log_path, o.loss, fields, start_epoch, model)
 
 
@@ -254,9 +275,12 @@ def _determinism(enabled: bool):
     if not enabled:
         yield
         return
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled())
+    saved = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -291,8 +315,9 @@ def _num_outputs(model: nn.Module, arch: str | None) -> tuple[str, int]:
         return arch or desc["arch"], desc["num_classes"]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if arch is None or not linears:
-        raise ValueError("arch: required for a model that is not a torchvision ResNet (and the "
-                         "model needs a Linear head)")
+        raise ValueError(
+            "arch: required for a model that is not a torchvision ResNet (and the model needs a Linear head)"
+        )
     return arch, int(linears[-1].out_features)
 
 
@@ -314,17 +339,31 @@ def _checkpoint_fields(model, train_set, val_set, o: FitOptions) -> dict[str, An
     mean = o.mean if o.mean is not None else getattr(train_set, "mean", None)
     std = o.std if o.std is not None else getattr(train_set, "std", None)
     dropout = o.spec.dropout if o.spec is not None else _head_dropout(model)
-    return dict(classes=classes, arch=arch, input_size=input_size, mean=mean, std=std,
-                dropout=dropout, task=o.task, spec=o.spec)
+    return dict(
+        classes=classes,
+        arch=arch,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        dropout=dropout,
+        task=o.task,
+        spec=o.spec,
+    )
 
 
 def _base_meta(train_set, val_set, o: FitOptions) -> dict[str, Any]:
     """The training metadata every checkpoint of the run carries."""
     meta = {
-        "epochs": int(o.epochs), "seed": o.seed, "optimizer": o.optimizer, "lr": float(o.lr),
-        "schedule": o.schedule, "batch_size": int(o.batch_size),
-        "weight_decay": float(o.weight_decay), "loss": o.loss.name,
-        "train_size": len(train_set), "val_size": len(val_set),
+        "epochs": int(o.epochs),
+        "seed": o.seed,
+        "optimizer": o.optimizer,
+        "lr": float(o.lr),
+        "schedule": o.schedule,
+        "batch_size": int(o.batch_size),
+        "weight_decay": float(o.weight_decay),
+        "loss": o.loss.name,
+        "train_size": len(train_set),
+        "val_size": len(val_set),
         "data": str(getattr(train_set, "root", "")) or None,
     }
     meta.update(o.meta or {})
@@ -349,16 +388,17 @@ def _make_scheduler(opt, o: FitOptions, train_set):
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(o.epochs))
     if o.schedule == "onecycle":
         steps = max(1, int(o.epochs) * _batches_per_epoch(train_set, o.batch_size))
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=steps,
-                                                   pct_start=0.25)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=steps, pct_start=0.25)
     if o.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=0.1, patience=o.plateau_patience)
+            opt, mode="min", factor=0.1, patience=o.plateau_patience
+        )
     return None
 
 
-def _resume(last_path: Path, model, opt, sched, state: _Progress, o: FitOptions, fields, dev,
-            say) -> _Progress:
+def _resume(
+    last_path: Path, model, opt, sched, state: _Progress, o: FitOptions, fields, dev, say
+) -> _Progress:
     """The run's state from ``last_path`` (weights, optimizer, scheduler, history, RNGs)."""
     if not last_path.exists():
         say(f"resume: no {last_path} yet, starting at epoch 1")
@@ -366,7 +406,8 @@ def _resume(last_path: Path, model, opt, sched, state: _Progress, o: FitOptions,
     raw = read_checkpoint(last_path)
     if "train_state" not in raw or "epoch" not in raw:
         raise CheckpointError(
-            f"resume: {last_path} is not a resumable gcfeat checkpoint (no epoch/train_state)")
+            f"resume: {last_path} is not a resumable gcfeat checkpoint (no epoch/train_state)"
+        )
     classes, arch = fields["classes"], fields["arch"]
     if list(raw.get("classes") or []) != list(classes) or raw.get("arch") != arch:
         raise CheckpointError(
@@ -384,12 +425,19 @@ def _resume(last_path: Path, model, opt, sched, state: _Progress, o: FitOptions,
         if o.schedule == "cosine":
             sched.T_max = int(o.epochs)  # a resumed run may extend the epoch count
     saved = raw["train_state"]
-    state = _Progress([dict(h) for h in saved["history"]], float(saved["best_map"]),
-                      int(saved["best_epoch"]), list(saved["best_ap"]), int(raw["epoch"]) + 1)
+    state = _Progress(
+        [dict(h) for h in saved["history"]],
+        float(saved["best_map"]),
+        int(saved["best_epoch"]),
+        list(saved["best_ap"]),
+        int(raw["epoch"]) + 1,
+    )
     if "rng" in raw:
         set_rng_state(raw["rng"], dev)
-    say(f"resuming from {last_path} at epoch {state.start}/{o.epochs} "
-        f"(best score {state.best_score:.4f} at epoch {state.best_epoch})")
+    say(
+        f"resuming from {last_path} at epoch {state.start}/{o.epochs} "
+        f"(best score {state.best_score:.4f} at epoch {state.best_epoch})"
+    )
     return state
 
 
@@ -405,13 +453,24 @@ def _loaders(train_set, val_set, o: FitOptions, dev):
         train_set.shuffle = True  # e.g. Cholec80: shuffles its video order per epoch
     drop_last = not iterable and len(train_set) % int(o.batch_size) == 1
     train_loader = DataLoader(
-        train_set, batch_size=o.batch_size, shuffle=not iterable, num_workers=o.num_workers,
-        collate_fn=collate, generator=generator, worker_init_fn=worker_init, pin_memory=pin,
+        train_set,
+        batch_size=o.batch_size,
+        shuffle=not iterable,
+        num_workers=o.num_workers,
+        collate_fn=collate,
+        generator=generator,
+        worker_init_fn=worker_init,
+        pin_memory=pin,
         drop_last=drop_last,
     )
     val_loader = DataLoader(
-        val_set, batch_size=o.batch_size, shuffle=False, num_workers=o.num_workers,
-        collate_fn=collate, worker_init_fn=worker_init, pin_memory=pin,
+        val_set,
+        batch_size=o.batch_size,
+        shuffle=False,
+        num_workers=o.num_workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init,
+        pin_memory=pin,
     )
     return generator, train_loader, val_loader
 
@@ -450,8 +509,14 @@ class _Run:
         elif self.sched is not None and o.schedule != "onecycle":
             self.sched.step()
         ap = metrics.pop("ap", None)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **metrics,
-               "lr": float(lr_now), "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **metrics,
+            "lr": float(lr_now),
+            "seconds": time.perf_counter() - t0,
+        }
         if ap is not None:
             row["ap"] = ap
         return row
@@ -535,31 +600,64 @@ class CheckpointWriter:
         if improved:
             state.best_score, state.best_epoch = score, epoch
             state.best_ap = row.get("ap", state.best_ap)
-            save_checkpoint(self.best_path, model, **self.fields, meta={
-                **self.meta, "epoch": epoch, **self._score_meta(row), "val_loss": row["val_loss"]})
+            save_checkpoint(
+                self.best_path,
+                model,
+                **self.fields,
+                meta={**self.meta, "epoch": epoch, **self._score_meta(row), "val_loss": row["val_loss"]},
+            )
         if self.keep_last:
             best_row = state.history[state.best_epoch - 1]
             save_checkpoint(
-                self.last_path, model, **self.fields,
-                meta={**self.meta, "epoch": epoch, **self._score_meta(best_row),
-                      "best_epoch": state.best_epoch},
-                optimizer=opt, scheduler=sched, epoch=epoch,
-                extra={"train_state": {"history": state.history, "best_map": state.best_score,
-                                       "best_epoch": state.best_epoch, "best_ap": state.best_ap},
-                       "rng": rng_state(dev)},
+                self.last_path,
+                model,
+                **self.fields,
+                meta={
+                    **self.meta,
+                    "epoch": epoch,
+                    **self._score_meta(best_row),
+                    "best_epoch": state.best_epoch,
+                },
+                optimizer=opt,
+                scheduler=sched,
+                epoch=epoch,
+                extra={
+                    "train_state": {
+                        "history": state.history,
+                        "best_map": state.best_score,
+                        "best_epoch": state.best_epoch,
+                        "best_ap": state.best_ap,
+                    },
+                    "rng": rng_state(dev),
+                },
             )
         return improved
 
 
-def _result(state: _Progress, writer: CheckpointWriter, log_path: Path, objective: Objective,
-            fields: dict, start_epoch: int, model: nn.Module) -> TrainResult:
+def _result(
+    state: _Progress,
+    writer: CheckpointWriter,
+    log_path: Path,
+    objective: Objective,
+    fields: dict,
+    start_epoch: int,
+    model: nn.Module,
+) -> TrainResult:
     history, best_epoch = state.history, state.best_epoch
     best = history[best_epoch - 1][objective.metric] if 0 < best_epoch <= len(history) else math.nan
     return TrainResult(
-        best_score=float(best), best_epoch=best_epoch, history=history,
-        checkpoint=writer.best_path, last_checkpoint=writer.last_path if writer.keep_last else None,
-        log_csv=log_path, per_class_ap=torch.tensor(state.best_ap, dtype=torch.float64),
-        classes=fields["classes"], metric=objective.metric, start_epoch=start_epoch, model=model)
+        best_score=float(best),
+        best_epoch=best_epoch,
+        history=history,
+        checkpoint=writer.best_path,
+        last_checkpoint=writer.last_path if writer.keep_last else None,
+        log_csv=log_path,
+        per_class_ap=torch.tensor(state.best_ap, dtype=torch.float64),
+        classes=fields["classes"],
+        metric=objective.metric,
+        start_epoch=start_epoch,
+        model=model,
+    )
 
 
 def _write_csv(path: Path, history: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
@@ -581,9 +679,11 @@ def _fmt(v: Any) -> Any:
 
 def _report_epoch(say, row: dict, *, epochs, improved: bool, classes) -> None:
     """The per-epoch line (and the AP table when ``classes`` is given)."""
-    scores = "".join(f"  {label} {row[key]:.4f}" for key, label in (
-        ("val_mAP", "val mAP"), ("val_accuracy", "val_acc"), ("val_roc_auc", "val_auc"))
-        if key in row)
+    scores = "".join(
+        f"  {label} {row[key]:.4f}"
+        for key, label in (("val_mAP", "val mAP"), ("val_accuracy", "val_acc"), ("val_roc_auc", "val_auc"))
+        if key in row
+    )
     say(
         f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}  "
         f"val_loss {row['val_loss']:.4f}{scores}  "

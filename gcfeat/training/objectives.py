@@ -9,6 +9,7 @@ of task.
   a sample has no ``label``: ``(image, class id)`` tuples), softmax scores; validation accuracy
   (and ROC AUC of class 1 for two classes); the best epoch has the highest accuracy.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,10 +67,15 @@ class Objective:
         return value if not math.isnan(value) else -float(row["val_loss"])
 
 
-MULTILABEL = Objective("bce", "val_mAP", ("epoch", "train_loss", "val_loss", "val_mAP", "lr",
-                                          "seconds"), per_class=True)
-SINGLE_LABEL = Objective("ce", "val_accuracy", ("epoch", "train_loss", "val_loss", "lr", "seconds",
-                                                "val_accuracy"), per_class=False)
+MULTILABEL = Objective(
+    "bce", "val_mAP", ("epoch", "train_loss", "val_loss", "val_mAP", "lr", "seconds"), per_class=True
+)
+SINGLE_LABEL = Objective(
+    "ce",
+    "val_accuracy",
+    ("epoch", "train_loss", "val_loss", "lr", "seconds", "val_accuracy"),
+    per_class=False,
+)
 OBJECTIVES = {"bce": MULTILABEL, "ce": SINGLE_LABEL}
 
 

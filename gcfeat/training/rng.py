@@ -9,6 +9,7 @@ Two orders of random numbers are in use, and a run must keep its own to stay rep
   seeded from ``seed`` once, before the first epoch, and run on through every epoch (the BN
   recalibration pass draws its own shuffle from the same generator).
 """
+
 from __future__ import annotations
 
 import random
@@ -69,8 +70,13 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": random.getstate(),
     }
     if device.type == "cuda":

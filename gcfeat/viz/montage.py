@@ -8,6 +8,7 @@ deletion / insertion curves (matplotlib, Agg backend).
 * ``batch_grid(images, heats, titles, path)``: overlays of a batch with predicted / true labels;
 * ``plot_curve(curves, i, path)``: the seed's figure: curve + filled area, AUC in the title.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,17 @@ def overlay(image, heat, alpha: float = 0.5, foreground=None, normalize: bool = 
     return out.round().astype(np.uint8)
 
 
-def slice_montage(volume, heat, path: str | os.PathLike, *, step: int = 1, cols: int = 8,
-                  alpha: float = 0.5, foreground=None, title: str | None = None) -> Path:
+def slice_montage(
+    volume,
+    heat,
+    path: str | os.PathLike,
+    *,
+    step: int = 1,
+    cols: int = 8,
+    alpha: float = 0.5,
+    foreground=None,
+    title: str | None = None,
+) -> Path:
     """PNG montage of the slices ``volume[z]`` (``(D, H, W)``) with ``heat (D, H, W)``."""
     import matplotlib
 
@@ -67,8 +77,9 @@ def slice_montage(volume, heat, path: str | os.PathLike, *, step: int = 1, cols:
     zs = list(range(0, vol.shape[0], max(step, 1)))
     cols = min(cols, len(zs))
     rows = math.ceil(len(zs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + (0.4 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.6 * cols, 1.6 * rows + (0.4 if title else 0)), squeeze=False
+    )
     lo, hi = float(vol.min()), float(vol.max())
     for ax in axes.flat:
         ax.axis("off")
@@ -82,8 +93,16 @@ def slice_montage(volume, heat, path: str | os.PathLike, *, step: int = 1, cols:
     return save_figure(fig, path)
 
 
-def batch_grid(images, heats, titles: Sequence[str], path: str | os.PathLike, *, cols: int = 4,
-               alpha: float = 0.5, masks=None) -> Path:
+def batch_grid(
+    images,
+    heats,
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    cols: int = 4,
+    alpha: float = 0.5,
+    masks=None,
+) -> Path:
     """Grid of overlays of ``images (N, H, W)`` and ``heats (N, H, W)``, one title each
     (e.g. ``"pred Mild\ntrue Mild"``); ``masks (N, H, W)`` (optional, the ground truth) are
     outlined in white where not empty."""
@@ -109,8 +128,9 @@ def batch_grid(images, heats, titles: Sequence[str], path: str | os.PathLike, *,
     return save_figure(fig, path)
 
 
-def plot_curve(x, scores, path: str | os.PathLike, *, kind: str = "deletion",
-               label: str | None = None) -> Path:
+def plot_curve(
+    x, scores, path: str | os.PathLike, *, kind: str = "deletion", label: str | None = None
+) -> Path:
     """One deletion / insertion curve: line + filled area, AUC (trapezoid) in the title."""
     import matplotlib
 
@@ -132,8 +152,7 @@ def plot_curve(x, scores, path: str | os.PathLike, *, kind: str = "deletion",
     return save_figure(fig, path)
 
 
-def plot_curves(x, curves: dict[str, np.ndarray], path: str | os.PathLike, *,
-                kind: str = "deletion") -> Path:
+def plot_curves(x, curves: dict[str, np.ndarray], path: str | os.PathLike, *, kind: str = "deletion") -> Path:
     """Mean curves of several saliency methods on one axis (legend carries mean AUC)."""
     import matplotlib
 

@@ -1,5 +1,6 @@
 """Heatmap overlays and box drawings (matplotlib's object API on the Agg canvas: no pyplot,
 no global backend change, safe in threads and on headless machines)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["denormalize", "overlay_heatmap", "class_color", "draw_boxes", "save_box_figure",
-           "new_figure"]
+__all__ = ["denormalize", "overlay_heatmap", "class_color", "draw_boxes", "save_box_figure", "new_figure"]
 
 
 def _np(x) -> np.ndarray:
@@ -31,8 +31,9 @@ def denormalize(image, mean: Sequence[float], std: Sequence[float]) -> np.ndarra
     """
     x = _np(image).astype(np.float32)
     if x.ndim not in (3, 4) or x.shape[-3] != len(mean):
-        raise ValueError(f"denormalize: expected (3, H, W) or (B, 3, H, W) with {len(mean)} channels, "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"denormalize: expected (3, H, W) or (B, 3, H, W) with {len(mean)} channels, got shape {x.shape}"
+        )
     shape = (-1, 1, 1)
     x = x * np.asarray(std, np.float32).reshape(shape) + np.asarray(mean, np.float32).reshape(shape)
     x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
@@ -57,7 +58,9 @@ def overlay_heatmap(image, heat, alpha: float = 0.5, cmap: str = "jet") -> np.nd
         img = np.repeat(img[..., None], 3, -1)
     h = np.clip(_np(heat).astype(np.float32), 0, 1)
     if img.ndim != 3 or img.shape[2] != 3 or h.shape != img.shape[:2]:
-        raise ValueError(f"overlay_heatmap: image {img.shape} and heat {h.shape} must be (H, W, 3) and (H, W)")
+        raise ValueError(
+            f"overlay_heatmap: image {img.shape} and heat {h.shape} must be (H, W, 3) and (H, W)"
+        )
     if not 0 <= alpha <= 1:
         raise ValueError(f"overlay_heatmap: alpha must be in [0, 1], got {alpha}")
     colour = colormaps[cmap](h)[..., :3] * 255.0
@@ -77,9 +80,19 @@ def class_color(label: int) -> tuple[float, float, float]:
     return r, g, b
 
 
-def draw_boxes(ax, boxes, labels=None, scores=None, *, class_names: Sequence[str] | None = None,
-               dashed: bool = False, color=None, linewidth: float = 1.5, fontsize: float = 7,
-               prefix: str = "") -> None:
+def draw_boxes(
+    ax,
+    boxes,
+    labels=None,
+    scores=None,
+    *,
+    class_names: Sequence[str] | None = None,
+    dashed: bool = False,
+    color=None,
+    linewidth: float = 1.5,
+    fontsize: float = 7,
+    prefix: str = "",
+) -> None:
     """Draw exclusive-end boxes on a matplotlib Axes showing the image with ``imshow``.
 
     Args:
@@ -100,11 +113,24 @@ def draw_boxes(ax, boxes, labels=None, scores=None, *, class_names: Sequence[str
     for i, (x1, y1, x2, y2) in enumerate(b):
         c = color if color is not None else class_color(lab[i] if lab is not None else 0)
         # pixel j covers [j - 0.5, j + 0.5) in imshow coordinates
-        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=c,
-                               linewidth=linewidth, linestyle="--" if dashed else "-"))
+        ax.add_patch(
+            Rectangle(
+                (x1 - 0.5, y1 - 0.5),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=c,
+                linewidth=linewidth,
+                linestyle="--" if dashed else "-",
+            )
+        )
         text = prefix
         if lab is not None:
-            text += class_names[lab[i]] if class_names is not None and 0 <= lab[i] < len(class_names) else str(lab[i])
+            text += (
+                class_names[lab[i]]
+                if class_names is not None and 0 <= lab[i] < len(class_names)
+                else str(lab[i])
+            )
         if sc is not None:
             text += f" {sc[i]:.2f}"
         if text.strip():
@@ -114,10 +140,18 @@ def draw_boxes(ax, boxes, labels=None, scores=None, *, class_names: Sequence[str
             n = used.get(key, 0)
             used[key] = n + 1
             step = (fontsize + 4) * n
-            ax.annotate(text.strip(), anchor, xytext=(2, (2 + step) if dashed else -(2 + step)),
-                        textcoords="offset points", color="white", fontsize=fontsize,
-                        va="bottom" if dashed else "top", ha="left", annotation_clip=False,
-                        bbox=dict(facecolor=c, alpha=0.7, pad=1, edgecolor="none"))
+            ax.annotate(
+                text.strip(),
+                anchor,
+                xytext=(2, (2 + step) if dashed else -(2 + step)),
+                textcoords="offset points",
+                color="white",
+                fontsize=fontsize,
+                va="bottom" if dashed else "top",
+                ha="left",
+                annotation_clip=False,
+                bbox=dict(facecolor=c, alpha=0.7, pad=1, edgecolor="none"),
+            )
 
 
 def new_figure(width: float, height: float, dpi: int = 100):

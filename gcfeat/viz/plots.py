@@ -1,4 +1,5 @@
 """Threshold-study plots: box quality vs threshold T per class, best T marked."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,8 +10,12 @@ from .overlay import class_color, new_figure, save_figure
 __all__ = ["plot_threshold_curves", "plot_class_curves", "plot_transfer", "plot_map_checks", "METRIC_LABELS"]
 
 METRIC_LABELS = {
-    "mean_iou": "mean IoU", "hit_rate": "hit rate (IoU >= 0.5)", "precision": "box precision",
-    "recall": "box recall", "f1": "box F1", "pointing_game": "pointing game",
+    "mean_iou": "mean IoU",
+    "hit_rate": "hit rate (IoU >= 0.5)",
+    "precision": "box precision",
+    "recall": "box recall",
+    "f1": "box F1",
+    "pointing_game": "pointing game",
     "boxes_per_frame": "boxes per frame",
 }
 
@@ -23,8 +28,13 @@ def _best(sub, metric):
     return float(row["threshold"]), float(row[metric])
 
 
-def plot_threshold_curves(df, path: str | Path, metrics: Sequence[str] = ("mean_iou", "hit_rate"),
-                          title: str | None = None, dpi: int = 100) -> Path:
+def plot_threshold_curves(
+    df,
+    path: str | Path,
+    metrics: Sequence[str] = ("mean_iou", "hit_rate"),
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
     """One panel per metric: metric vs T, a line per class (colour = class) and a thick black
     line per aggregate row group; each line's best T is marked with a star.
 
@@ -45,15 +55,29 @@ def plot_threshold_curves(df, path: str | Path, metrics: Sequence[str] = ("mean_
                 continue
             agg = cid < 0
             colour = "black" if agg else class_color(cid)
-            ax.plot(sub["threshold"], sub[metric], color=colour, lw=2.5 if agg else 1.2,
-                    label=str(name), zorder=3 if agg else 2)
+            ax.plot(
+                sub["threshold"],
+                sub[metric],
+                color=colour,
+                lw=2.5 if agg else 1.2,
+                label=str(name),
+                zorder=3 if agg else 2,
+            )
             b = _best(sub, metric)
             if b is not None and metric != "boxes_per_frame":
-                ax.plot([b[0]], [b[1]], marker="*", ms=12 if agg else 8, color=colour,
-                        markeredgecolor="white", zorder=4)
+                ax.plot(
+                    [b[0]],
+                    [b[1]],
+                    marker="*",
+                    ms=12 if agg else 8,
+                    color=colour,
+                    markeredgecolor="white",
+                    zorder=4,
+                )
                 if agg:
-                    ax.annotate(f"T={b[0]:.2f}: {b[1]:.3f}", b, textcoords="offset points",
-                                xytext=(6, 6), fontsize=8)
+                    ax.annotate(
+                        f"T={b[0]:.2f}: {b[1]:.3f}", b, textcoords="offset points", xytext=(6, 6), fontsize=8
+                    )
         ax.set_xlabel("threshold T")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         if metric != "boxes_per_frame":
@@ -66,8 +90,14 @@ def plot_threshold_curves(df, path: str | Path, metrics: Sequence[str] = ("mean_
     return save_figure(fig, path, dpi)
 
 
-def plot_class_curves(df, out_dir: str | Path, metrics: Sequence[str] = ("mean_iou", "hit_rate"),
-                      prefix: str = "tune_", best_by: str = "mean_iou", dpi: int = 100) -> list[Path]:
+def plot_class_curves(
+    df,
+    out_dir: str | Path,
+    metrics: Sequence[str] = ("mean_iou", "hit_rate"),
+    prefix: str = "tune_",
+    best_by: str = "mean_iou",
+    dpi: int = 100,
+) -> list[Path]:
     """One PNG per class (and per aggregate): the metrics vs T in one panel, a dashed vertical
     line at the best T by ``best_by``. Files ``<prefix><class_name>.png``.
 
@@ -84,13 +114,20 @@ def plot_class_curves(df, out_dir: str | Path, metrics: Sequence[str] = ("mean_i
         fig = new_figure(5.0, 3.6, dpi)
         ax = fig.subplots()
         for i, metric in enumerate(metrics):
-            ax.plot(sub["threshold"], sub[metric], marker="o", ms=3, label=METRIC_LABELS.get(metric, metric),
-                    color=f"C{i}")
+            ax.plot(
+                sub["threshold"],
+                sub[metric],
+                marker="o",
+                ms=3,
+                label=METRIC_LABELS.get(metric, metric),
+                color=f"C{i}",
+            )
         b = _best(sub, best_by)
         if b is not None:
             ax.axvline(b[0], color="grey", ls="--", lw=1)
-            ax.set_title(f"{name}: best T={b[0]:.2f} ({METRIC_LABELS.get(best_by, best_by)} {b[1]:.3f})",
-                         fontsize=9)
+            ax.set_title(
+                f"{name}: best T={b[0]:.2f} ({METRIC_LABELS.get(best_by, best_by)} {b[1]:.3f})", fontsize=9
+            )
         else:
             ax.set_title(str(name), fontsize=9)
         ax.set_xlabel("threshold T")
@@ -105,8 +142,16 @@ def plot_class_curves(df, out_dir: str | Path, metrics: Sequence[str] = ("mean_i
     return paths
 
 
-def plot_transfer(table, curves, per_class, calibrated: dict, chosen: str, path: str | Path,
-                  title: str | None = None, dpi: int = 100) -> Path:
+def plot_transfer(
+    table,
+    curves,
+    per_class,
+    calibrated: dict,
+    chosen: str,
+    path: str | Path,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
     """The calibrate-then-score study at a glance, three panels:
 
     1. mean IoU vs T on the scored split, a line per map source (pred mode), the T calibrated
@@ -138,8 +183,12 @@ def plot_transfer(table, curves, per_class, calibrated: dict, chosen: str, path:
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=7)
     sources = list(dict.fromkeys(table["source"]))
-    bars = [("pred", "transfer"), ("pred", "transfer_per_class"), ("pred", "oracle"),
-            ("gt_known", "transfer")]
+    bars = [
+        ("pred", "transfer"),
+        ("pred", "transfer_per_class"),
+        ("pred", "oracle"),
+        ("gt_known", "transfer"),
+    ]
     width = 0.8 / len(bars)
     for j, (mode, proto) in enumerate(bars):
         for k, metric in enumerate(("mean_iou", "ap50")):
@@ -148,8 +197,16 @@ def plot_transfer(table, curves, per_class, calibrated: dict, chosen: str, path:
                 sel = table[(table["source"] == src) & (table["mode"] == mode) & (table["protocol"] == proto)]
                 vals.append(float(sel[metric].iloc[0]) if len(sel) else float("nan"))
             x = [i + (j - len(bars) / 2 + 0.5) * width for i in range(len(sources))]
-            ax2.bar(x, vals, width * 0.9, bottom=0, color=class_color(j), alpha=1.0 if k == 0 else 0.45,
-                    hatch=None if k == 0 else "//", label=f"{mode} {proto} ({'mIoU' if k == 0 else 'AP50'})")
+            ax2.bar(
+                x,
+                vals,
+                width * 0.9,
+                bottom=0,
+                color=class_color(j),
+                alpha=1.0 if k == 0 else 0.45,
+                hatch=None if k == 0 else "//",
+                label=f"{mode} {proto} ({'mIoU' if k == 0 else 'AP50'})",
+            )
     ax2.set_xticks(range(len(sources)))
     ax2.set_xticklabels(sources, rotation=20, fontsize=7, ha="right")
     ax2.set_ylabel("mean IoU (solid) / AP50 (hatched, overlaid)")

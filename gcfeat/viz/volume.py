@@ -10,6 +10,7 @@ Example::
 
     >>> write_volume_html("cam.html", volume, heat, title="liver, Score-CAM")
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,9 @@ def _png(rgb: np.ndarray, upscale: int) -> str:
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def slice_pngs(grey: np.ndarray, heat: np.ndarray, fg: np.ndarray, axis: int,
-               upscale: int = 1) -> tuple[list[str], list[str]]:
+def slice_pngs(
+    grey: np.ndarray, heat: np.ndarray, fg: np.ndarray, axis: int, upscale: int = 1
+) -> tuple[list[str], list[str]]:
     """Base64 PNGs of every slice along ``axis``: (grey images, RGBA CAM layers on foreground)."""
     gs, hs = [], []
     for i in range(grey.shape[axis]):
@@ -46,8 +48,7 @@ def slice_pngs(grey: np.ndarray, heat: np.ndarray, fg: np.ndarray, axis: int,
         h = np.take(heat, i, axis)
         f = np.take(fg, i, axis)
         gs.append(_png(np.repeat((g * 255).astype(np.uint8)[..., None], 3, -1), upscale))
-        hs.append(_png(np.concatenate([jet(h), (f * 255).astype(np.uint8)[..., None]], -1),
-                       upscale))
+        hs.append(_png(np.concatenate([jet(h), (f * 255).astype(np.uint8)[..., None]], -1), upscale))
     return gs, hs
 
 
@@ -93,10 +94,19 @@ alpha.oninput = opac; show.onchange = opac; opac();
 """
 
 
-def write_volume_html(path: str | os.PathLike, volume, heat, *, title: str = "CAM",
-                      foreground=None, foreground_threshold: float = 0.05, alpha: float = 0.5,
-                      upscale: int | None = None, display_px: int = 320,
-                      views: tuple[str, ...] = ("axial", "coronal", "sagittal")) -> Path:
+def write_volume_html(
+    path: str | os.PathLike,
+    volume,
+    heat,
+    *,
+    title: str = "CAM",
+    foreground=None,
+    foreground_threshold: float = 0.05,
+    alpha: float = 0.5,
+    upscale: int | None = None,
+    display_px: int = 320,
+    views: tuple[str, ...] = ("axial", "coronal", "sagittal"),
+) -> Path:
     """Write the interactive page for ``volume (D, H, W)`` and ``heat (D, H, W)`` in [0, 1].
 
     ``foreground``: bool ``(D, H, W)``; default: voxels above ``foreground_threshold`` of the
@@ -105,8 +115,9 @@ def write_volume_html(path: str | os.PathLike, volume, heat, *, title: str = "CA
     vol = _np(volume).astype(np.float32)
     hm = np.clip(_np(heat).astype(np.float32), 0, 1)
     if vol.ndim != 3 or hm.shape != vol.shape:
-        raise ValueError(f"write_volume_html({path}): volume {vol.shape} and heat {hm.shape} "
-                         "must both be (D, H, W)")
+        raise ValueError(
+            f"write_volume_html({path}): volume {vol.shape} and heat {hm.shape} must both be (D, H, W)"
+        )
     lo, hi = float(vol.min()), float(vol.max())
     grey = (vol - lo) / (hi - lo) if hi > lo else np.zeros_like(vol)
     fg = (grey > foreground_threshold) if foreground is None else _np(foreground).astype(bool)
@@ -117,8 +128,9 @@ def write_volume_html(path: str | os.PathLike, volume, heat, *, title: str = "CA
     for name in views:
         g, c = slice_pngs(grey, hm, fg, axes[name], upscale)
         data["views"].append({"name": name, "grey": g, "cam": c})
-    page = _PAGE.format(title=html.escape(title), data=json.dumps(data), px=int(display_px),
-                        alpha=int(round(alpha * 100)))
+    page = _PAGE.format(
+        title=html.escape(title), data=json.dumps(data), px=int(display_px), alpha=int(round(alpha * 100))
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -1,5 +1,6 @@
 """Box figures of volumes: a slice montage with the heatmap and 3D boxes (``gcfeat bbox --task
 organ3d``), and the grey conversion of one image channel for 2D box figures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +22,20 @@ def grey_uint8(image) -> np.ndarray:
     return np.rint(x * 255).astype(np.uint8)
 
 
-def save_volume_box_figure(path: str | Path, volume, heat, boxes, *, gt_mask=None, gt_box=None,
-                           color_label: int = 0, title: str | None = None, max_slices: int = 32,
-                           cols: int = 8, dpi: int = 100) -> Path:
+def save_volume_box_figure(
+    path: str | Path,
+    volume,
+    heat,
+    boxes,
+    *,
+    gt_mask=None,
+    gt_box=None,
+    color_label: int = 0,
+    title: str | None = None,
+    max_slices: int = 32,
+    cols: int = 8,
+    dpi: int = 100,
+) -> Path:
     """Slice montage of a volume with its heatmap and 3D boxes.
 
     The slices (axis 0) are those the boxes and the GT box span (all slices when there are
@@ -57,8 +69,9 @@ def save_volume_box_figure(path: str | Path, volume, heat, boxes, *, gt_mask=Non
     height = (tile + label) * rows + top
     fig = new_figure(tile * cols, height, dpi)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - (top + label) / height,
-                        wspace=0.06, hspace=label / tile)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - (top + label) / height, wspace=0.06, hspace=label / tile
+    )
     lo, hi = float(vol.min()), float(vol.max())
     grey = (vol - lo) / (hi - lo) if hi > lo else np.zeros_like(vol)
     colour = class_color(color_label)

@@ -1,5 +1,6 @@
 """Helpers shared by the workflows: stage timing for the demos, and the demos' last stage (the
 HTML report of the run)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ def stage(name: str):
     return done
 
 
-def html_report_stage(title: str, out: Path, summary: dict[str, Any], *,
-                      started: float | None = None, progress: bool = True) -> Exception | None:
+def html_report_stage(
+    title: str, out: Path, summary: dict[str, Any], *, started: float | None = None, progress: bool = True
+) -> Exception | None:
     """The last stage of every demo: ``<out>/report.html`` (:func:`gcfeat.report.build_run_report`
     over the run directory, whose ``summary.json`` the demo has already written).
 
@@ -43,16 +45,22 @@ def html_report_stage(title: str, out: Path, summary: dict[str, Any], *,
     error = None
     try:
         r = build_run_report(out, progress=progress)
-    except Exception as e:   # noqa: BLE001 - whatever breaks the page, the run stays usable
+    except Exception as e:  # noqa: BLE001 - whatever breaks the page, the run stays usable
         error = e
         traceback.print_exc()
-        print(f"report.html not written ({type(e).__name__}: {e}); everything else is in "
-              f"{out}; `gcfeat report {out}` retries it", file=sys.stderr, flush=True)
+        print(
+            f"report.html not written ({type(e).__name__}: {e}); everything else is in "
+            f"{out}; `gcfeat report {out}` retries it",
+            file=sys.stderr,
+            flush=True,
+        )
         summary.update(report_html=None, report_html_error=f"{type(e).__name__}: {e}")
     else:
-        print(f"{r.html}: {r.frames} gallery frames, {r.images} images in {r.files_dir}; "
-              f"sections {', '.join(r.sections)}")
-        for k in ("gallery", "features"):     # every demo has both: their absence is news
+        print(
+            f"{r.html}: {r.frames} gallery frames, {r.images} images in {r.files_dir}; "
+            f"sections {', '.join(r.sections)}"
+        )
+        for k in ("gallery", "features"):  # every demo has both: their absence is news
             if k in r.skipped:
                 print(f"  no {k}: {r.skipped[k]}")
         summary["report_html"] = str(r.html)

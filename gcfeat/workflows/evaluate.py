@@ -41,6 +41,7 @@ Example::
         --checkpoint runs/organ3d/organ3d_resnet3d_18_best.pt --method gradcam scorecam \\
         --out runs/organ3d/eval
 """
+
 from __future__ import annotations
 
 import json
@@ -52,11 +53,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gcfeat.io.paths import writable_dir
 from gcfeat.cam import get_method
+from gcfeat.data.medical import save_nifti, write_mha
 from gcfeat.data.prostate import paste_slices
 from gcfeat.data.subsets import balanced_subset
-from gcfeat.data.medical import save_nifti, write_mha
+from gcfeat.io.paths import writable_dir
 from gcfeat.metrics.classification import binary_metrics, multiclass_metrics
 from gcfeat.metrics.faithfulness import deletion, gaussian_blur, insertion, random_saliency
 from gcfeat.metrics.pointing import localisation, mask_iou, pointing_game, summary_stats
@@ -66,10 +67,18 @@ from gcfeat.viz import montage  # module attribute lookups: tests patch montage.
 from gcfeat.viz.volume import write_volume_html
 from gcfeat.workflows.map_checks import ROAD_FRACTIONS, check_maps, module_name
 
-
-__all__ = ["EvaluationResult", "evaluate", "summary_markdown", "deletion_target", "DELETION_BASELINES",
-           # re-exported stage helpers (they moved to gcfeat.metrics.pointing / gcfeat.data)
-           "balanced_subset", "pointing_game", "mask_iou", "localisation"]
+__all__ = [
+    "EvaluationResult",
+    "evaluate",
+    "summary_markdown",
+    "deletion_target",
+    "DELETION_BASELINES",
+    # re-exported stage helpers (they moved to gcfeat.metrics.pointing / gcfeat.data)
+    "balanced_subset",
+    "pointing_game",
+    "mask_iou",
+    "localisation",
+]
 
 
 @dataclass
@@ -101,7 +110,8 @@ class EvaluationResult:
 
     def __contains__(self, key: str) -> bool:
         return key in self.__dataclass_fields__ and (
-            key not in ("faithfulness_with_gt_mask", "map_checks") or getattr(self, key) is not None)
+            key not in ("faithfulness_with_gt_mask", "map_checks") or getattr(self, key) is not None
+        )
 
     def __getitem__(self, key: str) -> Any:
         if key not in self:
@@ -138,15 +148,34 @@ def deletion_target(x: torch.Tensor, baseline: str, blur_sigma: float) -> torch.
     raise ValueError(f"deletion baseline: got {baseline!r}, expected one of {DELETION_BASELINES}")
 
 
-def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), split="test",
-             limit: int | None = None, target: str = "true", n_steps: int = 129,
-             blur_sigma: float | None = None, batch_size: int = 64, cam_batch: int = 8,
-             scorecam_batch: int = 128, tolerance: int = 0, iou_threshold: float = 0.5,
-             exports: int = 4, seed: int = 0, sample_seed: int | None = 0,
-             deletion_baseline: str | None = None, layer: str | None = None,
-             progress: bool = True, road: bool = True, sanity: bool = True,
-             sanity_methods: list[str] | None = None,
-             road_fractions=ROAD_FRACTIONS) -> EvaluationResult:
+def evaluate(
+    task_name: str,
+    data,
+    checkpoint,
+    out,
+    *,
+    methods=("gradcam",),
+    split="test",
+    limit: int | None = None,
+    target: str = "true",
+    n_steps: int = 129,
+    blur_sigma: float | None = None,
+    batch_size: int = 64,
+    cam_batch: int = 8,
+    scorecam_batch: int = 128,
+    tolerance: int = 0,
+    iou_threshold: float = 0.5,
+    exports: int = 4,
+    seed: int = 0,
+    sample_seed: int | None = 0,
+    deletion_baseline: str | None = None,
+    layer: str | None = None,
+    progress: bool = True,
+    road: bool = True,
+    sanity: bool = True,
+    sanity_methods: list[str] | None = None,
+    road_fractions=ROAD_FRACTIONS,
+) -> EvaluationResult:
     """Run the evaluation (see the module docstring) and write ``metrics.json`` / ``summary.md``.
 
     ``limit`` samples (all when ``None``) come from :func:`balanced_subset` seeded by
@@ -164,12 +193,17 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     ds = task.build_dataset(data, split)
     t0 = time.perf_counter()
     logits, labels = predict(model, ds, progress=progress)
-    result = {"task": task.name, "split": split, "checkpoint": str(checkpoint),
-              "arch": info["arch"], "n": len(ds), "classification": _metrics(task, logits, labels)}
+    result = {
+        "task": task.name,
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "arch": info["arch"],
+        "n": len(ds),
+        "classification": _metrics(task, logits, labels),
+    }
     preds = logits.argmax(1)
 
-    chosen = (torch.arange(len(ds)) if limit is None
-              else balanced_subset(labels, limit, seed=sample_seed))
+    chosen = torch.arange(len(ds)) if limit is None else balanced_subset(labels, limit, seed=sample_seed)
     idx = chosen.tolist()
     n = len(idx)
     samples = collate([ds[i] for i in idx])
@@ -177,21 +211,29 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
     cls = (labels if target == "true" else preds)[chosen]
     gt = samples.get("gt_mask")
     if gt is not None and not torch.is_tensor(gt):
-        gt = None                                 # masks of different shapes: no localisation
+        gt = None  # masks of different shapes: no localisation
     has_gt = gt.flatten(1).any(1) if gt is not None else torch.zeros(n, dtype=torch.bool)
     counts = torch.bincount(labels[chosen], minlength=task.num_classes).tolist()
     result["samples"] = {
-        "selection": "all" if limit is None else f"balanced_subset(limit={limit}, "
-                                                 f"seed={sample_seed})",
-        "n": n, "per_class": dict(zip(task.classes, counts)), "with_gt_mask": int(has_gt.sum()),
-        "indices": idx}
+        "selection": "all" if limit is None else f"balanced_subset(limit={limit}, seed={sample_seed})",
+        "n": n,
+        "per_class": dict(zip(task.classes, counts)),
+        "with_gt_mask": int(has_gt.sum()),
+        "indices": idx,
+    }
     side = max(x.shape[2:])
     sigma = blur_sigma if blur_sigma is not None else side / 10
     deletion_baseline = deletion_baseline or task.deletion_baseline
     removed = deletion_target(x, deletion_baseline, sigma)
     result["faithfulness_setup"] = {
-        "n": n, "n_steps": n_steps, "points": n_steps + 1, "deletion_baseline": deletion_baseline,
-        "insertion_blur_sigma": sigma, "target": target, "scores": ["prob", "correct"]}
+        "n": n,
+        "n_steps": n_steps,
+        "points": n_steps + 1,
+        "deletion_baseline": deletion_baseline,
+        "insertion_blur_sigma": sigma,
+        "target": target,
+        "scores": ["prob", "correct"],
+    }
 
     gen = torch.Generator().manual_seed(seed)
     saliency = {"random": random_saliency((n, *x.shape[2:]), generator=gen)}
@@ -201,9 +243,8 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         kw = {"batch_size": scorecam_batch, "progress": False} if name == "scorecam" else {}
         cam = get_method(name)(model, [cam_target], **kw)
         heats = []
-        for lo in tqdm(range(0, n, cam_batch), desc=name, disable=None if progress else True,
-                       leave=False):
-            heats.append(cam(x[lo:lo + cam_batch], classes=cls[lo:lo + cam_batch, None])[:, 0])
+        for lo in tqdm(range(0, n, cam_batch), desc=name, disable=None if progress else True, leave=False):
+            heats.append(cam(x[lo : lo + cam_batch], classes=cls[lo : lo + cam_batch, None])[:, 0])
         saliency[name] = torch.cat(heats)
 
     result["localisation"], result["faithfulness"] = {}, {}
@@ -213,36 +254,73 @@ def evaluate(task_name: str, data, checkpoint, out, *, methods=("gradcam",), spl
         loc = localisation(sal, gt, tolerance, iou_threshold) if gt is not None else None
         if loc is not None:
             result["localisation"][name] = loc
-        d = deletion(model, x, sal, cls, baseline=removed, n_steps=n_steps,
-                     score=("prob", "correct"),
-                     activation=task.activation, batch_size=batch_size)
-        i = insertion(model, x, sal, cls, n_steps=n_steps, blur_sigma=sigma,
-                      score=("prob", "correct"), activation=task.activation,
-                      batch_size=batch_size)
+        d = deletion(
+            model,
+            x,
+            sal,
+            cls,
+            baseline=removed,
+            n_steps=n_steps,
+            score=("prob", "correct"),
+            activation=task.activation,
+            batch_size=batch_size,
+        )
+        i = insertion(
+            model,
+            x,
+            sal,
+            cls,
+            n_steps=n_steps,
+            blur_sigma=sigma,
+            score=("prob", "correct"),
+            activation=task.activation,
+            batch_size=batch_size,
+        )
         curves_all[name] = (d, i)
-        aucs = {f"{kind}_{s}": c[s].auc for kind, c in (("dauc", d), ("iauc", i))
-                for s in ("prob", "correct")}
+        aucs = {
+            f"{kind}_{s}": c[s].auc for kind, c in (("dauc", d), ("iauc", i)) for s in ("prob", "correct")
+        }
         result["faithfulness"][name] = {k: summary_stats(v) for k, v in aucs.items()}
-        if 0 < int(has_gt.sum()) < n:   # e.g. prostate: the lesion slices apart
+        if 0 < int(has_gt.sum()) < n:  # e.g. prostate: the lesion slices apart
             result.setdefault("faithfulness_with_gt_mask", {})[name] = {
-                k: summary_stats(v[has_gt]) for k, v in aucs.items()}
+                k: summary_stats(v[has_gt]) for k, v in aucs.items()
+            }
         per_sample[name] = {k: v.tolist() for k, v in aucs.items()}
     result["per_sample"] = per_sample
     if road or sanity:
         sm = [m for m in methods if m != "scorecam"] if sanity_methods is None else sanity_methods
-        checks = check_maps(model, x, cls, saliency if road else {},
-                            target_layer=module_name(model, cam_target),
-                            activation=task.activation, methods=sm if sanity else [],
-                            fractions=road_fractions, sanity=sanity, seed=seed, out=out)
+        checks = check_maps(
+            model,
+            x,
+            cls,
+            saliency if road else {},
+            target_layer=module_name(model, cam_target),
+            activation=task.activation,
+            methods=sm if sanity else [],
+            fractions=road_fractions,
+            sanity=sanity,
+            seed=seed,
+            out=out,
+        )
         result["map_checks"] = checks.to_dict()
         for v in checks.verdicts():
             print(f"sanity {v}")
     result["seconds"] = time.perf_counter() - t0
     # figures: samples with a ground-truth mask first (a CAM on a lesion-free slice shows little)
     fig = torch.sort((~has_gt).long(), stable=True).indices
-    _figures(task, ds, [idx[i] for i in fig.tolist()], x[fig],
-             {k: v[fig] for k, v in saliency.items()}, curves_all, fig, cls[fig],
-             preds[chosen][fig], out, exports)
+    _figures(
+        task,
+        ds,
+        [idx[i] for i in fig.tolist()],
+        x[fig],
+        {k: v[fig] for k, v in saliency.items()},
+        curves_all,
+        fig,
+        cls[fig],
+        preds[chosen][fig],
+        out,
+        exports,
+    )
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "summary.md").write_text(summary_markdown(result))
     return EvaluationResult(**result)
@@ -254,17 +332,25 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
     figure position -> evaluation position."""
     d0 = next(iter(curves_all.values()))[0]["prob"]
     for kind, j in (("deletion", 0), ("insertion", 1)):
-        montage.plot_curves(d0.x, {k: v[j]["prob"].scores for k, v in curves_all.items()},
-                    out / f"{kind}_mean_curves.png", kind=kind)
+        montage.plot_curves(
+            d0.x,
+            {k: v[j]["prob"].scores for k, v in curves_all.items()},
+            out / f"{kind}_mean_curves.png",
+            kind=kind,
+        )
     methods = [m for m in saliency if m != "random"]
     k = min(exports, len(idx))
     for m in methods:
         for e in range(k):
             for kind, j in (("deletion", 0), ("insertion", 1)):
                 c = curves_all[m][j]["prob"]
-                montage.plot_curve(c.x, c.scores[int(fig[e])],
-                           out / "curves" / f"{m}_{e:03d}_{kind}.png", kind=kind,
-                           label=f"{m} #{idx[e]} {task.classes[int(cls[e])]}")
+                montage.plot_curve(
+                    c.x,
+                    c.scores[int(fig[e])],
+                    out / "curves" / f"{m}_{e:03d}_{kind}.png",
+                    kind=kind,
+                    label=f"{m} #{idx[e]} {task.classes[int(cls[e])]}",
+                )
     if task.spatial_dims == 3:
         for e in range(k):
             vol = x[e, 0]
@@ -274,20 +360,21 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
                 h = saliency[m][e]
                 save_nifti(f"{stem}_{m}.nii.gz", h)
                 write_mha(f"{stem}_{m}.mha", h)
-                title = (f"#{idx[e]} true {task.classes[int(cls[e])]} / pred "
-                         f"{task.classes[int(preds[e])]}: {m}")
+                title = (
+                    f"#{idx[e]} true {task.classes[int(cls[e])]} / pred {task.classes[int(preds[e])]}: {m}"
+                )
                 write_volume_html(f"{stem}_{m}.html", vol, h, title=title)
                 montage.slice_montage(vol, h, f"{stem}_{m}_montage.png", step=2, title=title)
         return
     # two lines: long class names (Very_Mild_Demented) do not run into the next panel
-    titles = [f"pred {task.classes[int(p)]}\ntrue {task.classes[int(c)]}"
-              for p, c in zip(preds[:16], cls[:16])]
+    titles = [
+        f"pred {task.classes[int(p)]}\ntrue {task.classes[int(c)]}" for p, c in zip(preds[:16], cls[:16])
+    ]
     channel = x.shape[1] - 1  # prostate: T2W is the last channel; grayscale tasks: 0
     sample_masks = [ds[i].get("gt_mask") for i in idx[:16]]
     masks = torch.stack(sample_masks) if all(torch.is_tensor(m) for m in sample_masks) else None
     for m in methods:
-        montage.batch_grid(x[:16, channel], saliency[m][:16], titles, out / f"{m}_grid.png",
-                   masks=masks)
+        montage.batch_grid(x[:16, channel], saliency[m][:16], titles, out / f"{m}_grid.png", masks=masks)
     if task.name == "prostate" and k:
         for case in list(dict.fromkeys(ds.cases[ds.index[i]] for i in idx))[:k]:
             rows = [i for i in range(len(idx)) if ds.cases[ds.index[idx[i]]] == case]
@@ -298,8 +385,7 @@ def _figures(task, ds, idx, x, saliency, curves_all, fig, cls, preds, out: Path,
                 save_nifti(out / "volumes" / f"{case}_{m}.nii.gz", vol, ds.affines[case])
 
 
-_BASELINE_WORDS = {"zeros": "0", "0.0": "0", "mean": "each image's channel means",
-                   "blur": "the blurred copy"}
+_BASELINE_WORDS = {"zeros": "0", "0.0": "0", "mean": "each image's channel means", "blur": "the blurred copy"}
 
 
 def map_checks_markdown(mc: dict | None) -> list[str]:
@@ -307,55 +393,82 @@ def map_checks_markdown(mc: dict | None) -> list[str]:
     if not mc:
         return []
     st = mc["settings"]
-    lines = ["", f"ROAD (fractions {st['fractions']}, noisy linear imputation) and Average Drop / "
-             f"Increase in Confidence on {st['n']} samples:", "",
-             "| saliency | ROAD MoRF ↓ | ROAD LeRF ↑ | (LeRF - MoRF) / 2 ↑ | Average Drop % ↓ | "
-             "Increase in Confidence % ↑ |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"ROAD (fractions {st['fractions']}, noisy linear imputation) and Average Drop / "
+        f"Increase in Confidence on {st['n']} samples:",
+        "",
+        "| saliency | ROAD MoRF ↓ | ROAD LeRF ↑ | (LeRF - MoRF) / 2 ↑ | Average Drop % ↓ | "
+        "Increase in Confidence % ↑ |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in mc["road"].items():
         c = mc["confidence"][name]
-        lines.append(f"| {name} | {r['morf']:.3f} | {r['lerf']:.3f} | {r['combined']:.3f} | "
-                     f"{c['average_drop']:.1f} | {c['increase_in_confidence']:.1f} |")
+        lines.append(
+            f"| {name} | {r['morf']:.3f} | {r['lerf']:.3f} | {r['combined']:.3f} | "
+            f"{c['average_drop']:.1f} | {c['increase_in_confidence']:.1f} |"
+        )
     f2 = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"  # noqa: E731
     for m, s in mc["sanity"].items():
         steps = ", ".join(f"+{a}: {f2(b)}" for a, b in zip(s["steps"], s["spearman"]))
-        lines += ["", f"Sanity, {m} (layer {st['target_layer']}): {s['verdict']}. Mean Spearman "
-                  f"per randomisation step: {steps}; random-logit test Spearman "
-                  f"{f2(s['random_logit_spearman'])}."]
+        lines += [
+            "",
+            f"Sanity, {m} (layer {st['target_layer']}): {s['verdict']}. Mean Spearman "
+            f"per randomisation step: {steps}; random-logit test Spearman "
+            f"{f2(s['random_logit_spearman'])}.",
+        ]
     return lines
 
 
 def summary_markdown(r: dict[str, Any] | EvaluationResult) -> str:
     """The README-style tables of a result dict or :class:`EvaluationResult` (read by key)."""
     fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
-    lines = [f"### {r['task']} ({r['arch']}, {r['split']} split, n = {r['n']})", "",
-             "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in r["classification"].items()
-              if isinstance(v, float)]
+    lines = [
+        f"### {r['task']} ({r['arch']}, {r['split']} split, n = {r['n']})",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.4f} |" for k, v in r["classification"].items() if isinstance(v, float)]
     f = r["faithfulness_setup"]
     smp = r.get("samples", {})
     per_class = ", ".join(f"{v} {k}" for k, v in smp.get("per_class", {}).items() if v)
     n_loc = next((v["pointing_game"]["n"] for v in r["localisation"].values()), 0)
-    lines += ["", f"CAM evaluation on {f['n']} samples" + (f" ({per_class})" if per_class else "")
-              + f"; DAUC / IAUC over all {f['n']} ({f['points']} points per curve, deletion "
-              f"to {_BASELINE_WORDS.get(str(f['deletion_baseline']), '0')}, insertion from a "
-              f"Gaussian blur sigma {f['insertion_blur_sigma']:.2f}, "
-              f"class = {f['target']}); pointing game / IoU over the {n_loc} with a non-empty "
-              "ground-truth mask:", "",
-              f"| saliency | pointing game (n = {n_loc}) | IoU (n = {n_loc}) | DAUC prob ↓ | "
-              "IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"CAM evaluation on {f['n']} samples"
+        + (f" ({per_class})" if per_class else "")
+        + f"; DAUC / IAUC over all {f['n']} ({f['points']} points per curve, deletion "
+        f"to {_BASELINE_WORDS.get(str(f['deletion_baseline']), '0')}, insertion from a "
+        f"Gaussian blur sigma {f['insertion_blur_sigma']:.2f}, "
+        f"class = {f['target']}); pointing game / IoU over the {n_loc} with a non-empty "
+        "ground-truth mask:",
+        "",
+        f"| saliency | pointing game (n = {n_loc}) | IoU (n = {n_loc}) | DAUC prob ↓ | "
+        "IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, v in r["faithfulness"].items():
         loc = r["localisation"].get(name)
         pg = f"{loc['pointing_game']['mean']:.3f}" if loc else "-"
         iou = f"{loc['iou']['mean']:.3f}" if loc else "-"
-        lines.append(f"| {name} | {pg} | {iou} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} "
-                     f"| {fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |")
+        lines.append(
+            f"| {name} | {pg} | {iou} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} "
+            f"| {fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |"
+        )
     lines += map_checks_markdown(r.get("map_checks"))
     gt = r.get("faithfulness_with_gt_mask")
     if gt:
-        lines += ["", f"DAUC / IAUC over the {n_loc} samples with a ground-truth mask only:", "",
-                  "| saliency | DAUC prob ↓ | IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {name} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} | "
-                  f"{fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |"
-                  for name, v in gt.items()]
+        lines += [
+            "",
+            f"DAUC / IAUC over the {n_loc} samples with a ground-truth mask only:",
+            "",
+            "| saliency | DAUC prob ↓ | IAUC prob ↑ | DAUC 0/1 ↓ | IAUC 0/1 ↑ |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {fmt(v['dauc_prob'])} | {fmt(v['iauc_prob'])} | "
+            f"{fmt(v['dauc_correct'])} | {fmt(v['iauc_correct'])} |"
+            for name, v in gt.items()
+        ]
     return "\n".join(lines) + "\n"

@@ -24,12 +24,13 @@ class probabilities in the title. 3D: a montage of the axis-0 slices the boxes (
 span, each box drawn on the slices it covers, the GT mask's contour in white. Prints the boxes
 and the IoU of the best box with the GT box.
 """
+
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -40,11 +41,21 @@ from gcfeat.data import SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.tasks import Task, get_task
 from gcfeat.viz import denormalize, save_box_figure
 from gcfeat.viz.volume_boxes import grey_uint8, save_volume_box_figure
-from gcfeat.workflows.tune import (DEFAULT_CHECKPOINT, DEFAULT_DATA, TuneError, cam_batch,
-                                   class_modes_for, default_layer, load_dataset, load_model,
-                                   load_task_dataset,
-                                   load_task_model, make_cam, make_task_cam, task_cam_batch)
-
+from gcfeat.workflows.tune import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_DATA,
+    TuneError,
+    cam_batch,
+    class_modes_for,
+    default_layer,
+    load_dataset,
+    load_model,
+    load_task_dataset,
+    load_task_model,
+    make_cam,
+    make_task_cam,
+    task_cam_batch,
+)
 
 DEFAULT_OUT_DIR = "runs/demo"
 
@@ -63,12 +74,19 @@ def resolve_class(tclass: str | int, classes: Sequence[str]) -> int:
         if text.lower() in lower:
             return lower.index(text.lower())
     names = ", ".join(f"{i} {n}" for i, n in enumerate(classes))
-    raise TuneError(f"--tclass {text!r}: unknown class; expected an index 0..{len(classes) - 1} "
-                    f"or a name: {names}")
+    raise TuneError(
+        f"--tclass {text!r}: unknown class; expected an index 0..{len(classes) - 1} or a name: {names}"
+    )
 
 
-def probability_title(probs, classes: Sequence[str], tclass: int, pred_threshold: float,
-                      header: str, marked: Sequence[bool] | None = None) -> str:
+def probability_title(
+    probs,
+    classes: Sequence[str],
+    tclass: int,
+    pred_threshold: float,
+    header: str,
+    marked: Sequence[bool] | None = None,
+) -> str:
     """Title lines: the header, then ``name p`` for every class (``*`` marks predicted: above
     ``pred_threshold``, or where ``marked`` is true when given)."""
     if marked is None:
@@ -93,22 +111,21 @@ def format_boxes(boxes, classes: Sequence[str]) -> str:
 # MRI tasks (--task prostate | organ3d | alzheimer)
 
 
-
 @dataclass
 class TaskBoxes:
     """What :func:`run_task_bbox` found for one sample (tensors on the CPU)."""
 
     task: str
     classes: list[str]
-    where: str                  # "<video> #<frame_index>"
-    label: int                  # true class
-    pred: int                   # predicted class (arg-max)
-    tclass: int                 # class of the heatmap and boxes
-    probs: torch.Tensor         # (K,) softmax
-    heatmap: torch.Tensor       # (*S) in [0, 1]
-    boxes: Boxes                # xyxy (M, 2d)
+    where: str  # "<video> #<frame_index>"
+    label: int  # true class
+    pred: int  # predicted class (arg-max)
+    tclass: int  # class of the heatmap and boxes
+    probs: torch.Tensor  # (K,) softmax
+    heatmap: torch.Tensor  # (*S) in [0, 1]
+    boxes: Boxes  # xyxy (M, 2d)
     gt_box: torch.Tensor | None  # (2d,) box around gt_mask; None: no ground truth
-    iou: torch.Tensor | None    # (M,) IoU of each box with gt_box
+    iou: torch.Tensor | None  # (M,) IoU of each box with gt_box
     figure: Path
     title: str
 
@@ -120,13 +137,22 @@ class TaskBoxes:
         return int(self.iou.argmax())
 
 
-def run_task_bbox(task: str | Task, data: str | Path | None = None, checkpoint: str | Path | None = None,
-                  bidx: int = 0, *, tclass: str | int | None = None,
-                  threshold: float = config.BOX_THRESHOLD,
-                  split: str = "test", out: str | Path | None = None, method: str = "gradcam",
-                  layer: str | None = None, mode: str = config.BOX_MODE,
-                  min_area: float = config.MIN_AREA,
-                  device: str = "cpu") -> TaskBoxes:
+def run_task_bbox(
+    task: str | Task,
+    data: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    bidx: int = 0,
+    *,
+    tclass: str | int | None = None,
+    threshold: float = config.BOX_THRESHOLD,
+    split: str = "test",
+    out: str | Path | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    mode: str = config.BOX_MODE,
+    min_area: float = config.MIN_AREA,
+    device: str = "cpu",
+) -> TaskBoxes:
     """One sample of an MRI task: its CAM, boxes, ground-truth box and figure.
 
     Args:
@@ -155,16 +181,15 @@ def run_task_bbox(task: str | Task, data: str | Path | None = None, checkpoint: 
     model, info = load_task_model(t, checkpoint, device)
     ds = load_task_dataset(t, data, info, split)
     if not 0 <= bidx < len(ds):
-        raise TuneError(f"--bidx {bidx}: the {split!r} split of {data} has {len(ds)} samples; "
-                        f"expected 0..{len(ds) - 1}")
+        raise TuneError(
+            f"--bidx {bidx}: the {split!r} split of {data} has {len(ds)} samples; expected 0..{len(ds) - 1}"
+        )
     sample = ds[bidx]
     cam = make_task_cam(model, t, method, layer)
-    heat, probs, cls = task_cam_batch(cam, sample["image"][None], "argmax" if k is None else [k],
-                                      device)
+    heat, probs, cls = task_cam_batch(cam, sample["image"][None], "argmax" if k is None else [k], device)
     heat, probs = heat.cpu(), probs[0].cpu()
     k = int(cls[0])
-    boxes = heatmap_to_boxes(heat[:, None], threshold, mode=mode, min_area=min_area,
-                             classes=[k]).to("cpu")
+    boxes = heatmap_to_boxes(heat[:, None], threshold, mode=mode, min_area=min_area, classes=[k]).to("cpu")
     mask = sample.get("gt_mask")
     gt_box = iou = None
     if torch.is_tensor(mask) and bool(mask.any()):
@@ -173,28 +198,50 @@ def run_task_bbox(task: str | Task, data: str | Path | None = None, checkpoint: 
     label, pred = int(sample["label"]), int(probs.argmax())
     where = f"{sample.get('video', '?')} #{sample.get('frame_index', '?')}"
     what = t.gt_name
-    header = (f"{t.name} {where} (bidx {bidx}, {split}) | true {classes[label]} | heatmap: "
-              f"{classes[k]} p={float(probs[k]):.2f} | {method}, T={threshold:g}")
-    if gt_box is None or iou is None:   # both None together: no ground-truth mask
+    header = (
+        f"{t.name} {where} (bidx {bidx}, {split}) | true {classes[label]} | heatmap: "
+        f"{classes[k]} p={float(probs[k]):.2f} | {method}, T={threshold:g}"
+    )
+    if gt_box is None or iou is None:  # both None together: no ground-truth mask
         gt_line = f"no ground truth: the sample's {what} mask is empty"
     elif len(boxes) == 0:
         gt_line = f"GT = box around the {what} mask (dashed) | no box at T={threshold:g}"
     else:
         gt_line = f"GT = box around the {what} mask (dashed) | best box IoU {float(iou.max()):.3f}"
-    title = probability_title(probs.tolist(), classes, k, 0.0, header,
-                              marked=[i == pred for i in range(len(classes))]) + "\n" + gt_line
+    title = (
+        probability_title(
+            probs.tolist(), classes, k, 0.0, header, marked=[i == pred for i in range(len(classes))]
+        )
+        + "\n"
+        + gt_line
+    )
     out = Path(out) if out else Path(paths["out"]) / f"bbox_{bidx}_{classes[k]}.png"
     image = sample["image"][t.display_channel]
     if t.spatial_dims == 3:
-        save_volume_box_figure(out, image, heat[0], boxes.xyxy, gt_mask=mask if gt_box is not None
-                               else None, gt_box=gt_box, color_label=k, title=title)
+        save_volume_box_figure(
+            out,
+            image,
+            heat[0],
+            boxes.xyxy,
+            gt_mask=mask if gt_box is not None else None,
+            gt_box=gt_box,
+            color_label=k,
+            title=title,
+        )
     else:
-        save_box_figure(out, grey_uint8(image), heat[0], boxes=boxes.xyxy, labels=boxes.label,
-                        scores=boxes.score, gt_boxes=None if gt_box is None else gt_box[None],
-                        gt_labels=None if gt_box is None else [label], class_names=classes,
-                        title=title)
-    return TaskBoxes(t.name, classes, where, label, pred, k, probs, heat[0], boxes, gt_box, iou,
-                     out, title)
+        save_box_figure(
+            out,
+            grey_uint8(image),
+            heat[0],
+            boxes=boxes.xyxy,
+            labels=boxes.label,
+            scores=boxes.score,
+            gt_boxes=None if gt_box is None else gt_box[None],
+            gt_labels=None if gt_box is None else [label],
+            class_names=classes,
+            title=title,
+        )
+    return TaskBoxes(t.name, classes, where, label, pred, k, probs, heat[0], boxes, gt_box, iou, out, title)
 
 
 def format_task_boxes(r: TaskBoxes, threshold: float | None = None) -> str:
@@ -203,20 +250,29 @@ def format_task_boxes(r: TaskBoxes, threshold: float | None = None) -> str:
     d = r.heatmap.ndim
     cols = ("z1", "y1", "x1", "z2", "y2", "x2") if d == 3 else ("x1", "y1", "x2", "y2")
     t = "" if threshold is None else f"; T={threshold:g}"
-    lines = [f"{r.task} {r.where}: true class {r.label} {c[r.label]}; predicted {r.pred} "
-             f"{c[r.pred]} (p={float(r.probs[r.pred]):.3f}); heatmap of class {r.tclass} "
-             f"{c[r.tclass]} (p={float(r.probs[r.tclass]):.3f}){t}",
-             "probabilities: " + ", ".join(f"{n} {float(p):.3f}" for n, p in zip(c, r.probs)),
-             f"boxes drawn ({len(r.boxes)}):", format_boxes(r.boxes, c)]
+    lines = [
+        f"{r.task} {r.where}: true class {r.label} {c[r.label]}; predicted {r.pred} "
+        f"{c[r.pred]} (p={float(r.probs[r.pred]):.3f}); heatmap of class {r.tclass} "
+        f"{c[r.tclass]} (p={float(r.probs[r.tclass]):.3f}){t}",
+        "probabilities: " + ", ".join(f"{n} {float(p):.3f}" for n, p in zip(c, r.probs)),
+        f"boxes drawn ({len(r.boxes)}):",
+        format_boxes(r.boxes, c),
+    ]
     what = get_task(r.task).gt_name
     if r.gt_box is None:
         lines.append(f"ground truth: none (the sample's {what} mask is empty)")
     else:
-        lines.append(f"ground-truth box ({what} mask, dashed): " + " ".join(cols) + " = "
-                     + " ".join(str(int(v)) for v in r.gt_box.tolist()))
+        lines.append(
+            f"ground-truth box ({what} mask, dashed): "
+            + " ".join(cols)
+            + " = "
+            + " ".join(str(int(v)) for v in r.gt_box.tolist())
+        )
         b = r.best
-        lines.append("IoU of the best box with the GT box: " + (
-            "no box" if b is None or r.iou is None else f"{float(r.iou[b]):.3f} (row {b})"))
+        lines.append(
+            "IoU of the best box with the GT box: "
+            + ("no box" if b is None or r.iou is None else f"{float(r.iou[b]):.3f} (row {b})")
+        )
     lines.append(f"wrote {r.figure}")
     return "\n".join(lines)
 
@@ -227,17 +283,18 @@ def format_task_boxes(r: TaskBoxes, threshold: float | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 # tasks with box ground truth (surgical): every predicted class's boxes on one frame
 
+
 @dataclass
 class FrameBoxes:
     """What :func:`inspect_frame` found for one frame (tensors on the CPU)."""
 
     classes: list[str]
-    where: str                  # "<video> frame <frame_index>"
+    where: str  # "<video> frame <frame_index>"
     bidx: int
     split: str
-    tclass: int                 # class of the heatmap shown
-    probs: list[float]          # (K,) sigmoid scores
-    boxes: Boxes                # every class above pred_threshold
+    tclass: int  # class of the heatmap shown
+    probs: list[float]  # (K,) sigmoid scores
+    boxes: Boxes  # every class above pred_threshold
     gt_boxes: torch.Tensor | None  # (n, 4)
     threshold: float
     pred_threshold: float
@@ -251,8 +308,7 @@ def _frame(dataset, bidx: int, split: str, data) -> dict:
     except TypeError:
         n = None
     if n is not None and not 0 <= bidx < n:
-        raise TuneError(f"--bidx {bidx}: the {split!r} split of {data} has {n} frames; "
-                        f"expected 0..{n - 1}")
+        raise TuneError(f"--bidx {bidx}: the {split!r} split of {data} has {n} frames; expected 0..{n - 1}")
     if n is not None:
         return dataset[bidx]
     sample = next((s for i, s in enumerate(dataset) if i == bidx), None)  # walk to the frame
@@ -261,14 +317,23 @@ def _frame(dataset, bidx: int, split: str, data) -> dict:
     return sample
 
 
-def inspect_frame(data: str | Path = DEFAULT_DATA, checkpoint: str | Path = DEFAULT_CHECKPOINT,
-                  bidx: int = 0, *, tclass: str | int = "0",
-                  threshold: float = config.BOX_THRESHOLD, split: str = "val",
-                  out: str | Path | None = None, method: str = config.CAM_METHOD,
-                  layer: str | None = None, mode: str = config.BOX_MODE,
-                  min_area: float = config.MIN_AREA, layout: str = "auto",
-                  pred_threshold: float = config.PRED_THRESHOLD,
-                  device: str = config.DEVICE) -> FrameBoxes:
+def inspect_frame(
+    data: str | Path = DEFAULT_DATA,
+    checkpoint: str | Path = DEFAULT_CHECKPOINT,
+    bidx: int = 0,
+    *,
+    tclass: str | int = "0",
+    threshold: float = config.BOX_THRESHOLD,
+    split: str = "val",
+    out: str | Path | None = None,
+    method: str = config.CAM_METHOD,
+    layer: str | None = None,
+    mode: str = config.BOX_MODE,
+    min_area: float = config.MIN_AREA,
+    layout: str = "auto",
+    pred_threshold: float = config.PRED_THRESHOLD,
+    device: str = config.DEVICE,
+) -> FrameBoxes:
     """One frame of a box-ground-truth task (surgical): the heatmap of ``tclass``, the boxes of
     every class above ``pred_threshold``, the GT boxes dashed, probabilities in the title.
     ``layer`` None: ``layer4`` for a ResNet, else the last feature level (``default_layer``)."""
@@ -281,45 +346,68 @@ def inspect_frame(data: str | Path = DEFAULT_DATA, checkpoint: str | Path = DEFA
     layer = default_layer(model, info.input_size) if layer is None else layer
     cam = make_cam(model, method, layer)
     heat, probs = cam_batch(cam, sample["image"][None], device)
-    boxes = heatmap_to_boxes(heat, threshold, mode=mode, min_area=min_area,
-                             class_modes=class_modes_for(classes), probs=probs,
-                             pred_threshold=pred_threshold).to("cpu")
+    boxes = heatmap_to_boxes(
+        heat,
+        threshold,
+        mode=mode,
+        min_area=min_area,
+        class_modes=class_modes_for(classes),
+        probs=probs,
+        pred_threshold=pred_threshold,
+    ).to("cpu")
     image = denormalize(sample["image"], info.mean or SURGICAL_MEAN, info.std or SURGICAL_STD)
     p = probs[0].cpu().tolist()
     where = f"{sample.get('video', '?')} frame {sample.get('frame_index', '?')}"
-    header = (f"{where} (bidx {bidx}, {split}) | heatmap: {classes[k]} "
-              f"p={p[k]:.2f} | {method} {layer}, T={threshold:g}")
+    header = (
+        f"{where} (bidx {bidx}, {split}) | heatmap: {classes[k]} "
+        f"p={p[k]:.2f} | {method} {layer}, T={threshold:g}"
+    )
     title = probability_title(p, classes, k, pred_threshold, header)
     out = Path(out) if out else Path(DEFAULT_OUT_DIR) / f"bbox_{bidx}_{classes[k]}.png"
     gt_boxes = sample.get("gt_boxes")
-    save_box_figure(out, image, heat[0, k].cpu(), boxes=boxes.xyxy, labels=boxes.label,
-                    scores=boxes.score, gt_boxes=gt_boxes, gt_labels=sample.get("gt_labels"),
-                    class_names=classes, title=title)
-    return FrameBoxes(classes, where, bidx, split, k, p, boxes, gt_boxes, threshold,
-                      pred_threshold, out)
+    save_box_figure(
+        out,
+        image,
+        heat[0, k].cpu(),
+        boxes=boxes.xyxy,
+        labels=boxes.label,
+        scores=boxes.score,
+        gt_boxes=gt_boxes,
+        gt_labels=sample.get("gt_labels"),
+        class_names=classes,
+        title=title,
+    )
+    return FrameBoxes(classes, where, bidx, split, k, p, boxes, gt_boxes, threshold, pred_threshold, out)
 
 
 def format_frame_boxes(r: FrameBoxes) -> str:
     """The printout of :func:`inspect_frame`."""
     c, p, k = r.classes, r.probs, r.tclass
     predicted = [f"{c[i]} {p[i]:.2f}" for i in range(len(c)) if p[i] > r.pred_threshold]
-    lines = [f"{r.where} (bidx {r.bidx} of split {r.split!r}); heatmap of class {k} "
-             f"{c[k]} (p={p[k]:.3f}); T={r.threshold:g}, pred > {r.pred_threshold:g}",
-             f"predicted classes: {', '.join(predicted) if predicted else 'none'}",
-             f"boxes drawn ({len(r.boxes)}):", format_boxes(r.boxes, c)]
+    lines = [
+        f"{r.where} (bidx {r.bidx} of split {r.split!r}); heatmap of class {k} "
+        f"{c[k]} (p={p[k]:.3f}); T={r.threshold:g}, pred > {r.pred_threshold:g}",
+        f"predicted classes: {', '.join(predicted) if predicted else 'none'}",
+        f"boxes drawn ({len(r.boxes)}):",
+        format_boxes(r.boxes, c),
+    ]
     if r.gt_boxes is not None:
         lines.append(f"ground-truth boxes: {len(r.gt_boxes)} (dashed)")
     lines.append(f"wrote {r.figure}")
     return "\n".join(lines)
 
 
-def inspect(task: str | Task = "surgical", data=None, checkpoint=None, bidx: int = 0,
-            **kwargs) -> "FrameBoxes | TaskBoxes":
+def inspect(
+    task: str | Task = "surgical", data=None, checkpoint=None, bidx: int = 0, **kwargs
+) -> FrameBoxes | TaskBoxes:
     """One sample's CAM + boxes figure for any task (the ``bbox`` command): box-ground-truth
     tasks through :func:`inspect_frame`, mask tasks through :func:`run_task_bbox`."""
     t = get_task(task)
     if t.ground_truth == "boxes":
-        return inspect_frame(DEFAULT_DATA if data is None else data,
-                             DEFAULT_CHECKPOINT if checkpoint is None else checkpoint, bidx,
-                             **kwargs)
+        return inspect_frame(
+            DEFAULT_DATA if data is None else data,
+            DEFAULT_CHECKPOINT if checkpoint is None else checkpoint,
+            bidx,
+            **kwargs,
+        )
     return run_task_bbox(t, data, checkpoint, bidx, **kwargs)

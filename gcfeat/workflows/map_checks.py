@@ -22,6 +22,7 @@ fraction) pairs of a chunk in one imputation solve and one forward). Writes
 ``map_checks.json``, ``map_checks.csv`` (one row per method) and ``map_checks.png`` (ROAD
 curves, sanity curves).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,14 @@ from gcfeat.metrics.sanity import cam_map_fn, cascading_randomization, random_lo
 from gcfeat.viz.plots import plot_map_checks
 from gcfeat.workflows.tune import load_dataset, load_model, make_cam
 
-__all__ = ["MapChecks", "check_maps", "evaluate_surgical", "module_name", "ROAD_FRACTIONS",
-           "SANITY_THRESHOLD"]
+__all__ = [
+    "MapChecks",
+    "check_maps",
+    "evaluate_surgical",
+    "module_name",
+    "ROAD_FRACTIONS",
+    "SANITY_THRESHOLD",
+]
 
 #: ROAD removal fractions of the evaluate stage (pytorch-grad-cam's ROAD uses 10..90 %).
 ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -86,13 +93,19 @@ class MapChecks:
         rows = []
         for name in dict.fromkeys([*self.road, *self.confidence, *self.sanity]):
             r, c, s = self.road.get(name, {}), self.confidence.get(name, {}), self.sanity.get(name, {})
-            rows.append({"map": name, "road_morf": r.get("morf"), "road_lerf": r.get("lerf"),
-                         "road_combined": r.get("combined"),
-                         "average_drop": c.get("average_drop"),
-                         "increase_in_confidence": c.get("increase_in_confidence"),
-                         "sanity_passes": s.get("passes"),
-                         "sanity_min_spearman": min(s["spearman"]) if s.get("spearman") else None,
-                         "random_logit_spearman": s.get("random_logit_spearman")})
+            rows.append(
+                {
+                    "map": name,
+                    "road_morf": r.get("morf"),
+                    "road_lerf": r.get("lerf"),
+                    "road_combined": r.get("combined"),
+                    "average_drop": c.get("average_drop"),
+                    "increase_in_confidence": c.get("increase_in_confidence"),
+                    "sanity_passes": s.get("passes"),
+                    "sanity_min_spearman": min(s["spearman"]) if s.get("spearman") else None,
+                    "random_logit_spearman": s.get("random_logit_spearman"),
+                }
+            )
         return pd.DataFrame(rows)
 
     def verdicts(self) -> list[str]:
@@ -122,11 +135,22 @@ def _nanmean(v: torch.Tensor) -> float:
     return float(v[ok].mean()) if bool(ok.any()) else float("nan")
 
 
-def check_maps(model, images: torch.Tensor, classes: torch.Tensor, maps: dict[str, torch.Tensor],
-               *, target_layer: str, activation: str = "softmax", methods: Sequence[str] = (),
-               fractions: Sequence[float] = ROAD_FRACTIONS, sanity: bool = True,
-               sanity_layers: Sequence[str] | None = None, seed: int = 0, batch_size: int = 32,
-               out: str | Path | None = None) -> MapChecks:
+def check_maps(
+    model,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    *,
+    target_layer: str,
+    activation: str = "softmax",
+    methods: Sequence[str] = (),
+    fractions: Sequence[float] = ROAD_FRACTIONS,
+    sanity: bool = True,
+    sanity_layers: Sequence[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    out: str | Path | None = None,
+) -> MapChecks:
     """ROAD, confidence change and sanity of ``maps`` (module docstring).
 
     Args:
@@ -145,23 +169,51 @@ def check_maps(model, images: torch.Tensor, classes: torch.Tensor, maps: dict[st
     road_out, conf_out, san_out = {}, {}, {}
     for name, sal in maps.items():
         sal = sal.float()
-        r = road(model, images, sal, classes, percentages=fractions, activation=activation,
-                 seed=seed, batch_size=batch_size)
+        r = road(
+            model,
+            images,
+            sal,
+            classes,
+            percentages=fractions,
+            activation=activation,
+            seed=seed,
+            batch_size=batch_size,
+        )
         assert r.morf is not None and r.lerf is not None  # road's default orders compute both
-        road_out[name] = {"morf": float(r.morf_mean.mean()), "lerf": float(r.lerf_mean.mean()),
-                          "combined": float(r.combined.mean()), "fractions": list(map(float, fractions)),
-                          "morf_curve": r.morf.mean(0).tolist(), "lerf_curve": r.lerf.mean(0).tolist(),
-                          "base": float(r.base.mean()), "n": len(classes)}
+        road_out[name] = {
+            "morf": float(r.morf_mean.mean()),
+            "lerf": float(r.lerf_mean.mean()),
+            "combined": float(r.combined.mean()),
+            "fractions": list(map(float, fractions)),
+            "morf_curve": r.morf.mean(0).tolist(),
+            "lerf_curve": r.lerf.mean(0).tolist(),
+            "base": float(r.base.mean()),
+            "n": len(classes),
+        }
         c = confidence_change(model, images, sal, classes, activation=activation)
-        conf_out[name] = {"average_drop": c.average_drop,
-                          "increase_in_confidence": c.increase_in_confidence, "n": len(classes)}
+        conf_out[name] = {
+            "average_drop": c.average_drop,
+            "increase_in_confidence": c.increase_in_confidence,
+            "n": len(classes),
+        }
     if sanity:
         for m in methods:
             san_out[m] = _sanity(model, images, classes, m, target_layer, sanity_layers, seed)
-    result = MapChecks(road_out, conf_out, san_out, settings={
-        "n": len(classes), "fractions": list(map(float, fractions)), "activation": activation,
-        "target_layer": target_layer, "sanity_threshold": SANITY_THRESHOLD, "seed": seed,
-        "imputation": "noisy linear (ROAD)", "confidence_baseline": 0.0})
+    result = MapChecks(
+        road_out,
+        conf_out,
+        san_out,
+        settings={
+            "n": len(classes),
+            "fractions": list(map(float, fractions)),
+            "activation": activation,
+            "target_layer": target_layer,
+            "sanity_threshold": SANITY_THRESHOLD,
+            "seed": seed,
+            "imputation": "noisy linear (ROAD)",
+            "confidence_baseline": 0.0,
+        },
+    )
     if out is not None:
         result.files = write_map_checks(result, out)
     return result
@@ -174,23 +226,36 @@ def _sanity(model, images, classes, method: str, layer: str, layers, seed: int) 
     casc = cascading_randomization(model, images, classes, fn, layers=layers, seed=seed)
     logit = random_logit_test(model, images, classes, fn, _num_outputs(model, images), seed=seed)
     sp, ss = casc.mean()
-    valid = (~torch.isnan(casc.spearman)).sum(1)          # (S,) images with a non-constant pair
+    valid = (~torch.isnan(casc.spearman)).sum(1)  # (S,) images with a non-constant pair
     sp = torch.where(valid > 0, sp, torch.full_like(sp, float("nan")))
     bad = [st for st, v in zip(casc.steps, sp.tolist()) if v > SANITY_THRESHOLD]
     if not bool((valid > 0).any()):
-        verdict = ("cannot tell: the maps are constant (e.g. all zero) for every image, before or "
-                   "after randomisation")
+        verdict = (
+            "cannot tell: the maps are constant (e.g. all zero) for every image, before or "
+            "after randomisation"
+        )
     elif bad:
-        verdict = (f"the maps do NOT change when the model is randomised: mean Spearman > "
-                   f"{SANITY_THRESHOLD} after re-initialising {', '.join(bad)}")
+        verdict = (
+            f"the maps do NOT change when the model is randomised: mean Spearman > "
+            f"{SANITY_THRESHOLD} after re-initialising {', '.join(bad)}"
+        )
     else:
-        verdict = ("the maps change as the model is randomised (mean Spearman <= "
-                   f"{SANITY_THRESHOLD} from the first step on)")
-    return {"steps": casc.steps, "spearman": sp.tolist(), "ssim": ss.tolist(), "unchanged": bad,
-            "passes": bool((valid > 0).any()) and not bad, "verdict": verdict,
-            "images_compared": valid.tolist(),
-            "random_logit_spearman": _nanmean(logit.spearman),
-            "random_logit_ssim": _nanmean(logit.ssim), "n": len(classes)}
+        verdict = (
+            "the maps change as the model is randomised (mean Spearman <= "
+            f"{SANITY_THRESHOLD} from the first step on)"
+        )
+    return {
+        "steps": casc.steps,
+        "spearman": sp.tolist(),
+        "ssim": ss.tolist(),
+        "unchanged": bad,
+        "passes": bool((valid > 0).any()) and not bad,
+        "verdict": verdict,
+        "images_compared": valid.tolist(),
+        "random_logit_spearman": _nanmean(logit.spearman),
+        "random_logit_ssim": _nanmean(logit.ssim),
+        "n": len(classes),
+    }
 
 
 @torch.no_grad()
@@ -226,10 +291,21 @@ def surgical_samples(dataset, model, n: int, device: str = "cpu", seed: int = 0)
     return x, cls
 
 
-def evaluate_surgical(data, checkpoint, out, *, methods: Sequence[str] = (config.CAM_METHOD,),
-                      split: str = "val", limit: int = 16, layer: str = "layer4",
-                      fractions: Sequence[float] = ROAD_FRACTIONS, sanity: bool = True,
-                      road: bool = True, seed: int = 0, device: str = "cpu") -> MapChecks:
+def evaluate_surgical(
+    data,
+    checkpoint,
+    out,
+    *,
+    methods: Sequence[str] = (config.CAM_METHOD,),
+    split: str = "val",
+    limit: int = 16,
+    layer: str = "layer4",
+    fractions: Sequence[float] = ROAD_FRACTIONS,
+    sanity: bool = True,
+    road: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+) -> MapChecks:
     """The map checks of the surgical task: ``limit`` frames of ``split`` with an instrument
     (seeded), each explaining its highest-scoring ground-truth instrument (sigmoid scores),
     CAMs of ``methods`` on ``layer`` beside a random map at the same grid; ``road`` / ``sanity``
@@ -244,6 +320,16 @@ def evaluate_surgical(data, checkpoint, out, *, methods: Sequence[str] = (config
         maps[m] = res.heatmap[:, 0]
         grid = tuple(res.layer_heatmaps[0].shape[2:])
     maps["random"] = random_maps((len(x), 1, *x.shape[2:]), seed=seed, cells=grid, device=x.device)[:, 0]
-    return check_maps(model, x, cls, maps if road else {}, target_layer=layer, activation="sigmoid",
-                      methods=list(methods), fractions=fractions, sanity=sanity, seed=seed,
-                      out=out)
+    return check_maps(
+        model,
+        x,
+        cls,
+        maps if road else {},
+        target_layer=layer,
+        activation="sigmoid",
+        methods=list(methods),
+        fractions=fractions,
+        sanity=sanity,
+        seed=seed,
+        out=out,
+    )

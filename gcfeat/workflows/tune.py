@@ -36,12 +36,14 @@ Rows group the samples by the explained class (``n_frames`` = its samples); the 
 
     table, rec = run_task_tuning("organ3d", "runs/demo_organ3d/data", "ck.pt", "0.1:0.9:0.1")
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +58,8 @@ from gcfeat.config import METHOD_NAMES
 from gcfeat.data import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset, make_loader
 from gcfeat.data.subsets import balanced_subset
 from gcfeat.errors import GcfeatError
-from gcfeat.metrics.pointing import pointing_game
 from gcfeat.io.paths import writable_dir
+from gcfeat.metrics.pointing import pointing_game
 from gcfeat.models import check_dataset_classes, find_levels, load_checkpoint
 from gcfeat.models.levels import probe_shape
 from gcfeat.tasks import Task, get_task
@@ -125,8 +127,10 @@ def load_model(checkpoint: str | Path, device: str = "cpu"):
     """``(model, info)`` in eval mode on ``device``; a missing file says how to make one."""
     path = Path(checkpoint)
     if not path.exists():
-        raise TuneError(f"checkpoint {path}: no such file; run scripts/demo first (it trains "
-                        f"{DEFAULT_CHECKPOINT}) or pass --checkpoint PATH")
+        raise TuneError(
+            f"checkpoint {path}: no such file; run scripts/demo first (it trains "
+            f"{DEFAULT_CHECKPOINT}) or pass --checkpoint PATH"
+        )
     model, info = load_checkpoint(path, map_location=device)
     return model.eval(), info
 
@@ -135,14 +139,23 @@ def load_dataset(data: str | Path, info, *, layout: str = "auto", split: str = "
     """The Dataset of ``split`` at the checkpoint's input size and normalisation."""
     path = Path(data)
     if not path.exists():
-        raise TuneError(f"data {path}: no such folder; run scripts/demo first (it writes "
-                        f"{DEFAULT_DATA}) or pass --data DIR")
-    return build_dataset(path, layout=layout, split=split, size=tuple(info.input_size or (256, 320)),
-                         mean=tuple(info.mean or SURGICAL_MEAN), std=tuple(info.std or SURGICAL_STD))
+        raise TuneError(
+            f"data {path}: no such folder; run scripts/demo first (it writes "
+            f"{DEFAULT_DATA}) or pass --data DIR"
+        )
+    return build_dataset(
+        path,
+        layout=layout,
+        split=split,
+        size=tuple(info.input_size or (256, 320)),
+        mean=tuple(info.mean or SURGICAL_MEAN),
+        std=tuple(info.std or SURGICAL_STD),
+    )
 
 
-def make_cam(model, method: str = "gradcam", layer: str | None = None,
-             input_size: Sequence[int] | None = None):
+def make_cam(
+    model, method: str = "gradcam", layer: str | None = None, input_size: Sequence[int] | None = None
+):
     """A gcfeat.cam method instance on ``model.<layer>`` (``--method`` / ``--layer``); ``layer``
     None: :func:`default_layer`."""
     key = METHOD_NAMES.get(method.lower())
@@ -153,7 +166,9 @@ def make_cam(model, method: str = "gradcam", layer: str | None = None,
         target = model.get_submodule(layer)
     except AttributeError:
         names = [n for n, _ in model.named_children()]
-        raise TuneError(f"--layer {layer!r}: the model has no such module; top-level modules: {names}") from None
+        raise TuneError(
+            f"--layer {layer!r}: the model has no such module; top-level modules: {names}"
+        ) from None
     return get_method(key)(model, target_layers=[target])
 
 
@@ -230,12 +245,11 @@ def run_tuning(
     """
     ts = parse_thresholds(thresholds)
     if out is not None:
-        writable_dir(out, create=False)     # a file or a read-only folder: said now
+        writable_dir(out, create=False)  # a file or a read-only folder: said now
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     dataset = load_dataset(data, info, layout=layout, split=split)
-    check_dataset_classes(classes, getattr(dataset, "classes", SURGICAL_CLASSES), checkpoint,
-                          data, "tune")
+    check_dataset_classes(classes, getattr(dataset, "classes", SURGICAL_CLASSES), checkpoint, data, "tune")
     try:
         n_total = len(dataset)
     except TypeError:  # an iterable dataset without a length
@@ -246,16 +260,25 @@ def run_tuning(
         raise TuneError(f"data {data}: split {split!r} has no frames")
     layer = default_layer(model, info.input_size) if layer is None else layer
     cam = make_cam(model, method, layer)
-    sweep = ThresholdSweep(ts, range(len(classes)), class_names=classes, mode=mode,
-                           class_modes=class_modes_for(classes), min_area=min_area,
-                           pred_threshold=pred_threshold, aggregate=aggregate_for(classes))
+    sweep = ThresholdSweep(
+        ts,
+        range(len(classes)),
+        class_names=classes,
+        mode=mode,
+        class_modes=class_modes_for(classes),
+        min_area=min_area,
+        pred_threshold=pred_threshold,
+        aggregate=aggregate_for(classes),
+    )
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     disable = None if progress or progress is None else True  # None: only on a terminal
     with tqdm(total=n_total, unit="frame", desc="tune (CAM + sweep)", disable=disable) as bar:
         for batch in loader:
             if "gt_boxes" not in batch:
-                raise TuneError(f"data {data}: the {split!r} frames carry no ground-truth boxes; "
-                                "expected groundtruth/<video>/*.json or gt_bbox/seq_N.txt files")
+                raise TuneError(
+                    f"data {data}: the {split!r} frames carry no ground-truth boxes; "
+                    "expected groundtruth/<video>/*.json or gt_bbox/seq_N.txt files"
+                )
             images, gt_boxes, gt_labels = batch["image"], batch["gt_boxes"], batch["gt_labels"]
             if max_frames is not None:
                 keep = max(0, int(max_frames) - sweep.n_frames)
@@ -269,10 +292,20 @@ def run_tuning(
         raise TuneError(f"data {data}: no frames in split {split!r}")
     table = sweep.result()
     rec = Recommendation(**recommend_thresholds(table, metric))
-    rec.settings = dict(data=str(data), checkpoint=str(checkpoint), split=split, method=method,
-                           layer=layer, pred_threshold=pred_threshold, mode=mode,
-                           min_area=min_area, thresholds=ts, frames=sweep.n_frames,
-                           arch=info.arch, classes=classes)
+    rec.settings = dict(
+        data=str(data),
+        checkpoint=str(checkpoint),
+        split=split,
+        method=method,
+        layer=layer,
+        pred_threshold=pred_threshold,
+        mode=mode,
+        min_area=min_area,
+        thresholds=ts,
+        frames=sweep.n_frames,
+        arch=info.arch,
+        classes=classes,
+    )
     if out is not None:
         rec.files = write_outputs(table, rec, out)
     return TuningResult(table, rec)
@@ -285,7 +318,9 @@ def write_outputs(table, rec: Recommendation | dict, out: str | Path) -> dict[st
     files: dict[str, Any] = {"csv": str(out / "tune_thresholds.csv")}  # paths; class_curves a list
     table.to_csv(files["csv"], index=False, float_format="%.6g")
     s = rec.get("settings", {})
-    title = f"{s.get('method', '')} {s.get('layer', '')}, {s.get('frames', '?')} frames ({s.get('split', '')})"
+    title = (
+        f"{s.get('method', '')} {s.get('layer', '')}, {s.get('frames', '?')} frames ({s.get('split', '')})"
+    )
     files["curves"] = str(plot_threshold_curves(table, out / "tune_curves.png", title=title))
     files["class_curves"] = [str(p) for p in plot_class_curves(table, out)]
     files["json"] = str(out / "tune_recommendation.json")
@@ -302,27 +337,34 @@ def format_summary(table, rec: Recommendation | dict) -> str:
     if len(agg):
         name = agg["class_name"].iloc[0]
         lines.append(f"{name} by threshold:")
-        lines.append(f"  {'T':>5} {'mIoU':>6} {'hit@.5':>6} {'prec':>6} {'recall':>6} {'point':>6} {'box/fr':>6}")
+        lines.append(
+            f"  {'T':>5} {'mIoU':>6} {'hit@.5':>6} {'prec':>6} {'recall':>6} {'point':>6} {'box/fr':>6}"
+        )
         for _, r in agg[agg["class_name"] == name].iterrows():
-            lines.append(f"  {r.threshold:5.2f} {r.mean_iou:6.3f} {r.hit_rate:6.3f} {r.precision:6.3f} "
-                         f"{r.recall:6.3f} {r.pointing_game:6.3f} {r.boxes_per_frame:6.2f}")
+            lines.append(
+                f"  {r.threshold:5.2f} {r.mean_iou:6.3f} {r.hit_rate:6.3f} {r.precision:6.3f} "
+                f"{r.recall:6.3f} {r.pointing_game:6.3f} {r.boxes_per_frame:6.2f}"
+            )
     lines.append(f"best T per class (by {metric}):")
     lines.append(f"  {'class':<26} {'T':>5} {'mIoU':>6} {'hit@.5':>6} {'prec':>6} {'recall':>6} {'n_gt':>5}")
     n_gt = table.drop_duplicates("class_name").set_index("class_name")["n_gt"]
     for name, r in rec["per_class"].items():
         f = lambda v: float("nan") if v is None else v  # noqa: E731
-        lines.append(f"  {name:<26} {r['threshold']:5.2f} {f(r['mean_iou']):6.3f} {f(r['hit_rate']):6.3f} "
-                     f"{f(r['precision']):6.3f} {f(r['recall']):6.3f} {int(n_gt.get(name, 0)):5d}")
+        lines.append(
+            f"  {name:<26} {r['threshold']:5.2f} {f(r['mean_iou']):6.3f} {f(r['hit_rate']):6.3f} "
+            f"{f(r['precision']):6.3f} {f(r['recall']):6.3f} {int(n_gt.get(name, 0)):5d}"
+        )
     ov = rec.get("overall")
     if ov:
-        lines.append(f"recommended T overall ({ov['name']}, by {metric}): {ov['threshold']:.2f} "
-                     f"(mean IoU {ov['mean_iou']:.3f}, hit rate {ov['hit_rate']:.3f})")
+        lines.append(
+            f"recommended T overall ({ov['name']}, by {metric}): {ov['threshold']:.2f} "
+            f"(mean IoU {ov['mean_iou']:.3f}, hit rate {ov['hit_rate']:.3f})"
+        )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
 # MRI tasks (--task prostate | organ3d | alzheimer); shared by gcfeat.bbox and gcfeat.tune
-
 
 
 def task_demo_paths(task: str | Task) -> dict[str, str]:
@@ -335,9 +377,11 @@ def load_task_model(task, checkpoint: str | Path, device: str = "cpu"):
     ``device``; a missing file says how to make one."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise TuneError(f"checkpoint {path}: no such file; run `scripts/demo --task {task.name}` "
-                        f"(or python -m gcfeat.train --task {task.name}) first or pass "
-                        "--checkpoint PATH")
+        raise TuneError(
+            f"checkpoint {path}: no such file; run `scripts/demo --task {task.name}` "
+            f"(or python -m gcfeat.train --task {task.name}) first or pass "
+            "--checkpoint PATH"
+        )
     model, info = task.load_checkpoint(path, map_location=device)
     return model.to(device).eval(), info
 
@@ -346,8 +390,10 @@ def load_task_dataset(task, data: str | Path, info, split: str = "test"):
     """The task's Dataset of ``split``; 2D tasks at the checkpoint's input size."""
     path = Path(data)
     if not path.exists():
-        raise TuneError(f"data {path}: no such file or folder; run `scripts/demo --task "
-                        f"{task.name}` first or pass --data DIR")
+        raise TuneError(
+            f"data {path}: no such file or folder; run `scripts/demo --task "
+            f"{task.name}` first or pass --data DIR"
+        )
     kw = {}
     size = getattr(info, "input_size", None)
     if task.spatial_dims == 2 and size:
@@ -430,12 +476,12 @@ def run_task_tuning(
     checkpoint = paths["checkpoint"] if checkpoint is None else checkpoint
     ts = parse_thresholds(thresholds)
     if out is not None:
-        writable_dir(out, create=False)     # a file or a read-only folder: said now
+        writable_dir(out, create=False)  # a file or a read-only folder: said now
     model, info = load_task_model(t, checkpoint, device)
     ds = load_task_dataset(t, data, info, split)
     if limit is None:
         chosen = list(range(len(ds)))
-    else:   # class-balanced as gcfeat.evaluate's --limit: the first N can all be lesion-free
+    else:  # class-balanced as gcfeat.evaluate's --limit: the first N can all be lesion-free
         labels = getattr(ds, "labels", None)
         if labels is None or len(labels) != len(ds):
             labels = [int(ds[i]["label"]) for i in range(len(ds))]
@@ -446,21 +492,29 @@ def run_task_tuning(
     cam = make_task_cam(model, t, method, layer)
     K = t.num_classes
     classes = list(t.classes)
-    sweep = ThresholdSweep(ts, range(K), class_names=classes, mode=mode, min_area=min_area,
-                           pred_threshold=config.PRED_THRESHOLD, aggregate={"all": list(range(K))})
+    sweep = ThresholdSweep(
+        ts,
+        range(K),
+        class_names=classes,
+        mode=mode,
+        min_area=min_area,
+        pred_threshold=config.PRED_THRESHOLD,
+        aggregate={"all": list(range(K))},
+    )
     point_hits = torch.zeros(K, dtype=torch.int64)
     per_class = torch.zeros(K, dtype=torch.int64)
     seen = 0
-    loader = DataLoader(Subset(ds, chosen), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate)
+    loader = DataLoader(Subset(ds, chosen), batch_size=batch_size, shuffle=False, collate_fn=collate)
     disable = None if progress or progress is None else True
     with tqdm(total=n, unit="sample", desc=f"tune {t.name} (CAM + sweep)", disable=disable) as bar:
         for batch in loader:
             gt = batch.get("gt_mask")
             if not torch.is_tensor(gt):
-                raise TuneError(f"data {data}: the {split!r} samples carry no ground-truth masks "
-                                f"(gt_mask); expected the mask files the {t.name} synthetic "
-                                "writer puts beside the data")
+                raise TuneError(
+                    f"data {data}: the {split!r} samples carry no ground-truth masks "
+                    f"(gt_mask); expected the mask files the {t.name} synthetic "
+                    "writer puts beside the data"
+                )
             seen += len(gt)
             bar.update(len(gt))
             has = gt.flatten(1).any(1)
@@ -482,17 +536,30 @@ def run_task_tuning(
             point_hits += torch.bincount(c, weights=hit.double(), minlength=K).long()
             per_class += torch.bincount(c, minlength=K)
     if sweep.n_frames == 0:
-        raise TuneError(f"data {data}: none of the {seen} {split!r} samples has a ground-truth "
-                        "mask (gt_mask is empty everywhere); nothing to score")
+        raise TuneError(
+            f"data {data}: none of the {seen} {split!r} samples has a ground-truth "
+            "mask (gt_mask is empty everywhere); nothing to score"
+        )
     table = _mask_metrics(sweep.result(), point_hits.numpy(), per_class.numpy())
     rec = Recommendation(**recommend_thresholds(table, metric, overall="all"))
-    rec.settings = dict(task=t.name, data=str(data), checkpoint=str(checkpoint), split=split,
-                           method=method, layer=layer or "task default", target=target,
-                           mode=mode, min_area=min_area, thresholds=ts, frames=sweep.n_frames,
-                           samples=seen, samples_without_gt=seen - sweep.n_frames,
-                           selection="all" if limit is None else
-                           f"balanced_subset(limit={limit}, seed=0)",
-                           arch=info.get("arch"), classes=classes)
+    rec.settings = dict(
+        task=t.name,
+        data=str(data),
+        checkpoint=str(checkpoint),
+        split=split,
+        method=method,
+        layer=layer or "task default",
+        target=target,
+        mode=mode,
+        min_area=min_area,
+        thresholds=ts,
+        frames=sweep.n_frames,
+        samples=seen,
+        samples_without_gt=seen - sweep.n_frames,
+        selection="all" if limit is None else f"balanced_subset(limit={limit}, seed=0)",
+        arch=info.get("arch"),
+        classes=classes,
+    )
     if out is not None:
         rec.files = write_outputs(table, rec, out)
     return TuningResult(table, rec)
@@ -515,9 +582,13 @@ def _mask_metrics(table, point_hits, per_class):
     return table
 
 
-def tune(task: str | Task = "surgical", data: str | Path | None = None,
-         checkpoint: str | Path | None = None, thresholds: str | Sequence[float] | None = None,
-         **kwargs) -> TuningResult:
+def tune(
+    task: str | Task = "surgical",
+    data: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    thresholds: str | Sequence[float] | None = None,
+    **kwargs,
+) -> TuningResult:
     """The threshold study of any task (one entry point for all of them).
 
     Tasks with box ground truth (surgical) run :func:`run_tuning` (boxes of every predicted
@@ -529,7 +600,10 @@ def tune(task: str | Task = "surgical", data: str | Path | None = None,
     t = get_task(task)
     thresholds = config.THRESHOLD_SWEEP if thresholds is None else thresholds
     if t.ground_truth == "boxes":
-        return run_tuning(DEFAULT_DATA if data is None else data,
-                          DEFAULT_CHECKPOINT if checkpoint is None else checkpoint,
-                          thresholds, **kwargs)
+        return run_tuning(
+            DEFAULT_DATA if data is None else data,
+            DEFAULT_CHECKPOINT if checkpoint is None else checkpoint,
+            thresholds,
+            **kwargs,
+        )
     return run_task_tuning(t, data, checkpoint, thresholds, **kwargs)

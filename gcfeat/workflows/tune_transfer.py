@@ -42,6 +42,7 @@ Outputs under ``out``: ``tune_transfer.csv`` (one row per source x mode x protoc
 (mean IoU vs T on the scored split per source, calibrated T marked; the summary bars; per-class
 bars of the chosen source vs the first).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,17 @@ FUSION = "product"
 BASELINES = ("otsu", "max20", "random")
 MODES = ("pred", "gt_known")
 PROTOCOLS = ("transfer", "transfer_per_class", "oracle")
-FIGURES = ("mean_iou", "hit_rate", "ap", "ap50", "ap75", "max_box_acc_v2", "pointing_game",
-           "pointing_game_tol", "energy_pointing_game")
+FIGURES = (
+    "mean_iou",
+    "hit_rate",
+    "ap",
+    "ap50",
+    "ap75",
+    "max_box_acc_v2",
+    "pointing_game",
+    "pointing_game_tol",
+    "energy_pointing_game",
+)
 
 
 @dataclass
@@ -115,12 +125,17 @@ class TransferResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``tune_transfer.json``."""
-        nan_free = lambda d: {k: (None if isinstance(v, float) and v != v else v)  # noqa: E731
-                              for k, v in d.items()}    # strict JSON: null, not NaN
-        return {"chosen": self.chosen, "settings": self.settings, "files": self.files,
-                "rows": [nan_free(r) for r in self.table.to_dict("records")],
-                "per_class_transfer_mean_iou": {s: nan_free(v) for s, v in self.per_class.to_dict().items()},
-                "thresholds": {s: c.per_class for s, c in self.calibrations.items()}}
+        nan_free = lambda d: {  # noqa: E731
+            k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()
+        }  # strict JSON: null, not NaN
+        return {
+            "chosen": self.chosen,
+            "settings": self.settings,
+            "files": self.files,
+            "rows": [nan_free(r) for r in self.table.to_dict("records")],
+            "per_class_transfer_mean_iou": {s: nan_free(v) for s, v in self.per_class.to_dict().items()},
+            "thresholds": {s: c.per_class for s, c in self.calibrations.items()},
+        }
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -147,8 +162,9 @@ class _MapMaker:
                 mods = [model.get_submodule(ly) for ly in need]
             except AttributeError:
                 names = [n for n, _ in model.named_children()]
-                raise TuneError(f"--layers {need}: the model has no such module; top-level "
-                                f"modules: {names}") from None
+                raise TuneError(
+                    f"--layers {need}: the model has no such module; top-level modules: {names}"
+                ) from None
             self.cams[m] = get_method(key)(model, target_layers=mods)
         self.cam_sources = [f"{m}/{ly}" for m in methods for ly in self.layers]
         self.sources = self.cam_sources + list(BASELINES)
@@ -172,14 +188,15 @@ class _MapMaker:
             by_layer = dict(zip(self.targets, res.layer_heatmaps))
             for ly in self.layers:
                 parts = [by_layer[x] for x in FUSED_LAYERS] if ly == FUSED else [by_layer[ly]]
-                some = fuse_maps(parts, size, FUSION if ly == FUSED else "mean")   # (B, k, H, W)
+                some = fuse_maps(parts, size, FUSION if ly == FUSED else "mean")  # (B, k, H, W)
                 maps[f"{m}/{ly}"] = scatter_classes(some, sel, needed.shape[1])
                 grid = grid or tuple(by_layer[ly if ly != FUSED else FUSED_LAYERS[-1]].shape[2:])
         first = maps[self.cam_sources[0]]
         maps["otsu"] = otsu_maps(first)
         maps["max20"] = fraction_of_max_maps(first, 0.2)
-        maps["random"] = random_maps(first.shape, seed=self.seed * 100003 + self._batch,
-                                     cells=grid, device=first.device)
+        maps["random"] = random_maps(
+            first.shape, seed=self.seed * 100003 + self._batch, cells=grid, device=first.device
+        )
         self._batch += 1
         return maps
 
@@ -218,14 +235,26 @@ def _studies(sources, thresholds, classes, *, fixed=("otsu", "max20"), calibrati
     return out
 
 
-def _run_split(maker: _MapMaker, dataset, studies, *, batch_size, num_workers, device, desc,
-               progress, pred_threshold, max_frames=None) -> int:
+def _run_split(
+    maker: _MapMaker,
+    dataset,
+    studies,
+    *,
+    batch_size,
+    num_workers,
+    device,
+    desc,
+    progress,
+    pred_threshold,
+    max_frames=None,
+) -> int:
     """One pass over a split: every source's maps into its studies (both modes)."""
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     n_total = len(dataset) if max_frames is None else min(len(dataset), int(max_frames))
     seen = 0
-    with tqdm(total=n_total, unit="frame", desc=desc,
-              disable=None if progress or progress is None else True) as bar:
+    with tqdm(
+        total=n_total, unit="frame", desc=desc, disable=None if progress or progress is None else True
+    ) as bar:
         for batch in loader:
             if "gt_boxes" not in batch:
                 raise TuneError(f"{desc}: the frames carry no ground-truth boxes")
@@ -259,8 +288,9 @@ def _map_figures(study: LocalizationStudy, cols: Sequence[int]) -> dict[str, flo
     return {"pointing_game_tol": mean(rep.pointing[c]), "energy_pointing_game": mean(rep.energy[c])}
 
 
-def _rows(source, cal_study, score_study, cal, agg_name, cols, mode, maps_cal=None,
-          maps_score=None) -> tuple[list[dict], pd.Series]:
+def _rows(
+    source, cal_study, score_study, cal, agg_name, cols, mode, maps_cal=None, maps_score=None
+) -> tuple[list[dict], pd.Series]:
     """The transfer / per-class / oracle rows of one source and mode, and the per-class
     transferred mean IoU (``maps_cal`` / ``maps_score``: the studies whose map-level figures
     count, default the same studies)."""
@@ -274,30 +304,57 @@ def _rows(source, cal_study, score_study, cal, agg_name, cols, mode, maps_cal=No
     mb_val = _instrument_mba(cal_study.report().max_box_acc, cols)
     mb_test = _instrument_mba(score_study.report().max_box_acc, cols)
     extra = _map_figures(score_study, cols)
-    fig = lambda r: {k: float(r[k]) for k in ("mean_iou", "hit_rate", "ap", "ap50", "ap75",  # noqa: E731
-                                                "pointing_game")}
+    fig = lambda r: {  # noqa: E731
+        k: float(r[k])
+        for k in (
+            "mean_iou",
+            "hit_rate",
+            "ap",
+            "ap50",
+            "ap75",  # noqa: E731
+            "pointing_game",
+        )
+    }
     rows = []
     g = cal.global_threshold
     mba_t = math.nan
     if mb_val is not None and mb_test is not None:
-        idx = mb_val.box_acc.argmax(-1)           # tau per delta chosen on calibration
+        idx = mb_val.box_acc.argmax(-1)  # tau per delta chosen on calibration
         mba_t = float(mb_test.box_acc[torch.arange(len(idx)), idx].mean())
-    rows.append({**base, "protocol": "transfer", "threshold": g, **fig(agg.loc[g]),
-                 "max_box_acc_v2": mba_t, **extra})
+    rows.append(
+        {**base, "protocol": "transfer", "threshold": g, **fig(agg.loc[g]), "max_box_acc_v2": mba_t, **extra}
+    )
     T = dict(zip(cal.classes, cal.per_class))
     picked = pd.concat([sub[sub["threshold"] == T[int(cid)]] for cid, sub in per.groupby("class_id")])
     w = picked["n_gt"].to_numpy(float)
     wm = lambda v: float(np.nansum(v * w) / w[~np.isnan(v)].sum()) if w[~np.isnan(v)].sum() else math.nan  # noqa: E731
     apm = lambda v: float(np.nanmean(v[w > 0])) if (w > 0).any() else math.nan  # noqa: E731
-    rows.append({**base, "protocol": "transfer_per_class", "threshold": math.nan,
-                 "mean_iou": wm(picked["mean_iou"].to_numpy(float)),
-                 "hit_rate": wm(picked["hit_rate"].to_numpy(float)),
-                 "ap": apm(picked["ap"].to_numpy(float)), "ap50": apm(picked["ap50"].to_numpy(float)),
-                 "ap75": apm(picked["ap75"].to_numpy(float)),
-                 "pointing_game": float(agg.iloc[0]["pointing_game"]), "max_box_acc_v2": mba_t, **extra})
+    rows.append(
+        {
+            **base,
+            "protocol": "transfer_per_class",
+            "threshold": math.nan,
+            "mean_iou": wm(picked["mean_iou"].to_numpy(float)),
+            "hit_rate": wm(picked["hit_rate"].to_numpy(float)),
+            "ap": apm(picked["ap"].to_numpy(float)),
+            "ap50": apm(picked["ap50"].to_numpy(float)),
+            "ap75": apm(picked["ap75"].to_numpy(float)),
+            "pointing_game": float(agg.iloc[0]["pointing_game"]),
+            "max_box_acc_v2": mba_t,
+            **extra,
+        }
+    )
     best = agg["mean_iou"].astype(float).idxmax()
-    rows.append({**base, "protocol": "oracle", "threshold": float(best), **fig(agg.loc[best]),
-                 "max_box_acc_v2": mb_test.value if mb_test is not None else math.nan, **extra})
+    rows.append(
+        {
+            **base,
+            "protocol": "oracle",
+            "threshold": float(best),
+            **fig(agg.loc[best]),
+            "max_box_acc_v2": mb_test.value if mb_test is not None else math.nan,
+            **extra,
+        }
+    )
     per_class_iou = picked.set_index("class_name")["mean_iou"].astype(float)
     return rows, per_class_iou
 
@@ -340,41 +397,77 @@ def run_transfer(
         :class:`TransferResult` (files written when ``out`` is given).
     """
     if calibrate_split == score_split:
-        raise TuneError(f"--calibrate-split and --score-split are both {score_split!r}: the "
-                        "protocol scores on a split the thresholds were not chosen on")
+        raise TuneError(
+            f"--calibrate-split and --score-split are both {score_split!r}: the "
+            "protocol scores on a split the thresholds were not chosen on"
+        )
     ts = parse_thresholds(thresholds)
     model, info = load_model(checkpoint, device)
     classes = list(info.classes)
     agg = aggregate_for(classes)
     agg_name, cols = next(iter(agg.items()))
     maker = _MapMaker(model, list(methods), list(layers), seed)
-    kw = dict(mode=mode, class_modes=class_modes_for(classes), min_area=min_area,
-              pred_threshold=pred_threshold, aggregate=agg)
+    kw = dict(
+        mode=mode,
+        class_modes=class_modes_for(classes),
+        min_area=min_area,
+        pred_threshold=pred_threshold,
+        aggregate=agg,
+    )
     runs, frames = {}, {}
     for split in (calibrate_split, score_split):
         ds = load_dataset(data, info, layout=layout, split=split)
         fixed = () if split == calibrate_split else ("otsu", "max20")
         srcs = [s for s in maker.sources if split == score_split or s not in ("otsu", "max20")]
-        runs[split] = _studies(srcs, ts, classes, fixed=fixed,
-                               calibration=split == calibrate_split, **kw)
-        frames[split] = _run_split(maker, ds, runs[split], batch_size=batch_size,
-                                   num_workers=num_workers, device=device, progress=progress,
-                                   desc=f"tune {split} ({len(srcs)} map sources)",
-                                   pred_threshold=pred_threshold,
-                                   max_frames=max_frames)
+        runs[split] = _studies(srcs, ts, classes, fixed=fixed, calibration=split == calibrate_split, **kw)
+        frames[split] = _run_split(
+            maker,
+            ds,
+            runs[split],
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=progress,
+            desc=f"tune {split} ({len(srcs)} map sources)",
+            pred_threshold=pred_threshold,
+            max_frames=max_frames,
+        )
     meta = dict(checkpoint=str(checkpoint), split=calibrate_split, arch=info.arch, thresholds=ts)
-    rows, per_class, cals, curves = _collect(maker.sources, maker.cam_sources, runs[calibrate_split],
-                                             runs[score_split], agg_name, cols, min_gt, meta)
+    rows, per_class, cals, curves = _collect(
+        maker.sources,
+        maker.cam_sources,
+        runs[calibrate_split],
+        runs[score_split],
+        agg_name,
+        cols,
+        min_gt,
+        meta,
+    )
     table = pd.DataFrame(rows)
     chosen = max(maker.cam_sources, key=lambda s: cals[s].global_score or -1.0)
     result = TransferResult(table, chosen, cals, pd.DataFrame(per_class), pd.DataFrame(curves))
-    result.settings = dict(data=str(data), checkpoint=str(checkpoint), calibrate_split=calibrate_split,
-                           score_split=score_split, methods=list(methods), layers=list(layers),
-                           fusion=FUSION, fused_layers=list(FUSED_LAYERS), thresholds=ts,
-                           pred_threshold=pred_threshold, mode=mode, min_area=min_area,
-                           min_gt=min_gt, frames=frames, arch=info.arch, classes=classes,
-                           aggregate=agg_name, objective="mean_iou", seed=seed,
-                           chosen_by=f"calibration-split ({calibrate_split}) mean IoU, pred mode")
+    result.settings = dict(
+        data=str(data),
+        checkpoint=str(checkpoint),
+        calibrate_split=calibrate_split,
+        score_split=score_split,
+        methods=list(methods),
+        layers=list(layers),
+        fusion=FUSION,
+        fused_layers=list(FUSED_LAYERS),
+        thresholds=ts,
+        pred_threshold=pred_threshold,
+        mode=mode,
+        min_area=min_area,
+        min_gt=min_gt,
+        frames=frames,
+        arch=info.arch,
+        classes=classes,
+        aggregate=agg_name,
+        objective="mean_iou",
+        seed=seed,
+        chosen_by=f"calibration-split ({calibrate_split}) mean IoU, pred mode",
+    )
     if out is not None:
         result.files = write_transfer(result, out)
     return result
@@ -393,14 +486,22 @@ def _collect(sources, cam_sources, cal_runs, score_runs, agg_name, cols, min_gt,
             else:
                 cal_study = cal_runs[s, m]
                 method, layer = parse_source(s) if "/" in s else (s, "")
-                cal = calibration_from_table(cal_study.result(), mode=m, min_gt=min_gt,
-                                             meta={**meta, "source": s, "method": method,
-                                                   "layer": layer, "box_maps": _box_maps(layer),
-                                                   "fusion": FUSION if layer == FUSED else None,
-                                                   "mode": m})
+                cal = calibration_from_table(
+                    cal_study.result(),
+                    mode=m,
+                    min_gt=min_gt,
+                    meta={
+                        **meta,
+                        "source": s,
+                        "method": method,
+                        "layer": layer,
+                        "box_maps": _box_maps(layer),
+                        "fusion": FUSION if layer == FUSED else None,
+                        "mode": m,
+                    },
+                )
             fixed = s in ("otsu", "max20")
-            maps = (score_runs[s, "pred"] if fixed else cal_runs[s, "pred"],
-                    score_runs[s, "pred"])
+            maps = (score_runs[s, "pred"] if fixed else cal_runs[s, "pred"], score_runs[s, "pred"])
             r, pc = _rows(s, cal_study, sc, cal, agg_name, cols, m, *maps)
             rows += r
             if m == "pred":
@@ -421,8 +522,11 @@ def write_transfer(result: TransferResult, out: str | Path) -> dict[str, str]:
     """CSV, JSON, the thresholds files and the figure under ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"csv": str(out / "tune_transfer.csv"), "json": str(out / "tune_transfer.json"),
-             "thresholds": str(out / "thresholds.json")}
+    files = {
+        "csv": str(out / "tune_transfer.csv"),
+        "json": str(out / "tune_transfer.json"),
+        "thresholds": str(out / "thresholds.json"),
+    }
     result.table.to_csv(files["csv"], index=False, float_format="%.6g")
     result.calibrations[result.chosen].save(files["thresholds"])
     for s, cal in result.calibrations.items():
@@ -430,10 +534,21 @@ def write_transfer(result: TransferResult, out: str | Path) -> dict[str, str]:
             files[f"thresholds_{s}"] = str(cal.save(out / f"thresholds_{s.replace('/', '_')}.json"))
     st = result.settings
     calibrated = {src: c.global_threshold for src, c in result.calibrations.items()}
-    title = (f"T calibrated on {st.get('calibrate_split')}, scored on {st.get('score_split')} "
-             f"({st.get('aggregate')}); chosen: {result.chosen}")
-    files["figure"] = str(plot_transfer(result.table, result.curves, result.per_class, calibrated,
-                                        result.chosen, out / "tune_transfer.png", title=title))
+    title = (
+        f"T calibrated on {st.get('calibrate_split')}, scored on {st.get('score_split')} "
+        f"({st.get('aggregate')}); chosen: {result.chosen}"
+    )
+    files["figure"] = str(
+        plot_transfer(
+            result.table,
+            result.curves,
+            result.per_class,
+            calibrated,
+            result.chosen,
+            out / "tune_transfer.png",
+            title=title,
+        )
+    )
     result.files = files
     Path(files["json"]).write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
     return files
@@ -451,16 +566,22 @@ def format_transfer(result: TransferResult) -> str:
     """The printed table: pred and GT-known, per source, transferred beside the oracle."""
     t = result.table
     s = result.settings
-    lines = [f"calibrated on {s['calibrate_split']!r} ({s['frames'][s['calibrate_split']]} frames), "
-             f"scored on {s['score_split']!r} ({s['frames'][s['score_split']]} frames), "
-             f"{s['aggregate']}:",
-             f"  {'source':<22} {'mode':<8} {'protocol':<18} {'T':>5} {'mIoU':>6} {'hit':>6} "
-             f"{'AP50':>6} {'mAP':>6} {'MBAv2':>6} {'point':>6} {'energy':>6}"]
+    lines = [
+        f"calibrated on {s['calibrate_split']!r} ({s['frames'][s['calibrate_split']]} frames), "
+        f"scored on {s['score_split']!r} ({s['frames'][s['score_split']]} frames), "
+        f"{s['aggregate']}:",
+        f"  {'source':<22} {'mode':<8} {'protocol':<18} {'T':>5} {'mIoU':>6} {'hit':>6} "
+        f"{'AP50':>6} {'mAP':>6} {'MBAv2':>6} {'point':>6} {'energy':>6}",
+    ]
     for _, r in t.iterrows():
         T = "cls" if r.threshold != r.threshold else f"{r.threshold:.2f}"
-        lines.append(f"  {r.source:<22} {r['mode']:<8} {r.protocol:<18} {T:>5} {r.mean_iou:6.3f} "
-                     f"{r.hit_rate:6.3f} {r.ap50:6.3f} {r.ap:6.3f} {r.max_box_acc_v2:6.3f} "
-                     f"{r.pointing_game:6.3f} {r.energy_pointing_game:6.3f}")
-    lines.append(f"chosen on {s['calibrate_split']!r}: {result.chosen} (per-class T in "
-                 f"{result.files.get('thresholds', 'thresholds.json')})")
+        lines.append(
+            f"  {r.source:<22} {r['mode']:<8} {r.protocol:<18} {T:>5} {r.mean_iou:6.3f} "
+            f"{r.hit_rate:6.3f} {r.ap50:6.3f} {r.ap:6.3f} {r.max_box_acc_v2:6.3f} "
+            f"{r.pointing_game:6.3f} {r.energy_pointing_game:6.3f}"
+        )
+    lines.append(
+        f"chosen on {s['calibrate_split']!r}: {result.chosen} (per-class T in "
+        f"{result.files.get('thresholds', 'thresholds.json')})"
+    )
     return "\n".join(lines)

@@ -1,16 +1,28 @@
 """heatmap_to_boxes, Boxes and box ops: exact boxes on hand-built blobs, and the batched fast
 path against a plain per-map reference loop."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage.measure import label as sk_label, regionprops
+from skimage.measure import label as sk_label
+from skimage.measure import regionprops
 
 import gcfeat.boxes.threshold as thr
-from gcfeat.boxes import (BOX_MODES, Boxes, HeatmapError, box_area, box_iou, box_mean, box_union,
-                          heatmap_to_boxes, pairwise_box_iou, points_in_boxes)
+from gcfeat.boxes import (
+    BOX_MODES,
+    Boxes,
+    HeatmapError,
+    box_area,
+    box_iou,
+    box_mean,
+    box_union,
+    heatmap_to_boxes,
+    pairwise_box_iou,
+    points_in_boxes,
+)
 
 
 def boxes_of(b: Boxes):
@@ -30,8 +42,8 @@ def path(request, monkeypatch):
 
 def two_blob_map():
     heat = torch.zeros(1, 1, 20, 30)
-    heat[0, 0, 2:6, 3:10] = 0.6      # 7 x 4 = 28 px box
-    heat[0, 0, 10:18, 15:26] = 0.8   # 11 x 8 = 88 px box
+    heat[0, 0, 2:6, 3:10] = 0.6  # 7 x 4 = 28 px box
+    heat[0, 0, 10:18, 15:26] = 0.8  # 11 x 8 = 88 px box
     heat[0, 0, 12, 17] = 1.0
     return heat
 
@@ -54,9 +66,9 @@ def test_known_blobs_every_mode(mode, path):
 def test_diagonal_neighbours_join_8_connectivity(path):
     heat = torch.zeros(1, 1, 16, 16)
     heat[0, 0, 2:7, 2:7] = 1
-    heat[0, 0, 7:12, 7:12] = 1       # touches the first square only at a corner
-    heat[0, 0, 2:7, 13:16] = 1       # separated by a zero gap: its own blob
-    heat[0, 0, 8:14, 13:16] = 1      # touching it edge to edge below? no: row 7 is empty
+    heat[0, 0, 7:12, 7:12] = 1  # touches the first square only at a corner
+    heat[0, 0, 2:7, 13:16] = 1  # separated by a zero gap: its own blob
+    heat[0, 0, 8:14, 13:16] = 1  # touching it edge to edge below? no: row 7 is empty
     b = heatmap_to_boxes(heat, 0.5, min_area=0)
     assert boxes_of(b) == [(2, 2, 12, 12), (13, 2, 16, 7), (13, 8, 16, 14)]
 
@@ -64,19 +76,19 @@ def test_diagonal_neighbours_join_8_connectivity(path):
 def test_touching_blobs_merge(path):
     heat = torch.zeros(1, 1, 10, 20)
     heat[0, 0, 2:6, 2:8] = 0.5
-    heat[0, 0, 4:9, 8:15] = 0.9      # shares an edge with the first
+    heat[0, 0, 4:9, 8:15] = 0.9  # shares an edge with the first
     b = heatmap_to_boxes(heat, 0.4, min_area=0)
     assert boxes_of(b) == [(2, 2, 15, 9)]
-    b = heatmap_to_boxes(heat, 0.6, min_area=0)   # only the second one is above 0.6
+    b = heatmap_to_boxes(heat, 0.6, min_area=0)  # only the second one is above 0.6
     assert boxes_of(b) == [(8, 4, 15, 9)]
 
 
 def test_blobs_on_frame_edges_exclusive_end(path):
     H, W = 12, 17
     heat = torch.zeros(1, 2, H, W)
-    heat[0, 0, H - 3:, W - 4:] = 1   # bottom-right corner
-    heat[0, 0, 0:2, 0:3] = 1         # top-left corner
-    heat[0, 1, :, :] = 0.7           # the whole frame
+    heat[0, 0, H - 3 :, W - 4 :] = 1  # bottom-right corner
+    heat[0, 0, 0:2, 0:3] = 1  # top-left corner
+    heat[0, 1, :, :] = 0.7  # the whole frame
     b = heatmap_to_boxes(heat, 0.5, min_area=0)
     assert boxes_of(b) == [(0, 0, 3, 2), (W - 4, H - 3, W, H), (0, 0, W, H)]
     assert b.label.tolist() == [0, 0, 1]
@@ -97,13 +109,17 @@ def test_blobs_never_cross_between_stacked_maps(path):
 
 def test_min_area_drops_box_area_at_most_min_area(path):
     heat = torch.zeros(1, 1, 30, 40)
-    heat[0, 0, 1, 1] = 1                 # 1 px
-    heat[0, 0, 5:10, 5:10] = 1           # 5 x 5 = 25: dropped (<= 25)
-    heat[0, 0, 20:22, 2:15] = 1          # 13 x 2 = 26: kept
-    heat[0, 0, 12:17, 30:36] = 1         # 6 x 5 = 30: kept
+    heat[0, 0, 1, 1] = 1  # 1 px
+    heat[0, 0, 5:10, 5:10] = 1  # 5 x 5 = 25: dropped (<= 25)
+    heat[0, 0, 20:22, 2:15] = 1  # 13 x 2 = 26: kept
+    heat[0, 0, 12:17, 30:36] = 1  # 6 x 5 = 30: kept
     assert boxes_of(heatmap_to_boxes(heat, 0.5)) == [(2, 20, 15, 22), (30, 12, 36, 17)]
     assert boxes_of(heatmap_to_boxes(heat, 0.5, min_area=0)) == [
-        (1, 1, 2, 2), (2, 20, 15, 22), (5, 5, 10, 10), (30, 12, 36, 17)]
+        (1, 1, 2, 2),
+        (2, 20, 15, 22),
+        (5, 5, 10, 10),
+        (30, 12, 36, 17),
+    ]
     # box area, not pixel count: a 10-pixel diagonal line has a 10 x 10 box
     diag = torch.zeros(1, 1, 12, 12)
     idx = torch.arange(10)
@@ -116,13 +132,13 @@ def test_min_area_drops_box_area_at_most_min_area(path):
 
 def test_threshold_zero_one_and_constant_maps(path):
     heat = torch.zeros(1, 3, 10, 12)
-    heat[0, 0, 3:8, 4:10] = 0.01        # tiny but > 0
-    heat[0, 1] = 0.5                    # constant
-    heat[0, 2, 2:9, 2:9] = 1.0          # saturated
+    heat[0, 0, 3:8, 4:10] = 0.01  # tiny but > 0
+    heat[0, 1] = 0.5  # constant
+    heat[0, 2, 2:9, 2:9] = 1.0  # saturated
     b = heatmap_to_boxes(heat, 0.0, min_area=0)
     # T = 0: zeros are not > 0, so class 0 gets only its positive pixels
     assert boxes_of(b) == [(4, 3, 10, 8), (0, 0, 12, 10), (2, 2, 9, 9)]
-    assert len(heatmap_to_boxes(heat, 1.0, min_area=0)) == 0        # nothing is > 1
+    assert len(heatmap_to_boxes(heat, 1.0, min_area=0)) == 0  # nothing is > 1
     assert heatmap_to_boxes(heat, 1.0).xyxy.shape == (0, 4)
     assert boxes_of(heatmap_to_boxes(heat[:, 1:2], 0.49, min_area=0)) == [(0, 0, 12, 10)]
     assert len(heatmap_to_boxes(heat[:, 1:2], 0.5, min_area=0)) == 0  # strictly greater
@@ -176,8 +192,12 @@ def test_probs_select_classes_and_class_modes(path):
     # pred_threshold moves the cut
     assert len(heatmap_to_boxes(heat, 0.5, probs=probs, pred_threshold=0.05)) == 12
     # `classes`: channel -> class id, probs over all model outputs
-    b = heatmap_to_boxes(heat[:, :2], 0.5, classes=[7, 3], probs=torch.tensor(
-        [[0, 0, 0, 0.9, 0, 0, 0, 0.1], [0, 0, 0, 0.1, 0, 0, 0, 0.8]]))
+    b = heatmap_to_boxes(
+        heat[:, :2],
+        0.5,
+        classes=[7, 3],
+        probs=torch.tensor([[0, 0, 0, 0.9, 0, 0, 0, 0.1], [0, 0, 0, 0.1, 0, 0, 0, 0.8]]),
+    )
     assert b.label.tolist() == [3, 3, 7, 7] and b.frame.tolist() == [0, 0, 1, 1]
 
 
@@ -186,8 +206,8 @@ def test_sorted_by_frame_label_then_coordinates(path):
     heat = torch.zeros(3, 4, 24, 24)
     for b_ in range(3):
         for k in range(4):
-            for (y, x) in [(15, 15), (2, 14), (14, 2), (2, 2)]:
-                heat[b_, k, y:y + 6, x:x + 6] = 0.9
+            for y, x in [(15, 15), (2, 14), (14, 2), (2, 2)]:
+                heat[b_, k, y : y + 6, x : x + 6] = 0.9
     b = heatmap_to_boxes(heat, 0.5)
     keys = list(zip(b.frame.tolist(), b.label.tolist(), *b.xyxy.T.tolist()))
     assert keys == sorted(keys) and len(keys) == 48
@@ -196,13 +216,12 @@ def test_sorted_by_frame_label_then_coordinates(path):
 def test_3d_blobs_26_connectivity():
     heat = torch.zeros(2, 2, 8, 9, 10)
     heat[0, 0, 1:3, 1:3, 1:3] = 0.9
-    heat[0, 0, 3:5, 3:5, 3:5] = 0.7       # touches the first only at a corner voxel
-    heat[0, 0, 6:8, 0:2, 8:10] = 0.8      # separate blob, on the volume's edge
-    heat[0, 1, 7:, 8:, 9:] = 1.0          # one voxel at the far corner
-    heat[1, 1, :1, :, :] = 0.6            # first slice of the next volume: no crossing
+    heat[0, 0, 3:5, 3:5, 3:5] = 0.7  # touches the first only at a corner voxel
+    heat[0, 0, 6:8, 0:2, 8:10] = 0.8  # separate blob, on the volume's edge
+    heat[0, 1, 7:, 8:, 9:] = 1.0  # one voxel at the far corner
+    heat[1, 1, :1, :, :] = 0.6  # first slice of the next volume: no crossing
     b = heatmap_to_boxes(heat, 0.5, min_area=0)
-    assert boxes_of(b) == [(1, 1, 1, 5, 5, 5), (6, 0, 8, 8, 2, 10), (7, 8, 9, 8, 9, 10),
-                           (0, 0, 0, 1, 9, 10)]
+    assert boxes_of(b) == [(1, 1, 1, 5, 5, 5), (6, 0, 8, 8, 2, 10), (7, 8, 9, 8, 9, 10), (0, 0, 0, 1, 9, 10)]
     assert b.frame.tolist() == [0, 0, 0, 1] and b.label.tolist() == [0, 0, 1, 1]
     s = float(heat[0, 0, 1:5, 1:5, 1:5].mean())
     assert b.score[0].item() == pytest.approx(s, abs=1e-6)
@@ -256,13 +275,16 @@ def reference_boxes(heat, T, mode, min_area, class_modes=None, probs=None, pred_
             if m == "largest" and regs:
                 regs = [sorted(regs, key=lambda bx: (-math.prod(bx[d + i] - bx[i] for i in range(d)), bx))[0]]
             if m == "union" and regs:
-                regs = [tuple(min(r[i] for r in regs) for i in range(d)) + tuple(max(r[d + i] for r in regs) for i in range(d))]
+                regs = [
+                    tuple(min(r[i] for r in regs) for i in range(d))
+                    + tuple(max(r[d + i] for r in regs) for i in range(d))
+                ]
             for box in regs:
                 if d == 2:
                     x1, y1, x2, y2 = box
                     score = hn[b, k, y1:y2, x1:x2].mean()
                 else:
-                    score = hn[b, k, box[0]:box[3], box[1]:box[4], box[2]:box[5]].mean()
+                    score = hn[b, k, box[0] : box[3], box[1] : box[4], box[2] : box[5]].mean()
                 out.append((b, k, *box, score))
     out.sort(key=lambda r: r[:-1])
     return out
@@ -275,8 +297,9 @@ def test_fast_path_equals_reference_loop_2d(mode, path):
     for T in (0.0, 0.3, 0.55, 0.8, 0.97):
         for min_area in (0, 25):
             ref = reference_boxes(heat, T, mode, min_area, {3: "union"}, probs)
-            b = heatmap_to_boxes(heat, T, mode=mode, min_area=min_area, class_modes={3: "union"},
-                                 probs=probs, workers=2)
+            b = heatmap_to_boxes(
+                heat, T, mode=mode, min_area=min_area, class_modes={3: "union"}, probs=probs, workers=2
+            )
             got = [(f, k, *bx) for f, k, bx in zip(b.frame.tolist(), b.label.tolist(), boxes_of(b))]
             assert got == [r[:-1] for r in ref], (T, min_area)
             np.testing.assert_allclose(b.score.numpy(), [r[-1] for r in ref], atol=1e-5)
@@ -285,7 +308,7 @@ def test_fast_path_equals_reference_loop_2d(mode, path):
 def test_fast_path_many_chunks_and_threads(monkeypatch):
     heat = smooth_heat(6, 5, 40, 56, seed=3)
     ref = heatmap_to_boxes(heat, 0.45, workers=1)
-    monkeypatch.setattr(thr, "_CHUNK_PIXELS", 40 * 56 * 3)   # 3 maps per chunk -> 10 chunks
+    monkeypatch.setattr(thr, "_CHUNK_PIXELS", 40 * 56 * 3)  # 3 maps per chunk -> 10 chunks
     for workers in (1, 3):
         b = heatmap_to_boxes(heat, 0.45, workers=workers)
         assert torch.equal(b.xyxy, ref.xyxy) and torch.equal(b.frame, ref.frame)
@@ -341,8 +364,7 @@ def test_boxes_round_trip_per_frame_lists():
 
 
 def test_boxes_structure_ops():
-    b = Boxes(torch.tensor([[0, 0, 4, 2], [1, 1, 3, 3], [5, 5, 6, 6]]), [0, 1, 1], [3, 2, 3],
-              [0.5, 0.6, 0.7])
+    b = Boxes(torch.tensor([[0, 0, 4, 2], [1, 1, 3, 3], [5, 5, 6, 6]]), [0, 1, 1], [3, 2, 3], [0.5, 0.6, 0.7])
     assert b.xyxy.dtype == torch.float32 and b.frame.dtype == torch.int64
     assert len(b) == 3 and b.ndim == 2
     assert b.area().tolist() == [8, 4, 1]
@@ -384,7 +406,7 @@ def test_box_iou_2d_and_3d():
     iou = box_iou(a, b)
     assert iou[0].tolist() == pytest.approx([0.5, 0.0, 1.0])
     assert iou[1, 2].item() == pytest.approx(25 / 175)
-    assert iou[2].tolist() == [0.0, 0.0, 0.0]        # empty box: IoU 0, never NaN
+    assert iou[2].tolist() == [0.0, 0.0, 0.0]  # empty box: IoU 0, never NaN
     assert torch.allclose(iou[:2], tv_iou(a[:2], b))
     assert torch.allclose(pairwise_box_iou(a, b), iou.diagonal())
     c = torch.tensor([[0, 0, 0, 2, 2, 2]], dtype=torch.float32)

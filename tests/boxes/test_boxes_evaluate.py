@@ -1,4 +1,5 @@
 """Threshold sweep metrics: hand-built cases with known IoU, and a naive per-frame loop."""
+
 import math
 
 import numpy as np
@@ -7,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gcfeat.boxes import box_iou, heatmap_to_boxes
-from gcfeat.boxes.evaluate import (ThresholdSweep, evaluate_thresholds, parse_thresholds,
-                                   recommend_thresholds)
+from gcfeat.boxes.evaluate import ThresholdSweep, evaluate_thresholds, parse_thresholds, recommend_thresholds
 
 
 def row(df, T, cid):
@@ -32,8 +32,16 @@ def test_hand_built_known_ious():
         [[10, 10, 20, 20], [0, 0, 8, 8]],
     ]
     labels = [[0, 1], [0, 2]]
-    df = evaluate_thresholds(heat, None, gt, labels, [0.3, 0.5, 0.7], min_area=25,
-                             class_names=["a", "b", "c"], aggregate={"ab": [0, 1]})
+    df = evaluate_thresholds(
+        heat,
+        None,
+        gt,
+        labels,
+        [0.3, 0.5, 0.7],
+        min_area=25,
+        class_names=["a", "b", "c"],
+        aggregate={"ab": [0, 1]},
+    )
     assert len(df) == 3 * 4 and set(df.class_name) == {"a", "b", "c", "ab"}
 
     r = row(df, 0.3, 0)
@@ -64,12 +72,12 @@ def test_hand_built_known_ious():
 
 def test_greedy_one_to_one_matching():
     heat = torch.zeros(1, 1, 30, 30)
-    heat[0, 0, 0:10, 0:10] = 0.9            # one prediction over two GT boxes
+    heat[0, 0, 0:10, 0:10] = 0.9  # one prediction over two GT boxes
     gt = [[[0, 0, 10, 10], [0, 0, 10, 9]]]  # IoU 1.0 and 0.9
     df = evaluate_thresholds(heat, None, gt, [[0, 0]], [0.5])
     r = row(df, 0.5, 0)
     assert r.tp == 1 and r.precision == 1.0 and r.recall == 0.5
-    assert r.hit_rate == 1.0                # both GT boxes have a prediction with IoU >= 0.5
+    assert r.hit_rate == 1.0  # both GT boxes have a prediction with IoU >= 0.5
     assert r.mean_iou == pytest.approx(0.95)
 
 
@@ -93,7 +101,9 @@ def naive_metrics(heat, probs, gt, gl, T, K, min_area=25, iou_thr=0.5):
     for f in range(heat.shape[0]):
         for k in range(K):
             pb = b.xyxy[(b.frame == f) & (b.label == k)]
-            gb = torch.tensor(np.array([g for g, l in zip(gt[f], gl[f]) if l == k]), dtype=torch.float32).reshape(-1, 4)
+            gb = torch.tensor(
+                np.array([g for g, l in zip(gt[f], gl[f]) if l == k]), dtype=torch.float32
+            ).reshape(-1, 4)
             stats[k]["n_pred"] += len(pb)
             if len(gb) == 0:
                 continue
@@ -102,8 +112,15 @@ def naive_metrics(heat, probs, gt, gl, T, K, min_area=25, iou_thr=0.5):
                 best = float(m[i].max()) if m.shape[1] else 0.0
                 stats[k]["iou"].append(best)
                 stats[k]["hits"] += best >= iou_thr
-            pairs = sorted(((float(m[i, j]), i, j) for i in range(len(gb)) for j in range(len(pb))
-                            if m[i, j] >= iou_thr), key=lambda t: (-t[0], t[1], t[2]))
+            pairs = sorted(
+                (
+                    (float(m[i, j]), i, j)
+                    for i in range(len(gb))
+                    for j in range(len(pb))
+                    if m[i, j] >= iou_thr
+                ),
+                key=lambda t: (-t[0], t[1], t[2]),
+            )
             ug, up = set(), set()
             for _, i, j in pairs:
                 if i not in ug and j not in up:
@@ -119,14 +136,18 @@ def random_case(seed, N=6, K=3, H=40, W=48):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(N * K, 1, 5, 6, generator=g)
     heat = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False).reshape(N, K, H, W)
-    heat = (heat - heat.amin((2, 3), keepdim=True)) / (heat.amax((2, 3), keepdim=True) - heat.amin((2, 3), keepdim=True))
+    heat = (heat - heat.amin((2, 3), keepdim=True)) / (
+        heat.amax((2, 3), keepdim=True) - heat.amin((2, 3), keepdim=True)
+    )
     probs = torch.rand(N, K, generator=g)
     rng = np.random.default_rng(seed)
     gt, gl = [], []
     for _ in range(N):
         n = rng.integers(0, 4)
-        x1 = rng.integers(0, W - 10, n); y1 = rng.integers(0, H - 10, n)
-        w = rng.integers(6, 30, n); h = rng.integers(6, 30, n)
+        x1 = rng.integers(0, W - 10, n)
+        y1 = rng.integers(0, H - 10, n)
+        w = rng.integers(6, 30, n)
+        h = rng.integers(6, 30, n)
         gt.append(np.stack([x1, y1, np.minimum(x1 + w, W), np.minimum(y1 + h, H)], 1).reshape(-1, 4))
         gl.append(rng.integers(0, K, n))
     return heat, probs, gt, gl
@@ -209,9 +230,15 @@ def test_recommend_thresholds():
     assert rec["overall"]["mean_iou"] == pytest.approx(agg.mean_iou.max())
     # ties -> smallest T; classes without GT left out
     import pandas as pd
-    tie = pd.DataFrame(dict(threshold=[0.1, 0.2, 0.3] * 2, class_id=[0] * 3 + [1] * 3,
-                            class_name=["a"] * 3 + ["b"] * 3,
-                            mean_iou=[0.2, 0.5, 0.5, np.nan, np.nan, np.nan]))
+
+    tie = pd.DataFrame(
+        dict(
+            threshold=[0.1, 0.2, 0.3] * 2,
+            class_id=[0] * 3 + [1] * 3,
+            class_name=["a"] * 3 + ["b"] * 3,
+            mean_iou=[0.2, 0.5, 0.5, np.nan, np.nan, np.nan],
+        )
+    )
     for m in ("hit_rate", "precision", "recall", "f1", "pointing_game", "boxes_per_frame"):
         tie[m] = 0.0
     r = recommend_thresholds(tie)

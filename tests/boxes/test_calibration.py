@@ -1,4 +1,5 @@
 """Threshold calibration: per-class / global T chosen on one split, saved, loaded, applied."""
+
 import json
 
 import pytest
@@ -21,8 +22,8 @@ def _split(n=6):
     for b in range(n):
         y, x = 4 + b, 6 + b
         for k in range(2):
-            heat[b, k, y:y + 20, x:x + 24] = 0.5
-            heat[b, k, y + 5:y + 12, x + 6:x + 16] = 0.9
+            heat[b, k, y : y + 20, x : x + 24] = 0.5
+            heat[b, k, y + 5 : y + 12, x + 6 : x + 16] = 0.9
         boxes.append([[x, y, x + 24, y + 20], [x + 6, y + 5, x + 16, y + 12]])
         labels.append([0, 1])
     return heat, torch.ones(n, 2), boxes, labels
@@ -30,8 +31,9 @@ def _split(n=6):
 
 def test_per_class_thresholds_transfer(tmp_path):
     heat, probs, boxes, labels = _split()
-    cal = calibrate_thresholds(heat, probs, boxes, labels, "0.1:0.9:0.1", class_names=["a", "b"],
-                               min_gt=1, meta={"layer": "layer4"})
+    cal = calibrate_thresholds(
+        heat, probs, boxes, labels, "0.1:0.9:0.1", class_names=["a", "b"], min_gt=1, meta={"layer": "layer4"}
+    )
     assert cal.per_class == pytest.approx([0.1, 0.5]) and cal.per_class_source == ["class", "class"]
     assert cal.per_class_score == pytest.approx([1.0, 1.0]) and cal.n_gt == [6, 6]
     assert cal.global_score == pytest.approx(0.5 + 0.5 * (70 / 480))  # one T cannot fit both
@@ -43,8 +45,10 @@ def test_per_class_thresholds_transfer(tmp_path):
     test_heat, _, test_boxes, _ = _split(3)
     got = heatmap_to_boxes(test_heat, T)
     for b in range(3):
-        assert got.xyxy[got.frame == b].tolist() == [list(map(float, test_boxes[b][0])),
-                                                     list(map(float, test_boxes[b][1]))]
+        assert got.xyxy[got.frame == b].tolist() == [
+            list(map(float, test_boxes[b][0])),
+            list(map(float, test_boxes[b][1])),
+        ]
     # too few GT boxes: the global T
     few = calibrate_thresholds(heat, probs, boxes, labels, "0.1:0.9:0.1", min_gt=7)
     assert few.per_class == [few.global_threshold] * 2 and few.per_class_source == ["global"] * 2
@@ -52,7 +56,7 @@ def test_per_class_thresholds_transfer(tmp_path):
 
 def test_gt_known_mode_ignores_the_classifier():
     heat, _, boxes, labels = _split()
-    missed = torch.zeros(6, 2)                       # the classifier predicts nothing
+    missed = torch.zeros(6, 2)  # the classifier predicts nothing
     pred = calibrate_thresholds(heat, missed, boxes, labels, "0.1:0.9:0.1", min_gt=1)
     known = calibrate_thresholds(heat, missed, boxes, labels, "0.1:0.9:0.1", mode="gt_known", min_gt=1)
     assert pred.per_class_score == [0.0, 0.0]

@@ -1,5 +1,6 @@
 """heatmap_to_boxes with one T per channel equals one scalar call per channel (2D and 3D, CPU
 fast path and the mask path)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,12 @@ def _maps(shape, seed):
 def _per_channel_reference(heat, T, **kw):
     parts = []
     for k in range(heat.shape[1]):
-        b = heatmap_to_boxes(heat[:, k:k + 1].contiguous(), float(T[k]), **kw)
+        b = heatmap_to_boxes(heat[:, k : k + 1].contiguous(), float(T[k]), **kw)
         parts.append(Boxes(b.xyxy, b.frame, torch.full_like(b.label, k), b.score))
     out = Boxes.cat(parts)
-    order = sorted(range(len(out)), key=lambda i: (int(out.frame[i]), int(out.label[i]), *out.xyxy[i].tolist()))
+    order = sorted(
+        range(len(out)), key=lambda i: (int(out.frame[i]), int(out.label[i]), *out.xyxy[i].tolist())
+    )
     return out[torch.tensor(order, dtype=torch.long)]
 
 
@@ -34,7 +37,7 @@ def _per_channel_reference(heat, T, **kw):
 def test_per_class_threshold_equals_scalar_calls(fast, shape, monkeypatch):
     monkeypatch.setattr(thr_mod, "_CPU_FAST_2D", fast)
     heat = _maps(shape, 0)
-    T = torch.tensor([0.2, 0.55, 0.8, 1.0][:shape[1]])
+    T = torch.tensor([0.2, 0.55, 0.8, 1.0][: shape[1]])
     got = heatmap_to_boxes(heat, T, min_area=4)
     ref = _per_channel_reference(heat, T, min_area=4)
     assert len(got) > 0 and len(got) == len(ref)

@@ -3,6 +3,7 @@ naive per-box loop (pytorch-grad-cam equality: test_backbones_pgc.py).
 
 One small model per family (random init, 32-64 px inputs), torchvision and timm.
 """
+
 import functools
 import math
 
@@ -23,9 +24,10 @@ LAYOUT = (8, 2, 2)
 
 
 def _vit():
-    m = tvm.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                              hidden_dim=32, mlp_dim=64, num_classes=K)
-    torch.nn.init.normal_(m.heads.head.weight, std=0.5)   # torchvision zero-inits the head
+    m = tvm.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=K
+    )
+    torch.nn.init.normal_(m.heads.head.weight, std=0.5)  # torchvision zero-inits the head
     return m
 
 
@@ -36,29 +38,53 @@ def _timm(name, **kw):
 
 # family -> (builder, input size, expected level names)
 FAMILIES = {
-    "convnext_tiny": (lambda: tvm.convnext_tiny(num_classes=K), 64,
-                      ["features.3", "features.5", "features.7"]),
-    "efficientnet_b0": (lambda: tvm.efficientnet_b0(num_classes=K), 64,
-                        ["features.3", "features.5", "features.8"]),
-    "efficientnet_v2_s": (lambda: tvm.efficientnet_v2_s(num_classes=K), 64,
-                          ["features.3", "features.5", "features.7"]),
-    "regnet_x_400mf": (lambda: tvm.regnet_x_400mf(num_classes=K), 64,
-                       ["trunk_output.block2", "trunk_output.block3", "trunk_output.block4"]),
-    "densenet121": (lambda: tvm.densenet121(num_classes=K), 64,
-                    ["features.denseblock2", "features.denseblock3", "features.norm5"]),
-    "mobilenet_v3_small": (lambda: tvm.mobilenet_v3_small(num_classes=K), 64,
-                           ["features.3", "features.8", "features.12"]),
+    "convnext_tiny": (
+        lambda: tvm.convnext_tiny(num_classes=K),
+        64,
+        ["features.3", "features.5", "features.7"],
+    ),
+    "efficientnet_b0": (
+        lambda: tvm.efficientnet_b0(num_classes=K),
+        64,
+        ["features.3", "features.5", "features.8"],
+    ),
+    "efficientnet_v2_s": (
+        lambda: tvm.efficientnet_v2_s(num_classes=K),
+        64,
+        ["features.3", "features.5", "features.7"],
+    ),
+    "regnet_x_400mf": (
+        lambda: tvm.regnet_x_400mf(num_classes=K),
+        64,
+        ["trunk_output.block2", "trunk_output.block3", "trunk_output.block4"],
+    ),
+    "densenet121": (
+        lambda: tvm.densenet121(num_classes=K),
+        64,
+        ["features.denseblock2", "features.denseblock3", "features.norm5"],
+    ),
+    "mobilenet_v3_small": (
+        lambda: tvm.mobilenet_v3_small(num_classes=K),
+        64,
+        ["features.3", "features.8", "features.12"],
+    ),
     "swin_t": (lambda: tvm.swin_t(num_classes=K), 64, ["features.3", "features.5", "features.7"]),
     "vit": (_vit, 32, ["encoder.layers.encoder_layer_1.ln_1"]),
     "timm_convnext_atto": (_timm("convnext_atto"), 64, ["stages.1", "stages.2", "stages.3"]),
-    "timm_deit_tiny_distilled": (_timm("deit_tiny_distilled_patch16_224", img_size=64,
-                                       depth=2), 64, ["blocks.1.norm1"]),
-    "timm_swin_tiny": (_timm("swin_tiny_patch4_window7_224", img_size=64, window_size=2,
-                             depths=(1, 1, 1, 1)), 64, ["layers.1", "layers.2", "layers.3"]),
+    "timm_deit_tiny_distilled": (
+        _timm("deit_tiny_distilled_patch16_224", img_size=64, depth=2),
+        64,
+        ["blocks.1.norm1"],
+    ),
+    "timm_swin_tiny": (
+        _timm("swin_tiny_patch4_window7_224", img_size=64, window_size=2, depths=(1, 1, 1, 1)),
+        64,
+        ["layers.1", "layers.2", "layers.3"],
+    ),
 }
 
 
-@functools.lru_cache(maxsize=None)     # built once per file: nothing here changes a model
+@functools.cache  # built once per file: nothing here changes a model
 def _build(name):
     builder, size, names = FAMILIES[name]
     torch.manual_seed(0)
@@ -72,7 +98,7 @@ def _build(name):
 def _grid(level, out):
     """The level's map as (B, C, h, w), written out per layout (not through the level)."""
     if isinstance(level.reshape, TokenGrid):
-        t = out[:, level.reshape.prefix_tokens:]
+        t = out[:, level.reshape.prefix_tokens :]
         side = math.isqrt(t.shape[1])
         return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], side, side)
     if isinstance(level.reshape, ChannelsLast):
@@ -89,7 +115,9 @@ def _pool(region):
 
 def _level_output(model, level, x):
     out = []
-    h = level.module.register_forward_hook(lambda m, a, o: out.append(o.clone()))  # in-place ops follow (DenseNet)
+    h = level.module.register_forward_hook(
+        lambda m, a, o: out.append(o.clone())
+    )  # in-place ops follow (DenseNet)
     with torch.no_grad():
         model(x)
     h.remove()
@@ -133,9 +161,8 @@ def _naive_m3(act, heat, frame, label, threshold):
                 xs = slice(j * w // p2, -(-(j + 1) * w // p2))
                 ww = wgt[ys, xs]
                 a = act[f][:, ys, xs]
-                cells.append((a * ww).sum((1, 2)) / ww.sum() if ww.sum() > 0
-                             else torch.zeros(a.shape[0]))
-        feats = torch.stack(cells, 1)                                  # (C, q)
+                cells.append((a * ww).sum((1, 2)) / ww.sum() if ww.sum() > 0 else torch.zeros(a.shape[0]))
+        feats = torch.stack(cells, 1)  # (C, q)
         rows.append(feats.reshape(p0, -1, p1 * p2).mean(1).flatten())
     return torch.stack(rows)
 
@@ -151,7 +178,7 @@ def test_levels_by_stride(family, one_thread):
     strides = [lv.stride for lv in levels]
     assert strides == sorted(strides) and all(s == 2 ** round(math.log2(s)) for s in strides)
     x = torch.randn(1, 3, size, size)
-    for lv in levels:     # the measured channels / strides are those of the reshaped output
+    for lv in levels:  # the measured channels / strides are those of the reshaped output
         grid = _level_output(model, lv, x)
         assert grid.shape[1] == lv.channels and grid.shape[-1] * lv.stride == size
 
@@ -169,20 +196,24 @@ def test_cam_boxes_extractors_hdf5(family, tmp_path, one_thread):
     boxes = heatmap_to_boxes(res.heatmap, 0.5, min_area=0)
     assert len(boxes.frame) > 0
     probs = torch.full((2, K), 0.9)
-    ext = build_extractors(model, ["m1", "m2", "m3"], threshold=0.5, layout=LAYOUT,
-                           crop_size=(size, size), pred_threshold=0.5)
+    ext = build_extractors(
+        model, ["m1", "m2", "m3"], threshold=0.5, layout=LAYOUT, crop_size=(size, size), pred_threshold=0.5
+    )
     feats = {e.name: e(x, res, boxes, probs) for e in ext}
     maps = [*res.extra, res.activations[0]]
-    torch.testing.assert_close(feats["m1"].features,
-                               _naive_m1(model, levels[-1], x, boxes, size),
-                               atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(feats["m2"].features,
-                               _naive_m2(maps, [lv.stride for lv in levels], boxes, size),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        feats["m1"].features, _naive_m1(model, levels[-1], x, boxes, size), atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        feats["m2"].features, _naive_m2(maps, [lv.stride for lv in levels], boxes, size), atol=1e-5, rtol=1e-5
+    )
     m3 = feats["m3"]
-    torch.testing.assert_close(m3.features, _naive_m3(res.activations[0], res.layer_heatmaps[0],
-                                                      m3.frame, m3.label, 0.5),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        m3.features,
+        _naive_m3(res.activations[0], res.layer_heatmaps[0], m3.frame, m3.label, 0.5),
+        atol=1e-5,
+        rtol=1e-5,
+    )
     dims = {k: v.dim for k, v in feats.items()}
     with FeatureWriter(tmp_path / "f.h5", {"arch": family}, dims, K) as w:
         w.write(["v", "v"], [0, 1], probs, feats)
@@ -191,9 +222,10 @@ def test_cam_boxes_extractors_hdf5(family, tmp_path, one_thread):
     assert got == len(feats["m2"])
 
 
-@pytest.mark.parametrize("arch,options,size", [("swin_t", {}, 64),
-                                               ("vit_b_16", {"image_size": 32}, 32),
-                                               ("efficientnet_b0", {}, 64)])
+@pytest.mark.parametrize(
+    "arch,options,size",
+    [("swin_t", {}, 64), ("vit_b_16", {"image_size": 32}, 32), ("efficientnet_b0", {}, 64)],
+)
 def test_extract_dataset_runs_on_any_backbone(arch, options, size, tmp_path, one_thread):
     """The dataset -> HDF5 job, unchanged, on a classifier from models.zoo (BN folding on)."""
     from gcfeat.data import SURGICAL_CLASSES, build_dataset
@@ -201,22 +233,37 @@ def test_extract_dataset_runs_on_any_backbone(arch, options, size, tmp_path, one
     from gcfeat.extract.pipeline import extract_dataset
     from gcfeat.models import CheckpointInfo, build_classifier
 
-    write_miccai18(tmp_path / "d", num_videos=1, num_frames=3, size=(size, size), seed=1,
-                   progress=False)
-    ds = build_dataset(tmp_path / "d", "miccai18", split="all", size=(size, size),
-                       with_gt=False)
+    write_miccai18(tmp_path / "d", num_videos=1, num_frames=3, size=(size, size), seed=1, progress=False)
+    ds = build_dataset(tmp_path / "d", "miccai18", split="all", size=(size, size), with_gt=False)
     torch.manual_seed(0)
     model = build_classifier(arch, len(SURGICAL_CLASSES), **options).eval()
-    if arch.startswith("vit"):    # torchvision zero-inits the ViT head: all maps would be 0
+    if arch.startswith("vit"):  # torchvision zero-inits the ViT head: all maps would be 0
         torch.nn.init.normal_(model.heads.head.weight, std=0.5)
-    info = CheckpointInfo(path="-", form="test", arch=arch, num_classes=len(SURGICAL_CLASSES),
-                          classes=tuple(SURGICAL_CLASSES), dropout=0.0, input_size=(size, size))
+    info = CheckpointInfo(
+        path="-",
+        form="test",
+        arch=arch,
+        num_classes=len(SURGICAL_CLASSES),
+        classes=tuple(SURGICAL_CLASSES),
+        dropout=0.0,
+        input_size=(size, size),
+    )
     out = tmp_path / "f.h5"
-    stats = extract_dataset(ds, model, info, methods=("m1", "m2", "m3"), out=str(out),
-                            threshold=0.5, pred_threshold=0.0, batch_size=3, num_workers=0,
-                            progress=False, layout=LAYOUT, crop_size=(size, size))
+    stats = extract_dataset(
+        ds,
+        model,
+        info,
+        methods=("m1", "m2", "m3"),
+        out=str(out),
+        threshold=0.5,
+        pred_threshold=0.0,
+        batch_size=3,
+        num_workers=0,
+        progress=False,
+        layout=LAYOUT,
+        crop_size=(size, size),
+    )
     assert stats["frames"] == 3 and min(stats["rows"].values()) > 0
     with FeatureFile(out) as ff:
-        rows = sum(len(ff[v].frame(i)["m2"]["features"]) for v in ff.videos
-                   for i in range(3))
+        rows = sum(len(ff[v].frame(i)["m2"]["features"]) for v in ff.videos for i in range(3))
     assert rows == stats["rows"]["m2"]

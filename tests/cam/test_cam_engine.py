@@ -1,4 +1,5 @@
 """gcfeat.cam engine: API, closed form vs general path, hygiene, fallbacks, errors, memory."""
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,9 @@ def _x(b=2, h=64, w=96, seed=1):
 
 
 def _hooks_left(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
 
 
 def _grad_loop(model, layer, x, post=None):
@@ -45,13 +47,15 @@ def _grad_loop(model, layer, x, post=None):
 
     def hook(mod, i, o):
         store.append(o)
-        return o.clone()   # keep the recorded tensor intact under later in-place ops
+        return o.clone()  # keep the recorded tensor intact under later in-place ops
 
     h = layer.register_forward_hook(hook)
-    logits = model(x.detach().requires_grad_())   # a graph even when parameters are frozen
+    logits = model(x.detach().requires_grad_())  # a graph even when parameters are frozen
     h.remove()
-    ws = [torch.autograd.grad(logits[:, k].sum(), store[-1], retain_graph=True)[0]
-          for k in range(logits.shape[1])]
+    ws = [
+        torch.autograd.grad(logits[:, k].sum(), store[-1], retain_graph=True)[0]
+        for k in range(logits.shape[1])
+    ]
     return torch.stack(ws, 1), store[-1].detach()
 
 
@@ -100,7 +104,7 @@ def test_class_chunks_do_not_change_results(method):
     model, x = _resnet(), _x()
     a = method(model, [model.layer3], class_chunk=16)(x)
     b = method(model, [model.layer3], class_chunk=2)(x)
-    assert torch.allclose(a, b, atol=1e-5)   # vmap batch size changes rounding only
+    assert torch.allclose(a, b, atol=1e-5)  # vmap batch size changes rounding only
 
 
 def test_methods_registry():
@@ -132,8 +136,7 @@ def test_closed_form_equals_general_path(method, monkeypatch):
 
 def test_cam_equals_closed_form_gradcam():
     model, x = _resnet(), _x()
-    assert torch.allclose(gc.CAM(model, [model.layer4])(x), gc.GradCAM(model, [model.layer4])(x),
-                          atol=1e-5)
+    assert torch.allclose(gc.CAM(model, [model.layer4])(x), gc.GradCAM(model, [model.layer4])(x), atol=1e-5)
     vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(3))
     vgg_like(x)
     with pytest.raises(CAMError, match="global-average-pool"):
@@ -142,7 +145,7 @@ def test_cam_equals_closed_form_gradcam():
 
 def test_closed_form_needs_eval_mode_dropout():
     model = _resnet(dropout=True)
-    model.fc.train()                          # active dropout: dS/dA is no longer W / area
+    model.fc.train()  # active dropout: dS/dA is no longer W / area
     assert gc.gap_linear_head(model, model.layer4) is None
     with pytest.raises(CAMError, match="model.eval"):
         gc.GradCAM(model, [model.layer4], closed_form=True)(_x())
@@ -181,7 +184,7 @@ def test_closed_form_is_verified_numerically():
 def test_hooks_grads_modes_and_flags_are_left_alone(method, train):
     model, x = _resnet(k=3), _x(b=2, h=32, w=32)
     model.train(train)
-    model.layer1.eval()                       # mixed modes must survive too
+    model.layer1.eval()  # mixed modes must survive too
     model.conv1.weight.requires_grad_(False)  # and frozen parameters
     params = list(model.parameters())
     for i, p in enumerate(params[::3]):
@@ -191,10 +194,10 @@ def test_hooks_grads_modes_and_flags_are_left_alone(method, train):
     flags = [p.requires_grad for p in params]
     kw = {"closed_form": False} if issubclass(method, gc.GradientCAM) else {}
     layers = [model.layer4] if method is gc.CAM else [model.layer3, model.layer4]
-    if method is gc.ScoreCAM:                 # C masked forwards per image: few channels
+    if method is gc.ScoreCAM:  # C masked forwards per image: few channels
         kw, layers = {"batch_size": 128}, [model.layer1, model.layer2[0].bn1]
     with method(model, layers, **kw) as cam:
-        with torch.no_grad():                 # works inside no_grad too
+        with torch.no_grad():  # works inside no_grad too
             heat = cam(x)
             assert not torch.is_grad_enabled()
         assert torch.isfinite(heat).all()
@@ -230,11 +233,11 @@ def test_inplace_ops_after_the_target_layer():
     model, x = _resnet(k=3), _x(b=2, h=64, w=64)
     target = model.layer4[-1].bn2
     g, a = _grad_loop(model, target, x)
-    w = g.mean((3, 4))                                          # (B, K, C)
+    w = g.mean((3, 4))  # (B, K, C)
     raw = torch.einsum("bkc,bchw->bkhw", w, a).clamp_min(0)
     res = gc.GradCAM(model, [target]).explain(x, resize=False)
     assert torch.allclose(res.activations[0], a, atol=1e-6)
-    assert (res.activations[0] < 0).any()                       # pre-ReLU values kept
+    assert (res.activations[0] < 0).any()  # pre-ReLU values kept
     ref = gc.minmax_normalize(raw, 2)
     assert torch.allclose(res.layer_heatmaps[0], ref, atol=1e-5)
 
@@ -244,7 +247,7 @@ def test_frozen_model_and_train_mode_batchnorm_through_vmap():
     model.train()
     for p in model.parameters():
         p.requires_grad_(False)
-    g, a = _grad_loop(model, model.layer3, x)     # batch statistics couple the images
+    g, a = _grad_loop(model, model.layer3, x)  # batch statistics couple the images
     raw = torch.einsum("bkc,bchw->bkhw", g.mean((3, 4)), a).clamp_min(0)
     res = gc.GradCAM(model, [model.layer3]).explain(x, resize=False)
     assert torch.allclose(res.layer_heatmaps[0], gc.minmax_normalize(raw, 2), atol=1e-5)
@@ -274,17 +277,18 @@ def test_fallback_when_batched_backward_fails():
         out = cam(x)
     assert torch.allclose(out, ref, atol=1e-6)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")       # warned once per CAM object
+        warnings.simplefilter("error")  # warned once per CAM object
         assert torch.allclose(cam(x), ref, atol=1e-6)
 
 
 def test_constant_maps_become_zeros():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     with torch.no_grad():
         model[0].weight.zero_()
-        model[0].bias.fill_(0.5)              # constant activations everywhere
+        model[0].bias.fill_(0.5)  # constant activations everywhere
     x = _x()
     for method in (*GRAD_METHODS, gc.EigenCAM, gc.ScoreCAM):
         res = method(model, [model[1]]).explain(x)
@@ -295,7 +299,7 @@ def test_constant_maps_become_zeros():
 def test_inference_mode_needs_closed_form():
     model, x = _resnet(), _x()
     with torch.inference_mode():
-        heat = gc.GradCAM(model, [model.layer4])(x)          # closed form: no graph needed
+        heat = gc.GradCAM(model, [model.layer4])(x)  # closed form: no graph needed
         assert heat.shape == (2, 5, 64, 96)
         with pytest.raises(CAMError, match="inference_mode"):
             gc.GradCAM(model, [model.layer3])(x)
@@ -304,16 +308,17 @@ def test_inference_mode_needs_closed_form():
 def _live_tensors() -> int:
     pygc.collect()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")       # isinstance() on lazy torch modules may warn
+        warnings.simplefilter("ignore")  # isinstance() on lazy torch modules may warn
         return sum(1 for o in pygc.get_objects() if isinstance(o, torch.Tensor))
 
 
-@pytest.mark.parametrize("method,kw", [(gc.GradCAM, {"closed_form": False}),
-                                       (gc.GradCAMPlusPlus, {}), (gc.ScoreCAM, {})])
+@pytest.mark.parametrize(
+    "method,kw", [(gc.GradCAM, {"closed_form": False}), (gc.GradCAMPlusPlus, {}), (gc.ScoreCAM, {})]
+)
 def test_no_memory_growth_over_50_calls(method, kw):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3, width_per_group=64).eval()
-    model.layer4 = nn.Sequential(model.layer4[0])   # shallower: cheaper masked forwards
+    model.layer4 = nn.Sequential(model.layer4[0])  # shallower: cheaper masked forwards
     x = torch.randn(1, 3, 32, 32)
     cam = method(model, [model.layer4], **kw)
     cam.explain(x, extra_layers=[model.layer2])

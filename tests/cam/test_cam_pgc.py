@@ -8,6 +8,7 @@ post-process the same recorded activations and gradients with their own code
 (``compute_cam_per_layer`` + ``aggregate_multi_layers``, exactly what their ``forward`` does
 after the backward). ``test_each_pgc_call_on_resnet18`` also calls every method end to end.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +52,8 @@ def _pgc_every_class(model, layers, x, methods=GRAD_METHODS):
                 per_layer = other.compute_cam_per_layer(xr, targets, False)
                 out[name] = other.aggregate_multi_layers(per_layer)
                 other.activations_and_grads = first.activations_and_grads.__class__(
-                    model, [], None)  # keep `shared` alive for the next method
+                    model, [], None
+                )  # keep `shared` alive for the next method
     return {k: v.reshape(B, K, *x.shape[2:]) for k, v in out.items()}
 
 
@@ -70,7 +72,7 @@ def _check_all(model, layers, x, closed_forms=("auto", False), general_for=GRAD_
 def test_resnet18_every_class_every_method():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=6).eval()
-    x = torch.randn(2, 3, 224, 256)                      # non-square: layer4 is 7x8
+    x = torch.randn(2, 3, 224, 256)  # non-square: layer4 is 7x8
     _check_all(model, [model.layer4], x)
 
 
@@ -151,8 +153,7 @@ def test_compat_gradcam_is_a_drop_in():
             ref_top = cam(input_tensor=x, targets=None)
         with getattr(compat, name)(model=model, target_layers=[model.layer4]) as cam:
             ours = cam(input_tensor=x, targets=[compat.ClassifierOutputTarget(k) for k in cats])
-            ours_pgc_targets = cam(input_tensor=x,
-                                   targets=[ClassifierOutputTarget(k) for k in cats])
+            ours_pgc_targets = cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in cats])
             ours_top = cam(input_tensor=x, targets=None)
         assert isinstance(ours, np.ndarray) and ours.shape == (3, 96, 128)
         assert ours.dtype == np.float32
@@ -167,8 +168,11 @@ class _TinyNet(torch.nn.Module):
     def __init__(self, k=4, c=6):
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(8, c, 3, 2, 1), torch.nn.ReLU(inplace=True))
+            torch.nn.Conv2d(3, 8, 3, 2, 1),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(8, c, 3, 2, 1),
+            torch.nn.ReLU(inplace=True),
+        )
         self.head = torch.nn.Linear(c, k)
 
     def forward(self, x):

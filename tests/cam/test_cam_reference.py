@@ -4,6 +4,7 @@ The references are written from the papers' formulas (with pytorch-grad-cam's ep
 one class and one image at a time, without any gcfeat code: 3D on the 3D ResNet, Score-CAM also
 in 2D.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -46,7 +47,7 @@ def _gradcam(a, g, W=None):
 
 
 def _gradcampp(a, g, W=None):
-    g2, g3 = g ** 2, g ** 3
+    g2, g3 = g**2, g**3
     s = a.sum(_sp(a), keepdim=True)
     aij = g2 / (2 * g2 + s * g3 + 1e-6)
     aij = torch.where(g != 0, aij, torch.zeros_like(aij))
@@ -66,8 +67,13 @@ def _layercam(a, g, W=None):
     return (g.clamp_min(0) * a).sum(0)
 
 
-FORMULAS = {"GradCAM": _gradcam, "GradCAMPlusPlus": _gradcampp, "XGradCAM": _xgradcam,
-            "HiResCAM": _hirescam, "LayerCAM": _layercam}
+FORMULAS = {
+    "GradCAM": _gradcam,
+    "GradCAMPlusPlus": _gradcampp,
+    "XGradCAM": _xgradcam,
+    "HiResCAM": _hirescam,
+    "LayerCAM": _layercam,
+}
 
 
 def _reference_gradient(model, layers, x, method):
@@ -78,7 +84,7 @@ def _reference_gradient(model, layers, x, method):
         for k in range(K):
             store = []
             hooks = [m.register_forward_hook(lambda mod, i, o: store.append(o)) for m in layers]
-            logit = model(x[b:b + 1])[0, k]
+            logit = model(x[b : b + 1])[0, k]
             for h in hooks:
                 h.remove()
             grads = torch.autograd.grad(logit, store)
@@ -123,8 +129,7 @@ def _reference_scorecam(model, layer, x, classes, scoring):
                     if scoring == "paper" and constant:
                         scores.append(torch.tensor(0.0))
                         continue
-                    up = F.interpolate(a[None, None], size=x.shape[2:], mode=mode,
-                                       align_corners=False)[0, 0]
+                    up = F.interpolate(a[None, None], size=x.shape[2:], mode=mode, align_corners=False)[0, 0]
                     if constant:
                         mask = torch.zeros_like(up)
                     else:
@@ -162,13 +167,21 @@ def test_resnet3d_shapes_and_stems():
     small = resnet3d_18(num_classes=11, widths=(4, 4, 8, 8))
     assert small.forward_features(torch.rand(1, 1, 28, 28, 28)).shape == (1, 8, 4, 4, 4)
     assert small(torch.rand(2, 1, 28, 28, 28)).shape == (2, 11)
-    big = ResNet3d((1, 1, 1, 1), 2, in_channels=3, small_input=False, widths=(4, 4, 4, 4),
-                   dropout=0.2)
+    big = ResNet3d((1, 1, 1, 1), 2, in_channels=3, small_input=False, widths=(4, 4, 4, 4), dropout=0.2)
     assert big.forward_features(torch.rand(1, 3, 64, 64, 64)).shape == (1, 4, 2, 2, 2)
     assert isinstance(big.fc, torch.nn.Sequential) and big.fc[1].out_features == 2
     assert [n for n, _ in m.named_children()] == [
-        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool",
-        "fc"]
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
     with pytest.raises(ValueError, match="expected input"):
         m(torch.rand(1, 1, 28, 28))
 
@@ -177,7 +190,7 @@ def test_resnet3d_shapes_and_stems():
 def test_gradient_methods_3d_match_reference_loop(method):
     model, x = _resnet3d(), _x3d()
     ref = _reference_gradient(model, [model.layer4], x, method)
-    assert ref.amax() > 0.99 and (ref < 0.5).any()   # non-trivial maps
+    assert ref.amax() > 0.99 and (ref < 0.5).any()  # non-trivial maps
     for cf in ("auto", False):
         res = getattr(gc, method)(model, [model.layer4], closed_form=cf).explain(x)
         assert res.heatmap.shape == (2, 3, 18, 20, 22)
@@ -210,8 +223,7 @@ def test_eigencam_3d_matches_reference_svd():
         m = m - m.mean(0)
         v = torch.linalg.svd(m, full_matrices=False).Vh[0]
         proj = (m @ v).reshape(a.shape[1:]).float()
-        d = min((res.heatmap[b, 0] - _post([s * proj], x.shape[2:])).abs().max()
-                for s in (1.0, -1.0))
+        d = min((res.heatmap[b, 0] - _post([s * proj], x.shape[2:])).abs().max() for s in (1.0, -1.0))
         assert d <= 1e-4
         assert float(v.sum()) != 0.0
 
@@ -221,7 +233,7 @@ def test_scorecam_3d_matches_per_channel_per_class_loop(scoring):
     model, x = _resnet3d(), _x3d()
     classes = [2, 0]
     ref = _reference_scorecam(model, model.layer4, x, classes, scoring)
-    for bs in (5, 64):   # chunk boundaries must not matter
+    for bs in (5, 64):  # chunk boundaries must not matter
         heat = gc.ScoreCAM(model, [model.layer4], scoring=scoring, batch_size=bs)(x, classes)
         assert heat.shape == (2, 2, 18, 20, 22)
         assert (heat - ref).abs().max() <= TOL
@@ -231,8 +243,11 @@ class _TinyNet2d(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(8, 6, 3, 2, 1), torch.nn.ReLU(inplace=True))
+            torch.nn.Conv2d(3, 8, 3, 2, 1),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(8, 6, 3, 2, 1),
+            torch.nn.ReLU(inplace=True),
+        )
         self.fc = torch.nn.Linear(6, 4)
 
     def forward(self, x):
@@ -243,7 +258,7 @@ class _TinyNet2d(torch.nn.Module):
 def test_scorecam_2d_matches_per_channel_per_class_loop(scoring):
     torch.manual_seed(2)
     model = _TinyNet2d().eval()
-    with torch.no_grad():   # one dead channel: constant maps are skipped / zero masks
+    with torch.no_grad():  # one dead channel: constant maps are skipped / zero masks
         model.features[2].bias[3] = -100.0
     x = torch.randn(3, 3, 40, 52)
     ref = _reference_scorecam(model, model.features, x, [0, 1, 2, 3], scoring)
@@ -274,13 +289,15 @@ def _randomise_bn(model, seed=3):
 
 def test_fuse_conv_bn_folds_resnet_pairs_and_leaves_model_alone():
     import torchvision
+
     from gcfeat.cam.score_cam import fuse_conv_bn
+
     torch.manual_seed(0)
     model = _randomise_bn(torchvision.models.resnet18(num_classes=4).eval())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 3, 48, 64)
     fused, n = fuse_conv_bn(model, torch.channels_last)
-    assert n == 20                      # stem + 2 per block x 8 + 3 downsample convs
+    assert n == 20  # stem + 2 per block x 8 + 3 downsample convs
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20
     with torch.no_grad():
@@ -298,7 +315,7 @@ def test_fuse_conv_bn_folds_resnet_pairs_and_leaves_model_alone():
 def test_fuse_conv_bn_skips_pairs_with_unknown_dataflow():
     from gcfeat.cam.score_cam import fuse_conv_bn
 
-    class Odd(torch.nn.Module):     # conv1 / bn1 names, but bn1 does not follow conv1
+    class Odd(torch.nn.Module):  # conv1 / bn1 names, but bn1 does not follow conv1
         def __init__(self):
             super().__init__()
             self.conv1 = torch.nn.Conv2d(3, 3, 3, padding=1)

@@ -1,5 +1,6 @@
 """gcfeat.cam.compat against pytorch-grad-cam 1.5.7: target callables, a target per image,
 aug_smooth, eigen_smooth, reshape_transform; the engine's fast path for plain targets."""
+
 import warnings
 
 import numpy as np
@@ -42,12 +43,16 @@ def _ours(name, model, layers, x, targets, **kw):
         return cam(input_tensor=x, targets=targets, **kw)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: [mt.ClassifierOutputSoftmaxTarget(1), mt.ClassifierOutputSoftmaxTarget(3)],
-    lambda: [compat.ClassifierOutputSoftmaxTarget(1), compat.ClassifierOutputSoftmaxTarget(3)],
-    lambda: [mt.ClassifierOutputTarget(4), mt.ClassifierOutputSoftmaxTarget(0)],  # per image
-    lambda: [lambda o: o[2] - o[0], lambda o: o[1:3].sum()],                     # lambdas
-], ids=["pgc-softmax", "softmax", "mixed", "lambda"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: [mt.ClassifierOutputSoftmaxTarget(1), mt.ClassifierOutputSoftmaxTarget(3)],
+        lambda: [compat.ClassifierOutputSoftmaxTarget(1), compat.ClassifierOutputSoftmaxTarget(3)],
+        lambda: [mt.ClassifierOutputTarget(4), mt.ClassifierOutputSoftmaxTarget(0)],  # per image
+        lambda: [lambda o: o[2] - o[0], lambda o: o[1:3].sum()],  # lambdas
+    ],
+    ids=["pgc-softmax", "softmax", "mixed", "lambda"],
+)
 @pytest.mark.parametrize("method", METHODS)
 def test_callable_targets_equal_pgc(resnet, x, make, method, one_thread):
     want = _pgc(method, resnet, [resnet.layer4], x, make())
@@ -76,6 +81,7 @@ def test_plain_targets_take_the_class_path(resnet, x, monkeypatch):
     class Doubled(mt.ClassifierOutputTarget):
         def __call__(self, out):
             return 2 * super().__call__(out)
+
     res = cam.explain(x, targets=[Doubled(2), Doubled(4)])
     assert res.classes is None and calls
 
@@ -85,11 +91,16 @@ def test_one_output_targets_equal_pgc(x, one_thread):
     must then be a single value: a one-output model)."""
     torch.manual_seed(3)
     model = torchvision.models.resnet18(num_classes=1).eval()
-    for targets in ([mt.BinaryClassifierOutputTarget(0)] * 2,
-                    [mt.BinaryClassifierOutputTarget(1), compat.BinaryClassifierOutputTarget(0)],
-                    [mt.RawScoresOutputTarget(), compat.RawScoresOutputTarget()]):
-        np.testing.assert_allclose(_ours("GradCAM", model, [model.layer4], x, targets),
-                                   _pgc("GradCAM", model, [model.layer4], x, targets), atol=1e-5)
+    for targets in (
+        [mt.BinaryClassifierOutputTarget(0)] * 2,
+        [mt.BinaryClassifierOutputTarget(1), compat.BinaryClassifierOutputTarget(0)],
+        [mt.RawScoresOutputTarget(), compat.RawScoresOutputTarget()],
+    ):
+        np.testing.assert_allclose(
+            _ours("GradCAM", model, [model.layer4], x, targets),
+            _pgc("GradCAM", model, [model.layer4], x, targets),
+            atol=1e-5,
+        )
 
 
 class _TinySeg(nn.Module):
@@ -97,13 +108,15 @@ class _TinySeg(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()
+        )
         self.head = nn.Conv2d(16, 4, 1)
 
     def forward(self, x):
-        return nn.functional.interpolate(self.head(self.body(x)), size=x.shape[2:],
-                                         mode="bilinear", align_corners=False)
+        return nn.functional.interpolate(
+            self.head(self.body(x)), size=x.shape[2:], mode="bilinear", align_corners=False
+        )
 
 
 def test_semantic_segmentation_target_equals_pgc(x, one_thread):
@@ -112,8 +125,11 @@ def test_semantic_segmentation_target_equals_pgc(x, one_thread):
     mask = np.zeros((64, 64), np.float32)
     mask[10:30, 20:50] = 1
     targets = [mt.SemanticSegmentationTarget(2, mask), compat.SemanticSegmentationTarget(1, mask)]
-    np.testing.assert_allclose(_ours("GradCAM", model, [model.body], x, targets),
-                               _pgc("GradCAM", model, [model.body], x, targets), atol=1e-5)
+    np.testing.assert_allclose(
+        _ours("GradCAM", model, [model.body], x, targets),
+        _pgc("GradCAM", model, [model.body], x, targets),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("method", ["GradCAM", "HiResCAM", "EigenCAM"])
@@ -133,10 +149,11 @@ def test_aug_smooth_accepts_ttach_transforms(resnet, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = pgc.GradCAM(model=resnet, target_layers=[resnet.layer4])
-        ref.tta_transforms = transforms        # BaseCAM's option; GradCAM does not pass it on
+        ref.tta_transforms = transforms  # BaseCAM's option; GradCAM does not pass it on
         want = ref(x, targets, aug_smooth=True)
-    got = compat.GradCAM(model=resnet, target_layers=[resnet.layer4],
-                         tta_transforms=transforms)(x, targets, aug_smooth=True)
+    got = compat.GradCAM(model=resnet, target_layers=[resnet.layer4], tta_transforms=transforms)(
+        x, targets, aug_smooth=True
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -158,6 +175,7 @@ def test_eigen_smooth_equals_pgc(resnet, x, method, monkeypatch, one_thread):
     import pytorch_grad_cam.base_cam as base
     import pytorch_grad_cam.hirescam as hires
     import pytorch_grad_cam.layer_cam as layer
+
     for mod in (base, hires, layer):
         monkeypatch.setattr(mod, "get_2d_projection", _signed_projection)
     model, x = (resnet, x) if method != "ScoreCAM" else (resnet, x[:1, :, :32, :32])
@@ -172,21 +190,19 @@ def test_engine_smoothing_options(resnet, x):
     plain = cam.explain(x)
     smooth = cam.explain(x, aug_smooth=True)
     assert smooth.heatmap.shape == plain.heatmap.shape
-    torch.testing.assert_close(smooth.logits, plain.logits)      # the un-augmented pass
+    torch.testing.assert_close(smooth.logits, plain.logits)  # the un-augmented pass
     assert not torch.allclose(smooth.heatmap, plain.heatmap)
     one = Augmentation()
-    torch.testing.assert_close(cam.explain(x, aug_smooth=True, augmentations=[one]).heatmap,
-                               plain.heatmap)
+    torch.testing.assert_close(cam.explain(x, aug_smooth=True, augmentations=[one]).heatmap, plain.heatmap)
     eig = cam.explain(x, eigen_smooth=True)
-    assert eig.heatmap.shape == plain.heatmap.shape and not torch.allclose(eig.heatmap,
-                                                                           plain.heatmap)
+    assert eig.heatmap.shape == plain.heatmap.shape and not torch.allclose(eig.heatmap, plain.heatmap)
 
 
 def test_reshape_transform_given_by_the_user(one_thread):
     """A token model gcfeat does not know: the user's transform, as in pytorch-grad-cam."""
     torch.manual_seed(5)
 
-    class Tokens(nn.Module):       # conv stem -> (B, N, C) tokens -> mean -> linear
+    class Tokens(nn.Module):  # conv stem -> (B, N, C) tokens -> mean -> linear
         def __init__(self):
             super().__init__()
             self.stem = nn.Conv2d(3, 8, 8, stride=8)
@@ -203,8 +219,7 @@ def test_reshape_transform_given_by_the_user(one_thread):
     targets = [mt.ClassifierOutputTarget(1)] * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        want = pgc.GradCAM(model=model, target_layers=[model.mix], reshape_transform=rt)(
-            xx, targets)
+        want = pgc.GradCAM(model=model, target_layers=[model.mix], reshape_transform=rt)(xx, targets)
     got = compat.GradCAM(model=model, target_layers=[model.mix], reshape_transform=rt)(xx, targets)
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(gc.CAMError, match="reshape_transform"):
@@ -223,9 +238,10 @@ def test_closed_form_only_for_logit_targets_without_reshape(resnet, x, one_threa
     soft = [mt.ClassifierOutputSoftmaxTarget(2)] * 2
     assert not plain._plan(score=soft).closed_form
     with pytest.raises(gc.CAMError, match="closed_form=True"):
-        gc.GradCAM(resnet, [resnet.layer4], closed_form=True,
-                   reshape_transform=lambda t: t).explain(x)
-    for model in (torchvision.models.swin_t(num_classes=3),
-                  torchvision.models.vit_b_16(image_size=32, num_classes=3)):
+        gc.GradCAM(resnet, [resnet.layer4], closed_form=True, reshape_transform=lambda t: t).explain(x)
+    for model in (
+        torchvision.models.swin_t(num_classes=3),
+        torchvision.models.vit_b_16(image_size=32, num_classes=3),
+    ):
         layer = [m for m in model.modules() if isinstance(m, nn.LayerNorm)][-2]
         assert not gc.GradCAM(model.eval(), [layer])._plan().closed_form

@@ -1,4 +1,5 @@
 """Multi-layer fusion and the baseline map producers."""
+
 import cv2
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from gcfeat.models import build_classifier
 
 
 def test_fuse_maps_rules_by_hand():
-    a = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]])          # (1, 1, 2, 2)
+    a = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]])  # (1, 1, 2, 2)
     b = torch.tensor([[[[1.0, 1.0], [0.0, 0.5]]]])
     mean = fuse_maps([a, b], (2, 2), "mean")
     mx = fuse_maps([a, b], (2, 2), "max")
@@ -54,8 +55,10 @@ def test_otsu_equals_opencv():
     g = torch.Generator().manual_seed(0)
     low = torch.rand(12, 1, 4, 5, generator=g) ** 2
     maps = F.interpolate(low, size=(40, 50), mode="bilinear", align_corners=False)[:, 0]
-    maps = (maps - maps.amin((1, 2), keepdim=True)) / (maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True))
-    maps[0] = 0.0                                              # constant: nothing is on
+    maps = (maps - maps.amin((1, 2), keepdim=True)) / (
+        maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True)
+    )
+    maps[0] = 0.0  # constant: nothing is on
     out = otsu_maps(maps[:, None])[:, 0]
     for i in range(len(maps)):
         q = (maps[i].numpy() * 255).astype(np.uint8)
@@ -68,14 +71,17 @@ def test_otsu_equals_opencv():
 
 
 def test_fraction_of_max_and_random_maps():
-    h = torch.tensor([[[[0.1, 0.3], [0.5, 1.0]]]]) * 0.5     # max 0.5: cut at 0.1
+    h = torch.tensor([[[[0.1, 0.3], [0.5, 1.0]]]]) * 0.5  # max 0.5: cut at 0.1
     assert fraction_of_max_maps(h, 0.2).flatten().tolist() == pytest.approx([0.0, 0.15, 0.25, 0.5])
     heat = torch.zeros(1, 2, 32, 40)
     heat[0, 0, 4:12, 5:20] = 0.9
-    heat[0, 0, 20:30, 20:30] = 0.1                            # below 20 % of the max: dropped
+    heat[0, 0, 20:30, 20:30] = 0.1  # below 20 % of the max: dropped
     b = heatmap_to_boxes(fraction_of_max_maps(heat, 0.2), 0.0)
     assert b.xyxy.tolist() == [[5.0, 4.0, 20.0, 12.0]]
-    a, a2 = random_maps((2, 3, 16, 20), seed=1, cells=(4, 5)), random_maps((2, 3, 16, 20), seed=1, cells=(4, 5))
+    a, a2 = (
+        random_maps((2, 3, 16, 20), seed=1, cells=(4, 5)),
+        random_maps((2, 3, 16, 20), seed=1, cells=(4, 5)),
+    )
     c = random_maps((2, 3, 16, 20), seed=2, cells=(4, 5))
     assert torch.equal(a, a2) and not torch.equal(a, c)
     assert float(a.amin()) == 0.0 and float(a.amax()) == pytest.approx(1.0, abs=1e-6)
@@ -91,7 +97,7 @@ def test_needed_classes_scatter_equals_the_full_fused_call(one_thread):
     model = build_classifier("resnet18", num_classes=5).eval()
     x = torch.randn(3, 3, 48, 64)
     cam = GradCAM(model, [model.layer2, model.layer3, model.layer4])
-    full = explain_fused(cam, x, how="product").heatmap                  # (3, 5, 48, 64)
+    full = explain_fused(cam, x, how="product").heatmap  # (3, 5, 48, 64)
     needed = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
     sel = needed_classes(needed)
     assert sel.tolist() == [[0, 3], [2, 2], [0, 0]]

@@ -1,5 +1,6 @@
 """3D Score-CAM (gcfeat.cam.ScoreCAM, scoring="paper") equals a per-channel reference loop,
 and the organ3d task's model + Grad-CAM / Score-CAM run on a synthetic volume."""
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,15 +21,13 @@ def reference_scorecam(model, layer, x, k):
             a = act[b, c]
             if a.max() == a.min():
                 continue  # the authors' code skips constant channels
-            up = F.interpolate(a[None, None], size=x.shape[2:], mode="trilinear",
-                               align_corners=False)[0, 0]
+            up = F.interpolate(a[None, None], size=x.shape[2:], mode="trilinear", align_corners=False)[0, 0]
             up = (up - up.min()) / (up.max() - up.min())
             with torch.no_grad():
-                w[c] = model(x[b:b + 1] * up).softmax(-1)[0, k]
+                w[c] = model(x[b : b + 1] * up).softmax(-1)[0, k]
         m = torch.relu((w[:, None, None, None] * act[b]).sum(0))
         m = (m - m.min()) / (m.max() - m.min() + 1e-7)
-        m = F.interpolate(m[None, None], size=x.shape[2:], mode="trilinear",
-                          align_corners=False)[0, 0]
+        m = F.interpolate(m[None, None], size=x.shape[2:], mode="trilinear", align_corners=False)[0, 0]
         out.append((m - m.min()) / (m.max() - m.min() + 1e-7))
     return torch.stack(out)
 
@@ -52,8 +51,9 @@ def test_scorecam3d_equals_per_channel_loop():
     heat = ScoreCAM(model, [model.conv], scoring="paper", batch_size=5)(x, classes=[0, 2])
     assert heat.shape == (2, 2, 8, 10, 6)
     for j, k in enumerate((0, 2)):
-        torch.testing.assert_close(heat[:, j], reference_scorecam(model, model.conv, x, k),
-                                   atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            heat[:, j], reference_scorecam(model, model.conv, x, k), atol=2e-5, rtol=1e-4
+        )
 
 
 def test_organ3d_task_model_and_cams(tmp_path):

@@ -26,6 +26,7 @@ Not run (gcfeat lacks the method or the object under test):
 - ``test_fasterrcnn_target_device.py``: ``FasterRCNNBoxScoreTarget`` (detection outputs);
 - ``test_context_release_cuda.py``: needs CUDA.
 """
+
 import functools
 
 import cv2
@@ -36,8 +37,15 @@ import torch
 import torchvision
 from pytorch_grad_cam.utils.image import preprocess_image
 
-from gcfeat.cam.compat import (ClassifierOutputTarget, EigenCAM, GradCAM, GradCAMPlusPlus,
-                               LayerCAM, ScoreCAM, XGradCAM)
+from gcfeat.cam.compat import (
+    ClassifierOutputTarget,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 
 torch.manual_seed(0)
 
@@ -47,40 +55,36 @@ def numpy_image():
     return np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name):
     torch.manual_seed(0)
     return getattr(torchvision.models, name)(weights=None)
 
 
-@pytest.mark.parametrize("cnn_model,target_layer_names", [
-    ("resnet18", ["layer4[-1]", "layer4[-2]"]),
-    pytest.param("vgg11", ["features[-1]"], marks=pytest.mark.slow)   # 132M-parameter head
-])
-@pytest.mark.parametrize("batch_size,width,height", [
-    (2, 32, 32),
-    (1, 32, 40)
-])
-@pytest.mark.parametrize("target_category", [
-    None,
-    100
-])
-@pytest.mark.parametrize("aug_smooth", [
-    False
-])
-@pytest.mark.parametrize("eigen_smooth", [
-    True,
-    False
-])
-@pytest.mark.parametrize("cam_method",
-                         [GradCAM,
-                          GradCAMPlusPlus,
-                          XGradCAM,
-                          EigenCAM,
-                          LayerCAM])
-def test_all_cam_models_can_run(numpy_image, batch_size, width, height,
-                                cnn_model, target_layer_names, cam_method,
-                                target_category, aug_smooth, eigen_smooth):
+@pytest.mark.parametrize(
+    "cnn_model,target_layer_names",
+    [
+        ("resnet18", ["layer4[-1]", "layer4[-2]"]),
+        pytest.param("vgg11", ["features[-1]"], marks=pytest.mark.slow),  # 132M-parameter head
+    ],
+)
+@pytest.mark.parametrize("batch_size,width,height", [(2, 32, 32), (1, 32, 40)])
+@pytest.mark.parametrize("target_category", [None, 100])
+@pytest.mark.parametrize("aug_smooth", [False])
+@pytest.mark.parametrize("eigen_smooth", [True, False])
+@pytest.mark.parametrize("cam_method", [GradCAM, GradCAMPlusPlus, XGradCAM, EigenCAM, LayerCAM])
+def test_all_cam_models_can_run(
+    numpy_image,
+    batch_size,
+    width,
+    height,
+    cnn_model,
+    target_layer_names,
+    cam_method,
+    target_category,
+    aug_smooth,
+    eigen_smooth,
+):
     img = cv2.resize(numpy_image, (width, height))
     input_tensor = preprocess_image(img)
     input_tensor = input_tensor.repeat(batch_size, 1, 1, 1)
@@ -90,49 +94,46 @@ def test_all_cam_models_can_run(numpy_image, batch_size, width, height,
     for layer in target_layer_names:
         target_layers.append(eval(f"model.{layer}"))
 
-    cam = cam_method(model=model,
-                     target_layers=target_layers)
+    cam = cam_method(model=model, target_layers=target_layers)
     cam.batch_size = 4
     if target_category is None:
         targets = None
     else:
-        targets = [ClassifierOutputTarget(target_category)
-                   for _ in range(batch_size)]
+        targets = [ClassifierOutputTarget(target_category) for _ in range(batch_size)]
 
-    grayscale_cam = cam(input_tensor=input_tensor,
-                        targets=targets,
-                        aug_smooth=aug_smooth,
-                        eigen_smooth=eigen_smooth)
-    assert(grayscale_cam.shape[0] == input_tensor.shape[0])
-    assert(grayscale_cam.shape[1:] == input_tensor.shape[2:])
+    grayscale_cam = cam(
+        input_tensor=input_tensor, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
+    )
+    assert grayscale_cam.shape[0] == input_tensor.shape[0]
+    assert grayscale_cam.shape[1:] == input_tensor.shape[2:]
 
 
-@pytest.mark.parametrize("cnn_model,target_layer_names", [
-    ("resnet18", ["layer4[-1]", "layer4[-2]"]),
-    # about a minute per case on one CPU thread (1,024 masked forwards through vgg11's
-    # 25088x4096 head): marked slow
-    pytest.param("vgg11", ["features[-1]"], marks=pytest.mark.slow)
-])
-@pytest.mark.parametrize("batch_size,width,height", [
-    (2, 32, 32),
-    (1, 32, 40)
-])
-@pytest.mark.parametrize("target_category", [
-    None,
-    100
-])
-@pytest.mark.parametrize("aug_smooth", [
-    False
-])
-@pytest.mark.parametrize("eigen_smooth", [
-    True,
-    False
-])
-@pytest.mark.parametrize("cam_method",
-                         [ScoreCAM])
-def test_scorecam_can_run(numpy_image, batch_size, width, height,
-                                cnn_model, target_layer_names, cam_method,
-                                target_category, aug_smooth, eigen_smooth):
+@pytest.mark.parametrize(
+    "cnn_model,target_layer_names",
+    [
+        ("resnet18", ["layer4[-1]", "layer4[-2]"]),
+        # about a minute per case on one CPU thread (1,024 masked forwards through vgg11's
+        # 25088x4096 head): marked slow
+        pytest.param("vgg11", ["features[-1]"], marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize("batch_size,width,height", [(2, 32, 32), (1, 32, 40)])
+@pytest.mark.parametrize("target_category", [None, 100])
+@pytest.mark.parametrize("aug_smooth", [False])
+@pytest.mark.parametrize("eigen_smooth", [True, False])
+@pytest.mark.parametrize("cam_method", [ScoreCAM])
+def test_scorecam_can_run(
+    numpy_image,
+    batch_size,
+    width,
+    height,
+    cnn_model,
+    target_layer_names,
+    cam_method,
+    target_category,
+    aug_smooth,
+    eigen_smooth,
+):
     img = cv2.resize(numpy_image, (width, height))
     input_tensor = preprocess_image(img)
     input_tensor = input_tensor.repeat(batch_size, 1, 1, 1)
@@ -142,65 +143,52 @@ def test_scorecam_can_run(numpy_image, batch_size, width, height,
     for layer in target_layer_names:
         target_layers.append(eval(f"model.{layer}"))
 
-    cam = cam_method(model=model,
-                     target_layers=target_layers)
+    cam = cam_method(model=model, target_layers=target_layers)
     cam.batch_size = 4
     if target_category is None:
         targets = None
     else:
-        targets = [ClassifierOutputTarget(target_category)
-                   for _ in range(batch_size)]
+        targets = [ClassifierOutputTarget(target_category) for _ in range(batch_size)]
 
-    grayscale_cam = cam(input_tensor=input_tensor,
-                        targets=targets,
-                        aug_smooth=aug_smooth,
-                        eigen_smooth=eigen_smooth)
-    assert(grayscale_cam.shape[0] == input_tensor.shape[0])
-    assert(grayscale_cam.shape[1:] == input_tensor.shape[2:])
+    grayscale_cam = cam(
+        input_tensor=input_tensor, targets=targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
+    )
+    assert grayscale_cam.shape[0] == input_tensor.shape[0]
+    assert grayscale_cam.shape[1:] == input_tensor.shape[2:]
 
 
-@pytest.mark.parametrize("cam_method",
-                         [GradCAM])
+@pytest.mark.parametrize("cam_method", [GradCAM])
 def test_memory_usage_in_loop_one_channel(numpy_image, cam_method):
     model = torchvision.models.resnet18(weights=None)
-    model.conv1 = torch.nn.Conv2d(
-        1, 64, kernel_size=(
-            7, 7), stride=(
-            2, 2), padding=(
-                3, 3), bias=False)
+    model.conv1 = torch.nn.Conv2d(1, 64, kernel_size=(7, 7), stride=(2, 2), padding=(3, 3), bias=False)
     target_layers = [model.layer4]
     gray_img = numpy_image[:, :, 0]
-    input_tensor = torch.from_numpy(
-        np.float32(gray_img)).unsqueeze(0).unsqueeze(0)
+    input_tensor = torch.from_numpy(np.float32(gray_img)).unsqueeze(0).unsqueeze(0)
     input_tensor = input_tensor.repeat(16, 1, 1, 1)
     targets = None
-    with cam_method(model=model,
-                    target_layers=target_layers) as cam:
-        grayscale_cam = cam(input_tensor=input_tensor,
-                            targets=targets)
+    with cam_method(model=model, target_layers=target_layers) as cam:
+        grayscale_cam = cam(input_tensor=input_tensor, targets=targets)
         assert grayscale_cam.shape == (16, *gray_img.shape)
 
 
-@pytest.mark.parametrize("cnn_model,target_layer_names", [
-    ("resnet18", ["layer4[-1]"])
-])
-@pytest.mark.parametrize("batch_size,width,height", [
-    (1, 112, 112)
-])
-@pytest.mark.parametrize("target_category", [
-    100
-])
-@pytest.mark.parametrize("aug_smooth", [
-    False
-])
-@pytest.mark.parametrize("eigen_smooth", [
-    False
-])
-@pytest.mark.parametrize("cam_method",
-                         [GradCAM])
-def test_memory_usage_in_loop(numpy_image, batch_size, width, height,
-                              cnn_model, target_layer_names, cam_method,
-                              target_category, aug_smooth, eigen_smooth):
+@pytest.mark.parametrize("cnn_model,target_layer_names", [("resnet18", ["layer4[-1]"])])
+@pytest.mark.parametrize("batch_size,width,height", [(1, 112, 112)])
+@pytest.mark.parametrize("target_category", [100])
+@pytest.mark.parametrize("aug_smooth", [False])
+@pytest.mark.parametrize("eigen_smooth", [False])
+@pytest.mark.parametrize("cam_method", [GradCAM])
+def test_memory_usage_in_loop(
+    numpy_image,
+    batch_size,
+    width,
+    height,
+    cnn_model,
+    target_layer_names,
+    cam_method,
+    target_category,
+    aug_smooth,
+    eigen_smooth,
+):
     img = cv2.resize(numpy_image, (width, height))
     input_tensor = preprocess_image(img)
     input_tensor = input_tensor.repeat(batch_size, 1, 1, 1)
@@ -208,17 +196,17 @@ def test_memory_usage_in_loop(numpy_image, batch_size, width, height,
     target_layers = []
     for layer in target_layer_names:
         target_layers.append(eval(f"model.{layer}"))
-    targets = [ClassifierOutputTarget(target_category)
-               for _ in range(batch_size)]
+    targets = [ClassifierOutputTarget(target_category) for _ in range(batch_size)]
     initial_memory = 0
     for i in range(20):
-        with cam_method(model=model,
-                        target_layers=target_layers) as cam:
-            grayscale_cam = cam(input_tensor=input_tensor,  # noqa: F841 (as in the original)
-                                targets=targets,
-                                aug_smooth=aug_smooth,
-                                eigen_smooth=eigen_smooth)
+        with cam_method(model=model, target_layers=target_layers) as cam:
+            grayscale_cam = cam(
+                input_tensor=input_tensor,  # noqa: F841 (as in the original)
+                targets=targets,
+                aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth,
+            )
 
             if i == 0:
                 initial_memory = psutil.virtual_memory()[2]
-        assert(psutil.virtual_memory()[2] <= initial_memory * 1.5)
+        assert psutil.virtual_memory()[2] <= initial_memory * 1.5

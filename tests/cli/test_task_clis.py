@@ -1,5 +1,6 @@
 """`--task` in the surgical CLIs: `gcfeat.train`, `gcfeat.bbox`, `gcfeat.tune` on tiny synthetic
 MRI data (organ3d volumes and prostate slices) with untrained models."""
+
 import json
 import re
 import shutil
@@ -11,11 +12,10 @@ import torch
 
 from gcfeat.boxes.masks import mask_boxes
 from gcfeat.cli import bbox, train, tune
+from gcfeat.models.task_checkpoint import save_task_checkpoint
+from gcfeat.tasks import get_task, load_task_checkpoint
 from gcfeat.workflows import inspect as inspect_workflow
 from gcfeat.workflows import tune as tune_workflow
-from gcfeat.tasks import get_task
-from gcfeat.models.task_checkpoint import save_task_checkpoint
-from gcfeat.tasks import load_task_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,7 @@ def organ(tmp_path_factory):
     task = get_task("organ3d")
     task.write_synthetic(root / "data", n_train=2, n_val=2, n_test=4, seed=1)
     torch.manual_seed(0)
-    save_task_checkpoint(root / "ck.pt", task.build_model("resnet3d_18_slim"), task,
-                         "resnet3d_18_slim")
+    save_task_checkpoint(root / "ck.pt", task.build_model("resnet3d_18_slim"), task, "resnet3d_18_slim")
     return root
 
 
@@ -35,8 +34,7 @@ def prostate(tmp_path_factory):
     task = get_task("prostate")
     task.write_synthetic(root / "data", n_cases=4, shape=(40, 40, 8), seed=0)
     torch.manual_seed(0)
-    save_task_checkpoint(root / "ck.pt", task.build_model("resnet18"), task, "resnet18",
-                         input_size=(64, 64))
+    save_task_checkpoint(root / "ck.pt", task.build_model("resnet18"), task, "resnet18", input_size=(64, 64))
     ds = task.build_dataset(root / "data", "train", size=64)
     has = [bool(ds[i]["gt_mask"].any()) for i in range(len(ds))]
     assert any(has) and not all(has)  # the split has lesion slices and lesion-free ones
@@ -77,8 +75,7 @@ def naive_iou(a, b):
 
 def parse_boxes(text, d):
     pat = r"^\s+(\d+) (\S+)\s+" + r"\s+".join([r"(\d+)"] * (2 * d)) + r"\s+([\d.]+)$"
-    return [(int(m[0]), m[1], *map(int, m[2:2 + 2 * d]), float(m[-1]))
-            for m in re.findall(pat, text, re.M)]
+    return [(int(m[0]), m[1], *map(int, m[2 : 2 + 2 * d]), float(m[-1])) for m in re.findall(pat, text, re.M)]
 
 
 def nonblank_png(path):
@@ -90,9 +87,26 @@ def nonblank_png(path):
 
 # ------------------------------------------------------------------------------------- train
 def test_train_task_organ3d_writes_a_checkpoint_that_loads(organ, tmp_path, capsys):
-    rc = train.main(["--task", "organ3d", "--data", str(organ / "data"), "--arch",
-                     "resnet3d_18_slim", "--epochs", "1", "--batch-size", "2", "--lr", "0.01",
-                     "--seed", "3", "--out", str(tmp_path)])
+    rc = train.main(
+        [
+            "--task",
+            "organ3d",
+            "--data",
+            str(organ / "data"),
+            "--arch",
+            "resnet3d_18_slim",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--lr",
+            "0.01",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     ck = tmp_path / "organ3d_resnet3d_18_slim_best.pt"
     assert f"-> {ck}" in capsys.readouterr().out
@@ -123,25 +137,55 @@ def test_train_task_options_are_handed_over_by_name(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(train_workflow, "fit", fake_fit)
     monkeypatch.setattr(Task, "build_dataset", fake_dataset)
     threads = torch.get_num_threads()
-    rc = train.main(["--task", "prostate", "--data", str(tmp_path), "--arch", "resnet34_nobn",
-                     "--epochs", "2", "--lr", "0.01", "--batch-size", "4", "--optimizer", "sgd",
-                     "--out", str(tmp_path / "o"), "--threads", "1", "--balance"])
+    rc = train.main(
+        [
+            "--task",
+            "prostate",
+            "--data",
+            str(tmp_path),
+            "--arch",
+            "resnet34_nobn",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "4",
+            "--optimizer",
+            "sgd",
+            "--out",
+            str(tmp_path / "o"),
+            "--threads",
+            "1",
+            "--balance",
+        ]
+    )
     torch.set_num_threads(threads)
     assert rc == 0 and "best validation accuracy 0.5000" in capsys.readouterr().out
     model, o = calls[-1]
-    assert {k: o[k] for k in ("epochs", "lr", "batch_size", "optimizer", "out_dir", "seed",
-                              "arch", "task")} == {
-        "epochs": 2, "lr": 0.01, "batch_size": 4, "optimizer": "sgd",
-        "out_dir": str(tmp_path / "o"), "seed": 0, "arch": "resnet34_nobn", "task": "prostate"}
+    assert {
+        k: o[k] for k in ("epochs", "lr", "batch_size", "optimizer", "out_dir", "seed", "arch", "task")
+    } == {
+        "epochs": 2,
+        "lr": 0.01,
+        "batch_size": 4,
+        "optimizer": "sgd",
+        "out_dir": str(tmp_path / "o"),
+        "seed": 0,
+        "arch": "resnet34_nobn",
+        "task": "prostate",
+    }
     assert (o["loss"], o["recalibrate_bn"], o["seeding"]) == ("ce", True, "once")
-    assert len(model.layer3) == 6 and not any(isinstance(m, torch.nn.BatchNorm2d)
-                                              for m in model.modules())   # resnet34, no BN
+    assert len(model.layer3) == 6 and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()
+    )  # resnet34, no BN
     assert datasets[0] == ("prostate", "train", {"balance": True, "seed": 0})
     # unset options stay unset: the task's defaults apply
     assert train.main(["--task", "alzheimer", "--data", str(tmp_path)]) == 0
     d = get_task("alzheimer").defaults
     assert {k: calls[-1][1][k] for k in ("epochs", "lr", "batch_size", "optimizer")} == {
-        k: d[k] for k in ("epochs", "lr", "batch_size", "optimizer")}
+        k: d[k] for k in ("epochs", "lr", "batch_size", "optimizer")
+    }
     assert calls[-1][1]["out_dir"] == "checkpoints" and calls[-1][1]["arch"] == "baseline_cnn"
 
 
@@ -150,24 +194,55 @@ def test_train_surgical_defaults_unchanged():
 
     args = vars(train.parse_args(["--data", "d"]))
     assert args == {
-        "task": "surgical", "data": "d", "layout": "auto", "arch": "resnet50", "size": (256, 320),
-        "epochs": 10, "batch_size": 16, "lr": 1e-3, "optimizer": "sgd", "momentum": 0.9,
-        "weight_decay": 1e-4, "schedule": "plateau", "augment_flip": False, "dropout": 0.0,
-        "weights": None, "mean": SURGICAL_MEAN, "std": SURGICAL_STD, "workers": 2, "seed": 0,
-        "out": "checkpoints", "name": None, "log": None, "resume": False, "device": "auto",
-        "channels_last": False, "quiet": False, "threads": None}
+        "task": "surgical",
+        "data": "d",
+        "layout": "auto",
+        "arch": "resnet50",
+        "size": (256, 320),
+        "epochs": 10,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "schedule": "plateau",
+        "augment_flip": False,
+        "dropout": 0.0,
+        "weights": None,
+        "mean": SURGICAL_MEAN,
+        "std": SURGICAL_STD,
+        "workers": 2,
+        "seed": 0,
+        "out": "checkpoints",
+        "name": None,
+        "log": None,
+        "resume": False,
+        "device": "auto",
+        "channels_last": False,
+        "quiet": False,
+        "threads": None,
+    }
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--task", "organ3d", "--size", "64x80"], r"--size: applies to --task surgical only, not to --task organ3d"),
-    (["--task", "prostate", "--resume", "--quiet"], r"--quiet, --resume: apply to --task surgical only"),
-    (["--synthetic"], r"--synthetic: applies to the MRI tasks .* not to --task surgical"),
-    (["--task", "organ3d", "--balance"], r"--balance: applies to --task prostate only"),
-    (["--task", "alzheimer", "--arch", "resnet50"], r"--arch: invalid choice: 'resnet50' for --task alzheimer"),
-    (["--arch", "baseline_cnn"], r"--arch: invalid choice: 'baseline_cnn' for --task surgical"),
-    (["--task", "organ3d", "--n", "5"], r"--n: .* give --synthetic too"),
-    (["--task", "brain"], r"invalid choice: 'brain'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--task", "organ3d", "--size", "64x80"],
+            r"--size: applies to --task surgical only, not to --task organ3d",
+        ),
+        (["--task", "prostate", "--resume", "--quiet"], r"--quiet, --resume: apply to --task surgical only"),
+        (["--synthetic"], r"--synthetic: applies to the MRI tasks .* not to --task surgical"),
+        (["--task", "organ3d", "--balance"], r"--balance: applies to --task prostate only"),
+        (
+            ["--task", "alzheimer", "--arch", "resnet50"],
+            r"--arch: invalid choice: 'resnet50' for --task alzheimer",
+        ),
+        (["--arch", "baseline_cnn"], r"--arch: invalid choice: 'baseline_cnn' for --task surgical"),
+        (["--task", "organ3d", "--n", "5"], r"--n: .* give --synthetic too"),
+        (["--task", "brain"], r"invalid choice: 'brain'"),
+    ],
+)
 def test_train_rejects_options_the_task_does_not_take(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--data", "d", *argv])
@@ -185,16 +260,37 @@ def test_train_help_explains_the_split(capsys):
         train.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for s in ("--task", "surgical only", "MRI tasks only", "gcfeat.tasks.train", "--synthetic",
-              "--size", "resnet3d_18_slim"):
+    for s in (
+        "--task",
+        "surgical only",
+        "MRI tasks only",
+        "gcfeat.tasks.train",
+        "--synthetic",
+        "--size",
+        "resnet3d_18_slim",
+    ):
         assert s in text
 
 
 # -------------------------------------------------------------------------------------- bbox
 def test_bbox_task_organ3d_figure_and_printed_boxes_equal_api(organ, capsys):
     out = organ / "fig3d.png"
-    rc = bbox.main(["--task", "organ3d", "--data", str(organ / "data"), "--checkpoint",
-                    str(organ / "ck.pt"), "--bidx", "1", "--threshold", "0.4", "--out", str(out)])
+    rc = bbox.main(
+        [
+            "--task",
+            "organ3d",
+            "--data",
+            str(organ / "data"),
+            "--checkpoint",
+            str(organ / "ck.pt"),
+            "--bidx",
+            "1",
+            "--threshold",
+            "0.4",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and nonblank_png(out)
     from gcfeat.boxes import heatmap_to_boxes
@@ -204,8 +300,9 @@ def test_bbox_task_organ3d_figure_and_printed_boxes_equal_api(organ, capsys):
     b = heatmap_to_boxes(heat[:, None], 0.4, classes=[k], min_area=25)
     assert b.xyxy.shape[1] == 6 and len(b) >= 1
     printed = parse_boxes(text, 3)
-    assert [p[:8] for p in printed] == [(k, get_task("organ3d").classes[k], *map(int, r))
-                                        for r in b.xyxy.tolist()]
+    assert [p[:8] for p in printed] == [
+        (k, get_task("organ3d").classes[k], *map(int, r)) for r in b.xyxy.tolist()
+    ]
     np.testing.assert_allclose([p[8] for p in printed], b.score.tolist(), atol=1.5e-3)
     gt = np_mask_box(s["gt_mask"])
     assert f"z1 y1 x1 z2 y2 x2 = {' '.join(map(str, gt))}" in text
@@ -219,9 +316,28 @@ def test_bbox_task_prostate_2d_lesion_and_lesion_free(prostate, capsys):
     from gcfeat.boxes import heatmap_to_boxes
 
     out = root / "fig.png"
-    rc = bbox.main(["--task", "prostate", "--data", str(root / "data"), "--checkpoint",
-                    str(root / "ck.pt"), "--split", "train", "--bidx", str(with_gt), "--tclass",
-                    "significant", "--threshold", "0.5", "--min-area", "4", "--out", str(out)])
+    rc = bbox.main(
+        [
+            "--task",
+            "prostate",
+            "--data",
+            str(root / "data"),
+            "--checkpoint",
+            str(root / "ck.pt"),
+            "--split",
+            "train",
+            "--bidx",
+            str(with_gt),
+            "--tclass",
+            "significant",
+            "--threshold",
+            "0.5",
+            "--min-area",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and nonblank_png(out)
     heat, probs, (s,) = api_heat("prostate", root, "train", [with_gt], [1], size=64)
@@ -233,25 +349,37 @@ def test_bbox_task_prostate_2d_lesion_and_lesion_free(prostate, capsys):
     assert f"(p={float(probs[0, 1]):.3f})" in text
 
     # a lesion-free slice: no ground truth, said in the title and the printout
-    r = inspect_workflow.run_task_bbox("prostate", root / "data", root / "ck.pt", without_gt, split="train",
-                           out=root / "free.png")
+    r = inspect_workflow.run_task_bbox(
+        "prostate", root / "data", root / "ck.pt", without_gt, split="train", out=root / "free.png"
+    )
     assert r.gt_box is None and r.iou is None and r.best is None
     assert "no ground truth" in r.title and r.tclass == r.pred and nonblank_png(r.figure)
     assert "ground truth: none" in inspect_workflow.format_task_boxes(r)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--tclass", "brain"], r"--tclass 'brain': unknown class.*0 liver.*10 pancreas"),
-    (["--tclass", "11"], r"expected an index 0\.\.10"),
-    (["--bidx", "4"], r"--bidx 4: the 'test' split of .* has 4 samples; expected 0\.\.3"),
-    (["--split", "val", "--bidx", "-1"], r"has 2 samples; expected 0\.\.1"),
-    (["--threshold", "1.5"], r"--threshold 1.5"),
-    (["--layer", "layer9"], r"--layer 'layer9'"),
-    (["--checkpoint", "none.pt"], r"none.pt: no such file; run `scripts/demo --task organ3d`"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tclass", "brain"], r"--tclass 'brain': unknown class.*0 liver.*10 pancreas"),
+        (["--tclass", "11"], r"expected an index 0\.\.10"),
+        (["--bidx", "4"], r"--bidx 4: the 'test' split of .* has 4 samples; expected 0\.\.3"),
+        (["--split", "val", "--bidx", "-1"], r"has 2 samples; expected 0\.\.1"),
+        (["--threshold", "1.5"], r"--threshold 1.5"),
+        (["--layer", "layer9"], r"--layer 'layer9'"),
+        (["--checkpoint", "none.pt"], r"none.pt: no such file; run `scripts/demo --task organ3d`"),
+    ],
+)
 def test_bbox_task_user_errors(organ, argv, message, capsys):
-    args = ["--task", "organ3d", "--data", str(organ / "data"), "--checkpoint",
-            str(organ / "ck.pt"), "--out", str(organ / "x.png")]
+    args = [
+        "--task",
+        "organ3d",
+        "--data",
+        str(organ / "data"),
+        "--checkpoint",
+        str(organ / "ck.pt"),
+        "--out",
+        str(organ / "x.png"),
+    ]
     rc = bbox.main(args + argv)
     assert rc == 2
     assert re.search(message, capsys.readouterr().err)
@@ -261,17 +389,31 @@ def test_bbox_task_rejects_surgical_only_options(organ, capsys):
     with pytest.raises(SystemExit) as e:
         bbox.main(["--task", "organ3d", "--data", str(organ / "data"), "--pred-threshold", "0.2"])
     assert e.value.code == 2
-    assert "--pred-threshold: applies to --task surgical only, not to --task organ3d" in capsys.readouterr().err
+    assert (
+        "--pred-threshold: applies to --task surgical only, not to --task organ3d" in capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="--task surgical"):
         inspect_workflow.run_task_bbox("surgical")
 
 
 def test_bbox_surgical_defaults_unchanged():
     assert vars(bbox.parse_args([])) == {
-        "task": "surgical", "bidx": 0, "tclass": "0", "threshold": 0.3, "pred_threshold": 0.5,
-        "data": tune.DEFAULT_DATA, "layout": "auto", "split": "val",
-        "checkpoint": tune.DEFAULT_CHECKPOINT, "method": "gradcam", "layer": None,  # layer4 / last level
-        "mode": "components", "min_area": 25, "device": "cpu", "out": None}
+        "task": "surgical",
+        "bidx": 0,
+        "tclass": "0",
+        "threshold": 0.3,
+        "pred_threshold": 0.5,
+        "data": tune.DEFAULT_DATA,
+        "layout": "auto",
+        "split": "val",
+        "checkpoint": tune.DEFAULT_CHECKPOINT,
+        "method": "gradcam",
+        "layer": None,  # layer4 / last level
+        "mode": "components",
+        "min_area": 25,
+        "device": "cpu",
+        "out": None,
+    }
 
 
 def test_mri_defaults_point_at_the_task_demo():
@@ -300,8 +442,17 @@ def test_tune_task_organ3d_equals_a_per_sample_loop(organ):
     from gcfeat.boxes import heatmap_to_boxes
 
     Ts = [0.2, 0.5]
-    table, rec = tune_workflow.run_task_tuning("organ3d", organ / "data", organ / "ck.pt", Ts, limit=3,
-                                      batch_size=2, mode="components", min_area=8, progress=False)
+    table, rec = tune_workflow.run_task_tuning(
+        "organ3d",
+        organ / "data",
+        organ / "ck.pt",
+        Ts,
+        limit=3,
+        batch_size=2,
+        mode="components",
+        min_area=8,
+        progress=False,
+    )
     from gcfeat.data.subsets import balanced_subset
 
     task = get_task("organ3d")
@@ -340,9 +491,24 @@ def test_tune_task_organ3d_equals_a_per_sample_loop(organ):
 def test_tune_task_cli_prostate_outputs_and_skips_lesion_free(prostate, capsys):
     root, _, _ = prostate
     out = root / "tune"
-    rc = tune.main(["--task", "prostate", "--data", str(root / "data"), "--checkpoint",
-                    str(root / "ck.pt"), "--split", "train", "--thresholds", "0.2:0.6:0.2",
-                    "--min-area", "4", "--out", str(out)])
+    rc = tune.main(
+        [
+            "--task",
+            "prostate",
+            "--data",
+            str(root / "data"),
+            "--checkpoint",
+            str(root / "ck.pt"),
+            "--split",
+            "train",
+            "--thresholds",
+            "0.2:0.6:0.2",
+            "--min-area",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     ds = get_task("prostate").build_dataset(root / "data", "train", size=64)
@@ -365,7 +531,9 @@ def test_tune_task_cli_prostate_outputs_and_skips_lesion_free(prostate, capsys):
 def test_tune_task_errors(organ, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         tune.main(["--task", "organ3d", "--pred-threshold", "0.3"])
-    assert e.value.code == 2 and "--pred-threshold: applies to --task surgical only" in capsys.readouterr().err
+    assert (
+        e.value.code == 2 and "--pred-threshold: applies to --task surgical only" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as e:
         tune.main(["--target", "pred"])
     assert e.value.code == 2 and "--target: applies to the MRI tasks" in capsys.readouterr().err
@@ -374,21 +542,58 @@ def test_tune_task_errors(organ, tmp_path, capsys):
     no_masks = tmp_path / "no_masks"
     no_masks.mkdir()
     shutil.copy(organ / "data" / "organmnist3d.npz", no_masks)
-    rc = tune.main(["--task", "organ3d", "--data", str(no_masks), "--checkpoint",
-                    str(organ / "ck.pt"), "--out", str(tmp_path / "o")])
+    rc = tune.main(
+        [
+            "--task",
+            "organ3d",
+            "--data",
+            str(no_masks),
+            "--checkpoint",
+            str(organ / "ck.pt"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and "carry no ground-truth masks (gt_mask)" in capsys.readouterr().err
-    rc = tune.main(["--task", "organ3d", "--data", str(organ / "data"), "--checkpoint",
-                    str(organ / "ck.pt"), "--thresholds", "0.5:2:0.5"])
+    rc = tune.main(
+        [
+            "--task",
+            "organ3d",
+            "--data",
+            str(organ / "data"),
+            "--checkpoint",
+            str(organ / "ck.pt"),
+            "--thresholds",
+            "0.5:2:0.5",
+        ]
+    )
     assert rc == 2 and "thresholds" in capsys.readouterr().err
 
 
 def test_tune_surgical_defaults_unchanged():
     assert vars(tune.parse_args([])) == {
-        "task": "surgical", "data": tune.DEFAULT_DATA, "layout": "auto", "split": "val",
-        "checkpoint": tune.DEFAULT_CHECKPOINT, "thresholds": "0.05:0.95:0.05",
-        "out": tune.DEFAULT_OUT, "batch_size": 8, "num_workers": 0, "method": "gradcam",
-        "layer": None, "pred_threshold": 0.5, "mode": "components", "min_area": 25,
-        "metric": "mean_iou", "max_frames": None, "device": "cpu", "limit": None,
-        "calibrate_split": None, "score_split": None, "layers": None, "methods": None,
-        "min_gt": 10}
+        "task": "surgical",
+        "data": tune.DEFAULT_DATA,
+        "layout": "auto",
+        "split": "val",
+        "checkpoint": tune.DEFAULT_CHECKPOINT,
+        "thresholds": "0.05:0.95:0.05",
+        "out": tune.DEFAULT_OUT,
+        "batch_size": 8,
+        "num_workers": 0,
+        "method": "gradcam",
+        "layer": None,
+        "pred_threshold": 0.5,
+        "mode": "components",
+        "min_area": 25,
+        "metric": "mean_iou",
+        "max_frames": None,
+        "device": "cpu",
+        "limit": None,
+        "calibrate_split": None,
+        "score_split": None,
+        "layers": None,
+        "methods": None,
+        "min_gt": 10,
+    }
     assert tune.parse_args(["--limit", "3"]).max_frames == 3

@@ -1,4 +1,5 @@
 """The alzheimer task's val split: a fixed class-stratified holdout of train.parquet."""
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ M64 = (1 << 64) - 1
 
 def naive_holdout(labels, fraction, seed):
     """Reference: per class, rows sorted by a pure-Python SplitMix64 of (seed, row)."""
+
     def key(row):
         z = (row + (((seed << 32) + 1) & M64) * 0x9E3779B97F4A7C15) & M64
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
@@ -32,15 +34,17 @@ def naive_holdout(labels, fraction, seed):
 def read_direct(path):
     """(images uint8 (N, 128, 128), labels) straight from pandas + cv2."""
     df = pd.read_parquet(path)
-    images = np.stack([cv2.imdecode(np.frombuffer(c["bytes"], np.uint8), cv2.IMREAD_GRAYSCALE)
-                       for c in df["image"]])
+    images = np.stack(
+        [cv2.imdecode(np.frombuffer(c["bytes"], np.uint8), cv2.IMREAD_GRAYSCALE) for c in df["image"]]
+    )
     return images, df["label"].to_numpy()
 
 
 @pytest.fixture(scope="module")
 def alz(tmp_path_factory):
-    return get_task("alzheimer").write_synthetic(tmp_path_factory.mktemp("alz") / "data",
-                                                 n_train=40, n_test=8, seed=3)
+    return get_task("alzheimer").write_synthetic(
+        tmp_path_factory.mktemp("alz") / "data", n_train=40, n_test=8, seed=3
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, -7])
@@ -57,7 +61,7 @@ def test_holdout_equals_naive_reference(seed, fraction):
         full = np.bincount(labels, minlength=6)
         assert np.all(np.abs(counts - fraction * full) <= 1)
         assert counts[5] == 0 and counts[4] == 0 and np.all(counts[:4] >= 1)
-        assert np.all(counts[:4] < full[:4])           # every class keeps training rows
+        assert np.all(counts[:4] < full[:4])  # every class keeps training rows
 
 
 def test_holdout_rejects_bad_fraction():
@@ -117,13 +121,13 @@ def test_val_parquet_takes_precedence(alz, tmp_path):
 
     for f in ("train.parquet", "train_masks.npz", "test.parquet", "test_masks.npz"):
         shutil.copy(alz / f, tmp_path / f)
-    shutil.copy(alz / "test.parquet", tmp_path / "val.parquet")   # a real val file: 8 rows
+    shutil.copy(alz / "test.parquet", tmp_path / "val.parquet")  # a real val file: 8 rows
     with np.load(alz / "test_masks.npz") as z:
-        masks = z["masks"][::-1].copy()                           # distinguishable masks
+        masks = z["masks"][::-1].copy()  # distinguishable masks
     np.savez_compressed(tmp_path / "val_masks.npz", masks=masks)
     val, train = AlzheimerSlices(tmp_path, "val"), AlzheimerSlices(tmp_path, "train")
     assert val.source.name == "val.parquet" and val.rows.tolist() == list(range(8))
-    assert train.rows.tolist() == list(range(40))                 # the whole train file
+    assert train.rows.tolist() == list(range(40))  # the whole train file
     np.testing.assert_array_equal(val.images, read_direct(tmp_path / "val.parquet")[0])
     np.testing.assert_array_equal(val.masks, masks)
     assert len(AlzheimerSlices(tmp_path, "val", val_fraction=0.5)) == 8  # ignored
@@ -152,12 +156,32 @@ def test_extract_split_all_covers_every_row_once(alz, tmp_path, one_thread):
 
     task = get_task("alzheimer")
     torch.manual_seed(0)
-    ck = save_task_checkpoint(tmp_path / "ck.pt", task.build_model("baseline_cnn"), task,
-                              "baseline_cnn")
+    ck = save_task_checkpoint(tmp_path / "ck.pt", task.build_model("baseline_cnn"), task, "baseline_cnn")
     out = tmp_path / "all.h5"
-    assert extract_main(["--task", "alzheimer", "--data", str(alz), "--checkpoint", str(ck),
-                         "--split", "all", "--methods", "m3", "--out", str(out),
-                         "--no-progress", "--workers", "0", "--batch-size", "16"]) == 0
+    assert (
+        extract_main(
+            [
+                "--task",
+                "alzheimer",
+                "--data",
+                str(alz),
+                "--checkpoint",
+                str(ck),
+                "--split",
+                "all",
+                "--methods",
+                "m3",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--workers",
+                "0",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     with FeatureFile(out) as ff:
         assert sorted(ff.videos) == ["test", "train", "val"]
         rows = {v: ff[v].frame_index.tolist() for v in ff.videos}

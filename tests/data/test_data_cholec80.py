@@ -1,4 +1,5 @@
 """Cholec80 layout: mp4 + 1 fps tool files -> Cholec80Dataset, frame accuracy, clear errors."""
+
 import json
 import shutil
 
@@ -7,25 +8,38 @@ import numpy as np
 import pytest
 import torch
 
-from gcfeat.data import (CHOLEC80_TO_SURGICAL, CHOLEC80_TOOLS, SURGICAL_CLASSES, TISSUE,
-                         Cholec80Dataset, DataError, build_dataset, cholec80_splits,
-                         detect_layout, make_loader, read_frames, write_cholec80)
-from gcfeat.data.cholec80 import read_tool_annotation
 from gcfeat.cli.synthetic import main
+from gcfeat.data import (
+    CHOLEC80_TO_SURGICAL,
+    CHOLEC80_TOOLS,
+    SURGICAL_CLASSES,
+    TISSUE,
+    Cholec80Dataset,
+    DataError,
+    build_dataset,
+    cholec80_splits,
+    detect_layout,
+    make_loader,
+    read_frames,
+    write_cholec80,
+)
+from gcfeat.data.cholec80 import read_tool_annotation
 from gcfeat.data.synthetic import CHOLEC80_CLASSES, dataset_videos
 from gcfeat.data.video import iter_frames
 
 SIZE = (64, 80)
-N_VIDEOS, N_FRAMES = 2, 60                 # annotated frames 0, 25, 50
-SCENE = dict(motion_period=6)              # brisk motion: neighbouring frames differ clearly
+N_VIDEOS, N_FRAMES = 2, 60  # annotated frames 0, 25, 50
+SCENE = dict(motion_period=6)  # brisk motion: neighbouring frames differ clearly
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("c80")
     summary = write_cholec80(root, N_VIDEOS, N_FRAMES, SIZE, seed=5, progress=False, **SCENE)
-    frames = {name: list(video) for name, video in dataset_videos("cholec80", N_VIDEOS, N_FRAMES,
-                                                                  SIZE, seed=5, **SCENE)}
+    frames = {
+        name: list(video)
+        for name, video in dataset_videos("cholec80", N_VIDEOS, N_FRAMES, SIZE, seed=5, **SCENE)
+    }
     return root, summary, frames
 
 
@@ -43,16 +57,28 @@ def test_files_in_the_real_layout(written):
     root, summary, frames = written
     assert sorted(p.name for p in (root / "videos").iterdir()) == ["video01.mp4", "video02.mp4"]
     text = (root / "tool_annotations" / "video01-tool.txt").read_text().splitlines()
-    assert text[0].split("\t") == ["Frame", "Grasper", "Bipolar", "Hook", "Scissors", "Clipper",
-                                   "Irrigator", "SpecimenBag"]
+    assert text[0].split("\t") == [
+        "Frame",
+        "Grasper",
+        "Bipolar",
+        "Hook",
+        "Scissors",
+        "Clipper",
+        "Irrigator",
+        "SpecimenBag",
+    ]
     assert [int(r.split("\t")[0]) for r in text[1:]] == [0, 25, 50]
-    for row in text[1:]:                         # each column is its mapped class's label
+    for row in text[1:]:  # each column is its mapped class's label
         f, *flags = row.split("\t")
         ref = frames["video01"][int(f)].labels
         assert [int(v) for v in flags] == [
-            int(ref[SURGICAL_CLASSES.index(CHOLEC80_TO_SURGICAL[t])]) for t in CHOLEC80_TOOLS]
-    assert sorted(p.name for p in (root / "groundtruth" / "video02").iterdir()) == \
-        ["frame000000.json", "frame000025.json", "frame000050.json"]
+            int(ref[SURGICAL_CLASSES.index(CHOLEC80_TO_SURGICAL[t])]) for t in CHOLEC80_TOOLS
+        ]
+    assert sorted(p.name for p in (root / "groundtruth" / "video02").iterdir()) == [
+        "frame000000.json",
+        "frame000025.json",
+        "frame000050.json",
+    ]
     cap = cv2.VideoCapture(str(root / "videos" / "video01.mp4"))
     assert cap.get(cv2.CAP_PROP_FPS) == 25
     cap.release()
@@ -73,8 +99,8 @@ def test_video_frames_match_the_generated_frames_at_the_right_numbers(written):
     assert decoded.shape == (len(wanted), *SIZE, 3) and decoded.dtype == np.uint8
     for img, f in zip(decoded, wanted):
         own = _mad(img, gen[f].image)
-        assert own < 8, (f, own)                                   # codec tolerance
-        for g in (f - 1, f + 1):                                   # and not a neighbour
+        assert own < 8, (f, own)  # codec tolerance
+        for g in (f - 1, f + 1):  # and not a neighbour
             if 0 <= g < N_FRAMES:
                 assert own < _mad(img, gen[g].image), (f, g)
 
@@ -102,16 +128,18 @@ def test_dataset_round_trip(written):
     ds = Cholec80Dataset(root, size=(32, 40))
     assert len(ds) == 6
     samples = list(ds)
-    assert [(s["video"], s["frame_index"]) for s in samples] == \
-        [(v, f) for v in ("video01", "video02") for f in (0, 25, 50)]
+    assert [(s["video"], s["frame_index"]) for s in samples] == [
+        (v, f) for v in ("video01", "video02") for f in (0, 25, 50)
+    ]
     for s in samples:
         ref = frames[s["video"]][s["frame_index"]]
         assert s["image"].shape == (3, 32, 40) and s["image"].dtype == torch.float32
         np.testing.assert_array_equal(s["labels"].numpy(), ref.labels)
         keys = sorted(ref.boxes)
         assert s["gt_labels"].tolist() == keys
-        np.testing.assert_allclose(s["gt_boxes"].numpy(),
-                                   np.array([ref.boxes[k] for k in keys], np.float32) / 2)
+        np.testing.assert_allclose(
+            s["gt_boxes"].numpy(), np.array([ref.boxes[k] for k in keys], np.float32) / 2
+        )
     np.testing.assert_array_equal(ds.labels, np.stack([s["labels"].numpy() for s in samples]))
 
 
@@ -143,19 +171,35 @@ def test_splits_videos_and_fps(written):
 
 
 def test_cli_cholec80(tmp_path, capsys):
-    assert main(["--layout", "cholec80", "--out", str(tmp_path / "c"), "--videos", "1",
-                 "--frames", "30", "--size", "32x40"]) == 0
+    assert (
+        main(
+            [
+                "--layout",
+                "cholec80",
+                "--out",
+                str(tmp_path / "c"),
+                "--videos",
+                "1",
+                "--frames",
+                "30",
+                "--size",
+                "32x40",
+            ]
+        )
+        == 0
+    )
     assert "2 annotated frames" in capsys.readouterr().out
     assert len(Cholec80Dataset(tmp_path / "c", size=(32, 40))) == 2
 
 
 # -- errors ------------------------------------------------------------------------------------
 
+
 def test_error_truncated_corrupt_and_empty_video(written, tmp_path):
     copy = _copy(written[0], tmp_path)
     video = copy / "videos" / "video01.mp4"
     data = video.read_bytes()
-    video.write_bytes(data[: len(data) // 2])                 # truncated: no index at the end
+    video.write_bytes(data[: len(data) // 2])  # truncated: no index at the end
     with pytest.raises(DataError, match=r"video01\.mp4: cannot be opened as a video"):
         Cholec80Dataset(copy, size=SIZE)
     with pytest.raises(DataError, match=r"video01\.mp4: cannot be opened"):
@@ -175,7 +219,9 @@ def test_error_annotation_claims_more_frames_than_the_video(written, tmp_path):
     copy = _copy(written[0], tmp_path)
     ann = copy / "tool_annotations" / "video02-tool.txt"
     ann.write_text(ann.read_text() + "75\t0\t0\t0\t0\t0\t0\t0\n")
-    with pytest.raises(DataError, match=r"video02\.mp4: has 60 frames but .*video02-tool\.txt labels frame 75"):
+    with pytest.raises(
+        DataError, match=r"video02\.mp4: has 60 frames but .*video02-tool\.txt labels frame 75"
+    ):
         Cholec80Dataset(copy, size=SIZE)
     # The same shortfall found while decoding (containers whose frame count is unknown).
     with pytest.raises(DataError, match=r"video02\.mp4: only 60 decodable frames; frame 75"):
@@ -193,12 +239,14 @@ def test_error_malformed_tool_file(written, tmp_path):
     with pytest.raises(DataError, match=r"video01-tool\.txt: header .*\(3 columns\); expected the 8 columns"):
         read_tool_annotation(ann)
     # Column order is free: columns are matched by name.
-    ann.write_text("Frame\tSpecimenBag\tGrasper\tBipolar\tHook\tScissors\tClipper\tIrrigator\n"
-                   "0\t1\t0\t0\t0\t0\t0\t1\n")
+    ann.write_text(
+        "Frame\tSpecimenBag\tGrasper\tBipolar\tHook\tScissors\tClipper\tIrrigator\n0\t1\t0\t0\t0\t0\t0\t1\n"
+    )
     frames, labels = read_tool_annotation(ann)
     assert frames.tolist() == [0]
     assert np.flatnonzero(labels[0]).tolist() == sorted(
-        SURGICAL_CLASSES.index(c) for c in ("specimen_bag", "suction", "tissue"))
+        SURGICAL_CLASSES.index(c) for c in ("specimen_bag", "suction", "tissue")
+    )
     with pytest.raises(DataError, match="tool_annotations: expected a folder"):
         shutil.rmtree(copy / "tool_annotations")
         Cholec80Dataset(copy, size=SIZE)

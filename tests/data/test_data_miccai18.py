@@ -1,5 +1,6 @@
 """MICCAI 2018 layout: writer -> files -> Miccai18Dataset round trip, the original 8-tool
 files, and clear errors."""
+
 import json
 import shutil
 
@@ -8,11 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from gcfeat.data import (MICCAI18_TOOLS, SURGICAL_CLASSES, TISSUE, DataError, Miccai18Dataset,
-                         RandomHorizontalFlip, build_dataset, collate, detect_layout, generate_video,
-                         make_loader, miccai18_splits, write_miccai18)
-from gcfeat.data.miccai18 import read_gt_bbox, read_tool_annotation
 from gcfeat.cli.synthetic import main
+from gcfeat.data import (
+    MICCAI18_TOOLS,
+    SURGICAL_CLASSES,
+    TISSUE,
+    DataError,
+    Miccai18Dataset,
+    RandomHorizontalFlip,
+    build_dataset,
+    collate,
+    detect_layout,
+    generate_video,
+    make_loader,
+    miccai18_splits,
+    write_miccai18,
+)
+from gcfeat.data.miccai18 import read_gt_bbox, read_tool_annotation
 from gcfeat.data.synthetic import dataset_videos
 from gcfeat.data.transforms import hflip_sample
 
@@ -24,8 +37,9 @@ N_VIDEOS, N_FRAMES = 2, 8
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("m18")
     summary = write_miccai18(root, N_VIDEOS, N_FRAMES, SIZE, seed=3, progress=False)
-    frames = {name: list(video) for name, video in dataset_videos("miccai18", N_VIDEOS, N_FRAMES,
-                                                                  SIZE, seed=3)}
+    frames = {
+        name: list(video) for name, video in dataset_videos("miccai18", N_VIDEOS, N_FRAMES, SIZE, seed=3)
+    }
     return root, summary, frames
 
 
@@ -38,8 +52,9 @@ def _copy(root, tmp_path):
 def test_files_in_the_real_layout(written):
     root, summary, _ = written
     for n in (1, 2):
-        assert sorted(p.name for p in (root / f"seq_{n}" / "left_frames").iterdir()) == \
-            [f"frame{f:03d}.png" for f in range(N_FRAMES)]
+        assert sorted(p.name for p in (root / f"seq_{n}" / "left_frames").iterdir()) == [
+            f"frame{f:03d}.png" for f in range(N_FRAMES)
+        ]
         assert len(list((root / "groundtruth" / f"seq_{n}").glob("frame*.json"))) == N_FRAMES
         assert (root / "gt_bbox" / f"seq_{n}.txt").is_file()
     # Sequence 1 is a validation sequence of EndoVis18; 2 is training.
@@ -55,9 +70,8 @@ def test_files_in_the_real_layout(written):
 
 
 def test_split_rule():
-    assert miccai18_splits(range(1, 17)) == {n: "val" if n in (1, 5, 16) else "train"
-                                             for n in range(1, 17)}
-    assert miccai18_splits([2, 3, 4]) == {2: "train", 3: "train", 4: "val"}   # none of 1/5/16
+    assert miccai18_splits(range(1, 17)) == {n: "val" if n in (1, 5, 16) else "train" for n in range(1, 17)}
+    assert miccai18_splits([2, 3, 4]) == {2: "train", 3: "train", 4: "val"}  # none of 1/5/16
     assert miccai18_splits([2]) == {2: "train"}
 
 
@@ -88,7 +102,7 @@ def test_image_is_the_normalised_png(written):
     root, _, frames = written
     ds = Miccai18Dataset(root, split="val", size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
     s = ds[5]
-    ref = frames["seq_1"][5].image.astype(np.float32) / 255       # PNG is lossless
+    ref = frames["seq_1"][5].image.astype(np.float32) / 255  # PNG is lossless
     expect = (ref - 0.5) / np.array([0.25, 0.5, 1.0], np.float32)
     np.testing.assert_allclose(s["image"].numpy().transpose(1, 2, 0), expect, atol=1e-5)
 
@@ -116,7 +130,7 @@ def test_gt_from_gt_bbox_file_when_no_json(written, tmp_path):
         assert a["gt_labels"].tolist() == b["gt_labels"].tolist()
         torch.testing.assert_close(a["gt_boxes"], b["gt_boxes"])
     shutil.rmtree(copy / "gt_bbox")
-    s = Miccai18Dataset(copy, "all", (32, 40))[0]          # now from the scene graphs
+    s = Miccai18Dataset(copy, "all", (32, 40))[0]  # now from the scene graphs
     assert s["gt_labels"].tolist()[-1] == SURGICAL_CLASSES.index("tissue")
     for seq in ("seq_1", "seq_2"):
         shutil.rmtree(copy / seq / "xml")
@@ -133,21 +147,22 @@ def test_original_8_tool_files_parse(tmp_path):
         cv2.imwrite(str(seq / f"frame{f:03d}.png"), fr.image[..., ::-1])
     ann = tmp_path / "annotation_tool" / "train"
     ann.mkdir(parents=True)
-    (ann / "seq_3.txt").write_text("frame t1 t2 t3 t4 t5 t6 t7 t8\n"
-                                   "0 1 0 0 1 0 0 0 1\n"
-                                   "1 0 1 0 0 0 0 1 0\n")
+    (ann / "seq_3.txt").write_text("frame t1 t2 t3 t4 t5 t6 t7 t8\n0 1 0 0 1 0 0 0 1\n1 0 1 0 0 0 0 1 0\n")
     (tmp_path / "gt_bbox").mkdir()
     b1 = ["0,0,0,0"] * 8
     b1[0], b1[3] = "10,20,30,40", "5,6,70,60"
     (tmp_path / "gt_bbox" / "seq_3.txt").write_text(
-        "frame000.png " + " ".join(b1) + "\nframe001.png " + " ".join(["0,0,0,0"] * 7 + ["8,8,16,16"]) + "\n")
+        "frame000.png " + " ".join(b1) + "\nframe001.png " + " ".join(["0,0,0,0"] * 7 + ["8,8,16,16"]) + "\n"
+    )
     frames_, labels = read_tool_annotation(ann / "seq_3.txt")
     assert frames_.tolist() == [0, 1]
-    assert labels[0].tolist() == [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1]    # t_k -> MICCAI18_TOOLS[k]
+    assert labels[0].tolist() == [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1]  # t_k -> MICCAI18_TOOLS[k]
     assert labels[1].tolist() == [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
     assert len(MICCAI18_TOOLS) == 8
     assert read_gt_bbox(tmp_path / "gt_bbox" / "seq_3.txt") == {
-        0: {0: (10, 20, 30, 40), 3: (5, 6, 70, 60)}, 1: {7: (8, 8, 16, 16)}}
+        0: {0: (10, 20, 30, 40), 3: (5, 6, 70, 60)},
+        1: {7: (8, 8, 16, 16)},
+    }
     ds = Miccai18Dataset(tmp_path, "train", (32, 40))
     s = ds[0]
     assert s["video"] == "seq_3" and s["frame_index"] == 0
@@ -170,24 +185,42 @@ def test_collate_loader_and_flip(written):
     f = hflip_sample(s)
     torch.testing.assert_close(f["image"], s["image"].flip(-1))
     b, fb = s["gt_boxes"], f["gt_boxes"]
-    for k in range(len(b)):                               # naive: mirror each box by hand
+    for k in range(len(b)):  # naive: mirror each box by hand
         assert fb[k].tolist() == [40 - b[k, 2].item(), b[k, 1].item(), 40 - b[k, 0].item(), b[k, 3].item()]
     assert RandomHorizontalFlip(p=1.0)(s)["image"].equal(f["image"])
 
 
 def test_cli_writes_and_prints(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["--layout", "miccai18", "--out", str(out), "--videos", "1", "--frames", "3",
-                 "--size", "32x40", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "--layout",
+                "miccai18",
+                "--out",
+                str(out),
+                "--videos",
+                "1",
+                "--frames",
+                "3",
+                "--size",
+                "32x40",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "wrote miccai18" in text and "3 frames" in text and "tissue" in text
     assert len(list((out / "seq_1" / "left_frames").glob("*.png"))) == 3
-    assert len(Miccai18Dataset(out, "val", (32, 40))) == 3     # seq_1 is a validation sequence
+    assert len(Miccai18Dataset(out, "val", (32, 40))) == 3  # seq_1 is a validation sequence
     with pytest.raises(DataError, match="no seq_N.txt files for split 'train'"):
         Miccai18Dataset(out, "train", (32, 40))
 
 
 # -- errors ------------------------------------------------------------------------------------
+
 
 def test_error_empty_and_corrupt_png(written, tmp_path):
     copy = _copy(tmp_path=tmp_path, root=written[0])
@@ -204,7 +237,7 @@ def test_error_empty_and_corrupt_png(written, tmp_path):
     with pytest.raises(DataError, match=r"frame004\.png: not a PNG"):
         ds[4]
     corrupt = bytearray(data)
-    corrupt[40:400] = bytes(360)                              # damage the image data
+    corrupt[40:400] = bytes(360)  # damage the image data
     (copy / "seq_1" / "left_frames" / "frame005.png").write_bytes(bytes(corrupt))
     with pytest.raises(DataError, match=r"frame005\.png: corrupt PNG"):
         ds[5]

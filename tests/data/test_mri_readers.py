@@ -1,4 +1,5 @@
 """Readers of the three MRI tasks on files written in the real formats, and broken files."""
+
 import gzip
 
 import nibabel as nib
@@ -9,12 +10,17 @@ import torch
 
 from gcfeat.data.alzheimer import AlzheimerSlices, decode_image, read_alzheimer_parquet
 from gcfeat.data.errors import DataError
-from gcfeat.data.medmnist import ORGAN3D_CLASSES, MedMNIST3D, load_medmnist_npz
-from gcfeat.data.mri_synthetic import (ORGAN3D_LAYOUT, write_alzheimer, write_organ3d,
-                                       write_prostate)
-from gcfeat.data.prostate import (ProstateSlices, case_slices, gland_bbox, load_case,
-                                  read_labels, scale_intensity_range_percentiles)
 from gcfeat.data.medical import MedicalIOError, load_nifti
+from gcfeat.data.medmnist import ORGAN3D_CLASSES, MedMNIST3D, load_medmnist_npz
+from gcfeat.data.mri_synthetic import ORGAN3D_LAYOUT, write_alzheimer, write_organ3d, write_prostate
+from gcfeat.data.prostate import (
+    ProstateSlices,
+    case_slices,
+    gland_bbox,
+    load_case,
+    read_labels,
+    scale_intensity_range_percentiles,
+)
 
 
 # ------------------------------------------------------------------------------ percentiles
@@ -27,12 +33,12 @@ def test_percentile_scaling_matches_hand_computation():
     expect = np.clip((img - 10) / 80 * 2 - 1, -1, 1)
     np.testing.assert_allclose(out, expect, rtol=1e-6)
     # relative: targets move to b_min + (b_max - b_min) * p / 100 -> 0.1 .. 0.9
-    out = scale_intensity_range_percentiles(img, 10, 90, b_min=0, b_max=1, clip=False,
-                                            relative=True)
+    out = scale_intensity_range_percentiles(img, 10, 90, b_min=0, b_max=1, clip=False, relative=True)
     np.testing.assert_allclose(out, (img - 10) / 80 * 0.8 + 0.1, rtol=1e-6)
     # linear interpolation between order statistics: 25th of [0, 4] at 4 values -> 1.0
-    out = scale_intensity_range_percentiles(np.array([0.0, 4.0, 8.0, 12.0]), 25, 75,
-                                            b_min=0, b_max=1, clip=False)
+    out = scale_intensity_range_percentiles(
+        np.array([0.0, 4.0, 8.0, 12.0]), 25, 75, b_min=0, b_max=1, clip=False
+    )
     np.testing.assert_allclose(out, (np.array([0, 4, 8, 12]) - 3) / 6, rtol=1e-6)
     # constant image: shifted only (MONAI behaviour), tensors stay tensors
     t = scale_intensity_range_percentiles(torch.full((3, 3), 5.0), 1, 99, b_min=0.5, b_max=1)
@@ -44,8 +50,7 @@ def test_percentile_scaling_matches_hand_computation():
 # ---------------------------------------------------------------------------------- prostate
 @pytest.fixture(scope="module")
 def prostate_root(tmp_path_factory):
-    return write_prostate(tmp_path_factory.mktemp("picai"), n_cases=6, shape=(48, 40, 10),
-                          seed=3)
+    return write_prostate(tmp_path_factory.mktemp("picai"), n_cases=6, shape=(48, 40, 10), seed=3)
 
 
 def test_prostate_nifti_keeps_non_identity_affine(prostate_root):
@@ -124,14 +129,12 @@ def test_prostate_labels_csv_errors(tmp_path):
 # ----------------------------------------------------------------------------------- organ3d
 @pytest.fixture(scope="module")
 def organ_npz(tmp_path_factory):
-    return write_organ3d(tmp_path_factory.mktemp("organ"), n_train=22, n_val=11, n_test=11,
-                         seed=1)
+    return write_organ3d(tmp_path_factory.mktemp("organ"), n_train=22, n_val=11, n_test=11, seed=1)
 
 
 def test_medmnist_npz_real_keys_and_shapes(organ_npz):
     with np.load(organ_npz) as npz:
-        assert set(npz.files) == {f"{s}_{k}" for s in ("train", "val", "test")
-                                  for k in ("images", "labels")}
+        assert set(npz.files) == {f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")}
         assert npz["train_images"].dtype == np.uint8
         assert npz["train_images"].shape == (22, 28, 28, 28)
         assert npz["train_labels"].shape == (22, 1)
@@ -170,8 +173,10 @@ def test_medmnist_rejects_broken_npz(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="junk.npz"):
         load_medmnist_npz(tmp_path / "junk.npz", "train")
-    np.savez(tmp_path / "ok64.npz", **{**good, **{f"{s}_images": np.zeros((2, 64, 64, 64), np.uint8)
-                                                  for s in ("train", "val", "test")}})
+    np.savez(
+        tmp_path / "ok64.npz",
+        **{**good, **{f"{s}_images": np.zeros((2, 64, 64, 64), np.uint8) for s in ("train", "val", "test")}},
+    )
     assert load_medmnist_npz(tmp_path / "ok64.npz", "test")[0].shape == (2, 64, 64, 64)
 
 

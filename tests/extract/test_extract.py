@@ -1,4 +1,5 @@
 """Extractors against naive per-box / per-class loops."""
+
 import math
 from types import SimpleNamespace
 
@@ -6,12 +7,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from torchvision.ops import roi_align
 
-from gcfeat.extract import (CropExtractor, Features, HeatmapExtractor, RoiExtractor, crop_boxes,
-                            heatmap_features, parse_layout, pool_to_layout, roi_features)
+from gcfeat.extract import (
+    CropExtractor,
+    Features,
+    HeatmapExtractor,
+    RoiExtractor,
+    crop_boxes,
+    heatmap_features,
+    parse_layout,
+    pool_to_layout,
+    roi_features,
+)
 from gcfeat.extract.pooling import LayoutError
 
 LAYOUTS = [(512, 1, 1), (128, 2, 2), (32, 4, 4)]
@@ -31,7 +40,7 @@ def naive_pool(region: np.ndarray, layout):
             x0, x1 = (j * w) // p2, math.ceil((j + 1) * w / p2)
             cell = region[:, y0:y1, x0:x1].reshape(c, -1).mean(1)
             for k in range(p0):
-                out[k, i, j] = cell[k * g:(k + 1) * g].mean()
+                out[k, i, j] = cell[k * g : (k + 1) * g].mean()
     return out.reshape(-1)
 
 
@@ -86,16 +95,16 @@ def resnet18():
 def test_crop_extractor_matches_per_box_loop(resnet18):
     torch.manual_seed(1)
     images = torch.randn(2, 3, 64, 80)
-    xyxy = torch.tensor([[0, 0, 80, 64], [10, 5, 30, 40], [3, 7, 50, 20], [40, 30, 79, 63.]])
+    xyxy = torch.tensor([[0, 0, 80, 64], [10, 5, 30, 40], [3, 7, 50, 20], [40, 30, 79, 63.0]])
     frame = torch.tensor([0, 0, 1, 1])
-    boxes = SimpleNamespace(xyxy=xyxy, frame=frame, label=torch.tensor([10, 1, 2, 1]),
-                            score=torch.rand(4))
+    boxes = SimpleNamespace(xyxy=xyxy, frame=frame, label=torch.tensor([10, 1, 2, 1]), score=torch.rand(4))
     ext = CropExtractor(resnet18, out_size=(32, 32), layout=(128, 2, 2), batch_size=3)
     got = ext(images, None, boxes, None)
     assert got.features.shape == (4, 512)
     for i in range(4):
-        crop = roi_align(images[frame[i]][None], torch.cat([torch.zeros(1), xyxy[i]])[None],
-                         (32, 32), 1.0, 1, True)
+        crop = roi_align(
+            images[frame[i]][None], torch.cat([torch.zeros(1), xyxy[i]])[None], (32, 32), 1.0, 1, True
+        )
         m = resnet18
         with torch.no_grad():
             f = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(crop))))))))
@@ -107,23 +116,20 @@ def test_crop_extractor_matches_per_box_loop(resnet18):
 # ---------------------------------------------------------------- M2
 def _maps(B=2, H=256, W=320, widths=(512, 1024, 2048)):
     torch.manual_seed(2)
-    return {f"layer{l}": torch.randn(B, c, H // s, W // s)
-            for l, c, s in zip((2, 3, 4), widths, (8, 16, 32))}
+    return {f"layer{l}": torch.randn(B, c, H // s, W // s) for l, c, s in zip((2, 3, 4), widths, (8, 16, 32))}
 
 
 def _naive_level(box, H, W, thresholds=(5120, 20480)):
     area = (box[2] - box[0]) * (box[3] - box[1])
     s = H * W / (256 * 320)
-    return "layer2" if area < thresholds[0] * s else "layer3" if area < thresholds[1] * s \
-        else "layer4"
+    return "layer2" if area < thresholds[0] * s else "layer3" if area < thresholds[1] * s else "layer4"
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_roi_grid_aligned_boxes_equal_slice_mean(layout):
     """Boxes on the feature grid: ROI align equals the adaptive pool of the sliced cells."""
     maps = _maps()
-    boxes = [(0, 0, 64, 64), (64, 128, 128, 192), (128, 0, 256, 128), (0, 128, 256, 256),
-             (192, 0, 320, 256)]
+    boxes = [(0, 0, 64, 64), (64, 128, 128, 192), (128, 0, 256, 128), (0, 128, 256, 256), (192, 0, 320, 256)]
     xyxy = torch.tensor(boxes, dtype=torch.float32)
     frame = torch.tensor([0, 1, 0, 1, 1])
     got = roi_features(maps, xyxy, frame, (256, 320), layout=layout)
@@ -132,20 +138,26 @@ def test_roi_grid_aligned_boxes_equal_slice_mean(layout):
         name = _naive_level(b, 256, 320)
         levels.add(name)
         s = {"layer2": 8, "layer3": 16, "layer4": 32}[name]
-        region = maps[name][frame[i], :, b[1] // s:b[3] // s, b[0] // s:b[2] // s]
-        np.testing.assert_allclose(got[i].numpy(), naive_pool(region.double().numpy(), layout),
-                                   atol=1e-5)
+        region = maps[name][frame[i], :, b[1] // s : b[3] // s, b[0] // s : b[2] // s]
+        np.testing.assert_allclose(got[i].numpy(), naive_pool(region.double().numpy(), layout), atol=1e-5)
     assert levels == {"layer2", "layer3", "layer4"}
 
 
 def test_roi_extractor_matches_per_box_roi_align():
-    maps = _maps(B=3, H=64, W=80, widths=(16, 32, 64))   # a 64x80 frame: thresholds scale
+    maps = _maps(B=3, H=64, W=80, widths=(16, 32, 64))  # a 64x80 frame: thresholds scale
     g = torch.Generator().manual_seed(3)
     M = 12
     x1 = torch.randint(0, 60, (M,), generator=g).float()
     y1 = torch.randint(0, 50, (M,), generator=g).float()
-    xyxy = torch.stack([x1, y1, (x1 + torch.randint(3, 40, (M,), generator=g)).clamp(max=80),
-                        (y1 + torch.randint(3, 40, (M,), generator=g)).clamp(max=64)], 1)
+    xyxy = torch.stack(
+        [
+            x1,
+            y1,
+            (x1 + torch.randint(3, 40, (M,), generator=g)).clamp(max=80),
+            (y1 + torch.randint(3, 40, (M,), generator=g)).clamp(max=64),
+        ],
+        1,
+    )
     frame = torch.randint(0, 3, (M,), generator=g)
     res = SimpleNamespace(extra=[maps["layer2"], maps["layer3"]], activations=[maps["layer4"]])
     boxes = SimpleNamespace(xyxy=xyxy, frame=frame, label=torch.arange(M), score=torch.rand(M))
@@ -158,8 +170,9 @@ def test_roi_extractor_matches_per_box_roi_align():
         seen.add(name)
         fm = maps[name][frame[i]][None]
         s = fm.shape[-1] / 80
-        r = roi_align(fm, torch.tensor([[0.0] + b]), (2, 2), spatial_scale=s, sampling_ratio=-1,
-                      aligned=True)[0]
+        r = roi_align(
+            fm, torch.tensor([[0.0] + b]), (2, 2), spatial_scale=s, sampling_ratio=-1, aligned=True
+        )[0]
         want = r.reshape(8, -1, 2, 2).mean(1).flatten()
         np.testing.assert_allclose(got.features[i].numpy(), want.numpy(), atol=1e-5)
     assert len(seen) >= 2
@@ -202,14 +215,14 @@ def test_heatmap_extractor_matches_per_class_loop(weighting, layout):
     B, K, C = 3, 5, 512
     A = torch.randn(B, C, 8, 10)
     heat = torch.rand(B, K, 8, 10) ** 3
-    heat[1, 2] = 0.1                                # predicted but empty mask
+    heat[1, 2] = 0.1  # predicted but empty mask
     logits = torch.randn(B, K) * 2
     logits[1, 2] = 5.0
-    res = SimpleNamespace(activations=[A], layer_heatmaps=[heat], logits=logits,
-                          classes=torch.arange(K))
-    xyxy = torch.tensor([[0, 0, 10, 10], [5, 5, 20, 30], [1, 2, 3, 4.]])
-    boxes = SimpleNamespace(xyxy=xyxy, frame=torch.tensor([0, 0, 2]),
-                            label=torch.tensor([1, 1, 3]), score=torch.ones(3))
+    res = SimpleNamespace(activations=[A], layer_heatmaps=[heat], logits=logits, classes=torch.arange(K))
+    xyxy = torch.tensor([[0, 0, 10, 10], [5, 5, 20, 30], [1, 2, 3, 4.0]])
+    boxes = SimpleNamespace(
+        xyxy=xyxy, frame=torch.tensor([0, 0, 2]), label=torch.tensor([1, 1, 3]), score=torch.ones(3)
+    )
     probs = torch.sigmoid(logits)
     probs[0, 1] = probs[2, 3] = 0.9
     ext = HeatmapExtractor(threshold=0.3, weighting=weighting, layout=layout)
@@ -226,8 +239,11 @@ def test_heatmap_extractor_matches_per_class_loop(weighting, layout):
             np.testing.assert_allclose(got.features[r].numpy(), want, atol=1e-5)
         assert float(got.score[r]) == pytest.approx(float(probs[b, k]))
         sel = (boxes.frame == b) & (boxes.label == k)
-        want_box = ([xyxy[sel, 0].min(), xyxy[sel, 1].min(), xyxy[sel, 2].max(),
-                     xyxy[sel, 3].max()] if sel.any() else [0, 0, 0, 0])
+        want_box = (
+            [xyxy[sel, 0].min(), xyxy[sel, 1].min(), xyxy[sel, 2].max(), xyxy[sel, 3].max()]
+            if sel.any()
+            else [0, 0, 0, 0]
+        )
         assert got.box[r].tolist() == [float(v) for v in want_box]
     assert got.empty.any()
 
@@ -236,8 +252,9 @@ def test_heatmap_features_3d_same_path():
     torch.manual_seed(5)
     A = torch.randn(2, 16, 3, 4, 5)
     heat = torch.rand(2, 2, 3, 4, 5)
-    f, e = heatmap_features(A, heat, torch.tensor([0, 1, 1]), torch.tensor([1, 0, 1]), 0.5,
-                            "heat", (16, 1, 1))
+    f, e = heatmap_features(
+        A, heat, torch.tensor([0, 1, 1]), torch.tensor([1, 0, 1]), 0.5, "heat", (16, 1, 1)
+    )
     for r, (b, k) in enumerate([(0, 1), (1, 0), (1, 1)]):
         w = heat[b, k] * (heat[b, k] > 0.5)
         want = (A[b] * w).flatten(1).sum(1) / w.sum()
@@ -246,8 +263,7 @@ def test_heatmap_features_3d_same_path():
 
 
 def test_features_cat_to():
-    f = Features(torch.arange(2), torch.arange(2), torch.zeros(2, 4), torch.ones(2),
-                 torch.ones(2, 5))
+    f = Features(torch.arange(2), torch.arange(2), torch.zeros(2, 4), torch.ones(2), torch.ones(2, 5))
     g = Features.cat([f, f.select(torch.tensor([1]))])
     assert len(g) == 3 and g.dim == 5 and g.empty.shape == (3,)
     assert g.to("cpu").frame.tolist() == [0, 1, 1]

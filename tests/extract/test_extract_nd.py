@@ -1,5 +1,6 @@
 """Extractors beyond 2D ResNets: ROI align in 3D, volumes and small CNNs, single-label class
 choice, the MRI tasks through ``python -m gcfeat.extract --task``, and annotated boxes."""
+
 import math
 import re
 
@@ -11,16 +12,26 @@ from torchvision.ops import roi_align
 
 from gcfeat.boxes import Boxes
 from gcfeat.cam import GradCAM
-from gcfeat.extract import (CropExtractor, HeatmapExtractor, RoiExtractor, box_bounds,
-                            crop_boxes, feature_levels, forward_to, layer_channels,
-                            roi_align_nd, roi_features, selected_classes)
 from gcfeat.cli.extract import main as extract_main
+from gcfeat.extract import (
+    CropExtractor,
+    HeatmapExtractor,
+    RoiExtractor,
+    box_bounds,
+    crop_boxes,
+    feature_levels,
+    forward_to,
+    layer_channels,
+    roi_align_nd,
+    roi_features,
+    selected_classes,
+)
 from gcfeat.extract.pipeline import auto_layout, extract_dataset
 from gcfeat.extract.pooling import channel_group_mean
 from gcfeat.io import FeatureFile
 from gcfeat.models.small_cnn import build_small_cnn
-from gcfeat.tasks import get_task
 from gcfeat.models.task_checkpoint import save_task_checkpoint
+from gcfeat.tasks import get_task
 
 
 def random_boxes(n, size, gen, min_side=1.0):
@@ -38,7 +49,7 @@ def linear_sample(vol, coord):
     c = [min(max(float(coord[d]), 0.0), vol.shape[1 + d] - 1) for d in range(D)]
     lo = [int(math.floor(v)) for v in c]
     out = torch.zeros(vol.shape[0])
-    for corner in range(2 ** D):
+    for corner in range(2**D):
         idx, w = [], 1.0
         for d in range(D):
             up = (corner >> d) & 1
@@ -59,10 +70,9 @@ def naive_roi_align(fmap, frame, start, end, out_size, n):
         for cell in np.ndindex(*out_size):
             acc = torch.zeros(C)
             for s in np.ndindex(*([n] * D)):
-                coord = [start[m, d] - 0.5 + cell[d] * bins[d] + (s[d] + 0.5) * bins[d] / n
-                         for d in range(D)]
+                coord = [start[m, d] - 0.5 + cell[d] * bins[d] + (s[d] + 0.5) * bins[d] / n for d in range(D)]
                 acc += linear_sample(fmap[frame[m]], coord)
-            out[(m, slice(None), *cell)] = acc / n ** D
+            out[(m, slice(None), *cell)] = acc / n**D
     return out
 
 
@@ -98,8 +108,9 @@ def test_crop_boxes_3d_is_a_trilinear_resize():
     torch.testing.assert_close(crops, ref[[1, 0]], atol=1e-5, rtol=1e-5)
     # an integer sub-box taken at its own size is the sub-volume itself
     box = torch.tensor([[2.0, 3, 4, 6, 8, 10]])
-    torch.testing.assert_close(crop_boxes(vol, box, torch.tensor([0]), (4, 5, 6))[0],
-                               vol[0, :, 2:6, 3:8, 4:10], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        crop_boxes(vol, box, torch.tensor([0]), (4, 5, 6))[0], vol[0, :, 2:6, 3:8, 4:10], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_box_bounds_orders():
@@ -114,9 +125,11 @@ def test_box_bounds_orders():
 def test_roi_features_3d_routes_by_volume_and_pools():
     gen = torch.Generator().manual_seed(3)
     size = (16, 16, 16)
-    maps = {"layer2": torch.randn(2, 8, 8, 8, 8, generator=gen),
-            "layer3": torch.randn(2, 16, 4, 4, 4, generator=gen),
-            "layer4": torch.randn(2, 32, 2, 2, 2, generator=gen)}
+    maps = {
+        "layer2": torch.randn(2, 8, 8, 8, 8, generator=gen),
+        "layer3": torch.randn(2, 16, 4, 4, 4, generator=gen),
+        "layer4": torch.randn(2, 32, 2, 2, 2, generator=gen),
+    }
     # volume fractions 1/64 (-> layer2), 1/8 (-> layer3), 1/1 (-> layer4)
     xyxy = torch.tensor([[0.0, 0, 0, 4, 4, 4], [8, 8, 8, 16, 16, 16], [0, 0, 0, 16, 16, 16]])
     frame = torch.tensor([0, 1, 1])
@@ -125,10 +138,11 @@ def test_roi_features_3d_routes_by_volume_and_pools():
     for i, name in enumerate(maps):
         fmap = maps[name]
         scale = torch.tensor([fmap.shape[2] / 16.0] * 3)
-        region = naive_roi_align(fmap, frame[i:i + 1], xyxy[i:i + 1, :3] * scale,
-                                 xyxy[i:i + 1, 3:] * scale, (1, 2, 2), 2)[:, :, 0]
+        region = naive_roi_align(
+            fmap, frame[i : i + 1], xyxy[i : i + 1, :3] * scale, xyxy[i : i + 1, 3:] * scale, (1, 2, 2), 2
+        )[:, :, 0]
         ref = channel_group_mean(region, 8).flatten(1)
-        torch.testing.assert_close(out[i:i + 1], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[i : i + 1], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_feature_levels_and_auto_layout():
@@ -158,7 +172,7 @@ def test_forward_to_stops_and_matches_a_hook():
     out = forward_to(cnn, x, cnn.conv2)
     h.remove()
     torch.testing.assert_close(out, seen[0])
-    assert not called                                  # the head never ran
+    assert not called  # the head never ran
 
 
 def test_selected_classes_top1_and_threshold():
@@ -180,13 +194,18 @@ def test_small_cnn_extractors_equal_naive(one_thread):
     x = torch.rand(3, 1, 48, 48)
     res = GradCAM(cnn, [cnn.last_conv]).explain(x)
     probs = res.logits.softmax(1)
-    boxes = Boxes(torch.tensor([[0.0, 0, 20, 30], [10, 5, 48, 48], [3, 3, 13, 9]]),
-                  torch.tensor([0, 0, 2]), torch.tensor([1, 3, 0]), torch.ones(3))
+    boxes = Boxes(
+        torch.tensor([[0.0, 0, 20, 30], [10, 5, 48, 48], [3, 3, 13, 9]]),
+        torch.tensor([0, 0, 2]),
+        torch.tensor([1, 3, 0]),
+        torch.ones(3),
+    )
     layout = (8, 2, 2)
     m1 = CropExtractor(cnn, (24, 24), layout)(x, res, boxes, probs)
     m2 = RoiExtractor(layout=layout, levels=["last_conv"])(x, res, boxes, probs)
-    m3 = HeatmapExtractor(0.3, "heat", layout=layout, level="last_conv",
-                          selection="top1")(x, res, boxes, probs)
+    m3 = HeatmapExtractor(0.3, "heat", layout=layout, level="last_conv", selection="top1")(
+        x, res, boxes, probs
+    )
     fmap = res.activations[0]
     # m1: the crops (crop_boxes: checked against cv2 in test_extract) through the conv layers
     # by hand (the flatten head could not take 24x24 crops: m1 must stop before it), pooled
@@ -201,7 +220,7 @@ def test_small_cnn_extractors_equal_naive(one_thread):
         s = [fmap.shape[3] / 48.0, fmap.shape[2] / 48.0]
         roi = torch.tensor([[float(boxes.frame[i]), x1 * s[0], y1 * s[1], x2 * s[0], y2 * s[1]]])
         ref = channel_group_mean(roi_align(fmap, roi, (2, 2), 1.0, -1, True), 8).flatten(1)
-        torch.testing.assert_close(m2.features[i:i + 1], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m2.features[i : i + 1], ref, atol=1e-5, rtol=1e-5)
     # m3: one row per image, its top class, heat-weighted mean per 2x2 cell
     assert m3.frame.tolist() == [0, 1, 2]
     assert m3.label.tolist() == probs.argmax(1).tolist()
@@ -220,7 +239,7 @@ def test_small_cnn_extractors_equal_naive(one_thread):
                 if ww.sum() > 0:
                     ref[:, ci, cj] = (A[:, ys, xs] * ww).sum((1, 2)) / ww.sum()
         ref = channel_group_mean(ref[None], 8).flatten(1)
-        torch.testing.assert_close(m3.features[r:r + 1], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m3.features[r : r + 1], ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(m3.score[r], probs[r, k])
 
 
@@ -240,10 +259,34 @@ def test_extract_cli_organ3d_volumes(organ3d, one_thread):
     out = d / "feats.h5"
 
     def cli(out, *extra):
-        return extract_main(["--task", "organ3d", "--data", str(d / "data"), "--checkpoint",
-                             str(ck), "--split", "test", "--methods", "m1", "m2", "m3", "--out",
-                             str(out), "--threshold", "0.5", "--min-area", "8", "--no-progress",
-                             "--workers", "0", "--batch-size", "2", *extra])
+        return extract_main(
+            [
+                "--task",
+                "organ3d",
+                "--data",
+                str(d / "data"),
+                "--checkpoint",
+                str(ck),
+                "--split",
+                "test",
+                "--methods",
+                "m1",
+                "m2",
+                "m3",
+                "--out",
+                str(out),
+                "--threshold",
+                "0.5",
+                "--min-area",
+                "8",
+                "--no-progress",
+                "--workers",
+                "0",
+                "--batch-size",
+                "2",
+                *extra,
+            ]
+        )
 
     assert cli(out, "--crop-size", "16x16x16") == 0
     task = get_task("organ3d")
@@ -255,19 +298,19 @@ def test_extract_cli_organ3d_volumes(organ3d, one_thread):
         assert ff.attrs["activation"] == "softmax"
         v = ff["test"]
         assert v.frame_index.tolist() == list(range(len(ds)))
-        res = GradCAM(model, [model.layer4]).explain(x, extra_layers=(model.layer2,
-                                                                      model.layer3))
+        res = GradCAM(model, [model.layer4]).explain(x, extra_layers=(model.layer2, model.layer3))
         probs = res.logits.softmax(1)
         np.testing.assert_allclose(v.class_prob, probs.numpy(), atol=1e-5)
-        m3 = v.rows("m3")                         # one row per volume: its top class
+        m3 = v.rows("m3")  # one row per volume: its top class
         assert m3["frame"].tolist() == list(range(len(ds)))
         assert m3["label"].tolist() == probs.argmax(1).tolist()
         m2 = v.rows("m2")
         assert m2["box"].shape[1] == 6 and len(m2["label"]) > 0
         assert set(m2["label"].tolist()) <= set(probs.argmax(1).tolist())
         maps = {"layer2": res.extra[0], "layer3": res.extra[1], "layer4": res.activations[0]}
-        ref = roi_features(maps, torch.from_numpy(m2["box"]), torch.from_numpy(m2["frame"]),
-                           (28, 28, 28), layout=(32, 4, 4))
+        ref = roi_features(
+            maps, torch.from_numpy(m2["box"]), torch.from_numpy(m2["frame"]), (28, 28, 28), layout=(32, 4, 4)
+        )
         np.testing.assert_allclose(m2["features"], ref.numpy(), atol=1e-4)
         np.testing.assert_array_equal(v.rows("m1")["box"], m2["box"])
         df = ff.to_dataframe("m2")
@@ -276,7 +319,7 @@ def test_extract_cli_organ3d_volumes(organ3d, one_thread):
     assert cli(out, "--crop-size", "16x16x16") == 0
     with FeatureFile(out) as ff:
         assert len(ff["test"]) == len(ds)
-    assert cli(out) == 2                      # another crop size: refuses to append
+    assert cli(out) == 2  # another crop size: refuses to append
     # annotated boxes are a surgical option; a 2D crop size for volumes is refused
     assert cli(d / "x.h5", "--boxes", "gt") == 2
     assert cli(d / "y.h5", "--crop-size", "16x16") == 2
@@ -285,16 +328,28 @@ def test_extract_cli_organ3d_volumes(organ3d, one_thread):
 
 def test_extract_gt_boxes(tmp_path, one_thread):
     from helpers import make_tiny_surgical
+
     from gcfeat.data import build_dataset
     from gcfeat.models import load_checkpoint
 
     make_tiny_surgical(tmp_path, frames=3, seed=4, model_seed=0)
     model, info = load_checkpoint(tmp_path / "ck.pt")
-    ds = build_dataset(tmp_path / "data", split="all", size=(64, 80), mean=info.mean,
-                       std=info.std, with_gt=True)
-    stats = extract_dataset(ds, model, info, ("m1", "m2", "m3"), out=str(tmp_path / "g.h5"),
-                            batch_size=4, num_workers=0, progress=False, layout=(32, 4, 4),
-                            crop_size=(32, 32), boxes="gt")
+    ds = build_dataset(
+        tmp_path / "data", split="all", size=(64, 80), mean=info.mean, std=info.std, with_gt=True
+    )
+    stats = extract_dataset(
+        ds,
+        model,
+        info,
+        ("m1", "m2", "m3"),
+        out=str(tmp_path / "g.h5"),
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+        layout=(32, 4, 4),
+        crop_size=(32, 32),
+        boxes="gt",
+    )
     assert stats["frames"] == len(ds)
     with FeatureFile(tmp_path / "g.h5") as ff:
         assert ff.attrs["boxes"] == "gt"
@@ -318,22 +373,57 @@ def test_interaction_export_refuses_volumes(organ3d, tmp_path, one_thread, capsy
 
     d, ck = organ3d
     out = tmp_path / "v.h5"
-    assert extract_main(["--task", "organ3d", "--data", str(d / "data"), "--checkpoint", str(ck),
-                         "--split", "val", "--methods", "m2", "--out", str(out),
-                         "--no-progress", "--workers", "0"]) == 0
+    assert (
+        extract_main(
+            [
+                "--task",
+                "organ3d",
+                "--data",
+                str(d / "data"),
+                "--checkpoint",
+                str(ck),
+                "--split",
+                "val",
+                "--methods",
+                "m2",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert export_main(["interaction", str(out), "--data", str(d / "data"),
-                        "--out", str(tmp_path / "i")]) == 2
+    assert (
+        export_main(["interaction", str(out), "--data", str(d / "data"), "--out", str(tmp_path / "i")]) == 2
+    )
     assert re.search("3D boxes .* 2D frames only", capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("opt", [["--threshold", "1.5"], ["--pred-threshold", "-0.1"],
-                                 ["--min-area", "-1"]])
+@pytest.mark.parametrize("opt", [["--threshold", "1.5"], ["--pred-threshold", "-0.1"], ["--min-area", "-1"]])
 def test_extract_bad_settings_leave_no_file(organ3d, tmp_path, opt, capsys):
     d, ck = organ3d
     out = tmp_path / "bad.h5"
-    assert extract_main(["--task", "organ3d", "--data", str(d / "data"), "--checkpoint",
-                         str(ck), "--out", str(out), "--no-progress", "--workers", "0",
-                         *opt]) == 2
+    assert (
+        extract_main(
+            [
+                "--task",
+                "organ3d",
+                "--data",
+                str(d / "data"),
+                "--checkpoint",
+                str(ck),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--workers",
+                "0",
+                *opt,
+            ]
+        )
+        == 2
+    )
     assert "expected" in capsys.readouterr().err
     assert not out.exists()

@@ -1,5 +1,6 @@
 """The dataset -> HDF5 pipeline: equals the per-batch computation, resumes after SIGKILL, and a
 2-rank torchrun dump equals a 1-process dump."""
+
 import os
 import signal
 import subprocess
@@ -13,8 +14,15 @@ import torch
 
 from gcfeat.boxes import heatmap_to_boxes
 from gcfeat.cam import GradCAM
-from gcfeat.data import (SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD, build_dataset,
-                         make_loader, write_cholec80, write_miccai18)
+from gcfeat.data import (
+    SURGICAL_CLASSES,
+    SURGICAL_MEAN,
+    SURGICAL_STD,
+    build_dataset,
+    make_loader,
+    write_cholec80,
+    write_miccai18,
+)
 from gcfeat.extract import build_extractors
 from gcfeat.extract.pipeline import extract_dataset, restrict, shard_videos
 from gcfeat.io import FeatureFile, SettingsMismatch
@@ -23,8 +31,21 @@ from gcfeat.models import build_classifier, load_checkpoint, save_checkpoint
 SIZE = (64, 80)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.dirname(sys.executable)
-OPTS = ["--methods", "m1", "m2", "m3", "--pooling", "32x4x4", "--crop-size", "32x32",
-        "--no-progress", "--batch-size", "2", "--workers", "1"]
+OPTS = [
+    "--methods",
+    "m1",
+    "m2",
+    "m3",
+    "--pooling",
+    "32x4x4",
+    "--crop-size",
+    "32x32",
+    "--no-progress",
+    "--batch-size",
+    "2",
+    "--workers",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +57,15 @@ def setup(tmp_path_factory):
     write_cholec80(d / "cholec", num_videos=3, num_frames=200, size=SIZE, seed=2, progress=False)
     torch.manual_seed(0)
     model = build_classifier("resnet18", 11).eval()
-    save_checkpoint(d / "ck.pt", model, classes=SURGICAL_CLASSES, arch="resnet18",
-                    input_size=SIZE, mean=SURGICAL_MEAN, std=SURGICAL_STD)
+    save_checkpoint(
+        d / "ck.pt",
+        model,
+        classes=SURGICAL_CLASSES,
+        arch="resnet18",
+        input_size=SIZE,
+        mean=SURGICAL_MEAN,
+        std=SURGICAL_STD,
+    )
     return d
 
 
@@ -45,8 +73,12 @@ def setup(tmp_path_factory):
 def clean(setup):
     """A 1-process CLI dump of the Cholec80 set."""
     out = setup / "clean.h5"
-    assert run_cli(["--data", str(setup / "cholec"), "--checkpoint", str(setup / "ck.pt"), *OPTS,
-                    "--out", str(out)]).wait() == 0
+    assert (
+        run_cli(
+            ["--data", str(setup / "cholec"), "--checkpoint", str(setup / "ck.pt"), *OPTS, "--out", str(out)]
+        ).wait()
+        == 0
+    )
     return read_all(out)
 
 
@@ -79,35 +111,50 @@ def assert_same(a, b, atol=1e-5):
             for f in ("label", "box", "empty"):
                 np.testing.assert_array_equal(a[key][m][f], b[key][m][f], err_msg=f"{key} {m} {f}")
             for f in ("score", "features"):
-                np.testing.assert_allclose(a[key][m][f], b[key][m][f], atol=atol, rtol=1e-4,
-                                           err_msg=f"{key} {m} {f}")
+                np.testing.assert_allclose(
+                    a[key][m][f], b[key][m][f], atol=atol, rtol=1e-4, err_msg=f"{key} {m} {f}"
+                )
 
 
 def test_pipeline_equals_per_batch_computation(setup, tmp_path):
     model, info = load_checkpoint(setup / "ck.pt")
     ds = build_dataset(setup / "miccai", "miccai18", split="all", size=SIZE, with_gt=False)
     out = tmp_path / "f.h5"
-    kw = dict(methods=("m1", "m2", "m3"), threshold=0.3, batch_size=4, num_workers=0,
-              progress=False, pred_threshold=0.4, layout=(32, 4, 4), crop_size=(32, 32))
+    kw = dict(
+        methods=("m1", "m2", "m3"),
+        threshold=0.3,
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+        pred_threshold=0.4,
+        layout=(32, 4, 4),
+        crop_size=(32, 32),
+    )
     stats = extract_dataset(ds, model, info, out=str(out), **kw)
     assert stats["frames"] == len(ds) == 10
     got = read_all(out)
     # the same batches by hand
     cam = GradCAM(model, [model.layer4])
-    exts = build_extractors(model, ("m1", "m2", "m3"), pred_threshold=0.4, layout=(32, 4, 4),
-                            crop_size=(32, 32))
+    exts = build_extractors(
+        model, ("m1", "m2", "m3"), pred_threshold=0.4, layout=(32, 4, 4), crop_size=(32, 32)
+    )
     want = {}
     for batch in make_loader(ds, batch_size=4):
         x = batch["image"]
         res = cam.explain(x, extra_layers=(model.layer2, model.layer3))
         probs = res.logits.sigmoid()
-        boxes = heatmap_to_boxes(res.heatmap, 0.3, probs=probs, pred_threshold=0.4,
-                                 class_modes={10: "union"}, classes=res.classes)
+        boxes = heatmap_to_boxes(
+            res.heatmap, 0.3, probs=probs, pred_threshold=0.4, class_modes={10: "union"}, classes=res.classes
+        )
         feats = {e.name: e(x, res, boxes, probs) for e in exts}
         for b, (v, f) in enumerate(zip(batch["video"], batch["frame_index"])):
             want[(v, int(f))] = {"class_prob": probs[b].numpy()} | {
-                m: {k: getattr(F, k)[F.frame == b].numpy() for k in
-                    ("label", "box", "score", "features", "empty")} for m, F in feats.items()}
+                m: {
+                    k: getattr(F, k)[F.frame == b].numpy()
+                    for k in ("label", "box", "score", "features", "empty")
+                }
+                for m, F in feats.items()
+            }
     assert_same(got, want, atol=1e-6)
     assert sum(len(r["m3"]["label"]) for r in got.values()) > 0
     assert sum(len(r["m2"]["label"]) for r in got.values()) > 0
@@ -136,20 +183,20 @@ def test_sigkill_mid_run_then_resume(setup, clean, tmp_path):
         p = run_cli(base + ["--out", str(killed)])
         seen = 0
         deadline = time.time() + 120
-        while p.poll() is None and time.time() < deadline:     # wait for a new committed batch
+        while p.poll() is None and time.time() < deadline:  # wait for a new committed batch
             time.sleep(0.05)
             if killed.exists():
                 try:
                     with h5py.File(killed, "r", locking=False) as h:
                         n = sum(h[v]["frame_index"].shape[0] for v in h)
-                except Exception:       # caught mid-flush: try again
+                except Exception:  # caught mid-flush: try again
                     n = 0
                 if n > 0:
                     break
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        partial = read_all(killed)                   # opens, whole batches only
+        partial = read_all(killed)  # opens, whole batches only
         assert len(partial) % 2 == 0 and 0 < len(partial) < 24
     assert run_cli(base + ["--out", str(killed)]).wait() == 0
     assert len(clean) == 24
@@ -161,9 +208,24 @@ def test_torchrun_two_ranks_equals_one_process(setup, clean, tmp_path):
     base = ["--data", str(setup / "cholec"), "--checkpoint", str(setup / "ck.pt"), *OPTS]
     two = tmp_path / "two.h5"
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    r = subprocess.run([os.path.join(VENV_BIN, "torchrun"), "--nproc_per_node", "2",
-                        "--master_port", "29533", "-m", "gcfeat.extract", *base, "--out", str(two)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            os.path.join(VENV_BIN, "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "gcfeat.extract",
+            *base,
+            "--out",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[rank 1]" in r.stdout and "[rank 0]" in r.stdout
     assert not any(p.name.startswith("two.h5.rank") for p in tmp_path.iterdir())

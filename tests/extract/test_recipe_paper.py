@@ -10,6 +10,7 @@ mode; the test transforms with the extraction normalisation; batch size 1) and
 ``image_extract_feature.py`` (``myResnet`` in eval mode on the PNG crops, ``Resize((224, 224))``
 + ``ToTensor()``, no ``Normalize``). Only file paths, argparse and printing are left out.
 """
+
 import copy
 import dataclasses
 import os
@@ -31,15 +32,14 @@ from gcfeat.data.classes import SURGICAL_CLASSES, SURGICAL_MEAN, SURGICAL_STD
 from gcfeat.data.transforms import to_input
 from gcfeat.extract import HeatmapExtractor, RoiExtractor
 from gcfeat.extract.pipeline import extract_dataset
-from gcfeat.extract.recipe import (DEFAULT, PAPER, PAPER_MEAN, PAPER_STD, RecipeError,
-                                   get_recipe)
+from gcfeat.extract.recipe import DEFAULT, PAPER, PAPER_MEAN, PAPER_STD, RecipeError, get_recipe
 from gcfeat.models import build_classifier
 
-H, W = 96, 128          # layer2 12x16, layer3 6x8, layer4 3x4 (strides divide the frame)
-SRC = (120, 150)        # source frames, shrunk by PIL (anti-aliased) as the original's Resize
+H, W = 96, 128  # layer2 12x16, layer3 6x8, layer4 3x4 (strides divide the frame)
+SRC = (120, 150)  # source frames, shrunk by PIL (anti-aliased) as the original's Resize
 NCLS = len(SURGICAL_CLASSES)
 T, PRED_THR = 0.3, 0.5
-SCALE = H * W / (256 * 320)     # the original's thresholds were for 256x320 frames
+SCALE = H * W / (256 * 320)  # the original's thresholds were for 256x320 frames
 
 
 # ============================================================ the original, transcribed
@@ -106,8 +106,12 @@ def plot_multiplebbox(cam, input_tensor, pred_cls, threshold, ncls):
 
 
 def union(coordinate_list):
-    return [min(x[0] for x in coordinate_list), min(x[1] for x in coordinate_list),
-            max(x[2] for x in coordinate_list), max(x[3] for x in coordinate_list)]
+    return [
+        min(x[0] for x in coordinate_list),
+        min(x[1] for x in coordinate_list),
+        max(x[2] for x in coordinate_list),
+        max(x[3] for x in coordinate_list),
+    ]
 
 
 def crop_multibbox(rgb_img, coordinate_list_all_cls, frame_path, ncls):
@@ -211,15 +215,14 @@ def extract_feature(coordinate, feature_outputs, threshold, pool_size):
         feature_layer = feature_outputs[2]
     feature_size = feature_layer.size()
     s = scale_bbox(coordinate, [feature_size[3], feature_size[2]])
-    bbox_feature = feature_layer[:, :, s[1]:s[3], s[0]:s[2]]
+    bbox_feature = feature_layer[:, :, s[1] : s[3], s[0] : s[2]]
     att = F.adaptive_avg_pool2d(bbox_feature, [pool_size[1], pool_size[2]]).permute(0, 2, 3, 1)
     if att.size()[3] != pool_size[0]:
         att = F.adaptive_avg_pool2d(att, [pool_size[1], pool_size[0]]).permute(0, 1, 2, 3)
     return torch.flatten(att)
 
 
-def extract_feature_all(frame, coordinate_list_all_cls, feature_outputs, threshold, pool_size,
-                        ncls):
+def extract_feature_all(frame, coordinate_list_all_cls, feature_outputs, threshold, pool_size, ncls):
     out = {}
     for cls in range(len(coordinate_list_all_cls) - 1):
         for box in coordinate_list_all_cls[cls][1]:
@@ -233,19 +236,17 @@ def extract_feature_all(frame, coordinate_list_all_cls, feature_outputs, thresho
     return out
 
 
-def heatmap_extract_feature(frame, cam, pred_cls, input_tensor, feature_outputs, threshold,
-                            pool_size, ncls):
+def heatmap_extract_feature(frame, cam, pred_cls, input_tensor, feature_outputs, threshold, pool_size, ncls):
     feature_map = feature_outputs[2]
     c, h, w = feature_map.shape[1:]
     out = {}
     for cls in range(ncls):
         if not pred_cls[cls]:
             continue
-        heat_map = torch.from_numpy(cam(input_tensor=input_tensor, target_category=cls,
-                                        target_size=(w, h)))
+        heat_map = torch.from_numpy(cam(input_tensor=input_tensor, target_category=cls, target_size=(w, h)))
         heat_map = heat_map.expand(c, 1, h, w)
         feature_map_cls = feature_map[heat_map[None, :, 0] > threshold]
-        if feature_map_cls.numel() == 0:     # the original crashed here
+        if feature_map_cls.numel() == 0:  # the original crashed here
             out[(frame, cls)] = None
             continue
         att = F.adaptive_avg_pool1d(feature_map_cls[None, None], [pool_size[0]]).permute(2, 0, 1)
@@ -256,13 +257,16 @@ def heatmap_extract_feature(frame, cam, pred_cls, input_tensor, feature_outputs,
 
 def original_run(model, frames, tmp, pool_size, area_threshold):
     """The scripts' loops over frames (batch size 1): M1, M2, M3 as dicts keyed by row."""
-    test_transforms = transforms.Compose([
-        transforms.Resize((H, W)), transforms.ToTensor(),
-        transforms.Normalize([0.4084945, 0.25513682, 0.25353566],
-                             [0.22662906, 0.20201652, 0.1962526])])
+    test_transforms = transforms.Compose(
+        [
+            transforms.Resize((H, W)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.4084945, 0.25513682, 0.25353566], [0.22662906, 0.20201652, 0.1962526]),
+        ]
+    )
     transforms_wo_nor = transforms.Compose([transforms.Resize((H, W)), transforms.ToTensor()])
-    model = copy.deepcopy(model).train()        # freshly loaded: train mode
-    feature_model = resnet_50(model)            # deep copies made in train mode
+    model = copy.deepcopy(model).train()  # freshly loaded: train mode
+    feature_model = resnet_50(model)  # deep copies made in train mode
     model.eval()
     target_layers = [model.layer4[-1]]
     crops = tmp / f"crops_{pool_size[0]}"
@@ -279,10 +283,8 @@ def original_run(model, frames, tmp, pool_size, area_threshold):
         coords = plot_multiplebbox(cam, inputs, score, T, NCLS)
         crop_multibbox(rgb_img, coords, str(crops / f"frame{idx:03d}"), NCLS)
         feature_outputs = feature_model(inputs)
-        m2.update(extract_feature_all(idx, coords, feature_outputs, area_threshold, pool_size,
-                                      NCLS))
-        m3.update(heatmap_extract_feature(idx, cam, score, inputs, feature_outputs, T,
-                                          pool_size, NCLS))
+        m2.update(extract_feature_all(idx, coords, feature_outputs, area_threshold, pool_size, NCLS))
+        m3.update(heatmap_extract_feature(idx, cam, score, inputs, feature_outputs, T, pool_size, NCLS))
     m1 = image_extract_feature(model, crops, pool_size)
     return m1, m2, m3
 
@@ -302,55 +304,71 @@ class Frames(Dataset):
         return len(self.frames)
 
     def __getitem__(self, i):
-        return {"image": to_input(self.frames[i], (H, W), self.mean, self.std, self.resize),
-                "labels": torch.zeros(NCLS), "video": "seq_1", "frame_index": i}
+        return {
+            "image": to_input(self.frames[i], (H, W), self.mean, self.std, self.resize),
+            "labels": torch.zeros(NCLS),
+            "video": "seq_1",
+            "frame_index": i,
+        }
 
 
 def read_rows(path, method):
     with h5py.File(path, "r") as f:
         g = f["seq_1"][method]
-        return (g["frame"][:], g["label"][:], g["box"][:].astype(int), g["features"][:],
-                g["empty"][:])
+        return (g["frame"][:], g["label"][:], g["box"][:].astype(int), g["features"][:], g["empty"][:])
 
 
 def frames_and_model(seed=0, n=3):
     rng = np.random.default_rng(seed)
     frames = []
-    for _ in range(n):          # smooth colour fields: CAM blobs of several sizes
+    for _ in range(n):  # smooth colour fields: CAM blobs of several sizes
         small = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
         big = cv2.resize(small, (SRC[1], SRC[0]), interpolation=cv2.INTER_CUBIC)
-        frames.append(np.clip(big.astype(int) + rng.integers(-20, 21, big.shape), 0, 255)
-                      .astype(np.uint8))
+        frames.append(np.clip(big.astype(int) + rng.integers(-20, 21, big.shape), 0, 255).astype(np.uint8))
     torch.manual_seed(seed)
     model = build_classifier("resnet18", num_classes=NCLS)
-    with torch.no_grad():       # running statistics far from any frame's own
+    with torch.no_grad():  # running statistics far from any frame's own
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-        model.fc.bias.copy_(torch.tensor([4.0 if k in (1, 3, 6, 10) else -4.0
-                                          for k in range(NCLS)]))
+        model.fc.bias.copy_(torch.tensor([4.0 if k in (1, 3, 6, 10) else -4.0 for k in range(NCLS)]))
     return frames, model.eval()
 
 
-INFO = dict(classes=list(SURGICAL_CLASSES), arch="resnet18", input_size=(H, W),
-            mean=SURGICAL_MEAN, std=SURGICAL_STD)
+INFO = dict(
+    classes=list(SURGICAL_CLASSES), arch="resnet18", input_size=(H, W), mean=SURGICAL_MEAN, std=SURGICAL_STD
+)
 
 
 def run_gcfeat(tmp, frames, model, recipe, layout, methods=("m1", "m2", "m3"), **kw):
     from types import SimpleNamespace
+
     out = tmp / f"{get_recipe(recipe).name}_{layout[0]}_{''.join(methods)}.h5"
-    extract_dataset(Frames(frames, get_recipe(recipe)), model, SimpleNamespace(**INFO),
-                    methods=methods, threshold=T, pred_threshold=PRED_THR,
-                    out=str(out), batch_size=8, num_workers=0, progress=False, layout=layout,
-                    recipe=recipe, **kw)
+    extract_dataset(
+        Frames(frames, get_recipe(recipe)),
+        model,
+        SimpleNamespace(**INFO),
+        methods=methods,
+        threshold=T,
+        pred_threshold=PRED_THR,
+        out=str(out),
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+        layout=layout,
+        recipe=recipe,
+        **kw,
+    )
     return out
 
 
 def as_dict(rows, with_box=True):
     frame, label, box, feats, empty = rows
-    keys = [(int(f), int(lb), tuple(b.tolist())) if with_box else (int(f), int(lb))
-            for f, lb, b in zip(frame, label, box)]
+    keys = [
+        (int(f), int(lb), tuple(b.tolist())) if with_box else (int(f), int(lb))
+        for f, lb, b in zip(frame, label, box)
+    ]
     assert len(set(keys)) == len(keys)
     return dict(zip(keys, feats)), dict(zip(keys, empty))
 
@@ -366,7 +384,7 @@ def setup(tmp_path_factory):
 def test_paper_recipe_equals_the_original_scripts(setup, layout):
     tmp, frames, model = setup
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    if layout[0] == 512:     # resnet18's layer2 / layer3 have 128 / 256 channels: layer4 only
+    if layout[0] == 512:  # resnet18's layer2 / layer3 have 128 / 256 channels: layer4 only
         area, kw = [0, 0], dict(single_layer="layer4")
     else:
         area, kw = [5120 * SCALE, 20480 * SCALE], {}
@@ -379,7 +397,7 @@ def test_paper_recipe_equals_the_original_scripts(setup, layout):
 
     for method, ref in (("m1", m1_ref), ("m2", m2_ref)):
         got, _ = as_dict(read_rows(path, method))
-        assert set(got) == set(ref), method            # same boxes (RETR_LIST, tissue union)
+        assert set(got) == set(ref), method  # same boxes (RETR_LIST, tissue union)
         assert len(ref) >= 6
         for key in ref:
             np.testing.assert_allclose(got[key], ref[key], atol=1e-4, rtol=0, err_msg=f"{method} {key}")
@@ -391,7 +409,7 @@ def test_paper_recipe_equals_the_original_scripts(setup, layout):
         else:
             np.testing.assert_allclose(got[key], ref, atol=1e-4, rtol=0, err_msg=f"m3 {key}")
     levels = {(b[2] - b[0]) * (b[3] - b[1]) >= 20480 * SCALE for (_, _, b) in m2_ref}
-    if layout[0] == 32:      # the routing was exercised on more than one level
+    if layout[0] == 32:  # the routing was exercised on more than one level
         assert levels == {True, False}
     with h5py.File(path, "r") as f:
         assert "recipe" in f.attrs
@@ -400,18 +418,20 @@ def test_paper_recipe_equals_the_original_scripts(setup, layout):
 def test_paper_differs_from_default(setup):
     """Sanity: the rules matter on this model (per-frame BN, constants, resizing)."""
     tmp, frames, model = setup
-    paths = [run_gcfeat(tmp, frames, model, r, (32, 4, 4), methods=("m2", "m3"),
-                        weighting="mask") for r in ("paper", "default")]
+    paths = [
+        run_gcfeat(tmp, frames, model, r, (32, 4, 4), methods=("m2", "m3"), weighting="mask")
+        for r in ("paper", "default")
+    ]
     for method, with_box in (("m2", True), ("m3", False)):
         a, b = (as_dict(read_rows(p, method), with_box)[0] for p in paths)
-        common = set(a) & set(b)        # m2: the boxes themselves mostly differ
+        common = set(a) & set(b)  # m2: the boxes themselves mostly differ
         assert len(common) >= (1 if method == "m2" else 4)
         for key in common:
             assert np.abs(a[key] - b[key]).max() > 1e-2
     with h5py.File(paths[0], "r") as f:
         import json
-        attrs = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
-                 for k, v in f.attrs.items()}
+
+        attrs = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for k, v in f.attrs.items()}
     assert attrs["recipe"]["name"] == "paper"
     assert np.allclose(attrs["mean"], PAPER_MEAN) and np.allclose(attrs["std"], PAPER_STD)
     with h5py.File(paths[1], "r") as f:
@@ -436,8 +456,10 @@ def test_m2_slice_vs_roi_align_is_the_only_difference_on_grid_boxes(setup):
     x = _frames_tensor(frames, DEFAULT)
     res = _cam_pass(model, x)
     slicing = dataclasses.replace(DEFAULT, name="slice-only", m2_pool="slice")
-    on_grid = torch.tensor([[0, 0, 32, 32], [32, 0, 96, 64], [64, 32, 128, 96],
-                            [0, 0, 128, 96], [96, 64, 128, 96]], dtype=torch.float32)
+    on_grid = torch.tensor(
+        [[0, 0, 32, 32], [32, 0, 96, 64], [64, 32, 128, 96], [0, 0, 128, 96], [96, 64, 128, 96]],
+        dtype=torch.float32,
+    )
     off_grid = on_grid + torch.tensor([5.0, 3.0, -7.0, -5.0])
     frame = torch.tensor([0, 1, 2, 0, 1])
     for xyxy, equal in ((on_grid, True), (off_grid, False)):
@@ -463,7 +485,7 @@ def test_m3_broadcast_is_the_masked_group_mean_of_the_default(setup):
     p = HeatmapExtractor(T, layout=(32, 4, 4), recipe=eval_paper)(x, res, none, probs).features
     assert torch.allclose(p.reshape(-1, 32, 16), g[:, :, None].expand(-1, 32, 16), atol=1e-5)
     d = HeatmapExtractor(T, "mask", layout=(32, 4, 4))(x, res, none, probs).features
-    assert not torch.allclose(p, d, atol=1e-3)      # the default pools each cell
+    assert not torch.allclose(p, d, atol=1e-3)  # the default pools each cell
 
 
 def test_per_frame_batchnorm_alone_changes_m3(setup):
@@ -475,14 +497,14 @@ def test_per_frame_batchnorm_alone_changes_m3(setup):
     none = Boxes.empty(2, x.device)
     frame_bn = dataclasses.replace(DEFAULT, name="frame-bn", bn="frame")
     a = HeatmapExtractor(T, "mask", layout=(512, 1, 1))(x, res, none, probs)
-    b = HeatmapExtractor(T, "mask", layout=(512, 1, 1), recipe=frame_bn, model=model)(
-        x, res, none, probs)
+    b = HeatmapExtractor(T, "mask", layout=(512, 1, 1), recipe=frame_bn, model=model)(x, res, none, probs)
     rel = (a.features - b.features).norm(dim=1) / a.features.norm(dim=1)
     assert rel.min() > 0.1
     train_copy = copy.deepcopy(model).train()
     with torch.no_grad():
-        maps = torch.cat([nn.Sequential(*list(train_copy.children())[:-2])(x[i:i + 1])
-                          for i in range(len(x))])
+        maps = torch.cat(
+            [nn.Sequential(*list(train_copy.children())[:-2])(x[i : i + 1]) for i in range(len(x))]
+        )
     res_train = dataclasses.replace(res, activations=[maps])
     c = HeatmapExtractor(T, "mask", layout=(512, 1, 1))(x, res_train, none, probs)
     assert torch.allclose(b.features, c.features, atol=1e-4)
@@ -492,12 +514,12 @@ def test_contours_list_is_the_originals_form_bboxes():
     rng = np.random.default_rng(3)
     heat = np.zeros((4, 40, 56), np.float32)
     heat[0, 5:35, 5:50] = 0.9
-    heat[0, 12:25, 15:30] = 0.1          # a hole
+    heat[0, 12:25, 15:30] = 0.1  # a hole
     heat[1] = cv2.GaussianBlur(rng.random((40, 56)).astype(np.float32), (0, 0), 3)
     heat[1] = (heat[1] - heat[1].min()) / (heat[1].max() - heat[1].min())
     heat[2, 2:38, 2:54] = 0.8
-    heat[2, 8:14, 8:14] = 0.0            # small hole: its box 8x8 > 25 is kept
-    heat[2, 20:22, 30:32] = 0.0          # tiny hole: box 4x4 dropped
+    heat[2, 8:14, 8:14] = 0.0  # small hole: its box 8x8 > 25 is kept
+    heat[2, 20:22, 30:32] = 0.0  # tiny hole: box 4x4 dropped
     heat[3, 10:30, 10:30] = 0.5
     got = heatmap_to_boxes(torch.from_numpy(heat)[None], T, contours="list")
     ref = sorted((k, *b) for k in range(4) for b in form_bboxes(heat[k], T))
@@ -510,10 +532,19 @@ def test_paper_refuses_frames_prepared_for_the_default(setup, tmp_path):
     _, frames, model = setup
     out = tmp_path / "x.h5"
     from types import SimpleNamespace
+
     with pytest.raises(RecipeError, match="resize"):
-        extract_dataset(Frames(frames, DEFAULT), model, SimpleNamespace(**INFO),
-                        methods=("m2",), out=str(out), num_workers=0, progress=False,
-                        layout=(32, 4, 4), recipe="paper")
+        extract_dataset(
+            Frames(frames, DEFAULT),
+            model,
+            SimpleNamespace(**INFO),
+            methods=("m2",),
+            out=str(out),
+            num_workers=0,
+            progress=False,
+            layout=(32, 4, 4),
+            recipe="paper",
+        )
     assert not out.exists()
     with pytest.raises(RecipeError, match="expected one of"):
         get_recipe("papper")
@@ -526,18 +557,74 @@ def test_cli_recipe_paper(tmp_path):
     from gcfeat.extract.__main__ import main as extract
     from gcfeat.models import save_checkpoint
 
-    assert synth(["--layout", "miccai18", "--out", str(tmp_path / "data"), "--videos", "1",
-                  "--frames", "2", "--size", f"{H}x{W}", "--seed", "0"]) == 0
+    assert (
+        synth(
+            [
+                "--layout",
+                "miccai18",
+                "--out",
+                str(tmp_path / "data"),
+                "--videos",
+                "1",
+                "--frames",
+                "2",
+                "--size",
+                f"{H}x{W}",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     _, model = frames_and_model()
-    save_checkpoint(tmp_path / "ck.pt", model, classes=SURGICAL_CLASSES, arch="resnet18",
-                    input_size=(H, W), mean=SURGICAL_MEAN, std=SURGICAL_STD)
+    save_checkpoint(
+        tmp_path / "ck.pt",
+        model,
+        classes=SURGICAL_CLASSES,
+        arch="resnet18",
+        input_size=(H, W),
+        mean=SURGICAL_MEAN,
+        std=SURGICAL_STD,
+    )
     out = tmp_path / "f.h5"
-    assert extract(["--data", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "ck.pt"),
-                    "--methods", "m2", "m3", "--out", str(out), "--workers", "0",
-                    "--no-progress", "--recipe", "paper"]) == 0
+    assert (
+        extract(
+            [
+                "--data",
+                str(tmp_path / "data"),
+                "--checkpoint",
+                str(tmp_path / "ck.pt"),
+                "--methods",
+                "m2",
+                "m3",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--recipe",
+                "paper",
+            ]
+        )
+        == 0
+    )
     with h5py.File(out, "r") as f:
         assert '"paper"' in f.attrs["recipe"] and "0.4084945" in f.attrs["mean"]
-    assert extract(["--task", "organ3d", "--data", str(tmp_path), "--checkpoint",
-                    str(tmp_path / "ck.pt"), "--out", str(tmp_path / "o.h5"),
-                    "--recipe", "paper"]) == 2
+    assert (
+        extract(
+            [
+                "--task",
+                "organ3d",
+                "--data",
+                str(tmp_path),
+                "--checkpoint",
+                str(tmp_path / "ck.pt"),
+                "--out",
+                str(tmp_path / "o.h5"),
+                "--recipe",
+                "paper",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "o.h5").exists()

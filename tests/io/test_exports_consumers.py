@@ -4,6 +4,7 @@ Each reader below is written from the consumer's code (cited per function) and u
 the exports of a synthetic MICCAI 2018 set at the real frame size (1024x1280), every frame, for
 both methods that carry boxes (m1, m2; m3 for the skip counts), with annotated boxes.
 """
+
 import glob
 import json
 import os
@@ -26,13 +27,34 @@ from gcfeat.models import build_classifier
 SIZE = (1024, 1280)
 INPUT = (64, 80)
 # Global-reasoned-multi-task-model models/surgicalDataset.py SurgicalSceneConstants
-INSTRUMENT_CLASSES = ('kidney', 'bipolar_forceps', 'prograsp_forceps', 'large_needle_driver',
-                      'monopolar_curved_scissors', 'ultrasound_probe', 'suction', 'clip_applier',
-                      'stapler', 'maryland_dissector', 'spatulated_monopolar_cautery')
-ACTION_CLASSES = ('Idle', 'Grasping', 'Retraction', 'Tissue_Manipulation',
-                  'Tool_Manipulation', 'Cutting', 'Cauterization',
-                  'Suction', 'Looping', 'Suturing', 'Clipping', 'Staple',
-                  'Ultrasound_Sensing')
+INSTRUMENT_CLASSES = (
+    "kidney",
+    "bipolar_forceps",
+    "prograsp_forceps",
+    "large_needle_driver",
+    "monopolar_curved_scissors",
+    "ultrasound_probe",
+    "suction",
+    "clip_applier",
+    "stapler",
+    "maryland_dissector",
+    "spatulated_monopolar_cautery",
+)
+ACTION_CLASSES = (
+    "Idle",
+    "Grasping",
+    "Retraction",
+    "Tissue_Manipulation",
+    "Tool_Manipulation",
+    "Cutting",
+    "Cauterization",
+    "Suction",
+    "Looping",
+    "Suturing",
+    "Clipping",
+    "Staple",
+    "Ultrasound_Sensing",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +65,31 @@ def exported(tmp_path_factory):
     write_miccai18(data, num_videos=2, num_frames=3, size=SIZE, seed=0, progress=False)
     torch.manual_seed(0)
     model = build_classifier("resnet18", num_classes=len(SURGICAL_CLASSES))
-    with torch.no_grad():          # every class predicted: m3 has a row per class and frame
+    with torch.no_grad():  # every class predicted: m3 has a row per class and frame
         model.fc.bias.fill_(5.0)
-    info = SimpleNamespace(classes=list(SURGICAL_CLASSES), arch="resnet18", input_size=INPUT,
-                           mean=(0.5,) * 3, std=(0.25,) * 3)
+    info = SimpleNamespace(
+        classes=list(SURGICAL_CLASSES), arch="resnet18", input_size=INPUT, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
     ds = Miccai18Dataset(data, split="all", size=INPUT)
     feats = root / "feats.h5"
-    extract_dataset(ds, model, info, methods=("m1", "m2", "m3"), out=str(feats), batch_size=4,
-                    num_workers=0, progress=False, layout=(32, 4, 4), crop_size=(32, 32),
-                    boxes="gt")
-    cap = {m: export_captioning(str(feats), m, str(root / f"cap_{m}"), progress=False, data=data)
-           for m in ("m1", "m2")}
-    inter = export_interaction(str(feats), str(root / "inter"), ("m1", "m2", "m3"),
-                               progress=False, data=data)
+    extract_dataset(
+        ds,
+        model,
+        info,
+        methods=("m1", "m2", "m3"),
+        out=str(feats),
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+        layout=(32, 4, 4),
+        crop_size=(32, 32),
+        boxes="gt",
+    )
+    cap = {
+        m: export_captioning(str(feats), m, str(root / f"cap_{m}"), progress=False, data=data)
+        for m in ("m1", "m2")
+    }
+    inter = export_interaction(str(feats), str(root / "inter"), ("m1", "m2", "m3"), progress=False, data=data)
     return SimpleNamespace(root=root, data=data, feats=feats, cap=cap, inter=inter)
 
 
@@ -65,11 +99,9 @@ def cida_examples(features_path, annotation_folder):
     annotation_folder) and COCO.get_samples: position-matched lists, image = join(img, id)."""
     out = {}
     for split in ("train", "val"):
-        anns = json.load(open(os.path.join(annotation_folder, f"captions_{split}.json"), "r"))
-        ids = json.load(open(os.path.join(annotation_folder,
-                                          f"WithCaption_id_path_{split}.json"), "r"))
-        out[split] = [(os.path.join(features_path, ids[i]), anns[i]["caption"])
-                      for i in range(len(ids))]
+        anns = json.load(open(os.path.join(annotation_folder, f"captions_{split}.json")))
+        ids = json.load(open(os.path.join(annotation_folder, f"WithCaption_id_path_{split}.json")))
+        out[split] = [(os.path.join(features_path, ids[i]), anns[i]["caption"]) for i in range(len(ids))]
     return out
 
 
@@ -78,8 +110,7 @@ def cida_preprocess(detections_path, x, max_detections=6):
     precomp_data = np.load(os.path.join(detections_path, x))
     delta = max_detections - precomp_data.shape[0]
     if delta > 0:
-        precomp_data = np.concatenate([precomp_data, np.zeros((delta, precomp_data.shape[1]))],
-                                      axis=0)
+        precomp_data = np.concatenate([precomp_data, np.zeros((delta, precomp_data.shape[1]))], axis=0)
     elif delta < 0:
         precomp_data = precomp_data[:max_detections]
     return precomp_data.astype(np.float32)
@@ -94,7 +125,7 @@ def xml_caption(path):
 @pytest.mark.parametrize("method", ["m1", "m2"])
 def test_captioning_loads_in_cida(exported, method):
     res = exported.cap[method]
-    features_path = res.features_path                     # absolute, as the README says
+    features_path = res.features_path  # absolute, as the README says
     assert os.path.isabs(features_path)
     examples = cida_examples(features_path, res.annotation_folder)
     xmls = sorted(glob.glob(str(exported.data / "seq_*" / "xml" / "*.xml")))
@@ -113,7 +144,7 @@ def test_captioning_loads_in_cida(exported, method):
                 rel = os.path.relpath(image, features_path)
                 seq, folder, fname = rel.split(os.sep)
                 assert fname.endswith("_node_features.npy") and folder == f"gcfeat_{method}"
-                frame = fname[:-len("_node_features.npy")]
+                frame = fname[: -len("_node_features.npy")]
                 got[(seq, frame)] = caption
                 x = cida_preprocess(features_path, image)
                 assert x.shape == (6, 512) and x.dtype == np.float32
@@ -122,7 +153,7 @@ def test_captioning_loads_in_cida(exported, method):
                 rows = dict(ff[seq].frames(method))[int(frame[5:])]
                 assert raw.shape[0] == len(rows["label"])
                 np.testing.assert_array_equal(x[0], rows["features"][rows["label"] == tissue][0])
-                np.testing.assert_array_equal(x[len(raw):], 0)
+                np.testing.assert_array_equal(x[len(raw) :], 0)
             assert got == expected[split]
 
 
@@ -132,29 +163,35 @@ def surgical_scene_items(data_dir, seq_set, feature_extractor, word2vec):
     img_dir '/left_frames/', mask_dir '/annotations/'), without the resize and augmentation."""
     xml_dir_list = []
     for i in seq_set:
-        xml_dir_list = xml_dir_list + glob.glob(data_dir + str(i) + '/xml/' + '/*.xml')
+        xml_dir_list = xml_dir_list + glob.glob(data_dir + str(i) + "/xml/" + "/*.xml")
     for xml in xml_dir_list:
         file_name = os.path.splitext(os.path.basename(xml))[0]
         file_root = os.path.dirname(os.path.dirname(xml))
-        _img_loc = os.path.join(file_root + '/left_frames/' + file_name + '.png')
-        _mask_loc = os.path.join(file_root + '/annotations/' + file_name + '.png')
-        _img = Image.open(_img_loc).convert('RGB')
+        _img_loc = os.path.join(file_root + "/left_frames/" + file_name + ".png")
+        _mask_loc = os.path.join(file_root + "/annotations/" + file_name + ".png")
+        _img = Image.open(_img_loc).convert("RGB")
         _target = torch.from_numpy(np.array(Image.open(_mask_loc))).long()
-        frame_data = h5py.File(os.path.join(file_root + '/vsgat/' + feature_extractor + '/'
-                                            + file_name + '_features.hdf5'), 'r')
-        img_name = frame_data['img_name'][()]
-        if isinstance(img_name, bytes):      # h5py >= 3; their pinned h5py 2.10 returns str
+        frame_data = h5py.File(
+            os.path.join(file_root + "/vsgat/" + feature_extractor + "/" + file_name + "_features.hdf5"), "r"
+        )
+        img_name = frame_data["img_name"][()]
+        if isinstance(img_name, bytes):  # h5py >= 3; their pinned h5py 2.10 returns str
             img_name = img_name.decode()
-        data = {'xml': xml, 'img_name': img_name[:] + '.jpg', 'img_loc': _img_loc,
-                'img': np.array(_img), 'mask': _target}
-        data['node_num'] = frame_data['node_num'][()]
-        data['roi_labels'] = frame_data['classes'][:]
-        data['det_boxes'] = frame_data['boxes'][:]
-        data['edge_labels'] = frame_data['edge_labels'][:]
-        data['edge_num'] = data['edge_labels'].shape[0]
-        data['features'] = frame_data['node_features'][:]
-        data['spatial_feat'] = frame_data['spatial_features'][:]
-        data['word2vec'] = np.vstack([word2vec[INSTRUMENT_CLASSES[n]] for n in data['roi_labels']])
+        data = {
+            "xml": xml,
+            "img_name": img_name[:] + ".jpg",
+            "img_loc": _img_loc,
+            "img": np.array(_img),
+            "mask": _target,
+        }
+        data["node_num"] = frame_data["node_num"][()]
+        data["roi_labels"] = frame_data["classes"][:]
+        data["det_boxes"] = frame_data["boxes"][:]
+        data["edge_labels"] = frame_data["edge_labels"][:]
+        data["edge_num"] = data["edge_labels"].shape[0]
+        data["features"] = frame_data["node_features"][:]
+        data["spatial_feat"] = frame_data["spatial_features"][:]
+        data["word2vec"] = np.vstack([word2vec[INSTRUMENT_CLASSES[n]] for n in data["roi_labels"]])
         frame_data.close()
         yield data
 
@@ -164,8 +201,9 @@ def collect_edge(node_num, roi_label):
     _build_graph: ``src, dst = tuple(zip(*edge_list))``."""
     h_node_list = np.where(roi_label == 0)[0]
     edge_list = [(s, d) for s in range(node_num) for d in range(node_num) if s != d]
-    readout_edge_list = [(src, dst) for dst in h_node_list for src in np.arange(roi_label.shape[0])
-                         if src not in h_node_list]
+    readout_edge_list = [
+        (src, dst) for dst in h_node_list for src in np.arange(roi_label.shape[0]) if src not in h_node_list
+    ]
     src, dst = tuple(zip(*edge_list))
     return edge_list, readout_edge_list
 
@@ -175,14 +213,13 @@ def authors_writer(xml):
     boxes and edge_labels from the XML."""
     _xml = ET.parse(xml).getroot()
     det_classes, act_classes, det_boxes_all = [], [], []
-    for obj in _xml.iter('objects'):
-        name = obj.find('name').text.strip()
-        interact = obj.find('interaction').text.strip()
+    for obj in _xml.iter("objects"):
+        name = obj.find("name").text.strip()
+        interact = obj.find("interaction").text.strip()
         det_classes.append(INSTRUMENT_CLASSES.index(str(name)))
         act_classes.append(ACTION_CLASSES.index(str(interact)))
-        bbox = obj.find('bndbox')
-        det_boxes_all.append(np.array([int(bbox.find(pt).text)
-                                       for pt in ['xmin', 'ymin', 'xmax', 'ymax']]))
+        bbox = obj.find("bndbox")
+        det_boxes_all.append(np.array([int(bbox.find(pt).text) for pt in ["xmin", "ymin", "xmax", "ymax"]]))
     tissue_num = len(np.where(np.array(det_classes) == 0)[0])
     node_num = len(det_classes)
     edges = np.cumsum(node_num - np.arange(tissue_num) - 1)[-1] if tissue_num > 0 else 0
@@ -204,8 +241,12 @@ def center_offset(box1, box2, im_wh):
 
 
 def box_with_respect_to_img(box, im_wh):
-    feats = [box[0] / (im_wh[0] + 1e-6), box[1] / (im_wh[1] + 1e-6),
-             box[2] / (im_wh[0] + 1e-6), box[3] / (im_wh[1] + 1e-6)]
+    feats = [
+        box[0] / (im_wh[0] + 1e-6),
+        box[1] / (im_wh[1] + 1e-6),
+        box[2] / (im_wh[0] + 1e-6),
+        box[3] / (im_wh[1] + 1e-6),
+    ]
     box_area = (box[2] - box[0]) * (box[3] - box[1])
     img_area = im_wh[0] * im_wh[1]
     feats += [box_area / (img_area + 1e-6)]
@@ -213,10 +254,12 @@ def box_with_respect_to_img(box, im_wh):
 
 
 def box1_with_respect_to_box2(box1, box2):
-    feats = [(box1[0] - box2[0]) / (box2[2] - box2[0] + 1e-6),
-             (box1[1] - box2[1]) / (box2[3] - box2[1] + 1e-6),
-             np.log((box1[2] - box1[0]) / (box2[2] - box2[0] + 1e-6)),
-             np.log((box1[3] - box1[1]) / (box2[3] - box2[1] + 1e-6))]
+    feats = [
+        (box1[0] - box2[0]) / (box2[2] - box2[0] + 1e-6),
+        (box1[1] - box2[1]) / (box2[3] - box2[1] + 1e-6),
+        np.log((box1[2] - box1[0]) / (box2[2] - box2[0] + 1e-6)),
+        np.log((box1[3] - box1[1]) / (box2[3] - box2[1] + 1e-6)),
+    ]
     return feats
 
 
@@ -231,8 +274,7 @@ def calculate_spatial_feats(det_boxes, im_wh):
             box2_wrt_img = box_with_respect_to_img(det_boxes[j], im_wh)
             box1_wrt_box2 = box1_with_respect_to_box2(det_boxes[i], det_boxes[j])
             offset = center_offset(det_boxes[i], det_boxes[j], im_wh)
-            single_feat = single_feat + box1_wrt_img + box2_wrt_img + box1_wrt_box2 \
-                + offset.tolist()
+            single_feat = single_feat + box1_wrt_img + box2_wrt_img + box1_wrt_box2 + offset.tolist()
             spatial_feats.append(single_feat)
     return np.array(spatial_feats)
 
@@ -260,8 +302,7 @@ def word2vec(exported):
 @pytest.mark.parametrize("method", ["m1", "m2"])
 def test_interaction_loads_in_surgical_scene_dataset(exported, word2vec, method):
     res = exported.inter
-    items = list(surgical_scene_items(os.path.join(res.root(method), "seq_"), [1, 2], method,
-                                      word2vec))
+    items = list(surgical_scene_items(os.path.join(res.root(method), "seq_"), [1, 2], method, word2vec))
     xmls = sorted(glob.glob(str(exported.data / "seq_*" / "xml" / "*.xml")))
     few = [p for p in xmls if len(authors_writer(p)[0]) < 2]
     assert len(items) == res.frames[method] == len(xmls) - len(few) > 0
@@ -282,20 +323,21 @@ def test_interaction_loads_in_surgical_scene_dataset(exported, word2vec, method)
         np.testing.assert_array_equal(d["det_boxes"], boxes)
         np.testing.assert_array_equal(d["edge_labels"], edge_labels)
         assert d["edge_labels"].sum(1).tolist() == [1.0] * (n - 1)
-        np.testing.assert_array_equal(d["spatial_feat"],
-                                      calculate_spatial_feats(d["det_boxes"], [1024, 1280]))
+        np.testing.assert_array_equal(
+            d["spatial_feat"], calculate_spatial_feats(d["det_boxes"], [1024, 1280])
+        )
         # the model crops each box from the full frame (models/mtl_model.py forward)
         seq = d["xml"].split(os.sep)[-3]
         gt = read_frame_gt(exported.data / "groundtruth" / seq / f"{stem}.json")
         for c, bndbox in zip(d["roi_labels"], d["det_boxes"]):
             roi = np.array(bndbox).astype(int)
-            crop = d["img"][roi[1]:roi[3] + 1, roi[0]:roi[2] + 1, :]
+            crop = d["img"][roi[1] : roi[3] + 1, roi[0] : roi[2] + 1, :]
             assert crop.size > 0
             k = SURGICAL_CLASSES.index("tissue" if c == 0 else INSTRUMENT_CLASSES[c])
             drawn = (roi[0], roi[1], roi[0] + crop.shape[1], roi[1] + crop.shape[0])
             ious.append(_iou(drawn, gt.boxes[k]))
-            if c != 0:     # the label mask marks the instrument inside its crop
-                m = d["mask"].numpy()[roi[1]:roi[3] + 1, roi[0]:roi[2] + 1]
+            if c != 0:  # the label mask marks the instrument inside its crop
+                m = d["mask"].numpy()[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1]
                 assert (m == k + 1).any()
     assert np.mean(ious) >= 0.9
 
@@ -311,8 +353,7 @@ def test_skip_counts_m3(exported, word2vec):
     label = np.concatenate([r["label"] for r in rows])
     # an empty mask, or (annotated boxes) a predicted class without a box: all-zero box
     empty = np.concatenate([r["empty"] | (r["box"] == 0).all(1) for r in rows])
-    unmapped = np.isin(label, [SURGICAL_CLASSES.index("hook"),
-                               SURGICAL_CLASSES.index("specimen_bag")])
+    unmapped = np.isin(label, [SURGICAL_CLASSES.index("hook"), SURGICAL_CLASSES.index("specimen_bag")])
     assert res.dropped_unmapped["m3"] == unmapped.sum() > 0
     assert res.dropped_zero_area["m3"] == (empty & ~unmapped).sum() > 0
     assert res.frames["m3"] + res.skipped_few_nodes["m3"] == total
@@ -324,7 +365,7 @@ def test_skip_counts_m3(exported, word2vec):
         assert len(readout) == d["edge_num"] and d["spatial_feat"].shape == (len(edge_list), 16)
         assert np.isfinite(d["spatial_feat"]).all()
         for roi in d["det_boxes"]:
-            assert d["img"][roi[1]:roi[3] + 1, roi[0]:roi[2] + 1].size > 0
+            assert d["img"][roi[1] : roi[3] + 1, roi[0] : roi[2] + 1].size > 0
 
 
 def test_source_size_and_source_boxes(exported):

@@ -1,4 +1,5 @@
 """FeatureWriter / FeatureFile: round trip, resume trimming, settings check, SIGKILL, merge."""
+
 import os
 import random
 import signal
@@ -11,13 +12,19 @@ import h5py
 import numpy as np
 import pytest
 
-from gcfeat.io import (FeatureFile, FeatureFileError, FeatureWriter, SettingsMismatch,
-                       merge_feature_files)
+from gcfeat.io import FeatureFile, FeatureFileError, FeatureWriter, SettingsMismatch, merge_feature_files
 
-ATTRS = {"classes": ["a", "b", "c"], "thresholds": {"box": 0.3, "pred": 0.5},
-         "architecture": "resnet18", "checkpoint_sha256": "00ff", "input_size": [64, 80],
-         "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2], "layout": [512, 1, 1],
-         "methods": {"m2": {}, "m3": {}}}
+ATTRS = {
+    "classes": ["a", "b", "c"],
+    "thresholds": {"box": 0.3, "pred": 0.5},
+    "architecture": "resnet18",
+    "checkpoint_sha256": "00ff",
+    "input_size": [64, 80],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.2, 0.2, 0.2],
+    "layout": [512, 1, 1],
+    "methods": {"m2": {}, "m3": {}},
+}
 DIMS = {"m2": 6, "m3": 5}
 
 # A deterministic stream of batches: frame f of video v has (f % 3) rows in m2, 1 row in m3.
@@ -36,9 +43,13 @@ def batch(items):
         k = np.array([j for f in fi for j in range(per(f))], dtype=np.int64)
         base = vid[frame] * 1000.0 + fi[frame] + k / 10
         feats[m] = SimpleNamespace(
-            frame=frame, label=k, box=np.stack([base, base + 1, base + 2, base + 3], 1),
-            score=base / 1e4, features=base[:, None] + np.arange(DIMS[m])[None],
-            empty=(k == 1))
+            frame=frame,
+            label=k,
+            box=np.stack([base, base + 1, base + 2, base + 3], 1),
+            score=base / 1e4,
+            features=base[:, None] + np.arange(DIMS[m])[None],
+            empty=(k == 1),
+        )
     return videos, fi, cp, feats
 
 
@@ -46,7 +57,7 @@ def write_stream(path, bs, resume=True, limit=None, stream=STREAM, report=False)
     with FeatureWriter(path, ATTRS, DIMS, 3, compression="gzip", resume=resume) as w:
         todo = [(v, f) for v, f in stream if f not in w.done(v)][:limit]
         for i in range(0, len(todo), bs):
-            w.write(*batch(todo[i:i + bs]))
+            w.write(*batch(todo[i : i + bs]))
             if report:
                 print(i, flush=True)
 
@@ -62,8 +73,9 @@ def check_complete(path, items=STREAM):
             for m in ("m2", "m3"):
                 r = v.rows(m)
                 for key in ("frame", "label", "box", "score", "features", "empty"):
-                    np.testing.assert_allclose(r[key], getattr(feats[m], key), rtol=1e-6,
-                                               err_msg=f"{v.name} {m} {key}")
+                    np.testing.assert_allclose(
+                        r[key], getattr(feats[m], key), rtol=1e-6, err_msg=f"{v.name} {m} {key}"
+                    )
 
 
 def test_round_trip_and_views(tmp_path):
@@ -75,7 +87,7 @@ def test_round_trip_and_views(tmp_path):
         assert "gcfeat_version" in ff.attrs and "created" in ff.attrs
         assert "/<video>/frame_index" in ff.attrs["format"]
         v = ff["seq_2"]
-        fr = v.frame(5)                       # frame number 10: 10 % 3 = 1 row in m2
+        fr = v.frame(5)  # frame number 10: 10 % 3 = 1 row in m2
         assert fr["frame_index"] == 10
         assert fr["m2"]["features"].shape == (1, 6) and fr["m3"]["label"].tolist() == [0]
         assert fr["m2"]["features"][0, 0] == 2000 + 10
@@ -101,7 +113,7 @@ def test_resume_trims_uncommitted_rows(tmp_path):
             for k in ("box", "features"):
                 h[f"seq_1/{m}/{k}"].resize(h[f"seq_1/{m}/{k}"].shape[0] + 2, 0)
         h["seq_1/class_prob"].resize(33, 0)
-    with FeatureFile(p) as ff:   # readers already ignore rows past the committed frames
+    with FeatureFile(p) as ff:  # readers already ignore rows past the committed frames
         assert ff["seq_1"].rows("m2")["frame"].max() < 30
     write_stream(p, bs=10)
     check_complete(p)
@@ -117,7 +129,7 @@ def test_refuses_different_settings(tmp_path):
     assert "input_size" not in str(e.value)
     with pytest.raises(FeatureFileError, match="exists"):
         FeatureWriter(p, ATTRS, DIMS, 3, resume=False)
-    with FeatureWriter(p, ATTRS, DIMS, 3) as w:     # same settings: appending is fine
+    with FeatureWriter(p, ATTRS, DIMS, 3) as w:  # same settings: appending is fine
         with pytest.raises(FeatureFileError, match="already written"):
             w.write(*batch(STREAM[:2]))
 
@@ -128,7 +140,7 @@ def test_merge_shards(tmp_path):
     with FeatureWriter(a, ATTRS, DIMS, 3) as w:
         rest = [s for s in STREAM if s not in half]
         for i in range(0, len(rest), 9):
-            w.write(*batch(rest[i:i + 9]))
+            w.write(*batch(rest[i : i + 9]))
     with FeatureWriter(b, ATTRS, DIMS, 3) as w:
         w.write(*batch(half))
     merge_feature_files([str(a), str(b)], out, chunk_frames=5)
@@ -161,16 +173,16 @@ def test_sigkill_at_random_moments_leaves_whole_batches(tmp_path, monkeypatch):
     for attempt in range(6):
         before = n
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        for _ in range(rng.randint(1, 4)):        # some batches committed by this process ...
+        for _ in range(rng.randint(1, 4)):  # some batches committed by this process ...
             if not proc.stdout.readline():
                 break
-        time.sleep(rng.uniform(0.0, 0.05))        # ... then a random moment
+        time.sleep(rng.uniform(0.0, 0.05))  # ... then a random moment
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
         proc.stdout.close()
-        with FeatureFile(p) as ff:                 # opens; whole batches; a stream prefix
+        with FeatureFile(p) as ff:  # opens; whole batches; a stream prefix
             got = [(v.name, int(f)) for v in ff for f in v.frame_index]
             n = len(got)
             assert n == len(LONG) or (n - before) % 6 == 0

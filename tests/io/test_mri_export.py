@@ -1,4 +1,5 @@
 """CAM volume exports: NIfTI (affine kept), MetaImage round trips, HTML view, PNG figures."""
+
 import base64
 import re
 
@@ -8,15 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from gcfeat.data.medical import (MedicalIOError, load_nifti, nifti_to_mha_geometry, read_mha,
-                               save_mha_like_nifti, save_nifti, write_mha)
+from gcfeat.data.medical import (
+    MedicalIOError,
+    load_nifti,
+    nifti_to_mha_geometry,
+    read_mha,
+    save_mha_like_nifti,
+    save_nifti,
+    write_mha,
+)
 from gcfeat.viz.montage import batch_grid, overlay, plot_curve, plot_curves, slice_montage
 from gcfeat.viz.volume import write_volume_html
 
-AFFINE = np.array([[0.0, -0.7, 0.1, 12.5],
-                   [0.5, 0.0, 0.0, -40.0],
-                   [0.0, 0.2, 3.0, 7.25],
-                   [0.0, 0.0, 0.0, 1.0]])
+AFFINE = np.array(
+    [[0.0, -0.7, 0.1, 12.5], [0.5, 0.0, 0.0, -40.0], [0.0, 0.2, 3.0, 7.25], [0.0, 0.0, 0.0, 1.0]]
+)
 
 
 def test_nifti_cam_reopens_with_same_affine_and_values(tmp_path):
@@ -108,11 +115,14 @@ def test_png_figures(tmp_path):
     ov = overlay(img, heat, alpha=0.5, foreground=np.zeros((8, 8), bool))
     np.testing.assert_array_equal(ov[..., 0], np.round(img * 255).astype(np.uint8))
     vol, hv = np.random.rand(5, 8, 8), np.random.rand(5, 8, 8)
-    for p in (slice_montage(vol, hv, tmp_path / "m.png", cols=3, title="x"),
-              batch_grid(vol, hv, [f"pred {i} / true {i}" for i in range(5)], tmp_path / "g.png"),
-              plot_curve(np.linspace(0, 1, 11), np.linspace(1, 0, 11), tmp_path / "c.png"),
-              plot_curves(np.linspace(0, 1, 11), {"a": np.random.rand(3, 11)},
-                          tmp_path / "cs.png", kind="insertion")):
+    for p in (
+        slice_montage(vol, hv, tmp_path / "m.png", cols=3, title="x"),
+        batch_grid(vol, hv, [f"pred {i} / true {i}" for i in range(5)], tmp_path / "g.png"),
+        plot_curve(np.linspace(0, 1, 11), np.linspace(1, 0, 11), tmp_path / "c.png"),
+        plot_curves(
+            np.linspace(0, 1, 11), {"a": np.random.rand(3, 11)}, tmp_path / "cs.png", kind="insertion"
+        ),
+    ):
         im = cv2.imread(str(p))
         assert im is not None and im.shape[0] > 50
 
@@ -120,15 +130,15 @@ def test_png_figures(tmp_path):
 def test_batch_grid_outlines_masks(tmp_path):
     """The ground-truth outline is drawn in white on panels whose mask is not empty only."""
     rng = np.random.default_rng(0)
-    img, heat = np.zeros((2, 32, 32)), rng.random((2, 32, 32)) * 0.2   # dark, blue-ish panels
+    img, heat = np.zeros((2, 32, 32)), rng.random((2, 32, 32)) * 0.2  # dark, blue-ish panels
     masks = np.zeros((2, 32, 32), bool)
     masks[0, 8:24, 8:24] = True
     plain = cv2.imread(str(batch_grid(img, heat, ["a", "b"], tmp_path / "p.png")))
     drawn = cv2.imread(str(batch_grid(img, heat, ["a", "b"], tmp_path / "d.png", masks=masks)))
     assert plain.shape == drawn.shape
-    white = lambda im: (im.min(-1) > 200)                          # noqa: E731
+    white = lambda im: im.min(-1) > 200  # noqa: E731
     h, w = drawn.shape[:2]
     left, right = (slice(0, w // 2), slice(w // 2, w))
-    body = slice(h // 5, h)                                         # below the titles
+    body = slice(h // 5, h)  # below the titles
     assert white(drawn[body, left]).sum() > white(plain[body, left]).sum() + 20
     assert white(drawn[body, right]).sum() == white(plain[body, right]).sum()

@@ -3,9 +3,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gcfeat.metrics.faithfulness import (deletion, gaussian_blur, insertion, mean_std,
-                                         perturbation_curves, random_saliency, saliency_ranks,
-                                         step_counts)
+from gcfeat.metrics.faithfulness import (
+    deletion,
+    gaussian_blur,
+    insertion,
+    mean_std,
+    perturbation_curves,
+    random_saliency,
+    saliency_ranks,
+    step_counts,
+)
 
 
 class RegionModel(nn.Module):
@@ -38,8 +45,7 @@ def _reference_curve(model, start, target, saliency, cls, n_steps, score):
             else:
                 row.append(float(logits.argmax(-1)[0] == cls[b]))
         xs = np.array([(t * num) // n_steps for t in range(n_steps + 1)]) / num
-        b_scores.append((np.array(row), np.trapz(row, xs) if hasattr(np, "trapz")
-                         else np.trapezoid(row, xs)))
+        b_scores.append((np.array(row), np.trapz(row, xs) if hasattr(np, "trapz") else np.trapezoid(row, xs)))
     return b_scores
 
 
@@ -76,7 +82,7 @@ def test_default_curve_has_130_points_and_ends():
     # Start: the full image; end: all zeros -> logits (-4.8, 0).
     full = model(x).softmax(-1)[:, 0]
     torch.testing.assert_close(res.scores[:, 0], full)
-    torch.testing.assert_close(res.scores[:, -1], torch.full((2,), 1 / (1 + np.e ** 4.8)))
+    torch.testing.assert_close(res.scores[:, -1], torch.full((2,), 1 / (1 + np.e**4.8)))
 
 
 @pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 8)])
@@ -121,13 +127,13 @@ def test_bad_shapes_and_mean_std():
     model = RegionModel(torch.ones(4, 4))
     with pytest.raises(ValueError, match="saliency has shape"):
         deletion(model, torch.rand(2, 1, 4, 4), torch.rand(2, 5, 4), [0, 0])
-    both = deletion(model, torch.rand(2, 1, 4, 4), torch.rand(2, 4, 4), [0, 1],
-                    score=("prob", "correct"), n_steps=4)
+    both = deletion(
+        model, torch.rand(2, 1, 4, 4), torch.rand(2, 4, 4), [0, 1], score=("prob", "correct"), n_steps=4
+    )
     assert set(both) == {"prob", "correct"} and both["correct"].scores.shape == (2, 5)
     with pytest.raises(ValueError, match="score"):
         deletion(model, torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], score="logit")
     m, s = mean_std(torch.tensor([1.0, 3.0]))
     assert (m, s) == (2.0, 1.0)
     with pytest.raises(ValueError, match="start"):
-        perturbation_curves(model, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 5),
-                            torch.rand(1, 4, 4), [0])
+        perturbation_curves(model, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 5), torch.rand(1, 4, 4), [0])

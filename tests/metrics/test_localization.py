@@ -1,6 +1,7 @@
 """Localisation metrics: hand-computed cases, COCO AP against pycocotools, MaxBoxAccV2 and PxAP
 against plain re-implementations of wsolevaluation's loops, mean best IoU against the
 threshold study."""
+
 import contextlib
 import io
 import math
@@ -30,13 +31,18 @@ from gcfeat.metrics.localization import (
 
 
 def _gt(xyxy, frame, label):
-    return Boxes(torch.tensor(xyxy, dtype=torch.float32).reshape(-1, len(xyxy[0]) if xyxy else 4),
-                 torch.tensor(frame), torch.tensor(label), torch.ones(len(frame)))
+    return Boxes(
+        torch.tensor(xyxy, dtype=torch.float32).reshape(-1, len(xyxy[0]) if xyxy else 4),
+        torch.tensor(frame),
+        torch.tensor(label),
+        torch.ones(len(frame)),
+    )
 
 
 def _pred(xyxy, frame, label, score):
-    return Boxes(torch.tensor(xyxy, dtype=torch.float32), torch.tensor(frame), torch.tensor(label),
-                 torch.tensor(score))
+    return Boxes(
+        torch.tensor(xyxy, dtype=torch.float32), torch.tensor(frame), torch.tensor(label), torch.tensor(score)
+    )
 
 
 # --- COCO AP ---------------------------------------------------------------------------------
@@ -73,7 +79,11 @@ def _random_case(seed, frames=14, K=4, dets_extra=3):
                 j = rng.integers(-3, 4, 4)
                 b = np.array([x1, y1, x1 + w, y1 + h]) + j
                 b[2:] = np.maximum(b[2:], b[:2] + 1)
-                pb.append(b.tolist()), pl.append(c if rng.random() < 0.85 else int(rng.integers(0, K))), pf.append(f)
+                (
+                    pb.append(b.tolist()),
+                    pl.append(c if rng.random() < 0.85 else int(rng.integers(0, K))),
+                    pf.append(f),
+                )
                 ps.append(float(rng.random()))
         for _ in range(rng.integers(0, dets_extra + 1)):
             x1, y1 = rng.integers(0, 50, 2)
@@ -88,20 +98,38 @@ def _random_case(seed, frames=14, K=4, dets_extra=3):
 def _pycocotools_ap(pred, gt, frames, K, max_dets):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     anns = []
     for j in range(len(gt)):
         x1, y1, x2, y2 = gt.xyxy[j].tolist()
-        anns.append(dict(id=j + 1, image_id=int(gt.frame[j]), category_id=int(gt.label[j]),
-                         bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1), iscrowd=0))
+        anns.append(
+            dict(
+                id=j + 1,
+                image_id=int(gt.frame[j]),
+                category_id=int(gt.label[j]),
+                bbox=[x1, y1, x2 - x1, y2 - y1],
+                area=(x2 - x1) * (y2 - y1),
+                iscrowd=0,
+            )
+        )
     dets = []
     for j in range(len(pred)):
         x1, y1, x2, y2 = pred.xyxy[j].tolist()
-        dets.append(dict(image_id=int(pred.frame[j]), category_id=int(pred.label[j]),
-                         bbox=[x1, y1, x2 - x1, y2 - y1], score=float(pred.score[j])))
+        dets.append(
+            dict(
+                image_id=int(pred.frame[j]),
+                category_id=int(pred.label[j]),
+                bbox=[x1, y1, x2 - x1, y2 - y1],
+                score=float(pred.score[j]),
+            )
+        )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = {"images": [{"id": i} for i in range(frames)], "annotations": anns,
-                        "categories": [{"id": k} for k in range(K)]}
+        coco.dataset = {
+            "images": [{"id": i} for i in range(frames)],
+            "annotations": anns,
+            "categories": [{"id": k} for k in range(K)],
+        }
         coco.createIndex()
         ev = COCOeval(coco, coco.loadRes(dets), "bbox")
         ev.params.maxDets = sorted({1, 10, max_dets})  # evaluate() sorts them anyway
@@ -140,6 +168,7 @@ def test_ap_batches_concatenate_like_one_call():
 # --- MaxBoxAccV2 -----------------------------------------------------------------------------
 def _wsol_reference(maps, gts, taus, deltas):
     """wsolevaluation's BoxEvaluator (multi_contour_eval=True), one map at a time."""
+
     def multiple_iou(a, b):
         a, b = np.asarray(a, float), np.asarray(b, float)
         lo = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -169,7 +198,7 @@ def _wsol_reference(maps, gts, taus, deltas):
         ious = multiple_iou(np.concatenate(all_boxes), gt).max(1)
         idx, best = 0, []
         for n in counts:
-            best.append(ious[idx:idx + n].max())
+            best.append(ious[idx : idx + n].max())
             idx += n
         for i, d in enumerate(deltas):
             correct[i, np.asarray(best) >= d] += 1
@@ -188,11 +217,11 @@ def _cam_like(B, K, H, W, seed, cells=(5, 6)):
 def test_max_box_acc_matches_wsol_loop():
     B, K, H, W = 6, 3, 40, 48
     heat = _cam_like(B, K, H, W, 0)
-    heat[0, 0] = 0                                   # no contour at any tau: wsol's [0, 0, 0, 0]
-    heat[1, 1] = 1                                   # everything on: box clamped to W-1, H-1
+    heat[0, 0] = 0  # no contour at any tau: wsol's [0, 0, 0, 0]
+    heat[1, 1] = 1  # everything on: box clamped to W-1, H-1
     ring = torch.zeros(H, W)
     ring[5:30, 5:35] = 1
-    ring[12:22, 12:26] = 0.2                          # a hole: its contour is a box too
+    ring[12:22, 12:26] = 0.2  # a hole: its contour is a box too
     heat[2, 2] = ring
     rng = np.random.default_rng(0)
     xyxy, frame, label = [], [], []
@@ -210,15 +239,21 @@ def test_max_box_acc_matches_wsol_loop():
     res = max_box_acc(heat, gt, taus=taus)
     keys = sorted({(int(f), int(l)) for f, l in zip(gt.frame, gt.label)})
     maps = [heat[f, l].numpy() for f, l in keys]
-    gts = [[[*xyxy[i][:2], xyxy[i][2] - 1, xyxy[i][3] - 1] for i in range(len(xyxy))
-            if (frame[i], label[i]) == key] for key in keys]
+    gts = [
+        [
+            [*xyxy[i][:2], xyxy[i][2] - 1, xyxy[i][3] - 1]
+            for i in range(len(xyxy))
+            if (frame[i], label[i]) == key
+        ]
+        for key in keys
+    ]
     ref = _wsol_reference(maps, gts, taus, (0.3, 0.5, 0.7))
     np.testing.assert_allclose(res.box_acc.numpy(), ref, atol=1e-12)
     assert res.value == pytest.approx(ref.max(1).mean())
     assert int(res.n.sum()) == len(keys) and 0 < res.value < 1
     assert torch.equal(max_box_acc(heat, gt, taus=taus, workers=1).correct, res.correct)
     # merging two batches = one batch
-    half = (gt.frame < 3)
+    half = gt.frame < 3
     top = max_box_acc(heat[:3], gt[half], taus=taus)
     bottom_gt = gt[~half]
     bottom_gt = Boxes(bottom_gt.xyxy, bottom_gt.frame - 3, bottom_gt.label, bottom_gt.score)
@@ -263,13 +298,17 @@ def test_pxap_matches_wsol_and_hand_case(spatial):
     assert res.value == pytest.approx(_wsol_pxap(maps.double().numpy(), masks.numpy(), taus), abs=1e-12)
     # values on the bin edges (0.07 as float32 is above 0.07 as float64) and non-uniform grids
     edge_maps = torch.tensor(np.arange(0, 1.0001, 0.01), dtype=torch.float32)
-    edge_maps = edge_maps.repeat(math.prod(spatial) // len(edge_maps) + 1)[:math.prod(spatial)]
+    edge_maps = edge_maps.repeat(math.prod(spatial) // len(edge_maps) + 1)[: math.prod(spatial)]
     edge_maps = edge_maps.reshape(1, *spatial).expand(5, *spatial)
     for grid in (taus, np.array([0.0, 0.1, 0.15, 0.5, 0.9])):
         got = pxap(edge_maps, masks, taus=grid)
-        t_ref = np.histogram(edge_maps.double().numpy()[masks.numpy()], bins=np.append(grid, [1.0, 2.0, 3.0]))[0]
+        t_ref = np.histogram(
+            edge_maps.double().numpy()[masks.numpy()], bins=np.append(grid, [1.0, 2.0, 3.0])
+        )[0]
         assert got.hist_true.tolist() == t_ref.tolist()
-        assert got.value == pytest.approx(_wsol_pxap(edge_maps.double().numpy(), masks.numpy(), grid), abs=1e-12)
+        assert got.value == pytest.approx(
+            _wsol_pxap(edge_maps.double().numpy(), masks.numpy(), grid), abs=1e-12
+        )
     perfect = pxap(masks.float(), masks)
     assert perfect.value == pytest.approx(1.0)
     halves = pxap(maps[:2], masks[:2], taus=taus) + pxap(maps[2:], masks[2:], taus=taus)
@@ -279,7 +318,7 @@ def test_pxap_matches_wsol_and_hand_case(spatial):
 # --- pointing games --------------------------------------------------------------------------
 def test_energy_pointing_game_hand_cases():
     m = torch.zeros(2, 6, 6)
-    m[0, 1:3, 1:3] = 1.0             # 4 units of energy, 1 inside the region
+    m[0, 1:3, 1:3] = 1.0  # 4 units of energy, 1 inside the region
     m[1, 0, 0] = 3.0
     m[1, 5, 5] = 1.0
     r = torch.zeros(2, 6, 6, dtype=torch.bool)
@@ -299,18 +338,18 @@ def test_pointing_game_tolerance_hand_cases():
     m = torch.zeros(1, 12, 12)
     m[0, 5, 5] = 1.0
     r = torch.zeros(1, 12, 12, dtype=torch.bool)
-    r[0, 5, 9] = True                # 4 px to the right
+    r[0, 5, 9] = True  # 4 px to the right
     assert pointing_game(m, r, 0).tolist() == [False]
     assert pointing_game(m, r, 3.9).tolist() == [False]
     assert pointing_game(m, r, 4).tolist() == [True]
     r2 = torch.zeros(1, 12, 12, dtype=torch.bool)
-    r2[0, 8, 9] = True               # (3, 4) away: Euclidean 5, Chebyshev 4
+    r2[0, 8, 9] = True  # (3, 4) away: Euclidean 5, Chebyshev 4
     assert pointing_game(m, r2, 4.5).tolist() == [False] and pointing_game(m, r2, 5).tolist() == [True]
     v = torch.zeros(2, 5, 6, 6)
     v[:, 1, 1, 1] = 1.0
     rv = torch.zeros(2, 5, 6, 6, dtype=torch.bool)
     rv[0, 1, 1, 1] = True
-    rv[1, 3, 1, 1] = True            # 2 slices away
+    rv[1, 3, 1, 1] = True  # 2 slices away
     assert pointing_game(v, rv).tolist() == [True, False]
     assert pointing_game(v, rv, 2).tolist() == [True, True]
 
@@ -321,7 +360,11 @@ def test_pointing_game_equals_brute_force(spatial, tol):
     maps = torch.rand(40, *spatial, generator=g)
     regions = torch.rand(40, *spatial, generator=g) > 0.985
     got = pointing_game(maps, regions, tol)
-    grid = torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij"), -1).reshape(-1, len(spatial)).float()
+    grid = (
+        torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial], indexing="ij"), -1)
+        .reshape(-1, len(spatial))
+        .float()
+    )
     for i in range(40):
         p = grid[maps[i].flatten().argmax()]
         d = ((grid[regions[i].flatten()] - p) ** 2).sum(1).sqrt()
@@ -348,10 +391,18 @@ def test_best_box_iou_equals_threshold_study():
     B, K, H, W = 8, 3, 40, 48
     heat = _cam_like(B, K, H, W, 3)
     pred_all = heatmap_to_boxes(heat, 0.5, min_area=4)
-    gtb = gt_boxes([pred_all.xyxy[pred_all.frame == b][:2] + 2 for b in range(B)],
-                   [pred_all.label[pred_all.frame == b][:2] for b in range(B)])
-    df = evaluate_thresholds(heat, None, [gtb.xyxy[gtb.frame == b] for b in range(B)],
-                             [gtb.label[gtb.frame == b] for b in range(B)], [0.3, 0.5], min_area=4)
+    gtb = gt_boxes(
+        [pred_all.xyxy[pred_all.frame == b][:2] + 2 for b in range(B)],
+        [pred_all.label[pred_all.frame == b][:2] for b in range(B)],
+    )
+    df = evaluate_thresholds(
+        heat,
+        None,
+        [gtb.xyxy[gtb.frame == b] for b in range(B)],
+        [gtb.label[gtb.frame == b] for b in range(B)],
+        [0.3, 0.5],
+        min_area=4,
+    )
     for T in (0.3, 0.5):
         res = best_box_iou(heatmap_to_boxes(heat, T, min_area=4), gtb, num_classes=K)
         row = df[(df.threshold == T) & (df.class_id == -1)].iloc[0]
@@ -366,8 +417,8 @@ def test_best_box_iou_equals_threshold_study():
 def test_empty_inputs():
     e = Boxes.empty(2)
     g = _gt([[0, 0, 4, 4]], [0], [1])
-    r = coco_ap(e, g, 3)                           # GT, no detection: AP 0 (COCO), not NaN
+    r = coco_ap(e, g, 3)  # GT, no detection: AP 0 (COCO), not NaN
     assert float(r.ap[0, 1]) == 0.0 and r.map == 0.0 and math.isnan(float(r.ap[0, 0]))
-    assert math.isnan(coco_ap(g, e, 3).map)        # detections, no GT: nothing to score
+    assert math.isnan(coco_ap(g, e, 3).map)  # detections, no GT: nothing to score
     assert best_box_iou(e, g).mean_iou == 0.0 and math.isnan(best_box_iou(g, e).mean_iou)
     assert int(max_box_acc(torch.rand(1, 3, 8, 8), e).n.sum()) == 0

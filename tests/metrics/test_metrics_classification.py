@@ -1,4 +1,5 @@
 """gcfeat.metrics.classification against naive reference loops and scikit-learn."""
+
 import math
 
 import numpy as np
@@ -47,9 +48,9 @@ def naive_auc(scores, targets):
 def multilabel():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, size=(60, 5)).astype(np.float64)  # many ties
-    scores[:, 2] = rng.random(60)                                   # no ties
+    scores[:, 2] = rng.random(60)  # no ties
     targets = (rng.random((60, 5)) < 0.35).astype(np.float64)
-    targets[:, 4] = 0                                                # no positives
+    targets[:, 4] = 0  # no positives
     return scores, targets
 
 
@@ -70,12 +71,15 @@ def test_average_precision_matches_sklearn(multilabel):
     assert isinstance(ap, torch.Tensor) and ap.dtype == torch.float64
     for k in range(4):
         assert float(ap[k]) == pytest.approx(
-            metrics.average_precision_score(targets[:, k], scores[:, k]), abs=1e-6)
+            metrics.average_precision_score(targets[:, k], scores[:, k]), abs=1e-6
+        )
 
 
 def test_average_precision_known_values():
     # ranking: pos, neg, pos -> precision 1 at recall 1/2, 2/3 at recall 1 -> AP = 5/6
-    assert float(average_precision(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([1, 0, 1]))) == pytest.approx(5 / 6)
+    assert float(average_precision(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([1, 0, 1]))) == pytest.approx(
+        5 / 6
+    )
     # all tied: one threshold, precision = prevalence
     assert float(average_precision(torch.ones(4), torch.tensor([1, 0, 0, 1]))) == pytest.approx(0.5)
     perfect = average_precision(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.eye(2))
@@ -93,12 +97,14 @@ def test_roc_auc_matches_naive_and_sklearn(multilabel):
     assert math.isnan(auc[4])
     metrics = pytest.importorskip("sklearn.metrics")
     assert roc_auc(scores[:, 0], targets[:, 0]) == pytest.approx(
-        metrics.roc_auc_score(targets[:, 0], scores[:, 0]))
+        metrics.roc_auc_score(targets[:, 0], scores[:, 0])
+    )
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(4), size=80)
     labels = rng.integers(0, 4, size=80)
     assert roc_auc(probs, labels) == pytest.approx(
-        metrics.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+        metrics.roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    )
     two = np.stack([1 - probs[:, 0], probs[:, 0]], 1)
     binary = (labels == 0).astype(int)
     assert roc_auc(two, binary) == pytest.approx(metrics.roc_auc_score(binary, probs[:, 0]))
@@ -124,8 +130,7 @@ def test_binary_and_multiclass_metrics_match_sklearn():
     assert m["accuracy"] == pytest.approx(metrics.accuracy_score(labels, pred))
     assert m["precision"] == pytest.approx(metrics.precision_score(labels, pred, average="macro"))
     assert m["recall"] == pytest.approx(metrics.recall_score(labels, pred, average="macro"))
-    assert m["roc_auc"] == pytest.approx(
-        metrics.roc_auc_score(labels, scores, multi_class="ovr"))
+    assert m["roc_auc"] == pytest.approx(metrics.roc_auc_score(labels, scores, multi_class="ovr"))
     assert np.array_equal(confusion_matrix(scores, labels), metrics.confusion_matrix(labels, pred))
 
 
@@ -143,12 +148,17 @@ def test_small_exact_cases():
 
 
 def test_ap_table():
-    text = ap_table(torch.tensor([0.5, float("nan"), 1.0], dtype=torch.float64), ["grasper", "hook", "tissue"],
-                    title="validation")
+    text = ap_table(
+        torch.tensor([0.5, float("nan"), 1.0], dtype=torch.float64),
+        ["grasper", "hook", "tissue"],
+        title="validation",
+    )
     lines = text.splitlines()
     assert lines[0] == "validation"
     assert any(line.startswith("grasper") and line.endswith("0.500") for line in lines)
     assert any(line.startswith("hook") and line.endswith("-") for line in lines)
-    assert lines[-1].startswith("mAP") and "0.750" in lines[-1] and "(2/3 classes with positives)" in lines[-1]
+    assert (
+        lines[-1].startswith("mAP") and "0.750" in lines[-1] and "(2/3 classes with positives)" in lines[-1]
+    )
     with pytest.raises(ValueError, match="2 AP values for 3 class names"):
         ap_table([0.1, 0.2], ["a", "b", "c"])

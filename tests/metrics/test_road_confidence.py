@@ -1,5 +1,6 @@
 """ROAD (noisy linear imputation, MoRF / LeRF) against pytorch-grad-cam and a naive loop;
 Average Drop / Increase in Confidence by hand."""
+
 import math
 
 import numpy as np
@@ -14,13 +15,16 @@ def _tiny_model(seed=0, channels=3, d=2):
     torch.manual_seed(seed)
     conv = nn.Conv2d if d == 2 else nn.Conv3d
     pool = nn.AdaptiveAvgPool2d(1) if d == 2 else nn.AdaptiveAvgPool3d(1)
-    return nn.Sequential(conv(channels, 6, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.Linear(6, 4)).eval()
+    return nn.Sequential(
+        conv(channels, 6, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.Linear(6, 4)
+    ).eval()
 
 
 @pytest.mark.parametrize("solver", ["cg", "direct"])
 @pytest.mark.parametrize("removed", [0.3, 0.9])
 def test_imputation_equals_pytorch_grad_cam(removed, solver):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
     g = torch.Generator().manual_seed(0)
     img = torch.randn(3, 12, 14, generator=g)
     keep = torch.rand(12, 14, generator=g) >= removed
@@ -38,7 +42,7 @@ def test_imputation_constant_image_2d_3d_and_noise(solver):
     torch.testing.assert_close(noisy_linear_impute(img, keep, noise=0.0, solver=solver), img)
     vol = torch.full((1, 2, 4, 5, 5), -1.5)
     kv = torch.zeros(1, 4, 5, 5, dtype=torch.bool)
-    kv[0, 0, 0, 0] = True                              # one known voxel fixes the whole volume
+    kv[0, 0, 0, 0] = True  # one known voxel fixes the whole volume
     torch.testing.assert_close(noisy_linear_impute(vol, kv, noise=0.0, solver=solver), vol)
     a = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3), solver=solver)
     b = noisy_linear_impute(img, keep, noise=0.01, generator=torch.Generator().manual_seed(3), solver=solver)
@@ -47,6 +51,7 @@ def test_imputation_constant_image_2d_3d_and_noise(solver):
 
 def _naive_road(model, x, sal, cls, pct, order):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
     out = torch.zeros(len(x), len(pct))
     for b in range(len(x)):
         order_idx = torch.argsort(sal[b].flatten(), descending=(order == "morf"), stable=True)
@@ -54,7 +59,7 @@ def _naive_road(model, x, sal, cls, pct, order):
             order_idx = torch.argsort(sal[b].flatten(), descending=True, stable=True).flip(0)
         for j, p in enumerate(pct):
             keep = torch.ones(sal[b].numel(), dtype=torch.bool)
-            keep[order_idx[:round(p * sal[b].numel())]] = False
+            keep[order_idx[: round(p * sal[b].numel())]] = False
             xi = NoisyLinearImputer(noise=0.0)(x[b], keep.reshape(sal[b].shape).float())
             with torch.no_grad():
                 out[b, j] = model(xi[None]).softmax(-1)[0, cls[b]]
@@ -66,7 +71,9 @@ def test_solvers_agree_3d_and_with_noise():
     vol = torch.randn(2, 2, 5, 6, 7, generator=g)
     keep = torch.rand(2, 5, 6, 7, generator=g) > 0.7
     a = noisy_linear_impute(vol, keep, noise=0.01, generator=torch.Generator().manual_seed(0), solver="cg")
-    b = noisy_linear_impute(vol, keep, noise=0.01, generator=torch.Generator().manual_seed(0), solver="direct")
+    b = noisy_linear_impute(
+        vol, keep, noise=0.01, generator=torch.Generator().manual_seed(0), solver="direct"
+    )
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="solver"):
         noisy_linear_impute(vol, keep, solver="lu")
@@ -99,6 +106,7 @@ def test_road_equals_pytorch_grad_cam_where_definitions_coincide():
     )
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
     model = _tiny_model(1)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 10, 10, generator=g)
@@ -119,7 +127,9 @@ def test_road_equals_pytorch_grad_cam_where_definitions_coincide():
 def test_road_3d_runs_batched():
     model = _tiny_model(0, channels=1, d=3)
     x = torch.randn(2, 1, 5, 6, 6)
-    res = road(model, x, torch.rand(2, 5, 6, 6), [0, 1], percentages=(0.2, 0.6), orders=("morf",), batch_size=3)
+    res = road(
+        model, x, torch.rand(2, 5, 6, 6), [0, 1], percentages=(0.2, 0.6), orders=("morf",), batch_size=3
+    )
     assert res.morf.shape == (2, 2) and res.lerf is None and bool(((res.morf >= 0) & (res.morf <= 1)).all())
     with pytest.raises(ValueError, match="percentages"):
         road(model, x, torch.rand(2, 5, 6, 6), [0, 1], percentages=(0.0, 0.5))
@@ -134,7 +144,7 @@ class _SumModel(nn.Module):
 
 
 def test_average_drop_increase_by_hand():
-    x = torch.stack([torch.ones(1, 2, 2), -torch.ones(1, 2, 2), torch.ones(1, 2, 2)])   # sums 4, -4, 4
+    x = torch.stack([torch.ones(1, 2, 2), -torch.ones(1, 2, 2), torch.ones(1, 2, 2)])  # sums 4, -4, 4
     sal = torch.stack([torch.full((2, 2), 0.5), torch.full((2, 2), 0.5), torch.ones(2, 2)])
     res = confidence_change(_SumModel(), x, sal, [0, 0, 0])
     sig = lambda v: 1 / (1 + math.exp(-v))

@@ -1,5 +1,6 @@
 """Sanity checks: Spearman / SSIM against scipy / skimage, cascading randomisation on a copy,
 the random-logit test."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +22,7 @@ from gcfeat.models import build_classifier
 
 def test_spearman_with_ties_equals_scipy():
     g = torch.Generator().manual_seed(0)
-    a = (torch.rand(4, 6, 7, generator=g) * 5).floor()          # many ties
+    a = (torch.rand(4, 6, 7, generator=g) * 5).floor()  # many ties
     b = a + torch.rand(4, 6, 7, generator=g) * 3
     b[1] = -a[1]
     got = spearman(a, b)
@@ -38,9 +39,14 @@ def test_ssim_equals_skimage(shape):
     b = (a + 0.3 * torch.rand(shape, generator=g)).clamp(0, 1)
     got = ssim(a, b)
     for i in range(shape[0]):
-        ref = structural_similarity(a[i].numpy().astype(np.float64), b[i].numpy().astype(np.float64),
-                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    data_range=1.0)
+        ref = structural_similarity(
+            a[i].numpy().astype(np.float64),
+            b[i].numpy().astype(np.float64),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
         assert float(got[i]) == pytest.approx(ref, abs=1e-9)
     assert ssim(a, a).tolist() == pytest.approx([1.0] * shape[0])
     with pytest.raises(SanityError, match="too small"):
@@ -59,7 +65,7 @@ def test_cascading_randomization_leaves_the_model_alone(one_thread):
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert res.steps == layers and res.spearman.shape == (3, 2) and res.ssim.shape == (3, 2)
-    assert bool((res.ssim < 0.99).all())          # the maps changed at every step
+    assert bool((res.ssim < 0.99).all())  # the maps changed at every step
     again = cascading_randomization(model, x, [1, 3], fn, layers=layers, seed=0)
     torch.testing.assert_close(again.spearman, res.spearman, equal_nan=True)
     assert "maps" in res.summary()

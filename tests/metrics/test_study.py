@@ -23,7 +23,9 @@ def _data(B=8, K=3, H=40, W=48, seed=0):
     low = torch.rand(B * K, 1, 5, 6, generator=g) ** 2
     heat = F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False).reshape(B, K, H, W)
     flat = heat.flatten(2)
-    heat = ((flat - flat.amin(-1, keepdim=True)) / (flat.amax(-1, keepdim=True) - flat.amin(-1, keepdim=True))).reshape(B, K, H, W)
+    heat = (
+        (flat - flat.amin(-1, keepdim=True)) / (flat.amax(-1, keepdim=True) - flat.amin(-1, keepdim=True))
+    ).reshape(B, K, H, W)
     boxes, labels = [], []
     for b in range(B):
         n = int(torch.randint(1, 4, (1,), generator=g))
@@ -53,7 +55,9 @@ def test_study_adds_metrics_without_changing_the_sweep():
     assert row.ap == pytest.approx(ref.map) and row.ap50 == pytest.approx(ref.map50)
     rep, rep1 = study.report(), one.report()
     mba = max_box_acc(heat, gt, taus=T)
-    assert torch.equal(rep.max_box_acc.correct, mba.correct) and torch.equal(rep1.max_box_acc.correct, mba.correct)
+    assert torch.equal(rep.max_box_acc.correct, mba.correct) and torch.equal(
+        rep1.max_box_acc.correct, mba.correct
+    )
     f, l, m = region_masks(gt, (40, 48), 3)
     e = energy_pointing_game(heat[f, l], m)
     for k in range(3):

@@ -1,4 +1,5 @@
 """gcfeat.models.checkpoint: round trips, the original checkpoint forms, refused and broken files."""
+
 import pathlib
 
 import pytest
@@ -38,8 +39,14 @@ def model11_dropout():
 
 def test_round_trip(tmp_path, model11):
     path = save_checkpoint(
-        tmp_path / "sub" / "m_best.pt", model11, classes=SURGICAL_CLASSES, arch="resnet18",
-        input_size=(256, 320), mean=SURGICAL_MEAN, std=SURGICAL_STD, dropout=0.0,
+        tmp_path / "sub" / "m_best.pt",
+        model11,
+        classes=SURGICAL_CLASSES,
+        arch="resnet18",
+        input_size=(256, 320),
+        mean=SURGICAL_MEAN,
+        std=SURGICAL_STD,
+        dropout=0.0,
         meta={"epochs": 3, "best_mAP": 0.9, "seed": 7, "data": tmp_path / "data"},
     )
     assert [p.name for p in path.parent.iterdir()] == ["m_best.pt"]  # no temp file left
@@ -61,8 +68,16 @@ def test_round_trip(tmp_path, model11):
 
 def test_round_trip_dropout_head_and_custom_classes(tmp_path):
     model = _trained_like(num_classes=3, dropout=0.3, seed=2)
-    path = save_checkpoint(tmp_path / "c.pt", model, classes=["a", "b", "c"], arch="resnet18",
-                           input_size=(32, 40), mean=None, std=None, dropout=0.3)
+    path = save_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        classes=["a", "b", "c"],
+        arch="resnet18",
+        input_size=(32, 40),
+        mean=None,
+        std=None,
+        dropout=0.3,
+    )
     loaded, info = load_checkpoint(path)
     assert isinstance(loaded.fc, torch.nn.Sequential) and loaded.fc[0].p == 0.3
     assert info.classes == ("a", "b", "c") and info.dropout == 0.3 and info.mean is None
@@ -76,8 +91,7 @@ def test_save_refuses_objects_and_inconsistent_metadata(tmp_path, model11):
     with pytest.raises(CheckpointError, match="3 class names given, the model has 11 outputs"):
         save_checkpoint(tmp_path / "a.pt", model11, classes=["a", "b", "c"], **kw)
     with pytest.raises(CheckpointError, match="arch='resnet50' but the model is a resnet18"):
-        save_checkpoint(tmp_path / "a.pt", model11, classes=SURGICAL_CLASSES,
-                        **{**kw, "arch": "resnet50"})
+        save_checkpoint(tmp_path / "a.pt", model11, classes=SURGICAL_CLASSES, **{**kw, "arch": "resnet50"})
     assert not list(tmp_path.iterdir())
 
 
@@ -89,8 +103,13 @@ def _original_form(form, model):
         return {f"module.{k}": v for k, v in state.items()}
     if form == "resume":
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        return {"epoch": 12, "model_state_dict": {f"module.{k}": v for k, v in state.items()},
-                "optimizer_state_dict": opt.state_dict(), "best_epoch": 9, "best_mAP": 0.87}
+        return {
+            "epoch": 12,
+            "model_state_dict": {f"module.{k}": v for k, v in state.items()},
+            "optimizer_state_dict": opt.state_dict(),
+            "best_epoch": 9,
+            "best_mAP": 0.87,
+        }
     raise AssertionError(form)
 
 
@@ -153,10 +172,13 @@ def test_pickled_callable_is_refused(tmp_path, model11):
     marker = tmp_path / "code_ran"
     evil = tmp_path / "evil.pt"
     torch.save({**model11.state_dict(), "hook": _Boom(marker)}, evil)
-    with pytest.raises(CheckpointError, match=r"evil.pt: contains non-tensor objects .*will not be unpickled"):
+    with pytest.raises(
+        CheckpointError, match=r"evil.pt: contains non-tensor objects .*will not be unpickled"
+    ):
         load_checkpoint(evil)
     assert not marker.exists()
     import os
+
     torch.save({"f": os.system}, tmp_path / "system.pt")
     with pytest.raises(CheckpointError, match=r"non-tensor objects \(\w+\.system\)"):
         load_checkpoint(tmp_path / "system.pt")
@@ -193,8 +215,9 @@ def test_missing_empty_and_foreign_files(tmp_path):
 def test_wrong_class_count_names_both_sides(tmp_path):
     model = _trained_like(num_classes=9, seed=3)
     nine = [f"tool_{i}" for i in range(9)]
-    path = save_checkpoint(tmp_path / "nine.pt", model, classes=nine, arch="resnet18",
-                           input_size=(32, 40), mean=None, std=None)
+    path = save_checkpoint(
+        tmp_path / "nine.pt", model, classes=nine, arch="resnet18", input_size=(32, 40), mean=None, std=None
+    )
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path, classes=SURGICAL_CLASSES)
     msg = str(e.value)
@@ -207,8 +230,10 @@ def test_wrong_class_count_names_both_sides(tmp_path):
     bare = tmp_path / "bare9.pt"
     torch.save(model.state_dict(), bare)
     # a bare 9-output file is the original's 9-class list (8 tools + tissue)
-    with pytest.raises(CheckpointError,
-                       match=r"bare9.pt: has 9 classes \[bipolar_forceps.*, tissue\], asked for 11 \[bipolar_forceps"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"bare9.pt: has 9 classes \[bipolar_forceps.*, tissue\], asked for 11 \[bipolar_forceps",
+    ):
         load_checkpoint(bare, classes=SURGICAL_CLASSES)
     _, info = load_checkpoint(bare, classes=nine)
     assert info.classes == tuple(nine)

@@ -7,6 +7,7 @@
 - GC-A / GC-B heads have 9 outputs (8 MICCAI tools, tissue at index 8).
 - ``gt_bbox/seq_N.txt`` of the original holds 9 ``x1,y1,x2,y2`` groups separated by ``", "``.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -29,12 +30,19 @@ def _original_resnet(k, dropout=False, seed=0):
 def _resume_dict(model):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     val_ap = np.array([0.5, np.nan, 0.75])
-    best_map = np.nanmean(val_ap)                       # np.float64, as baseline.py
-    info_list = [["epoch", "lr", "train_mean_loss", "train_mAP", "val_mAP"],
-                 [0, 1e-3, np.mean(np.array([0.3, 0.2])), np.nanmean(val_ap), best_map]]
-    return {"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
-            "optimizer_state_dict": opt.state_dict(), "best_epoch": 2, "best_mAP": best_map,
-            "info_list": info_list}
+    best_map = np.nanmean(val_ap)  # np.float64, as baseline.py
+    info_list = [
+        ["epoch", "lr", "train_mean_loss", "train_mAP", "val_mAP"],
+        [0, 1e-3, np.mean(np.array([0.3, 0.2])), np.nanmean(val_ap), best_map],
+    ]
+    return {
+        "epoch": 3,
+        "model_state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "optimizer_state_dict": opt.state_dict(),
+        "best_epoch": 2,
+        "best_mAP": best_map,
+        "info_list": info_list,
+    }
 
 
 def test_resume_dict_with_numpy_float64_loads_weights_only(tmp_path):

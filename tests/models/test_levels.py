@@ -1,12 +1,20 @@
 """Feature levels found by stride (models.levels) and classifiers of any family (models.zoo)."""
+
 import pytest
 import torch
 import torchvision.models as tvm
 from torch import nn
 
 from gcfeat.extract import feature_levels, forward_to, layer_channels
-from gcfeat.models import (ChannelsLast, LevelError, TokenGrid, ZooError, build_classifier,
-                           build_classifier_with_spec, find_levels)
+from gcfeat.models import (
+    ChannelsLast,
+    LevelError,
+    TokenGrid,
+    ZooError,
+    build_classifier,
+    build_classifier_with_spec,
+    find_levels,
+)
 from gcfeat.models.resnet import build_classifier as build_resnet
 from gcfeat.models.zoo import ClassifierSpec
 
@@ -22,8 +30,7 @@ def test_resnets_keep_their_levels():
 
 def test_named_levels_sorted_by_stride_and_checked():
     model = tvm.convnext_tiny(num_classes=3)
-    levels = find_levels(model, ["features.7", "features.5", "features.6"],
-                         input_shape=(3, 64, 64))
+    levels = find_levels(model, ["features.7", "features.5", "features.6"], input_shape=(3, 64, 64))
     assert [lv.name for lv in levels] == ["features.5", "features.6", "features.7"]
     assert [lv.stride for lv in levels] == [16, 32, 32]
     assert [lv.channels for lv in levels] == [384, 768, 768]
@@ -47,10 +54,10 @@ def test_forward_to_a_found_level_equals_the_full_forward():
 
 
 def test_token_transforms():
-    t = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)   # 1 class + 2x2 tokens
+    t = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # 1 class + 2x2 tokens
     grid = TokenGrid(1)(t)
     assert grid.shape == (2, 3, 2, 2)
-    torch.testing.assert_close(grid[:, :, 0, 1], t[:, 2])                # row-major patches
+    torch.testing.assert_close(grid[:, :, 0, 1], t[:, 2])  # row-major patches
     torch.testing.assert_close(TokenGrid(2, (1, 3))(t)[:, :, 0, 2], t[:, 4])
     with pytest.raises(LevelError, match="square"):
         TokenGrid(0)(t)
@@ -59,8 +66,9 @@ def test_token_transforms():
 
 
 def test_user_levels_on_a_vit_get_the_token_grid():
-    model = tvm.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                                  hidden_dim=16, mlp_dim=32, num_classes=3)
+    model = tvm.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3
+    )
     (lv,) = find_levels(model, ["encoder.layers.encoder_layer_0"])
     assert lv.stride == 8 and lv.channels == 16 and isinstance(lv.reshape, TokenGrid)
 
@@ -92,15 +100,18 @@ def test_resnets_build_as_before(arch):
     assert spec.head == "fc" and spec.arch == arch
 
 
-@pytest.mark.parametrize("arch,options,head", [
-    ("convnext_tiny", {}, "classifier.2"),
-    ("efficientnet_b0", {}, "classifier.1"),
-    ("mobilenet_v3_small", {}, "classifier.3"),
-    ("densenet121", {}, "classifier"),
-    ("regnet_x_400mf", {}, "fc"),
-    ("swin_t", {}, "head"),
-    ("vit_b_16", {"image_size": 32}, "heads.head"),
-])
+@pytest.mark.parametrize(
+    "arch,options,head",
+    [
+        ("convnext_tiny", {}, "classifier.2"),
+        ("efficientnet_b0", {}, "classifier.1"),
+        ("mobilenet_v3_small", {}, "classifier.3"),
+        ("densenet121", {}, "classifier"),
+        ("regnet_x_400mf", {}, "fc"),
+        ("swin_t", {}, "head"),
+        ("vit_b_16", {"image_size": 32}, "heads.head"),
+    ],
+)
 def test_torchvision_heads(arch, options, head):
     model, spec = build_classifier_with_spec(arch, 5, dropout=0.1, **options)
     mod = model.get_submodule(head)
@@ -120,7 +131,7 @@ def test_timm_arch_and_weights_file(tmp_path):
     same = build_classifier("timm:convnext_atto", 4, weights=path)
     for k, v in model.state_dict().items():
         assert torch.equal(same.state_dict()[k], v)
-    other = build_classifier("timm:convnext_atto", 7, weights=path)   # head not loaded
+    other = build_classifier("timm:convnext_atto", 7, weights=path)  # head not loaded
     assert other.head.fc.out_features == 7
     assert torch.equal(other.stem[0].weight, model.stem[0].weight)
 

@@ -1,4 +1,5 @@
 """gcfeat.models.resnet: architectures, heads, local ImageNet weights, never a download."""
+
 import pytest
 import torch
 from torch import nn
@@ -29,8 +30,16 @@ def test_dropout_head_keys_and_eval_equivalence():
     model.eval()
     x = torch.randn(2, 3, 32, 40)
     with torch.no_grad():
-        feats = torch.flatten(model.avgpool(model.layer4(model.layer3(model.layer2(model.layer1(
-            model.maxpool(model.relu(model.bn1(model.conv1(x))))))))), 1)
+        feats = torch.flatten(
+            model.avgpool(
+                model.layer4(
+                    model.layer3(
+                        model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x))))))
+                    )
+                )
+            ),
+            1,
+        )
         assert torch.allclose(model(x), model.fc[1](feats), atol=1e-6)
 
 
@@ -101,12 +110,15 @@ def test_imagenet_weights_of_another_arch_are_refused(tmp_path):
         build_classifier("resnet18", weights=tmp_path / "missing.pth")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"arch": "notanet"}, "arch='notanet'"),   # resnet101 now builds (models.zoo)
-    ({"norm": "group"}, "norm='group'"),
-    ({"num_classes": 0}, "num_classes=0"),
-    ({"dropout": 1.5}, "dropout=1.5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"arch": "notanet"}, "arch='notanet'"),  # resnet101 now builds (models.zoo)
+        ({"norm": "group"}, "norm='group'"),
+        ({"num_classes": 0}, "num_classes=0"),
+        ({"dropout": 1.5}, "dropout=1.5"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_classifier(**kwargs)

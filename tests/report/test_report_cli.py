@@ -1,4 +1,5 @@
 """`gcfeat report` through the dispatcher, the `python -m gcfeat.report` shim, `--debug`."""
+
 import os
 import shutil
 import subprocess
@@ -23,8 +24,12 @@ def test_gcfeat_report_dispatches(tiny_run, tmp_path, capsys):
     assert f"wrote {run / 'report.html'} (2 gallery frames" in out
     assert (run / "report.html").is_file()
     # the feature-file form through the same command
-    assert gcfeat_main(["report", str(run / "features.h5"), "--data", str(run / "data"),
-                        "--n", "3", "--no-progress"]) == 0
+    assert (
+        gcfeat_main(
+            ["report", str(run / "features.h5"), "--data", str(run / "data"), "--n", "3", "--no-progress"]
+        )
+        == 0
+    )
     assert "(3 gallery frames" in capsys.readouterr().out
     assert (run / "features_report.html").is_file()
 
@@ -44,14 +49,21 @@ def test_shim_and_dispatcher_help():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     texts = []
     for argv in (["-m", "gcfeat.report", "--help"], ["-m", "gcfeat", "report", "--help"]):
-        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env,
-                           cwd=ROOT, timeout=120)
+        r = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+        )
         assert r.returncode == 0, r.stderr
         texts.append(r.stdout)
     assert texts[0] == texts[1]
-    for s in ("gcfeat report RUN_DIR", "gcfeat report FEATS.h5 --data DIR",
-              "python -m gcfeat.report", "--debug", "summary.json"):
+    for s in (
+        "gcfeat report RUN_DIR",
+        "gcfeat report FEATS.h5 --data DIR",
+        "python -m gcfeat.report",
+        "--debug",
+        "summary.json",
+    ):
         assert s in texts[0], s
-    r = subprocess.run([sys.executable, "-m", "gcfeat"], capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "gcfeat"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
     assert "report" in r.stdout

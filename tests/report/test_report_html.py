@@ -1,4 +1,5 @@
 """The report's HTML, read back with html.parser: tables, gallery items, image references."""
+
 import json
 import shutil
 from html.parser import HTMLParser
@@ -6,9 +7,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from gcfeat.cli.report import main
 from gcfeat.io import FeatureFile
 from gcfeat.report import ReportError, build_feature_report, build_run_report
-from gcfeat.cli.report import main
 from gcfeat.report.gallery import best_ious, mask_box
 
 VOID = {"img", "meta", "br", "input", "rect", "text", "hr", "link"}
@@ -64,7 +65,7 @@ class Page(HTMLParser):
 
 
 def _body(table):
-    return table[1:]   # first row: the header
+    return table[1:]  # first row: the header
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +80,12 @@ def test_run_report_tables(report, tiny_run):
     ap = _body(p.tables["per-class-ap"])
     assert len(ap) == 11
     assert ap[0] == ["bipolar_forceps", "0.900"] and ap[2] == ["large_needle_driver", "n/a"]
-    assert _body(p.tables["tune-per-class"]) == [["bipolar_forceps", "0.400", "0.200", "0.250",
-                                                  "0.500", "0.250"]]
+    assert _body(p.tables["tune-per-class"]) == [
+        ["bipolar_forceps", "0.400", "0.200", "0.250", "0.500", "0.250"]
+    ]
     pooled = _body(p.tables["tune-pooled"])
     assert [row[0] for row in pooled] == ["0.200", "0.300", "0.400"]
-    assert pooled[1][1] == "0.100"            # mean_iou of all_instruments at T = 0.3
+    assert pooled[1][1] == "0.100"  # mean_iou of all_instruments at T = 0.3
     # box metrics at the feature file's threshold (0.3): one row per class of the study
     bm = _body(p.tables["box-metrics"])
     assert [row[0] for row in bm] == ["bipolar_forceps", "all_instruments"]
@@ -110,13 +112,13 @@ def test_run_report_gallery_and_files(report, tiny_run):
     for it in p.items:
         assert it["data-iou"] == "" or 0.0 <= float(it["data-iou"]) <= 1.0
         assert it["data-classes"]
-        assert len(it["tiles"]) >= 1            # the frame; then one tile per shown class
+        assert len(it["tiles"]) >= 1  # the frame; then one tile per shown class
     html = r.html
     for ref in p.refs:
         assert not ref.startswith(("http:", "https:", "//")), ref
         if not ref.startswith("#"):
             assert (html.parent / ref).is_file(), ref
-    assert sum(ref.startswith("report_files/") for ref in p.refs) >= 6 + 1   # frames + curves
+    assert sum(ref.startswith("report_files/") for ref in p.refs) >= 6 + 1  # frames + curves
     assert p.scripts == 1
 
 
@@ -142,21 +144,29 @@ def test_max_frames_is_a_seeded_sample(tiny_run, tmp_path):
 
 def test_feature_report(tiny_run, tmp_path):
     out = tmp_path / "f.html"
-    r = build_feature_report(tiny_run / "features.h5", tiny_run / "data", n=4, seed=0,
-                             checkpoint=tiny_run / "ck.pt", out=out, progress=False)
+    r = build_feature_report(
+        tiny_run / "features.h5",
+        tiny_run / "data",
+        n=4,
+        seed=0,
+        checkpoint=tiny_run / "ck.pt",
+        out=out,
+        progress=False,
+    )
     p = Page(out.read_text())
     assert r.frames == 4 and len(p.items) == 4
     with FeatureFile(tiny_run / "features.h5") as ff:
         df = ff.to_dataframe("m2")
-    for it in p.items:     # boxes from the file's M2 rows, tissue drawn on its own tile only
+    for it in p.items:  # boxes from the file's M2 rows, tissue drawn on its own tile only
         sub = df[(df["video"] == it["data-video"]) & (df["frame_index"] == int(it["data-frame"]))]
         assert it["tiles"][0]["pred"] == int((sub["class"] != "tissue").sum())
     for ref in p.refs:
         if not ref.startswith("#"):
             assert (out.parent / ref).is_file(), ref
     # without a checkpoint: the same boxes, no heatmap images
-    r2 = build_feature_report(tiny_run / "features.h5", tiny_run / "data", n=4, seed=0,
-                              out=tmp_path / "g.html", progress=False)
+    r2 = build_feature_report(
+        tiny_run / "features.h5", tiny_run / "data", n=4, seed=0, out=tmp_path / "g.html", progress=False
+    )
     assert r2.frames == 4 and not list(r2.files_dir.glob("*_c*.jpg"))
 
 
@@ -175,8 +185,13 @@ def test_errors(tmp_path, tiny_run, capsys):
         build_run_report(tmp_path)
     bad = tmp_path / "bad.h5"
     bad.write_text("not hdf5")
-    cases = [[str(tmp_path / "nope")], [str(tmp_path)], [str(bad), "--data", str(tmp_path)],
-             [str(tiny_run / "features.h5")], [str(tiny_run), "--max-frames", "0"]]
+    cases = [
+        [str(tmp_path / "nope")],
+        [str(tmp_path)],
+        [str(bad), "--data", str(tmp_path)],
+        [str(tiny_run / "features.h5")],
+        [str(tiny_run), "--max-frames", "0"],
+    ]
     for argv in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -229,26 +244,37 @@ def test_volume_run_montages(tmp_path):
     import torch
 
     from gcfeat.data.mri_synthetic import write_organ3d
-    from gcfeat.tasks import get_task
     from gcfeat.models.task_checkpoint import save_task_checkpoint
+    from gcfeat.tasks import get_task
 
     task = get_task("organ3d")
     write_organ3d(tmp_path / "data", n_train=2, n_val=2, n_test=3, seed=0)
     torch.manual_seed(0)
-    save_task_checkpoint(tmp_path / "ck.pt", task.build_model("resnet3d_18_slim"), task,
-                         "resnet3d_18_slim")
-    fa = {"gradcam": {k: {"mean": 0.25, "std": 0.1} for k in
-                      ("dauc_prob", "iauc_prob", "dauc_correct", "iauc_correct")}}
+    save_task_checkpoint(tmp_path / "ck.pt", task.build_model("resnet3d_18_slim"), task, "resnet3d_18_slim")
+    fa = {
+        "gradcam": {
+            k: {"mean": 0.25, "std": 0.1} for k in ("dauc_prob", "iauc_prob", "dauc_correct", "iauc_correct")
+        }
+    }
     loc = {"gradcam": {"pointing_game": {"mean": 0.5, "n": 3}, "iou": {"mean": 0.125, "n": 3}}}
-    (tmp_path / "summary.json").write_text(json.dumps(
-        {"task": "organ3d", "data": str(tmp_path / "data"), "checkpoint": str(tmp_path / "ck.pt"),
-         "classification": {"accuracy": 0.5}, "faithfulness": fa, "localisation": loc}))
+    (tmp_path / "summary.json").write_text(
+        json.dumps(
+            {
+                "task": "organ3d",
+                "data": str(tmp_path / "data"),
+                "checkpoint": str(tmp_path / "ck.pt"),
+                "classification": {"accuracy": 0.5},
+                "faithfulness": fa,
+                "localisation": loc,
+            }
+        )
+    )
     r = build_run_report(tmp_path, progress=False)
     p = Page(r.html.read_text())
     assert len(p.items) == 3
     for it in p.items:
         frame_tile = it["tiles"][0]
-        assert frame_tile["gt"] >= 1            # the organ's box on the slices through it
+        assert frame_tile["gt"] >= 1  # the organ's box on the slices through it
     assert _body(p.tables["faithfulness"])[0][:4] == ["gradcam", "0.500", "0.125", "3"]
     assert _body(p.tables["classification"]) == [["accuracy", "0.5000"]]
     for ref in p.refs:

@@ -8,30 +8,53 @@ An import may go down or sideways (peers of one layer), never up; the module gra
 cycle. The CLI shims (``python -m gcfeat.<cmd>`` entry points) sit on top: only ``gcfeat
 .__main__`` and other shims may point at them. The same contracts are in ``.importlinter``.
 """
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "gcfeat"
 
 #: rank of each top-level part of the package (higher imports lower).
 LAYERS = {
-    "cli": 7, "workflows": 6, "report": 5.5, "tasks": 5, "extract": 4, "training": 4,
-    "metrics": 3.5, "cam": 3, "boxes": 3, "viz": 3, "models": 2, "io": 1.5, "data": 1,
-    "config": -1, "errors": -1, "": -1,
+    "cli": 7,
+    "workflows": 6,
+    "report": 5.5,
+    "tasks": 5,
+    "extract": 4,
+    "training": 4,
+    "metrics": 3.5,
+    "cam": 3,
+    "boxes": 3,
+    "viz": 3,
+    "models": 2,
+    "io": 1.5,
+    "data": 1,
+    "config": -1,
+    "errors": -1,
+    "": -1,
 }
 #: thin ``python -m`` entry points: 2-3 lines calling gcfeat.cli.<cmd>.main.
-SHIMS = {"gcfeat.__main__", "gcfeat.train", "gcfeat.bbox", "gcfeat.tune", "gcfeat.export",
-         "gcfeat.evaluate", "gcfeat.demo", "gcfeat.tasks.train", "gcfeat.extract.__main__",
-         "gcfeat.report.__main__"}
+SHIMS = {
+    "gcfeat.__main__",
+    "gcfeat.train",
+    "gcfeat.bbox",
+    "gcfeat.tune",
+    "gcfeat.export",
+    "gcfeat.evaluate",
+    "gcfeat.demo",
+    "gcfeat.tasks.train",
+    "gcfeat.extract.__main__",
+    "gcfeat.report.__main__",
+}
 SHIM_RANK = 8
 #: library modules that are also `python -m` entry points: their ``if __name__ == "__main__":``
 #: guard (run only as the entry point, never on import) may import this one CLI module.
-ENTRY_GUARDS = {"gcfeat.data.synthetic": "gcfeat.cli.synthetic",
-                "gcfeat.data.mri_synthetic": "gcfeat.cli.mri_synthetic"}
+ENTRY_GUARDS = {
+    "gcfeat.data.synthetic": "gcfeat.cli.synthetic",
+    "gcfeat.data.mri_synthetic": "gcfeat.cli.mri_synthetic",
+}
 
 
 def module_name(path: Path) -> str:
@@ -63,8 +86,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             else:
                 mod = node.module or ""
             # `from pkg import sub` imports the module pkg.sub when there is one
-            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod
-                       for a in node.names]
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
         else:
             continue
         for t in targets:
@@ -77,10 +99,16 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 def entry_guards(tree: ast.Module) -> list[ast.If]:
     """The module's top-level ``if __name__ == "__main__":`` blocks."""
-    return [n for n in tree.body if isinstance(n, ast.If) and isinstance(n.test, ast.Compare)
-            and isinstance(n.test.left, ast.Name) and n.test.left.id == "__name__"
-            and isinstance(n.test.comparators[0], ast.Constant)
-            and n.test.comparators[0].value == "__main__"]
+    return [
+        n
+        for n in tree.body
+        if isinstance(n, ast.If)
+        and isinstance(n.test, ast.Compare)
+        and isinstance(n.test.left, ast.Name)
+        and n.test.left.id == "__name__"
+        and isinstance(n.test.comparators[0], ast.Constant)
+        and n.test.comparators[0].value == "__main__"
+    ]
 
 
 def graph() -> dict[str, set[str]]:
@@ -114,7 +142,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for m in sorted(g.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state and (c := visit(m)):
                 return c
         stack.pop()
@@ -146,8 +174,11 @@ def test_shims_are_thin():
     modules = all_modules()
     for shim in SHIMS:
         path = modules[shim]
-        code = [line for line in path.read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith(("#", '"""', "`"))]
+        code = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", '"""', "`"))
+        ]
         assert len(code) <= 4, f"{path}: a shim holds {len(code)} lines of code"
         assert imports_of(shim, path, modules) <= {m for m in modules if m.startswith("gcfeat.cli")}
 

@@ -5,6 +5,7 @@ a task touches ``gcfeat.tasks`` only (a Task object), nothing in the workflows o
 The toy task: 16x16 grey images, 3 classes by the shape and brightness of one object (a dim
 horizontal bar, a vertical bar, a bright square); the object is the ground-truth mask.
 """
+
 import json
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from gcfeat.workflows.train import TrainOutcome, train
 from gcfeat.workflows.tune import TuningResult, tune
 
 CLASSES = ("horizontal", "vertical", "square")
-SHAPES = {0: (slice(7, 10), slice(3, 13)), 1: (slice(3, 13), slice(7, 10)),
-          2: (slice(5, 11), slice(5, 11))}    # y, x extent of each class's object
+SHAPES = {
+    0: (slice(7, 10), slice(3, 13)),
+    1: (slice(3, 13), slice(7, 10)),
+    2: (slice(5, 11), slice(5, 11)),
+}  # y, x extent of each class's object
 
 
 class TinyCNN(nn.Module):
@@ -67,17 +71,36 @@ class ToySquares(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         k = int(self.labels[i])
-        return {"image": torch.from_numpy(self.images[i])[None], "label": torch.tensor(k),
-                "labels": nn.functional.one_hot(torch.tensor(k), 3).float(),
-                "gt_mask": torch.from_numpy(self.masks[i]), "video": "toy", "frame_index": i}
+        return {
+            "image": torch.from_numpy(self.images[i])[None],
+            "label": torch.tensor(k),
+            "labels": nn.functional.one_hot(torch.tensor(k), 3).float(),
+            "gt_mask": torch.from_numpy(self.masks[i]),
+            "video": "toy",
+            "frame_index": i,
+        }
 
 
 TOY = Task(
-    "toy", CLASSES, "multiclass", 2, (16, 16), 1, "tiny_cnn", ("tiny_cnn",), None, None,
-    "float in [0, 1]", ("train", "val", "test"),
-    lambda arch, **kw: TinyCNN(), ToySquares, lambda m: m.last_conv, write_toy,
+    "toy",
+    CLASSES,
+    "multiclass",
+    2,
+    (16, 16),
+    1,
+    "tiny_cnn",
+    ("tiny_cnn",),
+    None,
+    None,
+    "float in [0, 1]",
+    ("train", "val", "test"),
+    lambda arch, **kw: TinyCNN(),
+    ToySquares,
+    lambda m: m.last_conv,
+    write_toy,
     {"epochs": 10, "lr": 2e-2, "batch_size": 8, "optimizer": "adamw"},
-    gt_name="object", min_area=2,
+    gt_name="object",
+    min_area=2,
 )
 
 
@@ -92,16 +115,16 @@ def test_a_fifth_task_runs_every_workflow(toy_task, tmp_path, one_thread):
     assert "toy" in task_names() and get_task("toy") is toy_task
     data = tmp_path / "data"
     torch.manual_seed(0)  # the model's initial weights
-    trained = train("toy", data, synthetic=True, out=tmp_path, progress=False,
-                    say=lambda *_: None)
+    trained = train("toy", data, synthetic=True, out=tmp_path, progress=False, say=lambda *_: None)
     assert isinstance(trained, TrainOutcome) and trained.wrote_synthetic
     assert trained.checkpoint == tmp_path / "toy_tiny_cnn_best.pt" and trained.checkpoint.is_file()
-    assert trained.metric == "accuracy" and trained.best_score > 0.5   # chance is 1/3
+    assert trained.metric == "accuracy" and trained.best_score > 0.5  # chance is 1/3
     model, info = toy_task.load_checkpoint(trained.checkpoint)
     assert isinstance(model, TinyCNN) and info["task"] == "toy" and info["input_size"] == [16, 16]
 
-    study = tune("toy", data, trained.checkpoint, "0.2:0.6:0.2", out=tmp_path / "tune",
-                 min_area=toy_task.min_area)
+    study = tune(
+        "toy", data, trained.checkpoint, "0.2:0.6:0.2", out=tmp_path / "tune", min_area=toy_task.min_area
+    )
     assert isinstance(study, TuningResult)
     table, rec = study
     assert set(table["class_name"]) == {*CLASSES, "all"}
@@ -110,23 +133,30 @@ def test_a_fifth_task_runs_every_workflow(toy_task, tmp_path, one_thread):
     assert study.best_threshold in (0.2, 0.4, 0.6)
     assert json.loads((tmp_path / "tune" / "tune_recommendation.json").read_text())["metric"] == "mean_iou"
 
-    shown = inspect("toy", data, trained.checkpoint, 1, threshold=0.4, min_area=2,
-                    out=tmp_path / "fig.png")
+    shown = inspect("toy", data, trained.checkpoint, 1, threshold=0.4, min_area=2, out=tmp_path / "fig.png")
     assert isinstance(shown, TaskBoxes) and shown.figure.is_file() and shown.label == 1
-    assert shown.gt_box.tolist() == [7.0, 3.0, 10.0, 13.0]      # x1, y1, x2, y2 of the bar
+    assert shown.gt_box.tolist() == [7.0, 3.0, 10.0, 13.0]  # x1, y1, x2, y2 of the bar
     assert shown.boxes.xyxy.shape[1] == 4 and "object mask" in shown.title
 
-    res = extract("toy", data, trained.checkpoint, str(tmp_path / "toy.h5"), split="test",
-                  methods=["m1", "m2", "m3"], layout="auto", batch_size=8, num_workers=0,
-                  progress=False)
+    res = extract(
+        "toy",
+        data,
+        trained.checkpoint,
+        str(tmp_path / "toy.h5"),
+        split="test",
+        methods=["m1", "m2", "m3"],
+        layout="auto",
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+    )
     assert res.stats["frames"] == 12
     with FeatureFile(tmp_path / "toy.h5") as ff:
         assert ff.methods == ["m1", "m2", "m3"] or sorted(ff.methods) == ["m1", "m2", "m3"]
         rows = ff["toy"].rows("m3")
         assert len(rows["label"]) == 12 and rows["features"].shape[1] > 0
 
-    r = evaluate("toy", data, trained.checkpoint, tmp_path / "eval", n_steps=8, exports=1,
-                 progress=False)
+    r = evaluate("toy", data, trained.checkpoint, tmp_path / "eval", n_steps=8, exports=1, progress=False)
     assert r["task"] == "toy" and r["samples"]["n"] == 12
     assert 0.0 <= r["classification"]["accuracy"] <= 1.0
     assert r["localisation"]["gradcam"]["pointing_game"]["n"] == 12

@@ -2,6 +2,7 @@
 each task, the task checkpoints written before it (built here with ``torch.save`` of the old
 dict layout), and the same checks (task, class count, finite weights, unsafe / truncated
 files) for all of them."""
+
 import os
 
 import pytest
@@ -11,9 +12,11 @@ from gcfeat.models import CheckpointError, load_checkpoint, save_checkpoint
 from gcfeat.tasks import get_task, load_task_checkpoint
 
 #: task -> (arch, input shape of one sample)
-CASES = {"prostate": ("resnet18_nobn_dropout", (3, 32, 32)),
-         "organ3d": ("resnet3d_18_slim", (1, 28, 28, 28)),
-         "alzheimer": ("baseline_cnn", (1, 128, 128))}
+CASES = {
+    "prostate": ("resnet18_nobn_dropout", (3, 32, 32)),
+    "organ3d": ("resnet3d_18_slim", (1, 28, 28, 28)),
+    "alzheimer": ("baseline_cnn", (1, 128, 128)),
+}
 
 
 def _model(task, arch):
@@ -24,10 +27,15 @@ def _model(task, arch):
 def _old_task_file(path, task, arch, model, **changes):
     """What ``save_task_checkpoint`` wrote before the one format (its dict layout)."""
     t = get_task(task)
-    blob = {"format": "gcfeat-task-checkpoint", "task": task, "arch": arch,
-            "classes": list(t.classes), "input_size": list(t.input_size),
-            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "meta": {"epoch": 3, "val_accuracy": 0.75, "seed": 0}}
+    blob = {
+        "format": "gcfeat-task-checkpoint",
+        "task": task,
+        "arch": arch,
+        "classes": list(t.classes),
+        "input_size": list(t.input_size),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "meta": {"epoch": 3, "val_accuracy": 0.75, "seed": 0},
+    }
     blob.update(changes)
     torch.save(blob, path)
     return path
@@ -48,7 +56,7 @@ def test_old_task_checkpoints_load_with_the_same_outputs(tmp_path, task):
     assert torch.equal(_logits(loaded, shape), _logits(model, shape))
     assert (info.form, info.task, info.arch, info.epoch) == ("task", task, arch, 3)
     assert info.classes == get_task(task).classes and info["meta"]["val_accuracy"] == 0.75
-    again, _ = load_task_checkpoint(path)      # the file names its task
+    again, _ = load_task_checkpoint(path)  # the file names its task
     assert torch.equal(_logits(again, shape), _logits(model, shape))
 
 
@@ -56,18 +64,29 @@ def test_old_task_checkpoints_load_with_the_same_outputs(tmp_path, task):
 def test_every_task_writes_and_reads_the_one_format(tmp_path, task):
     arch, shape = CASES[task]
     t, model = get_task(task), _model(task, arch)
-    path = save_checkpoint(tmp_path / "new.pt", model, classes=t.classes, arch=arch,
-                           input_size=t.input_size, mean=t.mean, std=t.std, task=task,
-                           meta={"epoch": 2})
+    path = save_checkpoint(
+        tmp_path / "new.pt",
+        model,
+        classes=t.classes,
+        arch=arch,
+        input_size=t.input_size,
+        mean=t.mean,
+        std=t.std,
+        task=task,
+        meta={"epoch": 2},
+    )
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "gcfeat-checkpoint" and raw["task"] == task and raw["arch"] == arch
     assert raw["classes"] == list(t.classes) and raw["input_size"] == list(t.input_size)
     loaded, info = t.load_checkpoint(path)
     assert torch.equal(_logits(loaded, shape), _logits(model, shape))
     assert (info.form, info.task, info.epoch) == ("gcfeat", task, 2)
-    with pytest.raises(CheckpointError, match=rf"holds a {arch} model of task '{task}'.*"
-                                              rf"get_task\('{task}'\).load_checkpoint"):
-        load_checkpoint(path)                 # no builder: the task is needed
+    with pytest.raises(
+        CheckpointError,
+        match=rf"holds a {arch} model of task '{task}'.*"
+        rf"get_task\('{task}'\).load_checkpoint",
+    ):
+        load_checkpoint(path)  # no builder: the task is needed
 
 
 def test_a_file_of_another_task_or_class_count_is_refused(tmp_path):
@@ -77,8 +96,7 @@ def test_a_file_of_another_task_or_class_count_is_refused(tmp_path):
         get_task("alzheimer").load_checkpoint(old)
     with pytest.raises(ValueError, match="expected task 'prostate'"):
         load_task_checkpoint(old, "prostate")
-    three = _old_task_file(tmp_path / "k.pt", "organ3d", "resnet3d_18_slim", model,
-                           classes=["a", "b", "c"])
+    three = _old_task_file(tmp_path / "k.pt", "organ3d", "resnet3d_18_slim", model, classes=["a", "b", "c"])
     with pytest.raises(CheckpointError, match="k.pt: lists 3 classes but its head has 11 outputs"):
         get_task("organ3d").load_checkpoint(three)
 
@@ -89,8 +107,9 @@ def test_non_finite_weights_are_refused_in_every_form(tmp_path, form):
         model = _model("alzheimer", "baseline_cnn")
         path = _old_task_file(tmp_path / "nan.pt", "alzheimer", "baseline_cnn", model)
         blob = torch.load(path, weights_only=True)
-        blob["state_dict"]["fc1.weight" if "fc1.weight" in blob["state_dict"]
-                           else next(iter(blob["state_dict"]))][0] = float("nan")
+        blob["state_dict"][
+            "fc1.weight" if "fc1.weight" in blob["state_dict"] else next(iter(blob["state_dict"]))
+        ][0] = float("nan")
         torch.save(blob, path)
         load = get_task("alzheimer").load_checkpoint
     else:
@@ -99,8 +118,15 @@ def test_non_finite_weights_are_refused_in_every_form(tmp_path, form):
             model.fc.weight[0, 0] = float("inf")
         path = tmp_path / "nan.pt"
         if form == "gcfeat":
-            save_checkpoint(path, model, classes=get_task("surgical").classes, arch="resnet18",
-                            input_size=(64, 80), mean=None, std=None)
+            save_checkpoint(
+                path,
+                model,
+                classes=get_task("surgical").classes,
+                arch="resnet18",
+                input_size=(64, 80),
+                mean=None,
+                std=None,
+            )
         else:
             torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
         load = get_task("surgical").load_checkpoint
@@ -112,8 +138,7 @@ def test_non_finite_weights_are_refused_in_every_form(tmp_path, form):
 
 def test_unsafe_and_truncated_old_task_files_are_refused(tmp_path):
     model = _model("alzheimer", "baseline_cnn")
-    evil = _old_task_file(tmp_path / "evil.pt", "alzheimer", "baseline_cnn", model,
-                          meta={"hook": os.system})
+    evil = _old_task_file(tmp_path / "evil.pt", "alzheimer", "baseline_cnn", model, meta={"hook": os.system})
     with pytest.raises(CheckpointError, match=r"evil.pt: contains non-tensor objects"):
         get_task("alzheimer").load_checkpoint(evil)
     good = _old_task_file(tmp_path / "good.pt", "alzheimer", "baseline_cnn", model)

@@ -1,4 +1,5 @@
 """The task registry, the small CNNs and the task training / checkpoint round trip."""
+
 import pytest
 import torch
 
@@ -56,8 +57,23 @@ def test_alzheimer_task_train_and_checkpoint_round_trip(tmp_path):
     from gcfeat.training import predict
 
     data = tmp_path / "alz"
-    rc = main(["--task", "alzheimer", "--data", str(data), "--synthetic", "--n", "16",
-               "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "ck")])
+    rc = main(
+        [
+            "--task",
+            "alzheimer",
+            "--data",
+            str(data),
+            "--synthetic",
+            "--n",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "ck"),
+        ]
+    )
     assert rc == 0
     ck = tmp_path / "ck" / "alzheimer_baseline_cnn_best.pt"
     model, info = load_task_checkpoint(ck, "alzheimer")
@@ -98,8 +114,13 @@ def test_recalibrate_batchnorm_averages_the_batch_statistics():
     from gcfeat.training import collate, recalibrate_batchnorm
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.BatchNorm3d(4),
-                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3),
+        torch.nn.BatchNorm3d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )
     x = torch.rand(12, 1, 6, 6, 6) * 0.1
     model(x[:2])  # materialise the lazy layer
     model[1].reset_running_stats()

@@ -2,6 +2,7 @@
 multi-label strategies reproduces, bit for bit, the two loops it replaced (written out here as
 they were: ``train_classifier`` of gcfeat.training.single_label and the epoch of the former
 ``fit``), and ``workflows.train`` seeds before it builds the model."""
+
 import math
 import random
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ class Blobs(Dataset):
         self.label = torch.arange(n) % 3
         self.x = torch.rand(n, 1, 12, 12, generator=g) * 0.3
         for i, k in enumerate(self.label.tolist()):
-            self.x[i, 0, 4 * k:4 * k + 4, 4:8] += 1.0
+            self.x[i, 0, 4 * k : 4 * k + 4, 4:8] += 1.0
 
     def __len__(self):
         return len(self.label)
@@ -53,8 +54,14 @@ def _former_single_label(model, train_set, val_set, *, epochs, lr, batch_size, s
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=gen, drop_last=len(train_set) % batch_size == 1)
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=gen,
+        drop_last=len(train_set) % batch_size == 1,
+    )
     history = []
     for _ in range(epochs):
         model.train()
@@ -71,13 +78,16 @@ def _former_single_label(model, train_set, val_set, *, epochs, lr, batch_size, s
         recalibrate_batchnorm(model, loader)
         model.eval()
         with torch.no_grad():
-            batches = list(tqdm(DataLoader(val_set, batch_size=batch_size, collate_fn=collate),
-                                disable=True))
+            batches = list(tqdm(DataLoader(val_set, batch_size=batch_size, collate_fn=collate), disable=True))
             logits = torch.cat([model(b["image"]).float() for b in batches])
             labels = torch.cat([b["label"] for b in batches])
-        history.append({"train_loss": total / max(count, 1),
-                        "val_loss": float(nn.functional.cross_entropy(logits, labels)),
-                        "val_accuracy": float((logits.argmax(1) == labels).float().mean())})
+        history.append(
+            {
+                "train_loss": total / max(count, 1),
+                "val_loss": float(nn.functional.cross_entropy(logits, labels)),
+                "val_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            }
+        )
     return history
 
 
@@ -86,8 +96,7 @@ def _former_multilabel(model, train_set, val_set, *, epochs, lr, batch_size, see
     opt = torch.optim.SGD(list(model.parameters()), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     gen = torch.Generator()
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=gen)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=gen)
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
     history = []
     for epoch in range(1, epochs + 1):
@@ -115,8 +124,12 @@ def _former_multilabel(model, train_set, val_set, *, epochs, lr, batch_size, see
             logits = torch.cat([model(b["image"]).float() for b in batches])
             targets = torch.cat([b["labels"].float() for b in batches])
         sched.step()
-        history.append({"train_loss": float(total) / max(count, 1), "val_loss": float(
-            nn.functional.binary_cross_entropy_with_logits(logits, targets))})
+        history.append(
+            {
+                "train_loss": float(total) / max(count, 1),
+                "val_loss": float(nn.functional.binary_cross_entropy_with_logits(logits, targets)),
+            }
+        )
     return history
 
 
@@ -126,16 +139,26 @@ def _net(seed=3):
 
 
 def test_fit_reproduces_the_former_single_label_loop(tmp_path):
-    train_set, val_set = Blobs(22, 0), Blobs(9, 1)   # 22 % 7 == 1: the lone sample is dropped
+    train_set, val_set = Blobs(22, 0), Blobs(9, 1)  # 22 % 7 == 1: the lone sample is dropped
     ref_model = _net()
-    ref = _former_single_label(ref_model, train_set, val_set, epochs=2, lr=0.05, batch_size=7,
-                               seed=4)
+    ref = _former_single_label(ref_model, train_set, val_set, epochs=2, lr=0.05, batch_size=7, seed=4)
     task = SimpleNamespace(name="blobs", classes=("top", "middle", "bottom"), mean=None, std=None)
-    r = fit(_net(), train_set, val_set, **single_label_options(task=task, arch="net", seed=4),
-            epochs=2, lr=0.05, batch_size=7, optimizer="adamw", device="cpu",
-            out_dir=tmp_path, progress=False, verbose=False)
+    r = fit(
+        _net(),
+        train_set,
+        val_set,
+        **single_label_options(task=task, arch="net", seed=4),
+        epochs=2,
+        lr=0.05,
+        batch_size=7,
+        optimizer="adamw",
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
+        verbose=False,
+    )
     for want, got in zip(ref, r.history):
-        assert {k: got[k] for k in want} == want            # exactly, not approximately
+        assert {k: got[k] for k in want} == want  # exactly, not approximately
     state, ref_state = r.model.state_dict(), ref_model.state_dict()
     assert all(torch.equal(state[k], ref_state[k]) for k in state)
     assert r.metric == "val_accuracy" and r.checkpoint.name == "blobs_net_best.pt"
@@ -144,11 +167,24 @@ def test_fit_reproduces_the_former_single_label_loop(tmp_path):
 def test_fit_reproduces_the_former_multilabel_loop(tmp_path):
     train_set, val_set = Blobs(20, 0), Blobs(9, 1)
     ref_model = _net()
-    ref = _former_multilabel(ref_model, train_set, val_set, epochs=2, lr=0.05, batch_size=6,
-                             seed=0)
-    r = fit(_net(), train_set, val_set, epochs=2, lr=0.05, batch_size=6, optimizer="sgd",
-            schedule="cosine", augment_flip=True, seed=0, arch="net", device="cpu",
-            out_dir=tmp_path, progress=False, verbose=False)
+    ref = _former_multilabel(ref_model, train_set, val_set, epochs=2, lr=0.05, batch_size=6, seed=0)
+    r = fit(
+        _net(),
+        train_set,
+        val_set,
+        epochs=2,
+        lr=0.05,
+        batch_size=6,
+        optimizer="sgd",
+        schedule="cosine",
+        augment_flip=True,
+        seed=0,
+        arch="net",
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
+        verbose=False,
+    )
     for want, got in zip(ref, r.history):
         assert {k: got[k] for k in want} == want
     state, ref_state = r.model.state_dict(), ref_model.state_dict()
@@ -163,11 +199,20 @@ def test_workflow_train_is_seeded_before_the_model_is_built(tmp_path):
 
     states = []
     for i, prior in enumerate((1, 2)):
-        torch.manual_seed(prior)          # what the process drew before must not matter
+        torch.manual_seed(prior)  # what the process drew before must not matter
         torch.rand(prior)
-        out = train("alzheimer", tmp_path / "data", epochs=1, batch_size=8, seed=0,
-                    out=tmp_path / f"ck{i}", synthetic=True, n=8, progress=False,
-                    say=lambda s: None)
+        out = train(
+            "alzheimer",
+            tmp_path / "data",
+            epochs=1,
+            batch_size=8,
+            seed=0,
+            out=tmp_path / f"ck{i}",
+            synthetic=True,
+            n=8,
+            progress=False,
+            say=lambda s: None,
+        )
         model, info = get_task("alzheimer").load_checkpoint(out.checkpoint)
         assert info.form == "gcfeat" and info.task == "alzheimer"
         states.append(model.state_dict())

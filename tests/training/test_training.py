@@ -3,6 +3,7 @@
 The dataset follows the sample dict of docs/DESIGN.md: each 32x40 image holds 0-3 coloured
 squares (red, green, blue) on noise; ``labels`` is the multi-hot of the colours present.
 """
+
 import csv
 import math
 
@@ -15,8 +16,17 @@ from gcfeat.training import fit, seed_everything
 
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
 CLASSES = ("red", "green", "blue")
-RUN = dict(epochs=2, batch_size=8, lr=0.05, optimizer="sgd", schedule="cosine", seed=0,
-           classes=CLASSES, progress=False, verbose=False)
+RUN = dict(
+    epochs=2,
+    batch_size=8,
+    lr=0.05,
+    optimizer="sgd",
+    schedule="cosine",
+    seed=0,
+    classes=CLASSES,
+    progress=False,
+    verbose=False,
+)
 
 
 class Squares(Dataset):
@@ -35,7 +45,7 @@ class Squares(Dataset):
         for k in range(3):
             if self.labels[i, k]:
                 y, x = self.pos[i, k].tolist()
-                image[:, y:y + 12, x:x + 12] = COLOURS[k][:, None, None]
+                image[:, y : y + 12, x : x + 12] = COLOURS[k][:, None, None]
         if self.as_tuple:
             return image, int(self.labels[i, :3].argmax())
         return {"image": image, "labels": self.labels[i], "video": "seq_1", "frame_index": i}
@@ -122,9 +132,22 @@ def test_resume_continues_and_matches_uninterrupted_run(full_run, data, tmp_path
 
 def test_single_label_tuples_and_plateau(tmp_path):
     train, val = Squares(24, 3, as_tuple=True), Squares(12, 4, as_tuple=True)
-    r = fit(_model(), train, val, epochs=1, batch_size=8, lr=1e-3, optimizer="adamw",
-            schedule="plateau", loss="ce", out_dir=tmp_path, name="ce", classes=CLASSES,
-            progress=False, verbose=False)
+    r = fit(
+        _model(),
+        train,
+        val,
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        optimizer="adamw",
+        schedule="plateau",
+        loss="ce",
+        out_dir=tmp_path,
+        name="ce",
+        classes=CLASSES,
+        progress=False,
+        verbose=False,
+    )
     assert 0.0 <= r.history[0]["val_accuracy"] <= 1.0
     assert not math.isnan(r.best_map)
     with open(r.log_csv) as f:
@@ -153,21 +176,38 @@ def test_cli_help(capsys):
 
 def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys):
     import gcfeat.data
-    from gcfeat.data.classes import SURGICAL_CLASSES
     from gcfeat.cli.train import main
+    from gcfeat.data.classes import SURGICAL_CLASSES
 
     calls = []
 
     def fake_build_dataset(root, layout="auto", split="train", size=(256, 320), **kw):
         calls.append((str(root), layout, split, tuple(size), kw))
-        return Squares(32 if split == "train" else 16, 1 if split == "train" else 2,
-                       num_classes=len(SURGICAL_CLASSES))
+        return Squares(
+            32 if split == "train" else 16, 1 if split == "train" else 2, num_classes=len(SURGICAL_CLASSES)
+        )
 
     monkeypatch.setattr(gcfeat.data, "build_dataset", fake_build_dataset)
     monkeypatch.setattr(gcfeat.data, "detect_layout", lambda root: "miccai18")
-    args = ["--data", str(tmp_path / "data"), "--arch", "resnet18", "--size", "32x40",
-            "--epochs", "1", "--batch-size", "8", "--lr", "0.01", "--workers", "0",
-            "--out", str(tmp_path / "ck"), "--quiet"]
+    args = [
+        "--data",
+        str(tmp_path / "data"),
+        "--arch",
+        "resnet18",
+        "--size",
+        "32x40",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path / "ck"),
+        "--quiet",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert calls[0][1:4] == ("miccai18", "train", (32, 40)) and calls[1][2] == "val"

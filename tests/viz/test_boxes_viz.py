@@ -1,11 +1,20 @@
 """Overlays, box drawings and threshold plots (matplotlib Agg)."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from gcfeat.viz import (class_color, denormalize, draw_boxes, new_figure, overlay_heatmap,
-                        plot_class_curves, plot_threshold_curves, save_box_figure)
+from gcfeat.viz import (
+    class_color,
+    denormalize,
+    draw_boxes,
+    new_figure,
+    overlay_heatmap,
+    plot_class_curves,
+    plot_threshold_curves,
+    save_box_figure,
+)
 
 
 def test_denormalize_inverts_normalisation():
@@ -31,7 +40,7 @@ def test_overlay_heatmap_blend():
     assert np.abs(overlay_heatmap(img, heat, alpha=1.0).astype(int) - jet).max() <= 1
     half = overlay_heatmap(img, torch.from_numpy(heat), alpha=0.5)
     assert np.abs(half.astype(float) - (0.5 * 200 + 0.5 * jet)).max() <= 1
-    assert overlay_heatmap(img[..., 0], heat).shape == (4, 6, 3)   # grey images
+    assert overlay_heatmap(img[..., 0], heat).shape == (4, 6, 3)  # grey images
     with pytest.raises(ValueError):
         overlay_heatmap(img, heat[:3])
 
@@ -40,7 +49,9 @@ def test_draw_boxes_styles_and_colours():
     fig = new_figure(3, 3)
     ax = fig.subplots()
     ax.imshow(np.zeros((20, 20, 3), np.uint8))
-    draw_boxes(ax, [[2, 3, 10, 12], [0, 0, 5, 5]], [1, 10], [0.5, 0.9], class_names=[str(i) for i in range(11)])
+    draw_boxes(
+        ax, [[2, 3, 10, 12], [0, 0, 5, 5]], [1, 10], [0.5, 0.9], class_names=[str(i) for i in range(11)]
+    )
     draw_boxes(ax, [[1, 1, 4, 4]], [1], dashed=True, prefix="GT ")
     rects = ax.patches
     assert len(rects) == 3
@@ -58,9 +69,17 @@ def test_save_box_figure_not_blank(tmp_path):
     img = np.full((64, 80, 3), 90, np.uint8)
     heat = np.zeros((64, 80))
     heat[10:30, 20:50] = 1
-    p = save_box_figure(tmp_path / "sub" / "f.png", img, heat, boxes=torch.tensor([[20., 10, 50, 30]]),
-                        labels=torch.tensor([3]), scores=torch.tensor([0.8]),
-                        gt_boxes=np.array([[18, 12, 52, 33]]), gt_labels=[3], title="a\nb")
+    p = save_box_figure(
+        tmp_path / "sub" / "f.png",
+        img,
+        heat,
+        boxes=torch.tensor([[20.0, 10, 50, 30]]),
+        labels=torch.tensor([3]),
+        scores=torch.tensor([0.8]),
+        gt_boxes=np.array([[18, 12, 52, 33]]),
+        gt_labels=[3],
+        title="a\nb",
+    )
     arr = mpimg.imread(p)
     assert arr.shape[1] >= 500 and arr[..., :3].std() > 0.05
     # no boxes, no heat: still writes
@@ -72,8 +91,16 @@ def sweep_table():
     for t in (0.1, 0.3, 0.5):
         for cid, name in [(0, "a"), (1, "b"), (-1, "all")]:
             v = {0.1: 0.2, 0.3: 0.6, 0.5: 0.4}[t] * (1 + 0.1 * cid)
-            rows.append(dict(threshold=t, class_id=cid, class_name=name, mean_iou=v, hit_rate=v / 2,
-                             boxes_per_frame=2.0))
+            rows.append(
+                dict(
+                    threshold=t,
+                    class_id=cid,
+                    class_name=name,
+                    mean_iou=v,
+                    hit_rate=v / 2,
+                    boxes_per_frame=2.0,
+                )
+            )
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,5 @@
 """The main job end to end on a tiny configuration: every stage runs and writes its artefact."""
+
 import json
 import re
 
@@ -12,10 +13,29 @@ from gcfeat.cli.demo import main
 @pytest.mark.slow
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["--out", str(out), "--videos", "6", "--frames", "10", "--size", "64x80",
-               "--arch", "resnet18", "--epochs", "1", "--batch-size", "8",
-               "--checkpoint-dir", str(tmp_path / "ck"), "--thresholds", "0.1:0.9:0.2",
-               "--no-progress"])
+    rc = main(
+        [
+            "--out",
+            str(out),
+            "--videos",
+            "6",
+            "--frames",
+            "10",
+            "--size",
+            "64x80",
+            "--arch",
+            "resnet18",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+            "--thresholds",
+            "0.1:0.9:0.2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "where everything is" in printed
@@ -31,6 +51,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
 
     # the figure is a real picture, not a blank canvas
     import cv2
+
     fig = cv2.imread(summary["bbox_figure"])
     assert fig is not None and fig.std() > 10
 
@@ -51,8 +72,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     inter = exports["interaction"]
     for m in ("m1", "m2", "m3"):
         listed = list((out / "interaction" / m).glob("seq_*/xml/*.xml"))
-        assert len(listed) == inter["frames"][m] and \
-            inter["frames"][m] + inter["skipped_few_nodes"][m] == 20
+        assert len(listed) == inter["frames"][m] and inter["frames"][m] + inter["skipped_few_nodes"][m] == 20
     report = (out / "report.md").read_text()
     assert "validation mAP" in report and "threshold" in report and "report.html" in report
 
@@ -61,8 +81,12 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     tr = summary["transfer"]
     assert tr["chosen"] in ("gradcam/layer4", "gradcam/fused") and tr["box_maps"] in ("cam", "fused")
     assert {(r["source"], r["mode"], r["protocol"]) for r in tr["rows"]} >= {
-        ("gradcam/layer4", "pred", "transfer"), ("gradcam/fused", "gt_known", "oracle"),
-        ("otsu", "pred", "transfer"), ("max20", "pred", "transfer"), ("random", "pred", "oracle")}
+        ("gradcam/layer4", "pred", "transfer"),
+        ("gradcam/fused", "gt_known", "oracle"),
+        ("otsu", "pred", "transfer"),
+        ("max20", "pred", "transfer"),
+        ("random", "pred", "oracle"),
+    }
     T = list(tr["per_class_thresholds"].values())
     from gcfeat.io import FeatureFile
 
@@ -100,4 +124,3 @@ def test_report_stage_failure_leaves_the_run(tmp_path, monkeypatch, capsys):
     assert saved["seconds"]["data"] == 1.0 and "report_html" in saved["seconds"]
     assert (tmp_path / "features.h5").read_bytes() == b"x"
     assert "report.html not written" in capsys.readouterr().err
-

@@ -1,6 +1,7 @@
 """``gcfeat.evaluate``: the class-balanced ``--limit`` subset and localisation over non-empty
 ground-truth masks only (a lesion-free prostate slice counts in classification and the curves,
 not in pointing game / IoU)."""
+
 import csv
 from collections import Counter
 
@@ -18,8 +19,11 @@ def _naive_round_robin(labels, limit, seed):
     """Reference: per class (ascending id) its members in dataset order, or in the order of a
     seeded permutation of the whole dataset; then one of each class per round."""
     n = len(labels)
-    perm = list(range(n)) if seed is None else \
-        torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    perm = (
+        list(range(n))
+        if seed is None
+        else torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    )
     members = {c: [i for i in perm if labels[i] == c] for c in sorted(set(labels))}
     out, r = [], 0
     while len(out) < min(limit, n):
@@ -34,8 +38,8 @@ def _naive_round_robin(labels, limit, seed):
 def test_balanced_subset_equals_round_robin_reference(seed):
     g = torch.Generator().manual_seed(3)
     labels = torch.randint(0, 4, (57,), generator=g)
-    labels[labels == 2] = 1                      # a class that is absent, ids stay 0, 1, 3
-    labels[:3] = 3                               # class 3 is rare: it runs out first
+    labels[labels == 2] = 1  # a class that is absent, ids stay 0, 1, 3
+    labels[:3] = 3  # class 3 is rare: it runs out first
     labels[3:][labels[3:] == 3] = 0
     for limit in (0, 1, 5, 8, 20, 57, 100):
         got = balanced_subset(labels, limit, seed=seed).tolist()
@@ -46,13 +50,13 @@ def test_balanced_subset_is_balanced_deterministic_and_not_the_first_n():
     # slice-ordered split as in prostate: 30 negatives, then 6 positives, then 10 negatives
     labels = torch.tensor([0] * 30 + [1] * 6 + [0] * 10)
     a = balanced_subset(labels, 8, seed=0)
-    assert torch.equal(a, balanced_subset(labels, 8, seed=0))          # deterministic
-    assert Counter(labels[a].tolist()) == {0: 4, 1: 4}                 # balanced
+    assert torch.equal(a, balanced_subset(labels, 8, seed=0))  # deterministic
+    assert Counter(labels[a].tolist()) == {0: 4, 1: 4}  # balanced
     assert len(set(a.tolist())) == 8
-    for k in range(1, 9):                                              # every prefix balanced
+    for k in range(1, 9):  # every prefix balanced
         c = Counter(labels[a[:k]].tolist())
         assert abs(c[0] - c[1]) <= 1
-    assert labels[:8].sum() == 0                                       # the first 8: no positive
+    assert labels[:8].sum() == 0  # the first 8: no positive
     # the positives run out: the rest is filled with the other class
     b = balanced_subset(labels, 20, seed=0)
     assert Counter(labels[b].tolist()) == {0: 14, 1: 6}
@@ -82,9 +86,9 @@ def test_localisation_skips_empty_masks(shape, tolerance):
     g = torch.Generator().manual_seed(1)
     heat = torch.rand(9, *shape, generator=g)
     mask = torch.rand(9, *shape, generator=g) > 0.8
-    mask[[1, 4, 5]] = False                                            # lesion-free samples
+    mask[[1, 4, 5]] = False  # lesion-free samples
     mask[2] = False
-    mask[2].view(-1)[heat[2].argmax()] = True                          # a sure hit
+    mask[2].view(-1)[heat[2].argmax()] = True  # a sure hit
     r = localisation(heat, mask, tolerance, 0.6)
     pg, iou, n = _naive_localisation(heat, mask, tolerance, 0.6)
     assert r["pointing_game"]["n"] == r["iou"]["n"] == n == 6
@@ -99,8 +103,8 @@ def test_localisation_skips_empty_masks(shape, tolerance):
 def prostate_eval(tmp_path, monkeypatch):
     """A two-case test split (one case with a lesion, one without), a random ResNet-18
     checkpoint, and the 2D overlay grid captured instead of drawn."""
-    from gcfeat.tasks import get_task
     from gcfeat.models.task_checkpoint import save_task_checkpoint
+    from gcfeat.tasks import get_task
 
     task = get_task("prostate")
     data = tmp_path / "data"
@@ -108,29 +112,40 @@ def prostate_eval(tmp_path, monkeypatch):
     with open(data / "labels.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["label"] for r in rows) == ["0", "1"]
-    with open(data / "labels.csv", "w", newline="") as f:             # both cases in test
+    with open(data / "labels.csv", "w", newline="") as f:  # both cases in test
         w = csv.writer(f)
         w.writerow(["case_id", "label", "split"])
         w.writerows([(r["case_id"], r["label"], "test") for r in rows])
     torch.manual_seed(0)
-    ckpt = save_task_checkpoint(tmp_path / "ck.pt", task.build_model("resnet18"), task,
-                                "resnet18")
+    ckpt = save_task_checkpoint(tmp_path / "ck.pt", task.build_model("resnet18"), task, "resnet18")
     grids = {}
     import gcfeat.viz.montage as montage
 
-    monkeypatch.setattr(montage, "batch_grid",
-                        lambda images, heats, titles, path, **kw: grids.setdefault(
-                            path.name, (images.clone(), heats.clone(), list(titles))))
+    monkeypatch.setattr(
+        montage,
+        "batch_grid",
+        lambda images, heats, titles, path, **kw: grids.setdefault(
+            path.name, (images.clone(), heats.clone(), list(titles))
+        ),
+    )
     return task, data, ckpt, grids
 
 
-def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate_eval,
-                                                                        tmp_path):
+def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate_eval, tmp_path):
     task, data, ckpt, grids = prostate_eval
     ds = task.build_dataset(data, "test")
     labels = torch.stack([ds[i]["label"] for i in range(len(ds))])
-    r = evaluate("prostate", data, ckpt, tmp_path / "ev", methods=("gradcam",), limit=6,
-                 n_steps=4, exports=1, progress=False)
+    r = evaluate(
+        "prostate",
+        data,
+        ckpt,
+        tmp_path / "ev",
+        methods=("gradcam",),
+        limit=6,
+        n_steps=4,
+        exports=1,
+        progress=False,
+    )
     idx = r["samples"]["indices"]
     assert idx == balanced_subset(labels, 6, seed=0).tolist()
     assert list(r["samples"]["per_class"].values()) == [3, 3]
@@ -169,8 +184,7 @@ def test_evaluate_limit_is_balanced_and_localises_on_lesion_slices_only(prostate
     assert r["localisation"]["gradcam"]["iou"]["mean"] == pytest.approx(iou, abs=1e-6)
     # the exported case NIfTI is the lesion case's
     lesion_case = ds[order[0]]["video"]
-    assert [p.name for p in (tmp_path / "ev" / "volumes").iterdir()] == \
-        [f"{lesion_case}_gradcam.nii.gz"]
+    assert [p.name for p in (tmp_path / "ev" / "volumes").iterdir()] == [f"{lesion_case}_gradcam.nii.gz"]
     md = (tmp_path / "ev" / "summary.md").read_text()
     assert "pointing game (n = 3)" in md and "DAUC / IAUC over all 6" in md
     # prostate deletes to each image's channel means (its lesion is dark: zeros would add one):
@@ -204,16 +218,35 @@ def test_deletion_target():
 
 def test_evaluate_cli_sample_seed(prostate_eval, tmp_path, capsys):
     task, data, ckpt, _ = prostate_eval
-    assert main(["--task", "prostate", "--data", str(data), "--checkpoint", str(ckpt),
-                 "--out", str(tmp_path / "cli"), "--limit", "4", "--n-steps", "2",
-                 "--exports", "0", "--sample-seed", "-1"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "prostate",
+                "--data",
+                str(data),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "cli"),
+                "--limit",
+                "4",
+                "--n-steps",
+                "2",
+                "--exports",
+                "0",
+                "--sample-seed",
+                "-1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "pointing game (n = 2)" in out
     import json
 
     r = json.loads((tmp_path / "cli" / "metrics.json").read_text())
-    labels = torch.stack([task.build_dataset(data, "test")[i]["label"]
-                          for i in range(r["n"])])
+    labels = torch.stack([task.build_dataset(data, "test")[i]["label"] for i in range(r["n"])])
     assert r["samples"]["indices"] == balanced_subset(labels, 4, seed=None).tolist()
 
 
@@ -227,6 +260,23 @@ def test_evaluate_layer_option(prostate_eval, tmp_path, capsys):
     assert r3["cam_layer"] == "layer3" and r4["cam_layer"] == "default"
     assert r3["per_sample"]["gradcam"] != r4["per_sample"]["gradcam"]
     assert r3["per_sample"]["random"] == r4["per_sample"]["random"]
-    assert main(["--task", "prostate", "--data", str(data), "--checkpoint", str(ckpt),
-                 "--out", str(tmp_path / "bad"), "--layer", "layer9", "--limit", "2"]) == 2
+    assert (
+        main(
+            [
+                "--task",
+                "prostate",
+                "--data",
+                str(data),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "bad"),
+                "--layer",
+                "layer9",
+                "--limit",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "--layer 'layer9'" in capsys.readouterr().err

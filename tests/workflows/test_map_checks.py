@@ -1,6 +1,7 @@
 """evaluate's map checks: ROAD, Average Drop / Increase in Confidence and the sanity stage on a
 tiny trained CNN (its maps must change when it is randomised; a step that re-initialises nothing
 must be reported as 'do NOT change')."""
+
 import json
 
 import pytest
@@ -31,7 +32,7 @@ def blobs(n, g):
     y = torch.randint(0, 3, (n,), generator=g)
     for i in range(n):
         r, c = torch.randint(0, 18, (2,), generator=g).tolist()
-        x[i, y[i], r:r + 6, c:c + 6] += 2.0
+        x[i, y[i], r : r + 6, c : c + 6] += 2.0
     return x, y
 
 
@@ -56,15 +57,22 @@ def test_sanity_detects_the_change_and_says_when_there_is_none(trained, tmp_path
     before = {k: v.clone() for k, v in model.state_dict().items()}
     heat = GradCAM(model, [model.layer4]).explain(x, y[:, None]).heatmap[:, 0]
     rnd = torch.rand(heat.shape, generator=torch.Generator().manual_seed(1))
-    mc = check_maps(model, x, y, {"gradcam": heat, "random": rnd}, target_layer="layer4",
-                    methods=["gradcam"], fractions=(0.2, 0.6), out=tmp_path)
+    mc = check_maps(
+        model,
+        x,
+        y,
+        {"gradcam": heat, "random": rnd},
+        target_layer="layer4",
+        methods=["gradcam"],
+        fractions=(0.2, 0.6),
+        out=tmp_path,
+    )
     s = mc.sanity["gradcam"]
     assert s["steps"] == ["fc", "layer4", "conv1"] and s["passes"]
     assert max(s["spearman"]) < 0.5 and "change as the model is randomised" in s["verdict"]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # a "randomisation" that re-initialises nothing: identical maps, reported plainly
-    same = check_maps(model, x, y, {}, target_layer="layer4", methods=["gradcam"],
-                      sanity_layers=["pool"])
+    same = check_maps(model, x, y, {}, target_layer="layer4", methods=["gradcam"], sanity_layers=["pool"])
     assert same.sanity["gradcam"]["spearman"] == pytest.approx([1.0])
     assert "do NOT change" in same.sanity["gradcam"]["verdict"] and not same.sanity["gradcam"]["passes"]
     # ROAD and the confidence figures for both maps; files written
@@ -84,9 +92,22 @@ def test_sanity_detects_the_change_and_says_when_there_is_none(trained, tmp_path
 
 def test_evaluate_cli_surgical_map_checks(tmp_path, capsys):
     root = make_tiny_surgical(tmp_path, frames=4, seed=1, model_seed=1)
-    rc = evaluate_main(["--task", "surgical", "--data", str(root / "data"), "--checkpoint",
-                        str(root / "ck.pt"), "--out", str(tmp_path / "ev"), "--limit", "3",
-                        "--road-fractions", "0.5"])
+    rc = evaluate_main(
+        [
+            "--task",
+            "surgical",
+            "--data",
+            str(root / "data"),
+            "--checkpoint",
+            str(root / "ck.pt"),
+            "--out",
+            str(tmp_path / "ev"),
+            "--limit",
+            "3",
+            "--road-fractions",
+            "0.5",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "ROAD" in out and "Sanity, gradcam" in out
     doc = json.loads((tmp_path / "ev" / "map_checks.json").read_text())

@@ -1,4 +1,5 @@
 """The MRI demo (``python -m gcfeat.demo --task organ3d``) end to end on a tiny configuration."""
+
 import json
 import math
 import re
@@ -17,9 +18,28 @@ def _finite(stats: dict) -> bool:
 @pytest.mark.slow  # ~30 s alone on 2 cores: 3D convolutions train slowly on CPU
 def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["--task", "organ3d", "--out", str(out), "--n", "11", "--epochs", "1",
-               "--batch-size", "6", "--limit", "1", "--n-steps", "6", "--cams", "gradcam",
-               "scorecam", "--no-progress"])
+    rc = main(
+        [
+            "--task",
+            "organ3d",
+            "--out",
+            str(out),
+            "--n",
+            "11",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--limit",
+            "1",
+            "--n-steps",
+            "6",
+            "--cams",
+            "gradcam",
+            "scorecam",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "where everything is" in printed and "random" in printed
@@ -74,17 +94,35 @@ def test_organ3d_demo_tiny_end_to_end(tmp_path, capsys):
     assert refs and all((out / r).is_file() for r in refs), refs
 
     # a second run reuses the data and, with --skip-train, the checkpoint
-    rc = main(["--task", "organ3d", "--out", str(out), "--n", "11", "--skip-train",
-               "--limit", "1", "--n-steps", "4", "--cams", "gradcam", "--exports", "0",
-               "--no-progress"])
+    rc = main(
+        [
+            "--task",
+            "organ3d",
+            "--out",
+            str(out),
+            "--n",
+            "11",
+            "--skip-train",
+            "--limit",
+            "1",
+            "--n-steps",
+            "4",
+            "--cams",
+            "gradcam",
+            "--exports",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "reusing" in printed and "--skip-train: reusing" in printed
 
 
 def test_task_demo_rejects_unknown_arch(tmp_path, capsys):
-    assert main(["--task", "organ3d", "--out", str(tmp_path / "x"), "--arch", "resnet50",
-                 "--no-progress"]) == 2
+    assert (
+        main(["--task", "organ3d", "--out", str(tmp_path / "x"), "--arch", "resnet50", "--no-progress"]) == 2
+    )
     assert "not a organ3d model" in capsys.readouterr().err
     assert not (tmp_path / "x" / "data").exists()  # rejected before any data is written
     with pytest.raises(SystemExit):
