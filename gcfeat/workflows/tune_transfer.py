@@ -68,7 +68,14 @@ from gcfeat.data import make_loader
 from gcfeat.metrics.localization import MaxBoxAcc
 from gcfeat.metrics.study import LocalizationStudy
 from gcfeat.viz.plots import plot_transfer
-from gcfeat.workflows.tune import TuneError, aggregate_for, class_modes_for, load_dataset, load_model
+from gcfeat.workflows.tune import (
+    TuneError,
+    aggregate_for,
+    class_modes_for,
+    default_layer,
+    load_dataset,
+    load_model,
+)
 
 __all__ = ["FUSED", "BASELINES", "TransferResult", "run_transfer", "parse_source"]
 
@@ -367,7 +374,7 @@ def run_transfer(
     calibrate_split: str = "val",
     score_split: str = "test",
     methods: Sequence[str] = ("gradcam",),
-    layers: Sequence[str] = ("layer4",),
+    layers: Sequence[str | None] = (None,),
     layout: str = "auto",
     out: str | Path | None = None,
     batch_size: int = 8,
@@ -406,7 +413,10 @@ def run_transfer(
     classes = list(info.classes)
     agg = aggregate_for(classes)
     agg_name, cols = next(iter(agg.items()))
-    maker = _MapMaker(model, list(methods), list(layers), seed)
+    # None: the model's own CAM layer (layer4 of a ResNet, else its last feature level)
+    own = default_layer(model, info.input_size)
+    names: list[str] = [own if lay is None else lay for lay in layers]
+    maker = _MapMaker(model, list(methods), names, seed)
     kw = dict(
         mode=mode,
         class_modes=class_modes_for(classes),
@@ -452,7 +462,7 @@ def run_transfer(
         calibrate_split=calibrate_split,
         score_split=score_split,
         methods=list(methods),
-        layers=list(layers),
+        layers=names,
         fusion=FUSION,
         fused_layers=list(FUSED_LAYERS),
         thresholds=ts,
